@@ -1,0 +1,1 @@
+//! rangersync-page (skeleton)

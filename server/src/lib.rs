@@ -1,0 +1,1 @@
+//! rangersync-server (skeleton)

@@ -1,0 +1,1 @@
+//! The outbox as a sans-IO state machine (quinn-proto style).

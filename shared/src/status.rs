@@ -1,0 +1,80 @@
+//! The status a worker (or the page fallback) posts to every window client after
+//! every state change, and `SyncClient.status()` returns.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Millis;
+
+/// What the outbox is doing right now, as a person would want to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Nothing pending, nothing running.
+    #[default]
+    Idle,
+    /// A write is being committed to IndexedDB.
+    Saving,
+    /// A flush is talking to the server.
+    Syncing,
+    /// The last attempt failed; the next one is at `next_retry_at`.
+    WaitingRetry,
+    /// The network (or the server) cannot be reached.
+    Offline,
+    /// The server refused the credentials (401/403); nothing is sent until the config changes.
+    AuthError,
+    /// Something else went wrong; see `last_error`.
+    Error,
+}
+
+/// Where the outbox runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// In the service worker (delivers with no tab open).
+    #[default]
+    Worker,
+    /// In the page, because no worker could run (delivers while the page is open).
+    Page,
+}
+
+/// The last error a person should see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub code: String,
+    pub message: String,
+    pub at: Millis,
+}
+
+/// The status object of the worker issue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Status {
+    pub state: SyncState,
+    /// Entries in the outbox, including those in flight.
+    pub pending: u64,
+    /// Entries in the request on the wire right now.
+    pub in_flight: u64,
+    /// Entries in the dead-letter store.
+    pub dead: u64,
+    pub last_saved_at: Option<Millis>,
+    pub last_synced_at: Option<Millis>,
+    pub last_exported_at: Option<Millis>,
+    pub last_error: Option<LastError>,
+    pub next_retry_at: Option<Millis>,
+    pub mode: Mode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_serializes_with_snake_case_names_and_nulls() {
+        let s = Status { state: SyncState::WaitingRetry, pending: 3, ..Status::default() };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["state"], "waiting_retry");
+        assert_eq!(v["mode"], "worker");
+        assert_eq!(v["pending"], 3);
+        assert!(v["last_error"].is_null());
+        assert!(v["next_retry_at"].is_null());
+    }
+}

@@ -1,0 +1,1 @@
+//! rangersync-sw (skeleton)

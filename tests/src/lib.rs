@@ -1,0 +1,1 @@
+//! rangersync-e2e (skeleton)
