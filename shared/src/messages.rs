@@ -100,19 +100,44 @@ pub enum ExportFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Configure { config: Config },
-    Put { collection: String, key: String, value: Value },
-    Delete { collection: String, key: String },
-    Get { collection: String, key: String },
-    List { collection: String },
+    Configure {
+        config: Config,
+    },
+    Put {
+        collection: String,
+        key: String,
+        value: Value,
+    },
+    Delete {
+        collection: String,
+        key: String,
+    },
+    Get {
+        collection: String,
+        key: String,
+    },
+    List {
+        collection: String,
+    },
     Status,
     Flush,
     DeadLetters,
-    RetryDead { seq: u64 },
-    DiscardDead { seq: u64 },
-    Export { format: ExportFormat },
-    Restore { text: String, dry_run: bool },
-    PageEvent { event: PageEvent },
+    RetryDead {
+        seq: u64,
+    },
+    DiscardDead {
+        seq: u64,
+    },
+    Export {
+        format: ExportFormat,
+    },
+    Restore {
+        text: String,
+        dry_run: bool,
+    },
+    PageEvent {
+        event: PageEvent,
+    },
 }
 
 /// A request with its version and the id the reply echoes.
@@ -138,7 +163,13 @@ pub struct ReplyEnvelope {
 
 impl ReplyEnvelope {
     pub fn ok(id: u64, result: Value) -> Self {
-        Self { v: MESSAGE_VERSION, id, ok: true, result: Some(result), error: None }
+        Self {
+            v: MESSAGE_VERSION,
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
     }
     pub fn err(id: u64, code: &str, message: impl Into<String>) -> Self {
         Self {
@@ -146,7 +177,10 @@ impl ReplyEnvelope {
             id,
             ok: false,
             result: None,
-            error: Some(ErrorDetail { code: code.to_owned(), message: message.into() }),
+            error: Some(ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+            }),
         }
     }
 }
@@ -216,7 +250,12 @@ impl MessageError {
 /// so the reply can still be matched.
 pub fn parse_request(text: &str) -> Result<RequestEnvelope, (Option<u64>, MessageError)> {
     if text.len() > MAX_MESSAGE_BYTES {
-        return Err((None, MessageError::TooLarge { limit: MAX_MESSAGE_BYTES }));
+        return Err((
+            None,
+            MessageError::TooLarge {
+                limit: MAX_MESSAGE_BYTES,
+            },
+        ));
     }
     let raw: Value =
         serde_json::from_str(text).map_err(|e| (None, MessageError::Malformed(e.to_string())))?;

@@ -133,7 +133,12 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code: code.into(), message: message.into() } }
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
     }
 }
 
@@ -143,7 +148,10 @@ mod tests {
 
     #[test]
     fn mutation_results_serialize_with_a_status_tag() {
-        let r = MutationResult::Applied { seq: 42, version: 17 };
+        let r = MutationResult::Applied {
+            seq: 42,
+            version: 17,
+        };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({"seq": 42, "status": "applied", "version": 17})

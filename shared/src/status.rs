@@ -69,7 +69,11 @@ mod tests {
 
     #[test]
     fn status_serializes_with_snake_case_names_and_nulls() {
-        let s = Status { state: SyncState::WaitingRetry, pending: 3, ..Status::default() };
+        let s = Status {
+            state: SyncState::WaitingRetry,
+            pending: 3,
+            ..Status::default()
+        };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["state"], "waiting_retry");
         assert_eq!(v["mode"], "worker");
