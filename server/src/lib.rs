@@ -1,1 +1,266 @@
-//! rangersync-server (skeleton)
+//! # rangersync-server
+//!
+//! The reference sync server of rangersync: it receives the writes that the service worker
+//! delivers and applies each `(client_id, seq)` at most once, so that every write is stored
+//! exactly once; it answers pulls, exports snapshots, keeps backups, and serves the web app.
+//! It implements `PROTOCOL.md` (version 1) with axum and SQLite; another backend can
+//! implement the same protocol instead.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), rangersync_server::ServerError> {
+//! use rangersync_server::{start, ServerOptions};
+//! let server = start(ServerOptions {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     db: std::env::temp_dir().join("rangersync-doc.db"),
+//!     test_endpoints: true,
+//!     ..ServerOptions::default()
+//! })
+//! .await?;
+//! println!("listening on {}", server.url());
+//! server.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! | route | module |
+//! |---|---|
+//! | `POST /api/sync/push` | [`push`] |
+//! | `GET /api/sync/pull` | [`pull`] |
+//! | `GET /api/health` | here |
+//! | `GET /api/export`, `POST/GET /api/backups`, `GET /api/backups/{id}` | [`export`] |
+//! | `POST /api/sync/chat`, `POST /api/sync/settings` | [`captured`] |
+//! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
+//! | everything else | [`static_files`] |
+//!
+//! Cross-cutting: [`auth`] (bearer token), [`cors`], [`error`] (every error body is
+//! `{"error":{"code","message"}}`), [`db`] (the only module that knows the schema).
+//!
+//! Architecture invariant: the server holds no protocol rule of its own. Validation, the
+//! conflict rule and the snapshot format come from `rangersync-shared`, the same code the
+//! worker runs.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod body;
+pub mod captured;
+pub mod config;
+pub mod cors;
+pub mod db;
+pub mod error;
+pub mod export;
+pub mod pull;
+pub mod push;
+pub mod static_files;
+pub mod testing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{middleware, Json, Router};
+use rangersync_shared::protocol::{Health, Millis};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use config::{Cli, ServerOptions};
+pub use error::{ApiError, ServerError};
+
+/// How long [`RunningServer::stop`] waits for requests in flight before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: db::Db,
+    /// The bearer token, when auth is on.
+    pub token: Option<Arc<auth::Token>>,
+    /// Pending fault rules (used only with test endpoints).
+    pub faults: Arc<testing::Faults>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+    })
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        time: now_ms(),
+    })
+}
+
+async fn api_not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        error::codes::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("a handler panicked").into_response()
+}
+
+/// The whole application, for a given state and options (no listener).
+pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerError> {
+    let mut api = Router::new()
+        .route("/api/health", get(health))
+        .route("/api/sync/push", post(push::push))
+        .route("/api/sync/pull", get(pull::pull))
+        .route("/api/export", get(export::export))
+        .route(
+            "/api/backups",
+            post(export::create_backup).get(export::list_backups),
+        )
+        .route("/api/backups/{id}", get(export::get_backup));
+    for path in captured::CAPTURED_ROUTES {
+        api = api.route(path, post(captured::store));
+    }
+    if opts.test_endpoints {
+        api = api
+            .route(
+                "/api/test/faults",
+                post(testing::add_faults)
+                    .get(testing::list_faults)
+                    .delete(testing::clear_faults),
+            )
+            .route("/api/test/stats", get(testing::stats))
+            .route("/api/test/mutations", get(testing::mutations))
+            .route("/api/test/reset", post(testing::reset));
+    }
+    let mut app = api
+        .route("/api", any(api_not_found))
+        .route("/api/{*rest}", any(api_not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback_service(static_files::service(opts.www.as_deref()));
+    if opts.test_endpoints {
+        app = app.layer(middleware::from_fn_with_state(
+            state.clone(),
+            testing::inject_faults,
+        ));
+    }
+    app = app
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response));
+    if let Some(cors) = cors::layer(&opts.allow_origins)? {
+        app = app.layer(cors);
+    }
+    Ok(app.with_state(state))
+}
+
+/// A server started by [`start`].
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The bound address (the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting connections, let requests in flight finish (at most
+    /// [`SHUTDOWN_GRACE`]), close the database. The port can be bound again afterwards.
+    pub async fn stop(mut self) {
+        self.shutdown_now().await;
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    /// A server dropped without [`RunningServer::stop`] is told to shut down in the background.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Open the database (creating its directory), bind `opts.listen` and serve until
+/// [`RunningServer::stop`].
+pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
+    if let Some(dir) = opts.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let path = opts.db.clone();
+    let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
+        .await
+        .map_err(|e| ServerError::Database {
+            path: opts.db.display().to_string(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| ServerError::Database {
+            path: opts.db.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let state = AppState {
+        db,
+        token: opts
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::new(auth::Token::new(t))),
+        faults: Arc::new(testing::Faults::default()),
+    };
+    let app = router(state, &opts)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            eprintln!("rangersync-server: server error: {e}");
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}

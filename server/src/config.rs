@@ -1,0 +1,154 @@
+//! Options: [`ServerOptions`] for the library, [`Cli`] for the binary's flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// How to run the server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Address to listen on; port 0 picks a free port (see [`crate::RunningServer::addr`]).
+    pub listen: SocketAddr,
+    /// The SQLite file; its parent directory is created when missing.
+    pub db: PathBuf,
+    /// The web app to serve at `/`; `None` serves no files.
+    pub www: Option<PathBuf>,
+    /// Page origins allowed by CORS (`http://127.0.0.1:8080`); `*` mirrors any origin.
+    pub allow_origins: Vec<String>,
+    /// Bearer token required on `/api/*` (except `/api/health`); `None` or empty: no auth.
+    pub token: Option<String>,
+    /// Mount the `/api/test/*` endpoints (fault injection, stats, reset). Never in production.
+    pub test_endpoints: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            db: PathBuf::from("data/rangersync.db"),
+            www: Some(PathBuf::from("www")),
+            allow_origins: Vec::new(),
+            token: None,
+            test_endpoints: false,
+        }
+    }
+}
+
+/// The token is never printed, not even in debug output.
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("listen", &self.listen)
+            .field("db", &self.db)
+            .field("www", &self.www)
+            .field("allow_origins", &self.allow_origins)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("test_endpoints", &self.test_endpoints)
+            .finish()
+    }
+}
+
+/// rangersync reference sync server: stores the writes service workers deliver (exactly
+/// once), serves the web app, exports snapshots and keeps backups.
+#[derive(Parser, Clone, PartialEq, Eq)]
+#[command(name = "rangersync-server", version, about, long_about = None)]
+pub struct Cli {
+    /// Address and port to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+
+    /// SQLite database file (created with its directory when missing).
+    #[arg(long, value_name = "PATH", default_value = "data/rangersync.db")]
+    pub db: PathBuf,
+
+    /// Directory served at / (the demo app, sw.js and the built wasm under pkg/).
+    #[arg(long, value_name = "DIR", default_value = "www")]
+    pub www: PathBuf,
+
+    /// Serve no static files (API only).
+    #[arg(long, conflicts_with = "www")]
+    pub no_www: bool,
+
+    /// Page origin allowed to call the API from another origin, e.g. http://127.0.0.1:8080.
+    /// Repeat for several; '*' allows (mirrors) any origin, for test runners on random ports.
+    #[arg(long = "allow-origin", value_name = "URL")]
+    pub allow_origins: Vec<String>,
+
+    /// Bearer token required on every /api/* route except /api/health. Prefer the
+    /// RANGERSYNC_TOKEN environment variable (a flag shows in the process list). Never logged.
+    #[arg(
+        long,
+        value_name = "T",
+        env = "RANGERSYNC_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Mount /api/test/* (fault injection, delivery stats, recorded mutations, reset).
+    /// For tests only: anyone who can reach the server can wipe it.
+    #[arg(long)]
+    pub test_endpoints: bool,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.clone().into_options().fmt(f)
+    }
+}
+
+impl Cli {
+    /// The options these flags describe.
+    pub fn into_options(self) -> ServerOptions {
+        ServerOptions {
+            listen: self.listen,
+            db: self.db,
+            www: (!self.no_www).then_some(self.www),
+            allow_origins: self.allow_origins,
+            token: self.token.filter(|t| !t.is_empty()),
+            test_endpoints: self.test_endpoints,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_options_and_the_token_never_shows_in_debug_output() {
+        let cli = Cli::try_parse_from([
+            "rangersync-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "/tmp/x.db",
+            "--allow-origin",
+            "http://a:1",
+            "--allow-origin",
+            "*",
+            "--token",
+            "hunter2",
+            "--test-endpoints",
+        ])
+        .unwrap();
+        let opts = cli.into_options();
+        assert_eq!(opts.listen.port(), 0);
+        assert_eq!(
+            opts.allow_origins,
+            vec!["http://a:1".to_owned(), "*".to_owned()]
+        );
+        assert_eq!(opts.token.as_deref(), Some("hunter2"));
+        assert!(opts.test_endpoints);
+        assert_eq!(opts.www, Some(PathBuf::from("www")));
+        assert!(!format!("{opts:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn defaults_match_server_options_default() {
+        let cli = Cli::try_parse_from(["rangersync-server"]).unwrap();
+        let mut opts = cli.into_options();
+        opts.token = None; // RANGERSYNC_TOKEN may be set in the environment
+        assert_eq!(opts, ServerOptions::default());
+    }
+}

@@ -1,0 +1,641 @@
+//! The SQLite store: the only module that knows the schema.
+//!
+//! One connection behind a mutex, used from `spawn_blocking`; WAL mode with `synchronous=FULL`
+//! so that an answered push survives a crash or power loss (the client drops acknowledged
+//! entries, so an acknowledgement must be durable). The schema is upgraded by
+//! `PRAGMA user_version`: [`MIGRATIONS`]`[i]` takes a database from version `i` to `i + 1`.
+//!
+//! Other modules reach the tables only through [`Store`], whose methods run inside one
+//! transaction opened by [`Db::write`] or [`Db::read`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rangersync_shared::conflict::{Stamp, Stored};
+use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Schema migrations, in order. Never edit a released one: append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: entities with their LWW stamp, every (client_id, seq) seen, counters, backups,
+    //    captured REST requests.
+    "
+    CREATE TABLE entities (
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,            -- JSON; 'null' for a tombstone
+        deleted    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,         -- the stamp of the write that made this state
+        client_id  TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        version    INTEGER NOT NULL UNIQUE,  -- global change counter: the pull order
+        PRIMARY KEY (collection, key)
+    );
+    CREATE TABLE mutations (
+        client_id   TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('applied', 'conflict', 'rejected')),
+        collection  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        op          TEXT NOT NULL,
+        version     INTEGER,                 -- for 'applied'
+        reason      TEXT,                    -- for 'rejected'
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (client_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE backups (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        exported_at INTEGER NOT NULL,
+        checksum    TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        client_id   TEXT,
+        app_version TEXT NOT NULL,
+        entities    INTEGER NOT NULL,
+        format      TEXT NOT NULL,           -- 'json' | 'yaml': how it was sent
+        body        TEXT NOT NULL,           -- the text as received
+        received_at INTEGER NOT NULL
+    );
+    CREATE TABLE captured_requests (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        path            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        received_at     INTEGER NOT NULL
+    );
+    ",
+];
+
+/// Counter names in the `counters` table.
+const VERSION: &str = "version";
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Open (creating if needed) and migrate the database at `path`. Blocking.
+    pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            eprintln!("rangersync-server: warning: journal_mode is {mode}, not wal");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in one write transaction (`BEGIN IMMEDIATE`) on a blocking thread; commit when
+    /// it returns `Ok`, roll back otherwise. The work runs to completion even when the HTTP
+    /// request that asked for it goes away.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.run(TransactionBehavior::Immediate, true, f).await
+    }
+
+    /// Run `f` in one read transaction (a consistent view) on a blocking thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.run(TransactionBehavior::Deferred, false, f).await
+    }
+
+    async fn run<T, F>(
+        &self,
+        behavior: TransactionBehavior,
+        commit: bool,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let job = tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&conn);
+            let tx = guard.transaction_with_behavior(behavior)?;
+            let store = Store { tx };
+            let out = f(&store)?;
+            if commit {
+                store.tx.commit()?;
+            }
+            Ok(out)
+        });
+        match job.await {
+            Ok(result) => result,
+            Err(e) => Err(ApiError::internal(format!("database task failed: {e}"))),
+        }
+    }
+}
+
+/// A panic inside a transaction poisons the mutex; the transaction was rolled back when it
+/// unwound, so the connection is fine to use again.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {current} is newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// How the server answered a `(client_id, seq)` the first time it saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationStatus {
+    /// Stored.
+    Applied,
+    /// Lost to a newer write.
+    Conflict,
+    /// Invalid.
+    Rejected,
+}
+
+impl MutationStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Conflict => "conflict",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "applied" => Self::Applied,
+            "conflict" => Self::Conflict,
+            _ => Self::Rejected,
+        }
+    }
+}
+
+/// A `(client_id, seq)` seen before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Its first outcome.
+    pub status: MutationStatus,
+    /// The rejection reason, for `rejected`.
+    pub reason: Option<String>,
+}
+
+/// One recorded `(client_id, seq)` (for `GET /api/test/mutations`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MutationRow {
+    /// The client.
+    pub client_id: String,
+    /// Its seq.
+    pub seq: u64,
+    /// The first outcome.
+    pub status: MutationStatus,
+    /// As sent.
+    pub collection: String,
+    /// As sent.
+    pub key: String,
+    /// `put` or `delete`.
+    pub op: String,
+    /// The version it made, when applied.
+    pub version: Option<u64>,
+    /// Why, when rejected.
+    pub reason: Option<String>,
+    /// When the server first saw it.
+    pub received_at: Millis,
+}
+
+/// Counts kept across restarts (for `GET /api/test/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Push batches handled (faulted and refused requests excluded).
+    pub push_requests: u64,
+    /// Mutations applied.
+    pub mutations_applied: u64,
+    /// Mutations sent again after a first outcome.
+    pub duplicates: u64,
+    /// Mutations that lost to a newer write.
+    pub conflicts: u64,
+    /// Invalid mutations.
+    pub rejected: u64,
+}
+
+/// A backup to store.
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    /// From the snapshot.
+    pub exported_at: Millis,
+    /// The verified checksum.
+    pub checksum: String,
+    /// `client` or `server`.
+    pub source: String,
+    /// The client that made it, if any.
+    pub client_id: Option<String>,
+    /// From the snapshot.
+    pub app_version: String,
+    /// Number of entities in it.
+    pub entities: u64,
+    /// `json` or `yaml`.
+    pub format: String,
+    /// The text as received.
+    pub body: String,
+    /// When it was stored.
+    pub received_at: Millis,
+}
+
+/// One stored backup, without its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupInfo {
+    /// Its id.
+    pub id: i64,
+    /// From the snapshot.
+    pub exported_at: Millis,
+    /// The verified checksum.
+    pub checksum: String,
+    /// `client` or `server`.
+    pub source: String,
+    /// The client that made it, if any.
+    pub client_id: Option<String>,
+    /// From the snapshot.
+    pub app_version: String,
+    /// Number of entities in it.
+    pub entities: u64,
+    /// `json` or `yaml`.
+    pub format: String,
+    /// Size of the stored text.
+    pub bytes: u64,
+    /// When it was stored.
+    pub received_at: Millis,
+}
+
+/// One stored captured request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapturedRow {
+    /// The route.
+    pub path: String,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+    /// When it was stored.
+    pub received_at: Millis,
+}
+
+/// The tables, inside one transaction.
+pub struct Store<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn op_str(op: Op) -> &'static str {
+    match op {
+        Op::Put => "put",
+        Op::Delete => "delete",
+    }
+}
+
+impl Store<'_> {
+    /// The first outcome of `(client_id, seq)`, if it was seen.
+    pub fn seen(&self, client_id: &str, seq: u64) -> Result<Option<Seen>, ApiError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT status, reason FROM mutations WHERE client_id = ?1 AND seq = ?2",
+                params![client_id, seq],
+                |r| {
+                    Ok(Seen {
+                        status: MutationStatus::parse(&r.get::<_, String>(0)?),
+                        reason: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Record the first outcome of a mutation.
+    pub fn record_mutation(
+        &self,
+        m: &Mutation,
+        status: MutationStatus,
+        version: Option<u64>,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        self.tx.execute(
+            "INSERT INTO mutations (client_id, seq, status, collection, key, op, version, reason, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![m.client_id, m.seq, status.as_str(), m.collection, m.key, op_str(m.op), version, reason, now],
+        )?;
+        Ok(())
+    }
+
+    /// The stored state of an entity with the stamp of the write that made it.
+    pub fn entity(&self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT value, deleted, updated_at, client_id, seq, version
+                 FROM entities WHERE collection = ?1 AND key = ?2",
+                params![collection, key],
+                |r| {
+                    Ok(Stored {
+                        value: parse_json(&r.get::<_, String>(0)?),
+                        deleted: r.get(1)?,
+                        stamp: Stamp {
+                            updated_at: r.get(2)?,
+                            client_id: r.get(3)?,
+                            seq: r.get(4)?,
+                        },
+                        version: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Take the next global version (the pull order).
+    pub fn next_version(&self) -> Result<u64, ApiError> {
+        Ok(self.tx.query_row(
+            "INSERT INTO counters (name, value) VALUES (?1, 1)
+             ON CONFLICT (name) DO UPDATE SET value = value + 1
+             RETURNING value",
+            params![VERSION],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Store an entity's new state (a tombstone when `deleted`).
+    pub fn put_entity(&self, collection: &str, key: &str, state: &Stored) -> Result<(), ApiError> {
+        self.tx.execute(
+            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (collection, key) DO UPDATE SET
+               value = excluded.value, deleted = excluded.deleted, updated_at = excluded.updated_at,
+               client_id = excluded.client_id, seq = excluded.seq, version = excluded.version",
+            params![
+                collection,
+                key,
+                json_text(&state.value),
+                state.deleted,
+                state.stamp.updated_at,
+                state.stamp.client_id,
+                state.stamp.seq,
+                state.version
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Add to the persistent counters.
+    pub fn add_counters(&self, c: &Counters) -> Result<(), ApiError> {
+        for (name, n) in [
+            ("push_requests", c.push_requests),
+            ("mutations_applied", c.mutations_applied),
+            ("duplicates", c.duplicates),
+            ("conflicts", c.conflicts),
+            ("rejected", c.rejected),
+        ] {
+            if n > 0 {
+                self.tx.execute(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                    params![name, n],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The persistent counters.
+    pub fn counters(&self) -> Result<Counters, ApiError> {
+        let get = |name: &str| -> Result<u64, ApiError> {
+            Ok(self
+                .tx
+                .query_row(
+                    "SELECT value FROM counters WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        };
+        Ok(Counters {
+            push_requests: get("push_requests")?,
+            mutations_applied: get("mutations_applied")?,
+            duplicates: get("duplicates")?,
+            conflicts: get("conflicts")?,
+            rejected: get("rejected")?,
+        })
+    }
+
+    fn entities_where(
+        &self,
+        sql_tail: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Entity>, ApiError> {
+        let sql = format!(
+            "SELECT collection, key, value, deleted, updated_at, version FROM entities {sql_tail}"
+        );
+        let mut stmt = self.tx.prepare(&sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(Entity {
+                collection: r.get(0)?,
+                key: r.get(1)?,
+                value: parse_json(&r.get::<_, String>(2)?),
+                deleted: r.get(3)?,
+                updated_at: r.get(4)?,
+                version: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` entities whose version is greater than `since`, oldest first.
+    pub fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+        self.entities_where(
+            "WHERE version > ?1 ORDER BY version LIMIT ?2",
+            params![since, limit],
+        )
+    }
+
+    /// Every entity, tombstones included, by `(collection, key)`.
+    pub fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+        self.entities_where("ORDER BY collection, key", [])
+    }
+
+    /// Store a backup; returns its id.
+    pub fn insert_backup(&self, b: &NewBackup) -> Result<i64, ApiError> {
+        self.tx.execute(
+            "INSERT INTO backups (exported_at, checksum, source, client_id, app_version, entities, format, body, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                b.exported_at,
+                b.checksum,
+                b.source,
+                b.client_id,
+                b.app_version,
+                b.entities,
+                b.format,
+                b.body,
+                b.received_at
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Every backup, oldest first, without bodies.
+    pub fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT id, exported_at, checksum, source, client_id, app_version, entities, format,
+                    length(CAST(body AS BLOB)), received_at
+             FROM backups ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(BackupInfo {
+                id: r.get(0)?,
+                exported_at: r.get(1)?,
+                checksum: r.get(2)?,
+                source: r.get(3)?,
+                client_id: r.get(4)?,
+                app_version: r.get(5)?,
+                entities: r.get(6)?,
+                format: r.get(7)?,
+                bytes: r.get(8)?,
+                received_at: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A backup's format and text.
+    pub fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT format, body FROM backups WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Store a captured request unless its idempotency key was stored before; returns
+    /// whether it was stored.
+    pub fn insert_captured(
+        &self,
+        path: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        let n = self.tx.execute(
+            "INSERT INTO captured_requests (path, body, idempotency_key, received_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            params![path, body, idempotency_key, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Every captured request, in arrival order.
+    pub fn captured(&self) -> Result<Vec<CapturedRow>, ApiError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT path, idempotency_key, body, received_at FROM captured_requests ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CapturedRow {
+                path: r.get(0)?,
+                idempotency_key: r.get(1)?,
+                body: parse_json(&r.get::<_, String>(2)?),
+                received_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every recorded `(client_id, seq)` of one client, in seq order.
+    pub fn mutations_of(&self, client_id: &str) -> Result<Vec<MutationRow>, ApiError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT client_id, seq, status, collection, key, op, version, reason, received_at
+             FROM mutations WHERE client_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![client_id], |r| {
+            Ok(MutationRow {
+                client_id: r.get(0)?,
+                seq: r.get(1)?,
+                status: MutationStatus::parse(&r.get::<_, String>(2)?),
+                collection: r.get(3)?,
+                key: r.get(4)?,
+                op: r.get(5)?,
+                version: r.get(6)?,
+                reason: r.get(7)?,
+                received_at: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete every row of every table, except the global version counter, which keeps
+    /// growing so that a client's old cursor never hides new changes.
+    pub fn wipe(&self) -> Result<(), ApiError> {
+        self.tx.execute_batch(
+            "DELETE FROM entities;
+             DELETE FROM mutations;
+             DELETE FROM backups;
+             DELETE FROM captured_requests;
+             DELETE FROM counters WHERE name <> 'version';",
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Errors: [`ApiError`] is every HTTP error answer (`{ "error": { "code", "message" } }`),
+//! [`ServerError`] is why the server could not start.
+
+use std::net::SocketAddr;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rangersync_shared::protocol::ErrorBody;
+
+/// Stable error codes of the server's own answers (validation and snapshot errors carry the
+/// codes of `rangersync-shared`).
+pub mod codes {
+    /// The body is not JSON, or not of the expected shape.
+    pub const MALFORMED_BODY: &str = "malformed_body";
+    /// A query parameter is missing or invalid.
+    pub const BAD_QUERY: &str = "bad_query";
+    /// A request header is invalid.
+    pub const BAD_HEADER: &str = "bad_header";
+    /// The `since` cursor was not issued by this server.
+    pub const INVALID_CURSOR: &str = "invalid_cursor";
+    /// The body is larger than the route accepts.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// The request's content type is not the one the route accepts.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// A bearer token is configured and the request did not carry it.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// No such route or resource.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The route exists but not with this method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// An answer injected by a test fault rule.
+    pub const INJECTED_FAULT: &str = "injected_fault";
+    /// Something failed on the server (database, a panic).
+    pub const INTERNAL: &str = "internal";
+}
+
+/// An HTTP error answer with the protocol's JSON error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine code.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `400` with this code.
+    pub fn bad_request(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// `413`.
+    pub fn too_large(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    /// `404 not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+    }
+
+    /// `500 internal`. The details go to stderr, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        eprintln!("rangersync-server: internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "internal server error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::internal(format!("database: {e}"))
+    }
+}
+
+/// Why [`crate::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened, created or migrated.
+    #[error("database {path}: {message}")]
+    Database {
+        /// The db file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another I/O failure (creating the db directory, reading the bound address).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// An option is invalid (an allowed origin that is not a header value, say).
+    #[error("invalid option: {0}")]
+    Config(String),
+}

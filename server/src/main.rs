@@ -1,0 +1,53 @@
+//! The `rangersync-server` binary: parse flags, start, print the address, stop on Ctrl-C or
+//! SIGTERM.
+
+use clap::Parser;
+use rangersync_server::{start, Cli};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let opts = Cli::parse().into_options();
+    let auth = if opts.token.is_some() {
+        "bearer token required"
+    } else {
+        "no auth"
+    };
+    let test = opts.test_endpoints;
+    let server = match start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rangersync-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("rangersync-server listening on {}", server.url());
+    eprintln!(
+        "rangersync-server: {auth}{}",
+        if test { "; TEST ENDPOINTS ENABLED" } else { "" }
+    );
+    shutdown_signal().await;
+    eprintln!("rangersync-server: shutting down");
+    server.stop().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,180 @@
+//! Helpers: a server on a free port with its own temp database, and request builders.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rangersync_server::{start, RunningServer, ServerOptions};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh directory under the system temp dir; removed when the [`TempDir`] drops.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir()
+            .join("rangersync-server-tests")
+            .join(format!("{name}-{}-{nanos}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server with its own database.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub opts: ServerOptions,
+    pub url: String,
+    pub http: reqwest::Client,
+    /// Holds the database until the test ends.
+    pub _dir: TempDir,
+}
+
+impl TestServer {
+    /// Test endpoints on, no www, no auth, no CORS; `tweak` changes anything.
+    pub async fn start(name: &str, tweak: impl FnOnce(&mut ServerOptions)) -> Self {
+        let dir = TempDir::new(name);
+        let mut opts = ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            // A directory that does not exist yet: start() must create it.
+            db: dir.path().join("data").join("rangersync.db"),
+            www: None,
+            allow_origins: Vec::new(),
+            token: None,
+            test_endpoints: true,
+        };
+        tweak(&mut opts);
+        let server = start(opts.clone()).await.expect("server starts");
+        let url = server.url();
+        Self {
+            server: Some(server),
+            opts,
+            url,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn default(name: &str) -> Self {
+        Self::start(name, |_| {}).await
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stop, then start again on the same address with the same database.
+    pub async fn restart(&mut self) {
+        let old = self.server.take().unwrap();
+        let addr = old.addr();
+        old.stop().await;
+        let mut opts = self.opts.clone();
+        opts.listen = addr;
+        let server = start(opts).await.expect("server restarts on the same port");
+        assert_eq!(server.addr(), addr);
+        self.url = server.url();
+        self.server = Some(server);
+        self.http = reqwest::Client::new();
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.at(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self.http.get(self.at(path)).send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Push and expect a 200; returns the results.
+    pub async fn push_ok(&self, client_id: &str, mutations: Vec<Value>) -> Vec<Value> {
+        let (status, body) = self.push(client_id, mutations).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body["server_time"].as_i64().unwrap() > 0);
+        body["results"].as_array().unwrap().clone()
+    }
+
+    pub async fn push(&self, client_id: &str, mutations: Vec<Value>) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/sync/push",
+            &json!({ "client_id": client_id, "mutations": mutations }),
+        )
+        .await
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get_json("/api/test/stats").await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+
+    pub async fn mutations_of(&self, client_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get_json(&format!("/api/test/mutations?client_id={client_id}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        body["mutations"].as_array().unwrap().clone()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// A put mutation.
+pub fn put(client: &str, seq: u64, key: &str, value: Value, updated_at: i64) -> Value {
+    json!({ "client_id": client, "seq": seq, "collection": "notes", "key": key,
+            "op": "put", "value": value, "updated_at": updated_at })
+}
+
+/// A delete mutation.
+pub fn delete(client: &str, seq: u64, key: &str, updated_at: i64) -> Value {
+    json!({ "client_id": client, "seq": seq, "collection": "notes", "key": key,
+            "op": "delete", "value": null, "updated_at": updated_at })
+}
+
+/// The `status` of each result.
+pub fn statuses(results: &[Value]) -> Vec<&str> {
+    results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect()
+}
+
+/// The `error.code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+pub const T0: i64 = 1_764_000_000_000;
