@@ -1,1 +1,867 @@
 //! The outbox as a sans-IO state machine (quinn-proto style).
+//!
+//! [`Flusher`] makes every decision of delivering the outbox and performs none of the work: it
+//! never touches IndexedDB, the network, a timer or a clock. The shell (the service worker, or
+//! the page fallback) feeds it inputs with `handle_*` methods and carries out what
+//! [`Flusher::poll_action`] asks, in order:
+//!
+//! ```text
+//!   handle_trigger ──► LoadBatch ──► handle_batch_loaded ──► Send ──► handle_push_outcome /
+//!                        ▲                                            handle_captured_outcome
+//!                        │                                                   │
+//!                        └──── handle_recorded ◄── Record ◄──────────────────┘
+//!   (empty batch) ──► Pull ──► handle_pulled ──► Idle
+//!   (failure) ──► Record(bump attempts) ──► WaitingRetry{until} ──► handle_timeout(now)
+//! ```
+//!
+//! Time (`now`) and randomness (`&mut dyn RandomSource`) are passed in, so every rule is tested
+//! natively and deterministically on a virtual clock.
+//!
+//! Rules:
+//! - single flight: a trigger while a flush runs only sets an "again" flag;
+//! - entries are sent in seq order; a captured REST request is sent alone, in its place;
+//! - `413` / `400` halve the batch down to one entry, which is then dead-lettered;
+//! - `Retry-After` is a floor no trigger may jump; plain backoff (full jitter via
+//!   [`RetryPolicy`]) may be cut short by an explicit trigger (sync event, online, manual);
+//! - entries that ran out of attempts or age are dead-lettered before being sent;
+//! - `401` / `403` stop everything until the configuration changes;
+//! - a `200` whose results do not match the batch seq for seq is a `bad_response` and backs off.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{classify_captured, classify_push, CapturedAction, HttpOutcome, PushAction};
+use crate::messages::codes;
+use crate::protocol::{CurrentEntity, Millis, Mutation, MutationResult, PushRequest};
+use crate::retry::{RandomSource, RetryPolicy};
+use crate::status::{LastError, Mode, Status, SyncState};
+
+/// A captured REST call (method, URL, headers, body bytes), queued for replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What an outbox entry carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// A put or delete of one entity.
+    Mutation(Mutation),
+    /// A captured REST request.
+    Request(CapturedRequest),
+}
+
+/// One outbox entry as the shell read it from storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedEntry {
+    pub seq: u64,
+    /// When it was written (for the max-age rule).
+    pub created_at: Millis,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub item: Item,
+}
+
+impl QueuedEntry {
+    /// The `(collection, key)` of a mutation.
+    pub fn entity(&self) -> Option<(&str, &str)> {
+        match &self.item {
+            Item::Mutation(m) => Some((m.collection.as_str(), m.key.as_str())),
+            Item::Request(_) => None,
+        }
+    }
+}
+
+/// Why a flush was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A write was committed.
+    Write,
+    /// A Background Sync event; `last_chance` when the browser will not retry it.
+    Sync { last_chance: bool },
+    /// A Periodic Background Sync event.
+    PeriodicSync,
+    /// The worker (or the page fallback) started.
+    WorkerStart,
+    /// A page said it is visible, hidden or unloading.
+    PageEvent,
+    /// The network came back.
+    Online,
+    /// The network went away (no flush; status shows offline).
+    Offline,
+    /// The retry timer fired.
+    Timer,
+    /// Someone asked explicitly (a `flush` request, a configuration change).
+    Manual,
+}
+
+impl Trigger {
+    /// Explicit triggers may cut a plain backoff short (never a `Retry-After`).
+    fn is_explicit(self) -> bool {
+        matches!(
+            self,
+            Self::Sync { .. } | Self::PeriodicSync | Self::Online | Self::Manual
+        )
+    }
+}
+
+/// What to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendRequest {
+    /// `POST /api/sync/push`.
+    Push(PushRequest),
+    /// Replay one captured request with `Idempotency-Key: <idempotency_key>`.
+    Captured {
+        seq: u64,
+        request: CapturedRequest,
+        idempotency_key: String,
+    },
+}
+
+/// The result of one attempt, to be written in ONE transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordPlan {
+    /// Delivered (`applied`, `duplicate`, `conflict`, captured `2xx`): remove from the outbox.
+    pub ack: Vec<u64>,
+    /// New server versions of applied mutations: `(seq, version)`.
+    pub applied: Vec<(u64, u64)>,
+    /// Conflicts: take the server's current into `entities` (unless a newer local write waits).
+    pub adopt: Vec<(String, String, CurrentEntity)>,
+    /// Move to the dead-letter store with the reason.
+    pub dead: Vec<(u64, String)>,
+    /// A failed attempt: add one to these entries' attempt counters.
+    pub bump_attempts: Vec<u64>,
+    /// When every removed seq is one contiguous run of the store (`ack` ∪ `dead` is the whole
+    /// batch read in seq order), the inclusive range to delete with one key-range delete.
+    pub remove_range: Option<(u64, u64)>,
+}
+
+impl RecordPlan {
+    /// Every seq that leaves the outbox.
+    pub fn removed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ack
+            .iter()
+            .copied()
+            .chain(self.dead.iter().map(|(s, _)| *s))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ack.is_empty() && self.dead.is_empty() && self.bump_attempts.is_empty()
+    }
+}
+
+/// What the shell must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Read up to `limit` entries with seq greater than `after`, in seq order, then close the
+    /// transaction and call [`Flusher::handle_batch_loaded`].
+    LoadBatch { after: u64, limit: usize },
+    /// Send, then call [`Flusher::handle_push_outcome`] or [`Flusher::handle_captured_outcome`].
+    Send(SendRequest),
+    /// Write the plan in one transaction, then call [`Flusher::handle_recorded`].
+    Record(RecordPlan),
+    /// Pull server changes, then call [`Flusher::handle_pulled`].
+    Pull,
+    /// Arrange for [`Flusher::handle_timeout`] to be called at `at`.
+    ScheduleWake { at: Millis },
+    /// A failed attempt: register a Background Sync so the browser retries when it can
+    /// (the shell skips it inside a failing sync handler).
+    RegisterSync,
+}
+
+/// What happens after a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRecord {
+    Continue,
+    Wait { until: Millis, floor: Millis },
+    Auth,
+}
+
+/// The flusher's state (read-only view for the shell and tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlusherState {
+    Idle,
+    Loading,
+    Sending { batch: Vec<u64> },
+    Recording,
+    Pulling,
+    WaitingRetry { until: Millis },
+    AuthStopped,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Idle,
+    Loading,
+    Sending { batch: Vec<QueuedEntry> },
+    Recording { next: AfterRecord },
+    Pulling,
+    WaitingRetry { until: Millis, floor: Millis },
+    AuthStopped,
+}
+
+/// The outbox's decisions. See the module documentation.
+#[derive(Debug)]
+pub struct Flusher {
+    client_id: String,
+    state: State,
+    again: bool,
+    online: bool,
+    config_batch: usize,
+    batch_limit: usize,
+    policy: RetryPolicy,
+    /// Consecutive failed attempts (the backoff exponent).
+    attempt: u32,
+    /// Highest seq known to have left the outbox; batches are read after it.
+    acked_through: u64,
+    actions: VecDeque<Action>,
+    last_error: Option<LastError>,
+    last_synced_at: Option<Millis>,
+    last_attempt_failed: bool,
+    flushes: u64,
+}
+
+impl Flusher {
+    /// A flusher for `client_id`, sending at most `batch_size` mutations per push.
+    pub fn new(client_id: impl Into<String>, batch_size: u32, policy: RetryPolicy) -> Self {
+        let batch = batch_size.clamp(1, crate::validate::MAX_BATCH_MUTATIONS as u32) as usize;
+        Self {
+            client_id: client_id.into(),
+            state: State::Idle,
+            again: false,
+            online: true,
+            config_batch: batch,
+            batch_limit: batch,
+            policy,
+            attempt: 0,
+            acked_through: 0,
+            actions: VecDeque::new(),
+            last_error: None,
+            last_synced_at: None,
+            last_attempt_failed: false,
+            flushes: 0,
+        }
+    }
+
+    /// Seed the history persisted by the shell (after a restart).
+    pub fn restore_history(
+        &mut self,
+        last_error: Option<LastError>,
+        last_synced_at: Option<Millis>,
+    ) {
+        self.last_error = last_error;
+        self.last_synced_at = last_synced_at;
+    }
+
+    // ---- inputs ----
+
+    /// Something asks for a flush. Returns whether a flush started now.
+    pub fn handle_trigger(&mut self, now: Millis, trigger: Trigger) -> bool {
+        match trigger {
+            Trigger::Offline => {
+                self.online = false;
+                return false;
+            }
+            Trigger::Online => self.online = true,
+            _ => {}
+        }
+        match self.state {
+            State::Idle => {
+                self.start();
+                true
+            }
+            State::Loading | State::Sending { .. } | State::Recording { .. } | State::Pulling => {
+                self.again = true;
+                false
+            }
+            State::WaitingRetry { until, floor } => {
+                if now >= until || (trigger.is_explicit() && now >= floor) {
+                    self.start();
+                    true
+                } else {
+                    false
+                }
+            }
+            State::AuthStopped => false,
+        }
+    }
+
+    /// The retry timer fired (or the shell checks on its own). Starts the retry when due.
+    pub fn handle_timeout(&mut self, now: Millis) -> bool {
+        match self.state {
+            State::WaitingRetry { until, .. } if now >= until => {
+                self.start();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The batch asked for by [`Action::LoadBatch`], in seq order.
+    pub fn handle_batch_loaded(&mut self, now: Millis, entries: Vec<QueuedEntry>) {
+        if !matches!(self.state, State::Loading) {
+            return;
+        }
+        if entries.is_empty() {
+            self.state = State::Pulling;
+            self.actions.push_back(Action::Pull);
+            return;
+        }
+        // Entries out of attempts or age leave before anything is sent.
+        let expired: Vec<(u64, String)> = entries
+            .iter()
+            .filter(|e| self.policy.gives_up(e.attempts, e.created_at, now))
+            .map(|e| (e.seq, format!("gave up after {} attempts", e.attempts)))
+            .collect();
+        if !expired.is_empty() {
+            let plan = RecordPlan {
+                dead: expired,
+                ..RecordPlan::default()
+            };
+            self.record(plan, AfterRecord::Continue);
+            return;
+        }
+        let batch: Vec<QueuedEntry> = match &entries[0].item {
+            Item::Request(_) => entries.into_iter().take(1).collect(),
+            Item::Mutation(_) => entries
+                .into_iter()
+                .take_while(|e| matches!(e.item, Item::Mutation(_)))
+                .take(self.batch_limit)
+                .collect(),
+        };
+        let send = match &batch[0].item {
+            Item::Request(r) => SendRequest::Captured {
+                seq: batch[0].seq,
+                request: r.clone(),
+                idempotency_key: format!("{}:{}", self.client_id, batch[0].seq),
+            },
+            Item::Mutation(_) => SendRequest::Push(PushRequest {
+                client_id: self.client_id.clone(),
+                mutations: batch
+                    .iter()
+                    .filter_map(|e| match &e.item {
+                        Item::Mutation(m) => Some(m.clone()),
+                        Item::Request(_) => None,
+                    })
+                    .collect(),
+            }),
+        };
+        self.state = State::Sending { batch };
+        self.actions.push_back(Action::Send(send));
+    }
+
+    /// The answer to a [`SendRequest::Push`].
+    pub fn handle_push_outcome(
+        &mut self,
+        now: Millis,
+        outcome: &HttpOutcome,
+        rng: &mut dyn RandomSource,
+    ) {
+        let State::Sending { batch } = &self.state else {
+            return;
+        };
+        let batch = batch.clone();
+        let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+        match classify_push(outcome, batch.len(), now) {
+            PushAction::Results(resp) => {
+                let matches = resp.results.len() == seqs.len()
+                    && resp.results.iter().zip(&seqs).all(|(r, s)| r.seq() == *s);
+                if !matches {
+                    let msg = format!(
+                        "the server answered {} results for a batch of {} that do not match its seqs",
+                        resp.results.len(),
+                        seqs.len()
+                    );
+                    self.fail(now, &seqs, codes::BAD_RESPONSE, msg, None, rng);
+                    return;
+                }
+                let mut plan = RecordPlan::default();
+                for (r, e) in resp.results.into_iter().zip(&batch) {
+                    match r {
+                        MutationResult::Applied { seq, version } => {
+                            plan.ack.push(seq);
+                            plan.applied.push((seq, version));
+                        }
+                        MutationResult::Duplicate { seq } => plan.ack.push(seq),
+                        MutationResult::Conflict { seq, current } => {
+                            plan.ack.push(seq);
+                            if let Some((c, k)) = e.entity() {
+                                plan.adopt.push((c.to_owned(), k.to_owned(), current));
+                            }
+                        }
+                        MutationResult::Rejected { seq, reason } => plan.dead.push((seq, reason)),
+                    }
+                }
+                self.succeed(now, &seqs, plan);
+            }
+            PushAction::RetryAfter {
+                delay_ms,
+                code,
+                message,
+            } => {
+                self.fail(now, &seqs, code, message, Some(delay_ms), rng);
+            }
+            PushAction::Backoff { code, message } => {
+                self.fail(now, &seqs, code, message, None, rng)
+            }
+            PushAction::HalveBatch { code, message } => {
+                if batch.len() > 1 {
+                    self.batch_limit = (batch.len() / 2).max(1);
+                    self.set_error(now, code, message);
+                    self.state = State::Loading;
+                    self.actions.push_back(Action::LoadBatch {
+                        after: self.acked_through,
+                        limit: self.batch_limit,
+                    });
+                } else {
+                    let plan = RecordPlan {
+                        dead: vec![(seqs[0], message)],
+                        ..RecordPlan::default()
+                    };
+                    self.succeed(now, &seqs, plan);
+                }
+            }
+            PushAction::DeadLetter { reason } => {
+                let plan = RecordPlan {
+                    dead: seqs.iter().map(|s| (*s, reason.clone())).collect(),
+                    ..RecordPlan::default()
+                };
+                self.succeed(now, &seqs, plan);
+            }
+            PushAction::AuthStop { status, message } => self.auth_stop(now, status, message),
+        }
+    }
+
+    /// The answer to a [`SendRequest::Captured`].
+    pub fn handle_captured_outcome(
+        &mut self,
+        now: Millis,
+        outcome: &HttpOutcome,
+        rng: &mut dyn RandomSource,
+    ) {
+        let State::Sending { batch } = &self.state else {
+            return;
+        };
+        let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+        match classify_captured(outcome, now) {
+            CapturedAction::Ack => {
+                let plan = RecordPlan {
+                    ack: seqs.clone(),
+                    ..RecordPlan::default()
+                };
+                self.succeed(now, &seqs, plan);
+            }
+            CapturedAction::Retry {
+                retry_after_ms,
+                code,
+                message,
+            } => {
+                self.fail(now, &seqs, code, message, retry_after_ms, rng);
+            }
+            CapturedAction::AuthStop { status, message } => self.auth_stop(now, status, message),
+            CapturedAction::DeadLetter { reason } => {
+                let plan = RecordPlan {
+                    dead: seqs.iter().map(|s| (*s, reason.clone())).collect(),
+                    ..RecordPlan::default()
+                };
+                self.succeed(now, &seqs, plan);
+            }
+        }
+    }
+
+    /// The last [`Action::Record`] committed (`Ok`) or failed (`Err(message)`).
+    pub fn handle_recorded(&mut self, now: Millis, result: Result<(), String>) {
+        let State::Recording { next } = self.state else {
+            return;
+        };
+        if let Err(message) = result {
+            // Nothing was written: the entries are still in the outbox. Try again later.
+            self.set_error(now, codes::STORAGE_ERROR, message);
+            let until = now + self.policy.base_delay_ms.max(1000) as i64;
+            self.state = State::WaitingRetry { until, floor: now };
+            self.actions.push_back(Action::ScheduleWake { at: until });
+            return;
+        }
+        match next {
+            AfterRecord::Continue => {
+                // The next read sees every write committed so far: earlier asks are served.
+                self.again = false;
+                self.state = State::Loading;
+                self.actions.push_back(Action::LoadBatch {
+                    after: self.acked_through,
+                    limit: self.batch_limit,
+                });
+            }
+            AfterRecord::Wait { until, floor } => {
+                self.state = State::WaitingRetry { until, floor };
+                self.actions.push_back(Action::ScheduleWake { at: until });
+                self.actions.push_back(Action::RegisterSync);
+                self.again = false;
+            }
+            AfterRecord::Auth => {
+                self.state = State::AuthStopped;
+                self.again = false;
+            }
+        }
+    }
+
+    /// The pull after a flush finished (`Err(message)` is reported but not retried).
+    pub fn handle_pulled(&mut self, now: Millis, result: Result<(), String>) {
+        if !matches!(self.state, State::Pulling) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                if self
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.code != codes::AUTH)
+                {
+                    self.last_error = None;
+                }
+            }
+            Err(message) => self.set_error(now, codes::NETWORK, message),
+        }
+        self.state = State::Idle;
+        if std::mem::take(&mut self.again) {
+            self.start();
+        }
+    }
+
+    /// The configuration changed: new batch size and policy, and an auth stop is lifted.
+    pub fn handle_config_changed(&mut self, batch_size: u32, policy: RetryPolicy) {
+        self.config_batch =
+            batch_size.clamp(1, crate::validate::MAX_BATCH_MUTATIONS as u32) as usize;
+        self.batch_limit = self.config_batch;
+        self.policy = policy;
+        if matches!(self.state, State::AuthStopped | State::WaitingRetry { .. }) {
+            self.state = State::Idle;
+            self.attempt = 0;
+            if self
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.code == codes::AUTH)
+            {
+                self.last_error = None;
+            }
+        }
+    }
+
+    /// The shell moved entries out of the outbox on its own (retry/discard of dead letters
+    /// need nothing; a restore or a re-queue does not either). Kept for symmetry.
+    pub fn note_removed_through(&mut self, seq: u64) {
+        self.acked_through = self.acked_through.max(seq);
+    }
+
+    // ---- outputs ----
+
+    /// The next thing the shell must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Flusher::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match self.state {
+            State::WaitingRetry { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// A read-only view of the state.
+    pub fn state(&self) -> FlusherState {
+        match &self.state {
+            State::Idle => FlusherState::Idle,
+            State::Loading => FlusherState::Loading,
+            State::Sending { batch } => FlusherState::Sending {
+                batch: batch.iter().map(|e| e.seq).collect(),
+            },
+            State::Recording { .. } => FlusherState::Recording,
+            State::Pulling => FlusherState::Pulling,
+            State::WaitingRetry { until, .. } => FlusherState::WaitingRetry { until: *until },
+            State::AuthStopped => FlusherState::AuthStopped,
+        }
+    }
+
+    /// Whether a flush is running (between a start and Idle / WaitingRetry / AuthStopped).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.state,
+            State::Loading | State::Sending { .. } | State::Recording { .. } | State::Pulling
+        )
+    }
+
+    /// Seqs on the wire right now (never coalesced away).
+    pub fn in_flight(&self) -> Vec<u64> {
+        match &self.state {
+            State::Sending { batch } => batch.iter().map(|e| e.seq).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the last attempt failed (a sync handler rejects so the browser retries).
+    pub fn last_attempt_failed(&self) -> bool {
+        self.last_attempt_failed
+    }
+    pub fn last_error(&self) -> Option<&LastError> {
+        self.last_error.as_ref()
+    }
+    pub fn last_synced_at(&self) -> Option<Millis> {
+        self.last_synced_at
+    }
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+    pub fn batch_limit(&self) -> usize {
+        self.batch_limit
+    }
+    /// How many flushes started since creation (for tests of single flight).
+    pub fn flushes_started(&self) -> u64 {
+        self.flushes
+    }
+    /// Record an error the shell saw (e.g. the browser gave up a sync).
+    pub fn report_error(&mut self, now: Millis, code: &str, message: impl Into<String>) {
+        self.set_error(now, code, message.into());
+    }
+
+    /// The status object, from the machine's state and the shell's store counts.
+    pub fn status(&self, counts: &StoreCounts, mode: Mode) -> Status {
+        derive_status(
+            &self.state(),
+            self.online,
+            self.last_error.as_ref(),
+            self.last_synced_at,
+            counts,
+            mode,
+        )
+    }
+
+    // ---- internals ----
+
+    fn start(&mut self) {
+        self.flushes += 1;
+        self.again = false;
+        self.state = State::Loading;
+        self.actions.push_back(Action::LoadBatch {
+            after: self.acked_through,
+            limit: self.batch_limit,
+        });
+    }
+
+    fn record(&mut self, mut plan: RecordPlan, next: AfterRecord) {
+        if let Some(max) = plan.removed().max() {
+            self.acked_through = self.acked_through.max(max);
+        }
+        if plan.remove_range.is_none() {
+            let mut removed: Vec<u64> = plan.removed().collect();
+            removed.sort_unstable();
+            if let (Some(&lo), Some(&hi)) = (removed.first(), removed.last()) {
+                if removed.len() > 1 && plan.bump_attempts.is_empty() && self.batch_is(&removed) {
+                    plan.remove_range = Some((lo, hi));
+                }
+            }
+        }
+        self.state = State::Recording { next };
+        self.actions.push_back(Action::Record(plan));
+    }
+
+    fn batch_is(&self, removed: &[u64]) -> bool {
+        match &self.state {
+            State::Sending { batch } => {
+                batch.len() == removed.len() && batch.iter().zip(removed).all(|(e, s)| e.seq == *s)
+            }
+            _ => false,
+        }
+    }
+
+    fn succeed(&mut self, now: Millis, _seqs: &[u64], plan: RecordPlan) {
+        self.attempt = 0;
+        self.last_attempt_failed = false;
+        self.last_synced_at = Some(now);
+        if self
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.code != codes::AUTH)
+        {
+            self.last_error = None;
+        }
+        // Grow back towards the configured batch size after halving.
+        self.batch_limit = (self.batch_limit * 2).min(self.config_batch);
+        self.record(plan, AfterRecord::Continue);
+    }
+
+    fn fail(
+        &mut self,
+        now: Millis,
+        seqs: &[u64],
+        code: &str,
+        message: String,
+        retry_after_ms: Option<u64>,
+        rng: &mut dyn RandomSource,
+    ) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.last_attempt_failed = true;
+        self.set_error(now, code, message);
+        let delay = self.policy.delay_ms(self.attempt, retry_after_ms, rng);
+        let until = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+        let floor = retry_after_ms.map_or(now, |ra| {
+            now.saturating_add(i64::try_from(ra).unwrap_or(i64::MAX))
+        });
+        let plan = RecordPlan {
+            bump_attempts: seqs.to_vec(),
+            ..RecordPlan::default()
+        };
+        self.state = State::Recording {
+            next: AfterRecord::Wait { until, floor },
+        };
+        self.actions.push_back(Action::Record(plan));
+    }
+
+    fn auth_stop(&mut self, now: Millis, status: u16, message: String) {
+        self.last_attempt_failed = true;
+        self.set_error(
+            now,
+            codes::AUTH,
+            format!("the server refused the credentials ({status}): {message}"),
+        );
+        self.state = State::Recording {
+            next: AfterRecord::Auth,
+        };
+        self.actions
+            .push_back(Action::Record(RecordPlan::default()));
+    }
+
+    fn set_error(&mut self, now: Millis, code: &str, message: String) {
+        self.last_error = Some(LastError {
+            code: code.to_owned(),
+            message,
+            at: now,
+        });
+    }
+}
+
+/// What the shell counts in its stores, for the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreCounts {
+    pub pending: u64,
+    pub dead: u64,
+    pub last_saved_at: Option<Millis>,
+    pub last_exported_at: Option<Millis>,
+    /// A write is being committed right now.
+    pub saving: bool,
+}
+
+/// The status rule, pure: the person-facing state from the machine's state.
+pub fn derive_status(
+    state: &FlusherState,
+    online: bool,
+    last_error: Option<&LastError>,
+    last_synced_at: Option<Millis>,
+    counts: &StoreCounts,
+    mode: Mode,
+) -> Status {
+    let network_error = last_error.is_some_and(|e| e.code == codes::NETWORK);
+    let (sync_state, in_flight, next_retry_at) = match state {
+        FlusherState::AuthStopped => (SyncState::AuthError, 0, None),
+        FlusherState::Sending { batch } => (SyncState::Syncing, batch.len() as u64, None),
+        FlusherState::Loading | FlusherState::Recording | FlusherState::Pulling => {
+            (SyncState::Syncing, 0, None)
+        }
+        FlusherState::WaitingRetry { until } => {
+            let s = if !online || network_error {
+                SyncState::Offline
+            } else {
+                SyncState::WaitingRetry
+            };
+            (s, 0, Some(*until))
+        }
+        FlusherState::Idle => {
+            let s = if counts.saving {
+                SyncState::Saving
+            } else if !online {
+                SyncState::Offline
+            } else if counts.pending > 0 && last_error.is_some() {
+                SyncState::Error
+            } else {
+                SyncState::Idle
+            };
+            (s, 0, None)
+        }
+    };
+    let sync_state = if counts.saving && matches!(sync_state, SyncState::Idle) {
+        SyncState::Saving
+    } else {
+        sync_state
+    };
+    Status {
+        state: sync_state,
+        pending: counts.pending,
+        in_flight,
+        dead: counts.dead,
+        last_saved_at: counts.last_saved_at,
+        last_synced_at,
+        last_exported_at: counts.last_exported_at,
+        last_error: last_error.cloned(),
+        next_retry_at,
+        mode,
+    }
+}
+
+/// The coalescing rule for one new write: of the queued entries of the same entity
+/// (`existing`, seqs), those not on the wire (`in_flight`) are superseded by the newer write
+/// and may be dropped. The newer write keeps its own, higher seq, so seq order is preserved.
+pub fn superseded(existing: &[u64], in_flight: &[u64]) -> Vec<u64> {
+    existing
+        .iter()
+        .copied()
+        .filter(|s| !in_flight.contains(s))
+        .collect()
+}
+
+/// The coalescing rule over a whole queue: keep only the newest not-in-flight mutation of each
+/// entity (captured requests and in-flight entries are never dropped), order of seqs preserved.
+pub fn coalesce(entries: Vec<QueuedEntry>, in_flight: &[u64]) -> Vec<QueuedEntry> {
+    let mut newest: HashMap<(String, String), u64> = HashMap::new();
+    for e in &entries {
+        if let Some((c, k)) = e.entity() {
+            let slot = newest.entry((c.to_owned(), k.to_owned())).or_insert(e.seq);
+            *slot = (*slot).max(e.seq);
+        }
+    }
+    entries
+        .into_iter()
+        .filter(|e| match e.entity() {
+            Some((c, k)) => {
+                in_flight.contains(&e.seq)
+                    || newest.get(&(c.to_owned(), k.to_owned())) == Some(&e.seq)
+            }
+            None => true,
+        })
+        .collect()
+}
+
+/// Whether a URL path matches a capture pattern (`*` matches any run of characters).
+pub fn route_matches(pattern: &str, path: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == path;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !path.starts_with(first) || path.len() < first.len() + last.len() || !path.ends_with(last) {
+        return false;
+    }
+    let mut rest = &path[first.len()..path.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,894 @@
+//! The outbox machine on a virtual clock, with a deterministic SplitMix64 and no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::*;
+use crate::protocol::{Op, PushResponse};
+
+/// SplitMix64, local so these tests do not depend on anything but the trait.
+struct Rng(u64);
+impl RandomSource for Rng {
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+const T0: Millis = 1_764_000_000_000;
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        base_delay_ms: 1_000,
+        max_delay_ms: 60_000,
+        max_attempts: 5,
+        max_age_ms: 0,
+    }
+}
+
+fn flusher(batch: u32) -> Flusher {
+    Flusher::new("c1", batch, policy())
+}
+
+fn mutation(seq: u64, key: &str) -> QueuedEntry {
+    QueuedEntry {
+        seq,
+        created_at: T0,
+        attempts: 0,
+        item: Item::Mutation(Mutation {
+            client_id: "c1".into(),
+            seq,
+            collection: "notes".into(),
+            key: key.into(),
+            op: Op::Put,
+            value: json!({"n": seq}),
+            updated_at: T0,
+        }),
+    }
+}
+
+fn captured(seq: u64) -> QueuedEntry {
+    QueuedEntry {
+        seq,
+        created_at: T0,
+        attempts: 0,
+        item: Item::Request(CapturedRequest {
+            method: "POST".into(),
+            url: "http://127.0.0.1/api/sync/chat".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+        }),
+    }
+}
+
+fn respond(status: u16, retry_after: Option<&str>, body: &str) -> HttpOutcome {
+    HttpOutcome::Response {
+        status,
+        retry_after: retry_after.map(str::to_owned),
+        body: body.to_owned(),
+    }
+}
+
+fn ok_results(results: Vec<MutationResult>) -> HttpOutcome {
+    let body = serde_json::to_string(&PushResponse {
+        results,
+        server_time: T0,
+    })
+    .unwrap();
+    respond(200, None, &body)
+}
+
+fn applied(seqs: &[u64]) -> HttpOutcome {
+    ok_results(
+        seqs.iter()
+            .map(|&seq| MutationResult::Applied { seq, version: seq })
+            .collect(),
+    )
+}
+
+fn drain(f: &mut Flusher) -> Vec<Action> {
+    std::iter::from_fn(|| f.poll_action()).collect()
+}
+
+fn sent_seqs(action: &Action) -> Vec<u64> {
+    match action {
+        Action::Send(SendRequest::Push(p)) => p.mutations.iter().map(|m| m.seq).collect(),
+        Action::Send(SendRequest::Captured { seq, .. }) => vec![*seq],
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+fn record_plan(actions: &[Action]) -> RecordPlan {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Record(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("a record action")
+}
+
+/// Start a flush and feed it `entries`; returns the send action.
+fn start_and_load(f: &mut Flusher, now: Millis, entries: Vec<QueuedEntry>) -> Action {
+    assert!(f.handle_trigger(now, Trigger::Manual));
+    assert!(matches!(drain(f).as_slice(), [Action::LoadBatch { .. }]));
+    f.handle_batch_loaded(now, entries);
+    let mut actions = drain(f);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    actions.remove(0)
+}
+
+#[test]
+fn a_trigger_when_idle_asks_for_a_batch_after_the_last_acked_seq() {
+    let mut f = flusher(100);
+    assert!(f.handle_trigger(T0, Trigger::Write));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 0,
+            limit: 100
+        }]
+    );
+    assert_eq!(f.state(), FlusherState::Loading);
+}
+
+#[test]
+fn triggers_during_a_flush_start_no_second_flush_but_one_more_round() {
+    let mut f = flusher(100);
+    f.handle_trigger(T0, Trigger::Write);
+    drain(&mut f);
+    for t in [
+        Trigger::Write,
+        Trigger::Sync { last_chance: false },
+        Trigger::PeriodicSync,
+        Trigger::PageEvent,
+    ] {
+        assert!(!f.handle_trigger(T0, t), "no second flush for {t:?}");
+        assert!(drain(&mut f).is_empty());
+    }
+    assert_eq!(f.flushes_started(), 1);
+    // The flush finds nothing, pulls, then runs once more because of the "again" flag.
+    f.handle_batch_loaded(T0, vec![]);
+    assert_eq!(drain(&mut f), vec![Action::Pull]);
+    f.handle_pulled(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 0,
+            limit: 100
+        }]
+    );
+    assert_eq!(f.flushes_started(), 2);
+    f.handle_batch_loaded(T0, vec![]);
+    drain(&mut f);
+    f.handle_pulled(T0, Ok(()));
+    assert!(drain(&mut f).is_empty());
+    assert_eq!(f.state(), FlusherState::Idle);
+}
+
+#[test]
+fn an_empty_outbox_ends_the_flush_with_a_pull_and_goes_idle() {
+    let mut f = flusher(10);
+    f.handle_trigger(T0, Trigger::WorkerStart);
+    drain(&mut f);
+    f.handle_batch_loaded(T0, vec![]);
+    assert_eq!(drain(&mut f), vec![Action::Pull]);
+    assert!(f.is_busy());
+    f.handle_pulled(T0, Ok(()));
+    assert_eq!(f.state(), FlusherState::Idle);
+    assert!(!f.is_busy());
+}
+
+#[test]
+fn a_batch_is_capped_at_the_batch_size_in_seq_order() {
+    let mut f = flusher(3);
+    let send = start_and_load(
+        &mut f,
+        T0,
+        (1..=5).map(|s| mutation(s, &format!("k{s}"))).collect(),
+    );
+    assert_eq!(sent_seqs(&send), vec![1, 2, 3]);
+    let Action::Send(SendRequest::Push(p)) = send else {
+        unreachable!()
+    };
+    assert_eq!(p.client_id, "c1");
+    assert_eq!(f.in_flight(), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_batch_stops_before_a_captured_request() {
+    let mut f = flusher(10);
+    let send = start_and_load(
+        &mut f,
+        T0,
+        vec![
+            mutation(1, "a"),
+            mutation(2, "b"),
+            captured(3),
+            mutation(4, "c"),
+        ],
+    );
+    assert_eq!(sent_seqs(&send), vec![1, 2]);
+}
+
+#[test]
+fn a_captured_request_at_the_head_is_sent_alone_with_an_idempotency_key() {
+    let mut f = flusher(10);
+    let send = start_and_load(&mut f, T0, vec![captured(7), mutation(8, "a")]);
+    match send {
+        Action::Send(SendRequest::Captured {
+            seq,
+            idempotency_key,
+            request,
+        }) => {
+            assert_eq!(seq, 7);
+            assert_eq!(idempotency_key, "c1:7");
+            assert_eq!(request.method, "POST");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn applied_duplicate_and_conflict_are_acknowledged_and_rejected_goes_dead() {
+    let mut f = flusher(10);
+    start_and_load(
+        &mut f,
+        T0,
+        vec![
+            mutation(1, "a"),
+            mutation(2, "b"),
+            mutation(3, "c"),
+            mutation(4, "d"),
+        ],
+    );
+    let current = CurrentEntity {
+        value: json!({"server": true}),
+        deleted: false,
+        updated_at: T0 + 5,
+        version: 9,
+    };
+    f.handle_push_outcome(
+        T0,
+        &ok_results(vec![
+            MutationResult::Applied { seq: 1, version: 3 },
+            MutationResult::Duplicate { seq: 2 },
+            MutationResult::Conflict {
+                seq: 3,
+                current: current.clone(),
+            },
+            MutationResult::Rejected {
+                seq: 4,
+                reason: "value exceeds 1 MiB".into(),
+            },
+        ]),
+        &mut Rng(1),
+    );
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.ack, vec![1, 2, 3]);
+    assert_eq!(plan.applied, vec![(1, 3)]);
+    assert_eq!(plan.adopt, vec![("notes".into(), "c".into(), current)]);
+    assert_eq!(plan.dead, vec![(4, "value exceeds 1 MiB".into())]);
+    assert!(plan.bump_attempts.is_empty());
+    assert_eq!(
+        plan.remove_range,
+        Some((1, 4)),
+        "the whole batch leaves with one range delete"
+    );
+    assert_eq!(f.last_synced_at(), Some(T0));
+    // After the record, the next batch is read after the last removed seq.
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 4,
+            limit: 10
+        }]
+    );
+}
+
+#[test]
+fn results_that_do_not_match_the_batch_back_off_with_bad_response() {
+    for results in [
+        vec![MutationResult::Applied { seq: 1, version: 1 }],
+        vec![
+            MutationResult::Applied { seq: 2, version: 1 },
+            MutationResult::Applied { seq: 1, version: 1 },
+        ],
+        vec![
+            MutationResult::Applied { seq: 1, version: 1 },
+            MutationResult::Applied { seq: 2, version: 1 },
+            MutationResult::Applied { seq: 3, version: 1 },
+        ],
+    ] {
+        let mut f = flusher(10);
+        start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+        f.handle_push_outcome(T0, &ok_results(results), &mut Rng(2));
+        let plan = record_plan(&drain(&mut f));
+        assert!(
+            plan.ack.is_empty() && plan.dead.is_empty(),
+            "nothing leaves the outbox"
+        );
+        assert_eq!(plan.bump_attempts, vec![1, 2]);
+        assert_eq!(f.last_error().unwrap().code, codes::BAD_RESPONSE);
+        f.handle_recorded(T0, Ok(()));
+        assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
+    }
+}
+
+#[test]
+fn a_503_with_retry_after_waits_at_least_that_long_even_for_explicit_triggers() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(
+        T0,
+        &respond(
+            503,
+            Some("30"),
+            r#"{"error":{"code":"x","message":"busy"}}"#,
+        ),
+        &mut Rng(3),
+    );
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    let until = f.poll_timeout().expect("a wake-up");
+    assert!(until >= T0 + 30_000, "Retry-After honoured: {until}");
+    for t in [
+        Trigger::Manual,
+        Trigger::Sync { last_chance: false },
+        Trigger::Online,
+        Trigger::Write,
+    ] {
+        assert!(
+            !f.handle_trigger(T0 + 29_000, t),
+            "{t:?} must not jump Retry-After"
+        );
+    }
+    assert!(!f.handle_timeout(until - 1));
+    assert!(f.handle_timeout(until));
+    assert!(matches!(
+        drain(&mut f).as_slice(),
+        [Action::LoadBatch { .. }]
+    ));
+}
+
+#[test]
+fn a_429_with_retry_after_is_honoured_like_a_503() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &respond(429, Some("5"), "{}"), &mut Rng(3));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    assert!(f.poll_timeout().unwrap() >= T0 + 5_000);
+}
+
+#[test]
+fn a_failed_attempt_bumps_attempts_schedules_a_wake_and_asks_for_background_sync() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+    f.handle_push_outcome(
+        T0,
+        &HttpOutcome::Network {
+            message: "connection refused".into(),
+        },
+        &mut Rng(4),
+    );
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.bump_attempts, vec![1, 2]);
+    assert!(f.last_attempt_failed());
+    f.handle_recorded(T0, Ok(()));
+    let actions = drain(&mut f);
+    let until = f.poll_timeout().unwrap();
+    assert_eq!(
+        actions,
+        vec![Action::ScheduleWake { at: until }, Action::RegisterSync]
+    );
+    assert!(
+        (T0..=T0 + 1_000).contains(&until),
+        "first retry within the base delay: {until}"
+    );
+    assert_eq!(f.last_error().unwrap().code, codes::NETWORK);
+}
+
+#[test]
+fn backoff_uses_full_jitter_within_an_exponential_cap() {
+    let mut f = flusher(10);
+    let mut rng = Rng(42);
+    let mut now = T0;
+    let mut delays = Vec::new();
+    for attempt in 1..=8u32 {
+        assert!(f.handle_trigger(now, Trigger::Manual) || f.handle_timeout(now));
+        drain(&mut f);
+        f.handle_batch_loaded(now, vec![mutation(1, "a")]);
+        drain(&mut f);
+        f.handle_push_outcome(now, &respond(500, None, "{}"), &mut rng);
+        drain(&mut f);
+        f.handle_recorded(now, Ok(()));
+        drain(&mut f);
+        let until = f.poll_timeout().unwrap();
+        let delay = (until - now) as u64;
+        let cap = (1_000u64 << (attempt - 1)).min(60_000);
+        assert!(delay <= cap, "attempt {attempt}: {delay} > {cap}");
+        delays.push(delay);
+        now = until;
+    }
+    // Full jitter: not every delay sits on the cap.
+    assert!(delays.iter().any(|&d| d < 30_000), "{delays:?}");
+}
+
+#[test]
+fn success_resets_the_backoff() {
+    let mut f = flusher(10);
+    let mut rng = Rng(5);
+    for _ in 0..6 {
+        let now = f.poll_timeout().unwrap_or(T0);
+        assert!(f.handle_timeout(now) || f.handle_trigger(now, Trigger::Manual));
+        drain(&mut f);
+        f.handle_batch_loaded(now, vec![mutation(1, "a")]);
+        drain(&mut f);
+        f.handle_push_outcome(now, &respond(500, None, "{}"), &mut rng);
+        drain(&mut f);
+        f.handle_recorded(now, Ok(()));
+        drain(&mut f);
+    }
+    let now = f.poll_timeout().unwrap();
+    f.handle_timeout(now);
+    drain(&mut f);
+    f.handle_batch_loaded(now, vec![mutation(1, "a")]);
+    drain(&mut f);
+    f.handle_push_outcome(now, &applied(&[1]), &mut rng);
+    drain(&mut f);
+    f.handle_recorded(now, Ok(()));
+    drain(&mut f);
+    f.handle_batch_loaded(now, vec![mutation(2, "b")]);
+    drain(&mut f);
+    f.handle_push_outcome(now, &respond(500, None, "{}"), &mut rng);
+    drain(&mut f);
+    f.handle_recorded(now, Ok(()));
+    assert!(
+        f.poll_timeout().unwrap() <= now + 1_000,
+        "back to the first delay"
+    );
+}
+
+#[test]
+fn an_explicit_trigger_cuts_a_plain_backoff_short_but_a_write_does_not() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(
+        T0,
+        &HttpOutcome::Network {
+            message: "down".into(),
+        },
+        &mut Rng(99),
+    );
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    let until = f.poll_timeout().unwrap();
+    if until > T0 {
+        assert!(!f.handle_trigger(T0, Trigger::Write));
+        assert!(!f.handle_trigger(T0, Trigger::PageEvent));
+        assert!(!f.handle_trigger(T0, Trigger::Timer));
+    }
+    assert!(f.handle_trigger(T0, Trigger::Online));
+}
+
+#[test]
+fn a_413_halves_the_batch_down_to_one_then_dead_letters_it() {
+    let mut f = flusher(8);
+    let entries: Vec<QueuedEntry> = (1..=8).map(|s| mutation(s, &format!("k{s}"))).collect();
+    let mut send = start_and_load(&mut f, T0, entries.clone());
+    let mut sizes = vec![sent_seqs(&send).len()];
+    loop {
+        f.handle_push_outcome(
+            T0,
+            &respond(
+                413,
+                None,
+                r#"{"error":{"code":"too_large","message":"big"}}"#,
+            ),
+            &mut Rng(6),
+        );
+        let actions = drain(&mut f);
+        match actions.as_slice() {
+            [Action::LoadBatch { after: 0, limit }] => {
+                f.handle_batch_loaded(T0, entries.clone());
+                send = drain(&mut f).remove(0);
+                assert_eq!(sent_seqs(&send).len(), *limit);
+                sizes.push(*limit);
+            }
+            [Action::Record(plan)] => {
+                assert_eq!(plan.dead.len(), 1);
+                assert_eq!(plan.dead[0].0, 1);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sizes, vec![8, 4, 2, 1]);
+}
+
+#[test]
+fn a_400_for_a_single_mutation_dead_letters_it_and_the_flush_goes_on() {
+    let mut f = flusher(1);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+    f.handle_push_outcome(
+        T0,
+        &respond(
+            400,
+            None,
+            r#"{"error":{"code":"invalid","message":"bad key"}}"#,
+        ),
+        &mut Rng(7),
+    );
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.dead.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1]);
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch { after: 1, limit: 1 }]
+    );
+}
+
+#[test]
+fn a_401_or_403_stops_everything_until_the_configuration_changes() {
+    for status in [401u16, 403] {
+        let mut f = flusher(10);
+        start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+        f.handle_push_outcome(
+            T0,
+            &respond(status, None, r#"{"error":{"code":"auth","message":"no"}}"#),
+            &mut Rng(8),
+        );
+        let plan = record_plan(&drain(&mut f));
+        assert!(
+            plan.ack.is_empty() && plan.dead.is_empty(),
+            "nothing is lost"
+        );
+        f.handle_recorded(T0, Ok(()));
+        assert_eq!(f.state(), FlusherState::AuthStopped);
+        assert_eq!(f.last_error().unwrap().code, codes::AUTH);
+        for t in [
+            Trigger::Manual,
+            Trigger::Sync { last_chance: true },
+            Trigger::Online,
+            Trigger::Timer,
+        ] {
+            assert!(!f.handle_trigger(T0 + 1_000_000, t));
+        }
+        let st = f.status(
+            &StoreCounts {
+                pending: 1,
+                ..StoreCounts::default()
+            },
+            Mode::Worker,
+        );
+        assert_eq!(st.state, SyncState::AuthError);
+        f.handle_config_changed(10, policy());
+        assert_eq!(f.state(), FlusherState::Idle);
+        assert!(f.last_error().is_none());
+        assert!(f.handle_trigger(T0, Trigger::Manual));
+    }
+}
+
+#[test]
+fn entries_out_of_attempts_are_dead_lettered_before_anything_is_sent() {
+    let mut f = flusher(10);
+    let mut tired = mutation(1, "a");
+    tired.attempts = 5;
+    assert!(f.handle_trigger(T0, Trigger::Manual));
+    drain(&mut f);
+    f.handle_batch_loaded(T0, vec![tired, mutation(2, "b")]);
+    let actions = drain(&mut f);
+    let plan = record_plan(&actions);
+    assert_eq!(plan.dead.len(), 1);
+    assert_eq!(plan.dead[0].0, 1);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Send(_))));
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 1,
+            limit: 10
+        }]
+    );
+    f.handle_batch_loaded(T0, vec![mutation(2, "b")]);
+    assert_eq!(sent_seqs(&drain(&mut f)[0]), vec![2]);
+}
+
+#[test]
+fn entries_older_than_the_max_age_are_dead_lettered() {
+    let mut f = Flusher::new(
+        "c1",
+        10,
+        RetryPolicy {
+            max_age_ms: 60_000,
+            ..policy()
+        },
+    );
+    f.handle_trigger(T0, Trigger::Manual);
+    drain(&mut f);
+    f.handle_batch_loaded(T0 + 61_000, vec![mutation(1, "a")]);
+    assert_eq!(record_plan(&drain(&mut f)).dead[0].0, 1);
+}
+
+#[test]
+fn a_captured_request_is_acked_on_2xx_dead_on_404_and_retried_on_500() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![captured(1)]);
+    f.handle_captured_outcome(T0, &respond(201, None, ""), &mut Rng(9));
+    assert_eq!(record_plan(&drain(&mut f)).ack, vec![1]);
+
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![captured(1)]);
+    f.handle_captured_outcome(T0, &respond(404, None, ""), &mut Rng(9));
+    assert_eq!(record_plan(&drain(&mut f)).dead[0].0, 1);
+
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![captured(1)]);
+    f.handle_captured_outcome(T0, &respond(500, None, ""), &mut Rng(9));
+    assert_eq!(record_plan(&drain(&mut f)).bump_attempts, vec![1]);
+    f.handle_recorded(T0, Ok(()));
+    assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
+}
+
+#[test]
+fn a_failed_record_keeps_everything_and_retries_later() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &applied(&[1]), &mut Rng(10));
+    drain(&mut f);
+    f.handle_recorded(T0, Err("QuotaExceededError".into()));
+    assert_eq!(f.last_error().unwrap().code, codes::STORAGE_ERROR);
+    assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
+}
+
+#[test]
+fn offline_shows_in_the_status_and_online_flushes() {
+    let mut f = flusher(10);
+    assert!(!f.handle_trigger(T0, Trigger::Offline));
+    let st = f.status(
+        &StoreCounts {
+            pending: 2,
+            ..StoreCounts::default()
+        },
+        Mode::Page,
+    );
+    assert_eq!(st.state, SyncState::Offline);
+    assert_eq!(st.mode, Mode::Page);
+    assert!(f.handle_trigger(T0, Trigger::Online));
+    assert!(f.is_online());
+}
+
+#[test]
+fn the_status_shows_syncing_with_the_batch_in_flight_and_the_next_retry_when_waiting() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+    let counts = StoreCounts {
+        pending: 5,
+        dead: 1,
+        last_saved_at: Some(T0),
+        last_exported_at: None,
+        saving: false,
+    };
+    let st = f.status(&counts, Mode::Worker);
+    assert_eq!(
+        (st.state, st.in_flight, st.pending, st.dead),
+        (SyncState::Syncing, 2, 5, 1)
+    );
+    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut Rng(11));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    let st = f.status(&counts, Mode::Worker);
+    assert_eq!(st.state, SyncState::WaitingRetry);
+    assert_eq!(st.next_retry_at, f.poll_timeout());
+    assert_eq!(st.last_error.unwrap().code, codes::SERVER_ERROR);
+    assert_eq!(st.last_saved_at, Some(T0));
+}
+
+#[test]
+fn the_status_is_saving_while_a_write_commits_and_idle_after() {
+    let f = flusher(10);
+    let st = f.status(
+        &StoreCounts {
+            saving: true,
+            ..StoreCounts::default()
+        },
+        Mode::Worker,
+    );
+    assert_eq!(st.state, SyncState::Saving);
+    let st = f.status(&StoreCounts::default(), Mode::Worker);
+    assert_eq!(st.state, SyncState::Idle);
+    assert!(st.last_error.is_none());
+}
+
+#[test]
+fn coalescing_keeps_the_newest_write_of_each_entity_in_seq_order() {
+    let queue = vec![
+        mutation(1, "a"),
+        mutation(2, "b"),
+        captured(3),
+        mutation(4, "a"),
+        mutation(5, "c"),
+        mutation(6, "a"),
+    ];
+    let kept: Vec<u64> = coalesce(queue.clone(), &[]).iter().map(|e| e.seq).collect();
+    assert_eq!(kept, vec![2, 3, 5, 6]);
+    // An entry on the wire is never dropped.
+    let kept: Vec<u64> = coalesce(queue, &[1]).iter().map(|e| e.seq).collect();
+    assert_eq!(kept, vec![1, 2, 3, 5, 6]);
+}
+
+#[test]
+fn a_new_write_supersedes_only_queued_entries_that_are_not_in_flight() {
+    assert_eq!(superseded(&[3, 7, 9], &[7]), vec![3, 9]);
+    assert!(superseded(&[], &[1]).is_empty());
+}
+
+#[test]
+fn capture_patterns_match_paths_with_stars() {
+    assert!(route_matches("/api/sync/chat", "/api/sync/chat"));
+    assert!(!route_matches("/api/sync/chat", "/api/sync/chats"));
+    assert!(route_matches("/api/sync/*", "/api/sync/settings"));
+    assert!(route_matches("/api/*/chat", "/api/v2/sync/chat"));
+    assert!(!route_matches("/api/*/chat", "/api/chat"));
+    assert!(route_matches("*", "/anything"));
+    assert!(!route_matches("/a*b*c", "/ac"));
+}
+
+/// A fake shell: an outbox in a BTreeMap, a server that applies each (client, seq) once and
+/// sometimes fails (before or after applying), a virtual clock. Whatever happens, every entry
+/// reaches the server exactly once, in seq order, and the outbox ends empty.
+#[test]
+fn a_flaky_server_still_gets_every_entry_exactly_once_in_seq_order() {
+    for seed in 0..40u64 {
+        let mut rng = Rng(seed);
+        let mut chaos = Rng(seed.wrapping_mul(7919) + 1);
+        let mut f = Flusher::new(
+            "c1",
+            4,
+            RetryPolicy {
+                max_attempts: 0,
+                ..policy()
+            },
+        );
+        let mut outbox: BTreeMap<u64, QueuedEntry> = (1..=30)
+            .map(|s| (s, mutation(s, &format!("k{}", s % 7))))
+            .collect();
+        let mut applied_order: Vec<u64> = Vec::new();
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        let mut now = T0;
+        f.handle_trigger(now, Trigger::WorkerStart);
+        for _ in 0..10_000 {
+            let Some(action) = f.poll_action() else {
+                match f.poll_timeout() {
+                    Some(at) => {
+                        now = now.max(at);
+                        f.handle_timeout(now);
+                        continue;
+                    }
+                    None if outbox.is_empty() => break,
+                    None => {
+                        f.handle_trigger(now, Trigger::Manual);
+                        continue;
+                    }
+                }
+            };
+            match action {
+                Action::LoadBatch { after, limit } => {
+                    let batch = outbox
+                        .range(after + 1..)
+                        .take(limit)
+                        .map(|(_, e)| e.clone())
+                        .collect();
+                    f.handle_batch_loaded(now, batch);
+                }
+                Action::Send(SendRequest::Push(p)) => {
+                    let roll = chaos.next_unit();
+                    let outcome = if roll < 0.2 {
+                        HttpOutcome::Network {
+                            message: "refused".into(),
+                        }
+                    } else if roll < 0.3 {
+                        respond(503, Some("1"), "{}")
+                    } else {
+                        let results = p
+                            .mutations
+                            .iter()
+                            .map(|m| {
+                                if seen.insert(m.seq) {
+                                    applied_order.push(m.seq);
+                                    MutationResult::Applied {
+                                        seq: m.seq,
+                                        version: 1,
+                                    }
+                                } else {
+                                    MutationResult::Duplicate { seq: m.seq }
+                                }
+                            })
+                            .collect();
+                        if roll < 0.45 {
+                            // Applied, but the answer is lost.
+                            HttpOutcome::Network {
+                                message: "reset".into(),
+                            }
+                        } else {
+                            ok_results(results)
+                        }
+                    };
+                    f.handle_push_outcome(now, &outcome, &mut rng);
+                }
+                Action::Send(SendRequest::Captured { .. }) => unreachable!(),
+                Action::Record(plan) => {
+                    for s in plan.removed() {
+                        outbox.remove(&s);
+                    }
+                    for s in plan.bump_attempts {
+                        if let Some(e) = outbox.get_mut(&s) {
+                            e.attempts += 1;
+                        }
+                    }
+                    f.handle_recorded(now, Ok(()));
+                }
+                Action::Pull => f.handle_pulled(now, Ok(())),
+                Action::ScheduleWake { .. } | Action::RegisterSync => {}
+            }
+            now += 1;
+        }
+        assert!(outbox.is_empty(), "seed {seed}: outbox not drained");
+        assert_eq!(applied_order, (1..=30).collect::<Vec<_>>(), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_write_during_a_send_is_picked_up_by_the_same_flush_without_an_extra_round() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    assert!(!f.handle_trigger(T0, Trigger::Write));
+    f.handle_push_outcome(T0, &applied(&[1]), &mut Rng(12));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 1,
+            limit: 10
+        }]
+    );
+    f.handle_batch_loaded(T0, vec![mutation(2, "b")]);
+    drain(&mut f);
+    f.handle_push_outcome(T0, &applied(&[2]), &mut Rng(12));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    f.handle_batch_loaded(T0, vec![]);
+    assert_eq!(drain(&mut f), vec![Action::Pull]);
+    f.handle_pulled(T0, Ok(()));
+    assert!(
+        drain(&mut f).is_empty(),
+        "no second flush: the write went out in this one"
+    );
+    assert_eq!(f.flushes_started(), 1);
+}
+
+#[test]
+fn a_config_change_during_a_backoff_retries_at_once() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &respond(503, Some("600"), "{}"), &mut Rng(13));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    f.handle_config_changed(10, policy());
+    assert!(
+        f.handle_trigger(T0, Trigger::Manual),
+        "a new config (new server?) is tried now"
+    );
+}

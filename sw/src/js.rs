@@ -1,0 +1,135 @@
+//! Small JS helpers that work in any global scope (service worker, window, worker):
+//! the clock, `fetch`, `setTimeout`, promises as futures, serde conversion.
+
+use js_sys::{Function, Promise};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::error::{Result, SwError};
+use rangersync_shared::protocol::Millis;
+use rangersync_shared::retry::RandomSource;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &web_sys::Request) -> Promise;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn global_set_timeout(handler: &Function, ms: i32) -> JsValue;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn global_clear_timeout(id: &JsValue);
+}
+
+/// The global object (`self` in a worker, `window` in a page).
+pub fn global() -> js_sys::Object {
+    js_sys::global()
+}
+
+/// A property of the global object, if defined.
+pub fn global_prop(name: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(&global(), &JsValue::from_str(name))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// Wall-clock milliseconds.
+pub fn now() -> Millis {
+    js_sys::Date::now() as Millis
+}
+
+/// `Math.random`, as the flusher's random source.
+pub struct MathRandom;
+impl RandomSource for MathRandom {
+    fn next_unit(&mut self) -> f64 {
+        js_sys::Math::random()
+    }
+}
+
+/// A random id: `crypto.randomUUID()` when present, else Math.random.
+pub fn random_id() -> String {
+    if let Some(crypto) = global_prop("crypto") {
+        if let Ok(f) = js_sys::Reflect::get(&crypto, &"randomUUID".into()) {
+            if let Some(f) = f.dyn_ref::<Function>() {
+                if let Ok(v) = f.call0(&crypto) {
+                    if let Some(s) = v.as_string() {
+                        return s;
+                    }
+                }
+            }
+        }
+    }
+    (0..4)
+        .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u64))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Await a promise; a rejection becomes an [`SwError`].
+pub async fn await_promise(p: Promise) -> Result<JsValue> {
+    JsFuture::from(p).await.map_err(|e| SwError::from_js(&e))
+}
+
+/// `fetch(request)`: `Err` only when there was no HTTP answer.
+pub async fn fetch(request: &web_sys::Request) -> Result<web_sys::Response, String> {
+    match JsFuture::from(global_fetch(request)).await {
+        Ok(v) => v
+            .dyn_into::<web_sys::Response>()
+            .map_err(|_| "fetch returned no Response".to_owned()),
+        Err(e) => Err(SwError::from_js(&e).to_string()),
+    }
+}
+
+/// A one-shot signal: `fire()` wakes whoever awaits the future.
+pub struct Signal(Function);
+impl Signal {
+    pub fn new() -> (Self, JsFuture) {
+        let mut resolve = None;
+        let p = Promise::new(&mut |res, _rej| resolve = Some(res));
+        let resolve = resolve.unwrap_or_else(|| Function::new_no_args(""));
+        (Self(resolve), JsFuture::from(p))
+    }
+    pub fn fire(&self) {
+        let _ = self.0.call0(&JsValue::NULL);
+    }
+}
+
+/// A `setTimeout` handle that clears itself and frees its closure on drop.
+pub struct Timeout {
+    id: JsValue,
+    _closure: Closure<dyn FnMut()>,
+}
+impl Timeout {
+    pub fn new(ms: i64, f: impl FnMut() + 'static) -> Self {
+        let closure = Closure::<dyn FnMut()>::new(f);
+        let ms = ms.clamp(0, i64::from(i32::MAX)) as i32;
+        let id = global_set_timeout(closure.as_ref().unchecked_ref(), ms);
+        Self {
+            id,
+            _closure: closure,
+        }
+    }
+}
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        global_clear_timeout(&self.id);
+    }
+}
+
+/// Rust → JS with plain objects (never `Map`), numbers (never BigInt).
+pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| SwError::coded(rangersync_shared::messages::codes::INTERNAL, e.to_string()))
+}
+
+/// JS → Rust; a mismatch is a corrupt record.
+pub fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| SwError::Corrupt(e.to_string()))
+}
+
+/// Log to the console (never with tokens or bodies).
+pub fn log(message: &str) {
+    web_sys::console::warn_1(&JsValue::from_str(&format!("rangersync: {message}")));
+}

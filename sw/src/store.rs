@@ -1,0 +1,721 @@
+//! Typed operations on the stores of `schema.rs`. Every operation is one transaction; none
+//! awaits anything but IndexedDB requests inside it (invariant 6).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use js_sys::Array;
+use rangersync_shared::messages::Config;
+use rangersync_shared::outbox::{superseded, CapturedRequest, Item, QueuedEntry, RecordPlan};
+use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
+use rangersync_shared::status::LastError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use web_sys::IdbDatabase;
+
+use crate::error::{Result, SwError};
+use crate::idb::{req, Tx};
+use crate::js::{from_js, to_js};
+use crate::schema::{self, entity_key, meta, seq_key, BY_ENTITY, DEAD, ENTITIES, META, OUTBOX};
+
+/// One outbox record as stored (flat, so the `by_entity` index sees `collection` and `key`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub seq: u64,
+    /// `"mutation"` or `"request"`.
+    pub kind: String,
+    pub created_at: Millis,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<Op>,
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<(String, String)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Vec<u8>>,
+}
+
+impl OutboxRecord {
+    fn new(seq: u64, entry: &NewEntry, now: Millis) -> Self {
+        let mut r = Self {
+            seq,
+            kind: "mutation".into(),
+            created_at: now,
+            attempts: 0,
+            collection: None,
+            key: None,
+            op: None,
+            value: Value::Null,
+            updated_at: None,
+            method: None,
+            url: None,
+            headers: None,
+            body: None,
+        };
+        match entry {
+            NewEntry::Write {
+                collection,
+                key,
+                op,
+                value,
+                updated_at,
+            } => {
+                r.collection = Some(collection.clone());
+                r.key = Some(key.clone());
+                r.op = Some(*op);
+                r.value = if *op == Op::Delete {
+                    Value::Null
+                } else {
+                    value.clone()
+                };
+                r.updated_at = Some(*updated_at);
+            }
+            NewEntry::Captured(c) => {
+                r.kind = "request".into();
+                r.method = Some(c.method.clone());
+                r.url = Some(c.url.clone());
+                r.headers = Some(c.headers.clone());
+                r.body = Some(c.body.clone());
+            }
+        }
+        r
+    }
+
+    /// The machine's view of this record.
+    pub fn to_entry(&self, client_id: &str) -> Result<QueuedEntry> {
+        let item = match self.kind.as_str() {
+            "mutation" => {
+                let (Some(collection), Some(key), Some(op), Some(updated_at)) = (
+                    self.collection.clone(),
+                    self.key.clone(),
+                    self.op,
+                    self.updated_at,
+                ) else {
+                    return Err(SwError::Corrupt(format!(
+                        "outbox mutation {} lacks a field",
+                        self.seq
+                    )));
+                };
+                Item::Mutation(Mutation {
+                    client_id: client_id.to_owned(),
+                    seq: self.seq,
+                    collection,
+                    key,
+                    op,
+                    value: self.value.clone(),
+                    updated_at,
+                })
+            }
+            "request" => {
+                let (Some(method), Some(url)) = (self.method.clone(), self.url.clone()) else {
+                    return Err(SwError::Corrupt(format!(
+                        "outbox request {} lacks a field",
+                        self.seq
+                    )));
+                };
+                Item::Request(CapturedRequest {
+                    method,
+                    url,
+                    headers: self.headers.clone().unwrap_or_default(),
+                    body: self.body.clone().unwrap_or_default(),
+                })
+            }
+            other => {
+                return Err(SwError::Corrupt(format!(
+                    "outbox entry {} has kind {other:?}",
+                    self.seq
+                )))
+            }
+        };
+        Ok(QueuedEntry {
+            seq: self.seq,
+            created_at: self.created_at,
+            attempts: self.attempts,
+            item,
+        })
+    }
+
+    fn entity(&self) -> Option<(String, String)> {
+        Some((self.collection.clone()?, self.key.clone()?))
+    }
+}
+
+/// One entity of the local copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    pub collection: String,
+    pub key: String,
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default)]
+    pub deleted: bool,
+    pub updated_at: Millis,
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub pending: bool,
+}
+
+impl EntityRecord {
+    pub fn to_entity(&self) -> Entity {
+        Entity {
+            collection: self.collection.clone(),
+            key: self.key.clone(),
+            value: self.value.clone(),
+            deleted: self.deleted,
+            updated_at: self.updated_at,
+            version: self.version,
+        }
+    }
+}
+
+/// One dead letter as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadRecord {
+    pub seq: u64,
+    pub reason: String,
+    pub dead_at: Millis,
+    #[serde(default)]
+    pub attempts: u32,
+    /// The outbox record (as JSON), or whatever could be read of a corrupt one.
+    #[serde(default)]
+    pub record: Value,
+}
+
+/// A write to commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NewEntry {
+    Write {
+        collection: String,
+        key: String,
+        op: Op,
+        value: Value,
+        updated_at: Millis,
+    },
+    Captured(CapturedRequest),
+}
+
+/// What `meta` holds, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct MetaState {
+    pub client_id: String,
+    pub config: Config,
+    pub last_saved_at: Option<Millis>,
+    pub last_synced_at: Option<Millis>,
+    pub last_exported_at: Option<Millis>,
+    pub last_error: Option<LastError>,
+}
+
+fn as_u64(v: &JsValue) -> Option<u64> {
+    v.as_f64()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .map(|f| f as u64)
+}
+
+fn as_millis(v: &JsValue) -> Option<Millis> {
+    v.as_f64().filter(|f| f.is_finite()).map(|f| f as Millis)
+}
+
+fn keys_of(v: &JsValue) -> Vec<u64> {
+    Array::from(v).iter().filter_map(|k| as_u64(&k)).collect()
+}
+
+/// The typed stores over one open database.
+pub struct Store {
+    db: IdbDatabase,
+}
+
+impl Store {
+    pub async fn open(name: &str) -> Result<Self> {
+        Ok(Self {
+            db: schema::open(name).await?,
+        })
+    }
+
+    pub fn close(&self) {
+        self.db.close();
+    }
+
+    /// Read `meta`, creating the client id (once per profile) when absent.
+    pub async fn init(&self, new_client_id: impl FnOnce() -> String) -> Result<MetaState> {
+        let tx = Tx::new(&self.db, &[META], true)?;
+        let m = tx.store(META)?;
+        let get = |k: &str| req(m.get(&k.into()));
+        let client_id = get(meta::CLIENT_ID).await?.as_string();
+        let config = get(meta::CONFIG).await?;
+        let last_saved_at = as_millis(&get(meta::LAST_SAVED_AT).await?);
+        let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
+        let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
+        let last_error = get(meta::LAST_ERROR).await?;
+        let client_id = match client_id {
+            Some(id) => id,
+            None => {
+                let id = new_client_id();
+                req(m.put_with_key(&id.as_str().into(), &meta::CLIENT_ID.into())).await?;
+                req(m.put_with_key(&1.0.into(), &meta::NEXT_SEQ.into())).await?;
+                id
+            }
+        };
+        tx.commit().await?;
+        let config = if config.is_undefined() {
+            Config::default()
+        } else {
+            from_js(config).unwrap_or_default()
+        };
+        let last_error = if last_error.is_undefined() || last_error.is_null() {
+            None
+        } else {
+            from_js(last_error).ok()
+        };
+        Ok(MetaState {
+            client_id,
+            config,
+            last_saved_at,
+            last_synced_at,
+            last_exported_at,
+            last_error,
+        })
+    }
+
+    /// Put one `meta` value.
+    pub async fn put_meta(&self, key: &str, value: &JsValue) -> Result<()> {
+        let tx = Tx::new(&self.db, &[META], true)?;
+        req(tx.store(META)?.put_with_key(value, &key.into())).await?;
+        tx.commit().await
+    }
+
+    /// Commit writes in ONE strict transaction: allocate seqs from `next_seq` (in the same
+    /// transaction, so a crash rolls both back), coalesce superseded queued entries that are not
+    /// in flight, put the outbox entries, reflect them in `entities` (pending). Returns the seqs
+    /// and how many queued entries were coalesced away.
+    pub async fn commit_writes(
+        &self,
+        entries: &[NewEntry],
+        now: Millis,
+        in_flight: &[u64],
+    ) -> Result<(Vec<u64>, u64)> {
+        let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES], true)?;
+        let m = tx.store(META)?;
+        let outbox = tx.store(OUTBOX)?;
+        let entities = tx.store(ENTITIES)?;
+        let mut next = as_u64(&req(m.get(&meta::NEXT_SEQ.into())).await?)
+            .unwrap_or(1)
+            .max(1);
+        let mut seqs = Vec::with_capacity(entries.len());
+        let mut coalesced = 0u64;
+        for entry in entries {
+            let seq = next;
+            next += 1;
+            let record = OutboxRecord::new(seq, entry, now);
+            if let NewEntry::Write {
+                collection,
+                key,
+                op,
+                value,
+                updated_at,
+            } = entry
+            {
+                let existing = req(outbox
+                    .index(BY_ENTITY)
+                    .map_err(|e| SwError::from_js(&e))?
+                    .get_all_keys_with_key(&entity_key(collection, key)))
+                .await?;
+                for s in superseded(&keys_of(&existing), in_flight) {
+                    req(outbox.delete(&seq_key(s))).await?;
+                    coalesced += 1;
+                }
+                let prev = req(entities.get(&entity_key(collection, key))).await?;
+                let version = if prev.is_undefined() {
+                    0
+                } else {
+                    from_js::<EntityRecord>(prev)
+                        .map(|p| p.version)
+                        .unwrap_or(0)
+                };
+                let ent = EntityRecord {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                    value: if *op == Op::Delete {
+                        Value::Null
+                    } else {
+                        value.clone()
+                    },
+                    deleted: *op == Op::Delete,
+                    updated_at: *updated_at,
+                    version,
+                    pending: true,
+                };
+                req(entities.put(&to_js(&ent)?)).await?;
+            }
+            req(outbox.put(&to_js(&record)?)).await?;
+            seqs.push(seq);
+        }
+        req(m.put_with_key(&(next as f64).into(), &meta::NEXT_SEQ.into())).await?;
+        req(m.put_with_key(&(now as f64).into(), &meta::LAST_SAVED_AT.into())).await?;
+        tx.commit().await?;
+        Ok((seqs, coalesced))
+    }
+
+    /// The next `limit` entries after `after`, in seq order. Corrupt records are moved to
+    /// `dead` (reason `corrupt record: …`) and reported, never returned.
+    pub async fn load_batch(
+        &self,
+        after: u64,
+        limit: usize,
+        client_id: &str,
+        now: Millis,
+    ) -> Result<(Vec<QueuedEntry>, Vec<SwError>)> {
+        let tx = Tx::new(&self.db, &[OUTBOX], false)?;
+        let range = schema::seqs_after(after)?;
+        let raw = req(tx
+            .store(OUTBOX)?
+            .get_all_with_key_and_limit(&range, limit.min(u32::MAX as usize) as u32))
+        .await?;
+        tx.commit().await?;
+        let mut entries = Vec::new();
+        let mut corrupt: Vec<(JsValue, u64, String, Value)> = Vec::new();
+        for v in Array::from(&raw).iter() {
+            let raw_key = js_sys::Reflect::get(&v, &"seq".into()).unwrap_or(JsValue::UNDEFINED);
+            let seq = as_u64(&raw_key).unwrap_or(0);
+            match from_js::<OutboxRecord>(v.clone()).and_then(|r| r.to_entry(client_id)) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    let json = serde_wasm_bindgen::from_value::<Value>(v).unwrap_or(Value::Null);
+                    corrupt.push((raw_key, seq, e.to_string(), json));
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        if !corrupt.is_empty() {
+            let tx = Tx::new(&self.db, &[OUTBOX, DEAD], true)?;
+            let (outbox, dead) = (tx.store(OUTBOX)?, tx.store(DEAD)?);
+            for (raw_key, seq, reason, record) in corrupt {
+                let d = DeadRecord {
+                    seq,
+                    reason: reason.clone(),
+                    dead_at: now,
+                    attempts: 0,
+                    record,
+                };
+                req(dead.put(&to_js(&d)?)).await?;
+                // Delete by the stored key itself (it may not even be an integer).
+                req(outbox.delete(&raw_key)).await?;
+                errors.push(SwError::Corrupt(reason));
+            }
+            tx.commit().await?;
+        }
+        Ok((entries, errors))
+    }
+
+    /// Write the result of one attempt in ONE transaction. Returns the entities whose local
+    /// copy changed (conflicts adopted) so pages can be told.
+    pub async fn record(
+        &self,
+        plan: &RecordPlan,
+        now: Millis,
+        last_synced_at: Option<Millis>,
+        last_error: Option<&LastError>,
+    ) -> Result<Vec<(String, String)>> {
+        let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES, DEAD], true)?;
+        let (m, outbox, entities, dead) = (
+            tx.store(META)?,
+            tx.store(OUTBOX)?,
+            tx.store(ENTITIES)?,
+            tx.store(DEAD)?,
+        );
+        let removed: BTreeSet<u64> = plan.removed().collect();
+        let mut records: BTreeMap<u64, OutboxRecord> = BTreeMap::new();
+        if let Some((lo, hi)) = plan.remove_range {
+            let raw = req(outbox.get_all_with_key(&schema::seq_range(lo, hi)?)).await?;
+            for v in Array::from(&raw).iter() {
+                if let Ok(r) = from_js::<OutboxRecord>(v) {
+                    records.insert(r.seq, r);
+                }
+            }
+        } else {
+            for s in removed.iter().chain(plan.bump_attempts.iter()) {
+                let v = req(outbox.get(&seq_key(*s))).await?;
+                if !v.is_undefined() {
+                    if let Ok(r) = from_js::<OutboxRecord>(v) {
+                        records.insert(r.seq, r);
+                    }
+                }
+            }
+        }
+        for (seq, reason) in &plan.dead {
+            let record = records.get(seq);
+            let d = DeadRecord {
+                seq: *seq,
+                reason: reason.clone(),
+                dead_at: now,
+                attempts: record.map_or(0, |r| r.attempts),
+                record: record
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .unwrap_or(Value::Null),
+            };
+            req(dead.put(&to_js(&d)?)).await?;
+        }
+        if let Some((lo, hi)) = plan.remove_range {
+            req(outbox.delete(&schema::seq_range(lo, hi)?)).await?;
+        } else {
+            for s in &removed {
+                req(outbox.delete(&seq_key(*s))).await?;
+            }
+        }
+        for s in &plan.bump_attempts {
+            if let Some(r) = records.get(s) {
+                let mut r = r.clone();
+                r.attempts = r.attempts.saturating_add(1);
+                req(outbox.put(&to_js(&r)?)).await?;
+            }
+        }
+        // Entities: clear `pending` when no entry of theirs is left; take conflicts' current.
+        let versions: BTreeMap<u64, u64> = plan.applied.iter().copied().collect();
+        let mut touched: BTreeMap<(String, String), Option<u64>> = BTreeMap::new();
+        for s in &removed {
+            if let Some(ent) = records.get(s).and_then(OutboxRecord::entity) {
+                let v = versions.get(s).copied();
+                let slot = touched.entry(ent).or_insert(None);
+                if v.is_some() {
+                    *slot = v;
+                }
+            }
+        }
+        let adopt: BTreeMap<(String, String), _> = plan
+            .adopt
+            .iter()
+            .map(|(c, k, cur)| ((c.clone(), k.clone()), cur.clone()))
+            .collect();
+        for ent in adopt.keys() {
+            touched.entry(ent.clone()).or_insert(None);
+        }
+        let index = outbox.index(BY_ENTITY).map_err(|e| SwError::from_js(&e))?;
+        let mut changed = Vec::new();
+        for ((c, k), version) in touched {
+            let key = entity_key(&c, &k);
+            let remaining = as_u64(&req(index.count_with_key(&key)).await?).unwrap_or(0);
+            let prev = req(entities.get(&key)).await?;
+            let prev = if prev.is_undefined() {
+                None
+            } else {
+                from_js::<EntityRecord>(prev).ok()
+            };
+            let next = match (adopt.get(&(c.clone(), k.clone())), prev) {
+                (Some(cur), _) if remaining == 0 => {
+                    changed.push((c.clone(), k.clone()));
+                    Some(EntityRecord {
+                        collection: c.clone(),
+                        key: k.clone(),
+                        value: cur.value.clone(),
+                        deleted: cur.deleted,
+                        updated_at: cur.updated_at,
+                        version: cur.version,
+                        pending: false,
+                    })
+                }
+                (_, Some(mut e)) => {
+                    e.pending = remaining > 0;
+                    if let Some(v) = version {
+                        e.version = v;
+                    }
+                    Some(e)
+                }
+                (_, None) => None,
+            };
+            if let Some(e) = next {
+                req(entities.put(&to_js(&e)?)).await?;
+            }
+        }
+        if let Some(t) = last_synced_at {
+            req(m.put_with_key(&(t as f64).into(), &meta::LAST_SYNCED_AT.into())).await?;
+        }
+        match last_error {
+            Some(e) => req(m.put_with_key(&to_js(e)?, &meta::LAST_ERROR.into())).await?,
+            None => req(m.delete(&meta::LAST_ERROR.into())).await?,
+        };
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Take server changes into `entities`, except entities with pending local writes; keep
+    /// the cursor. Returns the entities that changed.
+    pub async fn apply_pull(
+        &self,
+        changes: &[Entity],
+        cursor: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
+        let (m, entities) = (tx.store(META)?, tx.store(ENTITIES)?);
+        let mut changed = Vec::new();
+        for ch in changes {
+            let key = entity_key(&ch.collection, &ch.key);
+            let prev = req(entities.get(&key)).await?;
+            let prev = if prev.is_undefined() {
+                None
+            } else {
+                from_js::<EntityRecord>(prev).ok()
+            };
+            if prev.as_ref().is_some_and(|p| p.pending) {
+                continue;
+            }
+            if prev.as_ref().is_some_and(|p| {
+                p.version == ch.version && p.value == ch.value && p.deleted == ch.deleted
+            }) {
+                continue;
+            }
+            let e = EntityRecord {
+                collection: ch.collection.clone(),
+                key: ch.key.clone(),
+                value: ch.value.clone(),
+                deleted: ch.deleted,
+                updated_at: ch.updated_at,
+                version: ch.version,
+                pending: false,
+            };
+            req(entities.put(&to_js(&e)?)).await?;
+            changed.push((ch.collection.clone(), ch.key.clone()));
+        }
+        req(m.put_with_key(&cursor.into(), &meta::CURSOR.into())).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    pub async fn cursor(&self) -> Result<String> {
+        let tx = Tx::new(&self.db, &[META], false)?;
+        let v = req(tx.store(META)?.get(&meta::CURSOR.into())).await?;
+        tx.commit().await?;
+        Ok(v.as_string().unwrap_or_default())
+    }
+
+    /// `(outbox entries, dead letters)`.
+    pub async fn counts(&self) -> Result<(u64, u64)> {
+        let tx = Tx::new(&self.db, &[OUTBOX, DEAD], false)?;
+        let p = req(tx.store(OUTBOX)?.count()).await?;
+        let d = req(tx.store(DEAD)?.count()).await?;
+        tx.commit().await?;
+        Ok((as_u64(&p).unwrap_or(0), as_u64(&d).unwrap_or(0)))
+    }
+
+    pub async fn get_entity(&self, collection: &str, key: &str) -> Result<Option<EntityRecord>> {
+        let tx = Tx::new(&self.db, &[ENTITIES], false)?;
+        let v = req(tx.store(ENTITIES)?.get(&entity_key(collection, key))).await?;
+        tx.commit().await?;
+        if v.is_undefined() {
+            Ok(None)
+        } else {
+            from_js(v).map(Some)
+        }
+    }
+
+    /// Entities of one collection (or all), skipping corrupt ones.
+    pub async fn entities(&self, collection: Option<&str>) -> Result<Vec<EntityRecord>> {
+        let tx = Tx::new(&self.db, &[ENTITIES], false)?;
+        let store = tx.store(ENTITIES)?;
+        let raw = match collection {
+            Some(c) => req(store.get_all_with_key(&schema::collection_range(c)?)).await?,
+            None => req(store.get_all()).await?,
+        };
+        tx.commit().await?;
+        Ok(Array::from(&raw)
+            .iter()
+            .filter_map(|v| from_js(v).ok())
+            .collect())
+    }
+
+    /// Every outbox record, in seq order, skipping corrupt ones.
+    pub async fn outbox_records(&self) -> Result<Vec<OutboxRecord>> {
+        let tx = Tx::new(&self.db, &[OUTBOX], false)?;
+        let raw = req(tx.store(OUTBOX)?.get_all()).await?;
+        tx.commit().await?;
+        Ok(Array::from(&raw)
+            .iter()
+            .filter_map(|v| from_js(v).ok())
+            .collect())
+    }
+
+    pub async fn dead_letters(&self) -> Result<Vec<DeadRecord>> {
+        let tx = Tx::new(&self.db, &[DEAD], false)?;
+        let raw = req(tx.store(DEAD)?.get_all()).await?;
+        tx.commit().await?;
+        Ok(Array::from(&raw)
+            .iter()
+            .filter_map(|v| from_js(v).ok())
+            .collect())
+    }
+
+    /// Put a dead letter back into the outbox under a NEW seq (the server may remember the
+    /// old one as rejected). Returns the new seq, or `None` when there is no such letter.
+    pub async fn requeue_dead(&self, seq: u64, now: Millis) -> Result<Option<u64>> {
+        let tx = Tx::new(&self.db, &[META, OUTBOX, DEAD, ENTITIES], true)?;
+        let (m, outbox, dead, entities) = (
+            tx.store(META)?,
+            tx.store(OUTBOX)?,
+            tx.store(DEAD)?,
+            tx.store(ENTITIES)?,
+        );
+        let v = req(dead.get(&seq_key(seq))).await?;
+        if v.is_undefined() {
+            return Ok(None);
+        }
+        let d: DeadRecord = from_js(v)?;
+        let mut r: OutboxRecord = serde_json::from_value(d.record)
+            .map_err(|e| SwError::Corrupt(format!("dead letter {seq}: {e}")))?;
+        let next = as_u64(&req(m.get(&meta::NEXT_SEQ.into())).await?)
+            .unwrap_or(1)
+            .max(1);
+        r.seq = next;
+        r.attempts = 0;
+        r.created_at = now;
+        req(outbox.put(&to_js(&r)?)).await?;
+        req(dead.delete(&seq_key(seq))).await?;
+        if let Some((c, k)) = r.entity() {
+            let prev = req(entities.get(&entity_key(&c, &k))).await?;
+            if !prev.is_undefined() {
+                if let Ok(mut e) = from_js::<EntityRecord>(prev) {
+                    e.pending = true;
+                    req(entities.put(&to_js(&e)?)).await?;
+                }
+            }
+        }
+        req(m.put_with_key(&((next + 1) as f64).into(), &meta::NEXT_SEQ.into())).await?;
+        tx.commit().await?;
+        Ok(Some(next))
+    }
+
+    /// Forget a dead letter. Returns whether it existed.
+    pub async fn discard_dead(&self, seq: u64) -> Result<bool> {
+        let tx = Tx::new(&self.db, &[DEAD], true)?;
+        let store = tx.store(DEAD)?;
+        let n = as_u64(&req(store.count_with_key(&seq_key(seq))).await?).unwrap_or(0);
+        req(store.delete(&seq_key(seq))).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Keep a scheduled export (the last 3).
+    pub async fn keep_snapshot(&self, exported_at: Millis, text: &str) -> Result<()> {
+        let tx = Tx::new(&self.db, &[schema::SNAPSHOTS], true)?;
+        let store = tx.store(schema::SNAPSHOTS)?;
+        let obj = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&obj, &"exported_at".into(), &(exported_at as f64).into());
+        let _ = js_sys::Reflect::set(&obj, &"text".into(), &text.into());
+        req(store.put(&obj)).await?;
+        let keys = keys_of(&req(store.get_all_keys()).await?);
+        for k in keys.iter().rev().skip(3) {
+            req(store.delete(&seq_key(*k))).await?;
+        }
+        tx.commit().await
+    }
+}

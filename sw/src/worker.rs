@@ -1,0 +1,262 @@
+//! The service-worker entry points `www/sw.js` calls (feature `worker`, on by default).
+//!
+//! `sw.js` adds every listener synchronously at top level and calls these inside
+//! `event.waitUntil(ready.then(…))` / `event.respondWith(…)`, where
+//! `ready = wasm_bindgen(…).then(() => wasm_bindgen.start())`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Array, Uint8Array};
+use rangersync_shared::messages::{codes, Broadcast, ReplyEnvelope};
+use rangersync_shared::outbox::{CapturedRequest, Trigger};
+use rangersync_shared::status::Mode;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::{
+    ClientQueryOptions, ClientType, ExtendableMessageEvent, MessagePort, ServiceWorkerGlobalScope,
+    WindowClient,
+};
+
+use crate::bindings::{PERIODIC_TAG, SYNC_TAG};
+use crate::engine::{headers_to_vec, same_origin, Engine};
+use crate::error::SwError;
+use crate::js;
+
+thread_local! {
+    static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
+}
+
+fn scope() -> Option<ServiceWorkerGlobalScope> {
+    js::global().dyn_into::<ServiceWorkerGlobalScope>().ok()
+}
+
+fn engine() -> Result<Rc<Engine>, JsValue> {
+    ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| {
+        SwError::coded(codes::WORKER_UNAVAILABLE, "the worker has not started").into()
+    })
+}
+
+fn own_origin() -> String {
+    js::global_prop("location")
+        .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()).ok())
+        .and_then(|o| o.as_string())
+        .unwrap_or_default()
+}
+
+/// Post a message to every window client of the origin (controlled or not).
+pub fn broadcast(message: &Broadcast) {
+    let Some(scope) = scope() else { return };
+    let Ok(value) = js::to_js(message) else {
+        return;
+    };
+    let options = ClientQueryOptions::new();
+    options.set_type(ClientType::Window);
+    options.set_include_uncontrolled(true);
+    let all = scope.clients().match_all_with_options(&options);
+    spawn_local(async move {
+        if let Ok(list) = JsFuture::from(all).await {
+            for client in Array::from(&list).iter() {
+                let client: web_sys::Client = client.unchecked_into();
+                let _ = client.post_message(&value);
+            }
+        }
+    });
+}
+
+/// Open the engine (idempotent) and flush once (the fallback trigger "on worker start").
+#[wasm_bindgen]
+pub async fn start() -> Result<(), JsValue> {
+    console_error_panic_hook::set_once();
+    if ENGINE.with(|e| e.borrow().is_some()) {
+        return Ok(());
+    }
+    let notify: Rc<dyn Fn(&Broadcast)> = Rc::new(broadcast);
+    let engine = Engine::open(Mode::Worker, notify).await.map_err(|d| {
+        JsValue::from(SwError::coded(
+            codes::WORKER_UNAVAILABLE,
+            format!("{}: {}", d.code, d.message),
+        ))
+    })?;
+    let already = ENGINE.with(|e| {
+        let mut slot = e.borrow_mut();
+        if slot.is_some() {
+            true
+        } else {
+            *slot = Some(engine.clone());
+            false
+        }
+    });
+    if already {
+        engine.close();
+        return Ok(());
+    }
+    spawn_local(async move {
+        // Keep the periodic registration in step with the stored config (when permitted).
+        if let Some(ms) = engine.config().periodic_interval_ms {
+            crate::bindings::set_periodic(Some(ms)).await;
+        }
+        engine.trigger(Trigger::WorkerStart).await;
+    });
+    Ok(())
+}
+
+/// `install`: take over at once (sw.js also calls `skipWaiting` itself).
+#[wasm_bindgen]
+pub async fn on_install() -> Result<(), JsValue> {
+    if let Some(scope) = scope() {
+        JsFuture::from(scope.skip_waiting()?).await?;
+    }
+    Ok(())
+}
+
+/// `activate`: claim the open pages so a first visit is controlled at once.
+#[wasm_bindgen]
+pub async fn on_activate() -> Result<(), JsValue> {
+    if let Some(scope) = scope() {
+        JsFuture::from(scope.clients().claim()).await?;
+    }
+    Ok(())
+}
+
+fn post(port: &MessagePort, reply: &ReplyEnvelope, as_text: bool) {
+    let value = if as_text {
+        serde_json::to_string(reply).map(JsValue::from).ok()
+    } else {
+        js::to_js(reply).ok()
+    };
+    if let Some(v) = value {
+        let _ = port.post_message(&v);
+    }
+}
+
+/// `message`: only from a window client of this origin; one reply on `event.ports[0]`,
+/// as a JSON string when the request was a string, else as an object.
+#[wasm_bindgen]
+pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
+    let port = event.ports().get(0).dyn_into::<MessagePort>().ok();
+    let data = event.data();
+    let as_text = data.is_string();
+    let text = data
+        .as_string()
+        .or_else(|| {
+            js_sys::JSON::stringify(&data)
+                .ok()
+                .and_then(|s| s.as_string())
+        })
+        .unwrap_or_default();
+    let allowed = event
+        .source()
+        .as_ref()
+        .and_then(|s| s.dyn_ref::<WindowClient>())
+        .is_some_and(|c| same_origin(&c.url(), &own_origin()));
+    if !allowed {
+        if let Some(port) = &port {
+            let id = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("id")?.as_u64())
+                .unwrap_or(0);
+            post(
+                port,
+                &ReplyEnvelope::err(
+                    id,
+                    codes::FORBIDDEN_ORIGIN,
+                    "messages are accepted only from window clients of this origin",
+                ),
+                as_text,
+            );
+        }
+        return Ok(());
+    }
+    let engine = engine()?;
+    let reply = engine.handle_text(&text).await;
+    if let Some(port) = &port {
+        post(port, &reply, as_text);
+    }
+    engine.note_page_message();
+    Ok(())
+}
+
+/// `sync`: flush; reject when the attempt failed so the browser retries (unless `last_chance`,
+/// then record that the browser gave up and keep the data).
+#[wasm_bindgen]
+pub async fn on_sync(tag: String, last_chance: bool) -> Result<(), JsValue> {
+    if tag != SYNC_TAG {
+        return Ok(());
+    }
+    let engine = engine()?;
+    engine.handle_sync(last_chance).await.map_err(|d| {
+        let err = js_sys::Error::new(&d.message);
+        let _ = js_sys::Reflect::set(&err, &"code".into(), &d.code.into());
+        err.into()
+    })
+}
+
+/// `periodicsync`: flush (and pull).
+#[wasm_bindgen]
+pub async fn on_periodic_sync(tag: String) -> Result<(), JsValue> {
+    if tag != PERIODIC_TAG {
+        return Ok(());
+    }
+    let engine = engine()?;
+    engine.trigger(Trigger::PeriodicSync).await;
+    let _ = engine.scheduled_export().await;
+    Ok(())
+}
+
+/// `online` / `offline`.
+#[wasm_bindgen]
+pub async fn on_online(online: bool) -> Result<(), JsValue> {
+    let engine = engine()?;
+    engine
+        .trigger(if online {
+            Trigger::Online
+        } else {
+            Trigger::Offline
+        })
+        .await;
+    Ok(())
+}
+
+/// Synchronous check for the fetch handler: capture this request?
+#[wasm_bindgen]
+pub fn wants(url: &str, method: &str) -> bool {
+    ENGINE.with(|e| e.borrow().as_ref().is_some_and(|e| e.wants(url, method)))
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> Result<web_sys::Response, JsValue> {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    let headers = web_sys::Headers::new()?;
+    headers.set("content-type", "application/json")?;
+    init.set_headers(&headers);
+    web_sys::Response::new_with_opt_str_and_init(Some(&body.to_string()), &init)
+}
+
+/// `fetch` for a captured route: pass through when the server answers; when there is no
+/// answer, queue method, URL, headers and body and answer `202 {"queued":true,"seq":N}`.
+#[wasm_bindgen]
+pub async fn on_fetch(request: web_sys::Request) -> Result<web_sys::Response, JsValue> {
+    let engine = engine()?;
+    let copy = request.clone()?;
+    match js::fetch(&request).await {
+        Ok(resp) => Ok(resp),
+        Err(_network) => {
+            let buf = JsFuture::from(copy.array_buffer()?).await?;
+            let captured = CapturedRequest {
+                method: copy.method(),
+                url: copy.url(),
+                headers: headers_to_vec(&copy.headers()),
+                body: Uint8Array::new(&buf).to_vec(),
+            };
+            match engine.capture(captured).await {
+                Ok(seq) => json_response(202, &serde_json::json!({ "queued": true, "seq": seq })),
+                Err(d) => json_response(
+                    503,
+                    &serde_json::json!({ "error": { "code": d.code, "message": d.message } }),
+                ),
+            }
+        }
+    }
+}
