@@ -217,9 +217,15 @@ pub fn encode(snapshot: &Snapshot, format: ExportFormat) -> String {
         // the export is still a document that restores.
         // The same holds for a snapshot nested deeper than the YAML reader accepts.
         ExportFormat::Yaml if snapshot_depth(snapshot) > YAML_MAX_DEPTH => to_json(snapshot),
+        #[cfg(feature = "yaml")]
         ExportFormat::Yaml => {
             serde_saphyr::to_string(snapshot).unwrap_or_else(|_| to_json(snapshot))
         }
+        // Without the `yaml` feature (the service worker's build, where the YAML stack would be
+        // 40% of the wasm), the document is written as JSON, which is valid YAML; the page
+        // module, built with the feature, turns it into block YAML.
+        #[cfg(not(feature = "yaml"))]
+        ExportFormat::Yaml => to_json(snapshot),
     }
 }
 
@@ -277,7 +283,7 @@ pub fn decode(text: &str) -> Result<Snapshot, SnapshotError> {
     let value: Value = if body.starts_with('{') {
         serde_json::from_str(body).map_err(|e| parse_error(&e))?
     } else {
-        serde_saphyr::from_str_with_options(body, yaml_options()).map_err(|e| parse_error(&e))?
+        decode_yaml(body)?
     };
     let Value::Object(map) = &value else {
         return Err(SnapshotError::Parse(
@@ -320,8 +326,22 @@ pub fn decode(text: &str) -> Result<Snapshot, SnapshotError> {
 /// `YAML_MAX_DEPTH - 3` levels. [`encode`] writes a deeper snapshot as JSON instead.
 pub const YAML_MAX_DEPTH: usize = 64;
 
+#[cfg(feature = "yaml")]
+fn decode_yaml(body: &str) -> Result<Value, SnapshotError> {
+    serde_saphyr::from_str_with_options(body, yaml_options()).map_err(|e| parse_error(&e))
+}
+
+#[cfg(not(feature = "yaml"))]
+fn decode_yaml(_body: &str) -> Result<Value, SnapshotError> {
+    Err(SnapshotError::Parse(
+        "this build reads JSON snapshots only; YAML is converted to JSON by the page module"
+            .to_owned(),
+    ))
+}
+
 /// YAML parser limits: the defaults (depth [`YAML_MAX_DEPTH`]), with node and event counts
 /// raised for large snapshots (the text size is already bounded by [`MAX_SNAPSHOT_BYTES`]).
+#[cfg(feature = "yaml")]
 fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     let mut budget = serde_saphyr::Budget::default();
