@@ -1,0 +1,794 @@
+//! `SyncClient`: the JavaScript API. Thin wrappers that turn each call into a [`Request`], check
+//! it locally, and hand it to the [`Transport`]: the service worker, or the page engine when no
+//! worker can run. Status and change broadcasts fan out to every `onStatus` / `onChange`
+//! listener.
+
+#![cfg_attr(not(feature = "page-fallback"), allow(dead_code))]
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+
+use js_sys::{Function, Promise, JSON};
+use rangersync_shared::messages::{
+    codes, Broadcast, ExportFormat, PageEvent, Request, MESSAGE_VERSION,
+};
+use rangersync_shared::status::{Mode, Status};
+use serde_json::Value;
+use wasm_bindgen::prelude::*;
+#[cfg(feature = "page-fallback")]
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use web_sys::{BroadcastChannel, MessageEvent, VisibilityState, Window};
+
+use crate::error::ClientError;
+use crate::js::{self, call_listener, describe, Listener};
+use crate::options::{parse_restore_options, ClientOptions, SLOW_REQUEST_FACTOR};
+use crate::request;
+use crate::worker::{LinkError, WorkerLink};
+
+#[cfg(feature = "page-fallback")]
+use rangersync_sw::Engine;
+
+/// Name of the `BroadcastChannel` that page-mode tabs use to tell each other about changes.
+const RELAY_CHANNEL: &str = "rangersync-page";
+
+/// Where requests go.
+#[derive(Clone)]
+enum Transport {
+    /// The service worker that controls this page.
+    Worker(Rc<WorkerLink>),
+    /// The same outbox over the same IndexedDB database, run in this page.
+    #[cfg(feature = "page-fallback")]
+    Page(Rc<Engine>),
+}
+
+/// Where a broadcast came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Worker,
+    PageEngine,
+    OtherTab,
+    /// This tab's own acknowledged write.
+    Local,
+}
+
+/// The state behind a `SyncClient`. Event handlers and the engine hold it weakly, so dropping
+/// (or `free()`ing) the client removes every listener it added.
+struct Inner {
+    options: ClientOptions,
+    transport: RefCell<Option<Transport>>,
+    next_id: Cell<u64>,
+    next_listener: Cell<u32>,
+    status_listeners: RefCell<Vec<(u32, Function)>>,
+    change_listeners: RefCell<Vec<(u32, Function)>>,
+    last_status: RefCell<Option<Value>>,
+    dom: RefCell<Vec<Listener>>,
+    /// The page-mode switch in progress (or done), so that it happens once.
+    fallback: RefCell<Option<Promise>>,
+    relay: RefCell<Option<BroadcastChannel>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(channel) = self.relay.get_mut().take() {
+            channel.set_onmessage(None);
+            channel.close();
+        }
+        #[cfg(feature = "page-fallback")]
+        if let Some(Transport::Page(engine)) = self.transport.get_mut().take() {
+            engine.close();
+        }
+    }
+}
+
+impl Inner {
+    fn new(options: ClientOptions) -> Rc<Self> {
+        Rc::new(Self {
+            options,
+            transport: RefCell::new(None),
+            next_id: Cell::new(1),
+            next_listener: Cell::new(1),
+            status_listeners: RefCell::new(Vec::new()),
+            change_listeners: RefCell::new(Vec::new()),
+            last_status: RefCell::new(None),
+            dom: RefCell::new(Vec::new()),
+            fallback: RefCell::new(None),
+            relay: RefCell::new(None),
+        })
+    }
+
+    fn mode(&self) -> Mode {
+        match self.transport.borrow().as_ref() {
+            #[cfg(feature = "page-fallback")]
+            Some(Transport::Page(_)) => Mode::Page,
+            _ => Mode::Worker,
+        }
+    }
+
+    fn take_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Send `request` and await its result. Checked locally first. A request in flight when
+    /// the worker is replaced is sent once more to the new one; with no worker in control,
+    /// the client falls back to page mode and sends it there.
+    async fn send(self: &Rc<Self>, request: Request) -> Result<Value, ClientError> {
+        request::check(&request)?;
+        let factor = if request::is_slow(&request) {
+            SLOW_REQUEST_FACTOR
+        } else {
+            1
+        };
+        let timeout_ms = self.options.timeout_ms.saturating_mul(factor);
+        let mut resent = false;
+        loop {
+            let transport = self.transport.borrow().clone();
+            let Some(transport) = transport else {
+                return Err(ClientError::unavailable("the client is closed"));
+            };
+            match transport {
+                #[cfg(feature = "page-fallback")]
+                Transport::Page(engine) => {
+                    return engine.handle(request).await.map_err(ClientError::from);
+                }
+                Transport::Worker(link) => {
+                    let id = self.take_id();
+                    let message = js::parse_text(&request::envelope(id, request.clone())?)?;
+                    match link.request(id, &message, timeout_ms).await {
+                        Ok(data) => {
+                            // The worker replies with an object (or a string to a string).
+                            let text = data.as_string().unwrap_or_else(|| {
+                                JSON::stringify(&data)
+                                    .ok()
+                                    .and_then(|t| t.as_string())
+                                    .unwrap_or_default()
+                            });
+                            return request::reply(id, &text);
+                        }
+                        Err(LinkError::ControllerChanged) if !resent => resent = true,
+                        Err(LinkError::ControllerChanged) => {
+                            return Err(ClientError::unavailable(
+                                "the worker was replaced twice while this request was in flight",
+                            ))
+                        }
+                        Err(LinkError::NoController) => {
+                            self.fall_back("no service worker controls this page")
+                                .await?;
+                        }
+                        Err(LinkError::Timeout) => {
+                            return Err(ClientError::timeout(format!(
+                                "the worker did not answer within {timeout_ms} ms"
+                            )))
+                        }
+                        Err(LinkError::Post(why)) => return Err(ClientError::unavailable(why)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switch to page mode (once; concurrent callers await the same switch).
+    async fn fall_back(self: &Rc<Self>, reason: &str) -> Result<(), ClientError> {
+        #[cfg(not(feature = "page-fallback"))]
+        {
+            Err(ClientError::unavailable(format!(
+                "{reason}, and this build has no page fallback"
+            )))
+        }
+        #[cfg(feature = "page-fallback")]
+        {
+            let pending = self.fallback.borrow().clone();
+            let switch = match pending {
+                Some(p) => p,
+                None => {
+                    web_sys::console::info_1(&JsValue::from_str(&format!(
+                        "rangersync: running in page mode ({reason})"
+                    )));
+                    let inner = Rc::clone(self);
+                    let p = future_to_promise(async move {
+                        inner
+                            .open_page_engine()
+                            .await
+                            .map(|()| JsValue::UNDEFINED)
+                            .map_err(JsValue::from)
+                    });
+                    *self.fallback.borrow_mut() = Some(p.clone());
+                    p
+                }
+            };
+            match JsFuture::from(switch).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // Let a later call try again.
+                    *self.fallback.borrow_mut() = None;
+                    Err(error_from_js(&e))
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "page-fallback")]
+    async fn open_page_engine(self: &Rc<Self>) -> Result<(), ClientError> {
+        let weak = Rc::downgrade(self);
+        let notify: Rc<dyn Fn(&Broadcast)> = Rc::new(move |b: &Broadcast| {
+            if let Some(inner) = weak.upgrade() {
+                inner.dispatch(b, Source::PageEngine);
+                inner.relay(b);
+            }
+        });
+        let engine = Engine::open(Mode::Page, notify)
+            .await
+            .map_err(ClientError::from)?;
+        engine
+            .handle(Request::Configure {
+                config: self.options.config.clone(),
+            })
+            .await
+            .map_err(ClientError::from)?;
+        *self.transport.borrow_mut() = Some(Transport::Page(engine));
+        self.open_relay();
+        Ok(())
+    }
+
+    /// Page-mode tabs tell each other about statuses and changes over a `BroadcastChannel`
+    /// (in worker mode the worker broadcasts to every tab itself).
+    #[cfg(feature = "page-fallback")]
+    fn open_relay(self: &Rc<Self>) {
+        let Ok(channel) = BroadcastChannel::new(RELAY_CHANNEL) else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let Some(inner) = weak.upgrade() else { return };
+            if let Some(b) = event
+                .data()
+                .as_string()
+                .and_then(|t| serde_json::from_str(&t).ok())
+            {
+                inner.dispatch(&b, Source::OtherTab);
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        // The channel lives as long as the client; its handler is released with the page.
+        on_message.forget();
+        *self.relay.borrow_mut() = Some(channel);
+    }
+
+    fn relay(&self, b: &Broadcast) {
+        if let (Some(channel), Ok(text)) = (self.relay.borrow().as_ref(), serde_json::to_string(b))
+        {
+            let _ = channel.post_message(&JsValue::from_str(&text));
+        }
+    }
+
+    /// Hand a broadcast to the listeners. Worker broadcasts are ignored in page mode (this tab's
+    /// engine is the source of truth then), and other tabs' relays in worker mode.
+    fn dispatch(self: &Rc<Self>, b: &Broadcast, source: Source) {
+        let mode = self.mode();
+        match (source, mode) {
+            (Source::Worker, Mode::Page) | (Source::OtherTab, Mode::Worker) => return,
+            _ => {}
+        }
+        match b {
+            Broadcast::Status { status } => {
+                let Ok(value) = serde_json::to_value(status) else {
+                    return;
+                };
+                *self.last_status.borrow_mut() = Some(value.clone());
+                let js_status = js::from_json(&value);
+                let listeners = self.status_listeners.borrow().clone();
+                for (_, f) in &listeners {
+                    call_listener(f, std::slice::from_ref(&js_status));
+                }
+            }
+            Broadcast::Change { collection, key } => {
+                let (c, k) = (JsValue::from_str(collection), JsValue::from_str(key));
+                let listeners = self.change_listeners.borrow().clone();
+                for (_, f) in &listeners {
+                    call_listener(f, &[c.clone(), k.clone()]);
+                }
+            }
+            Broadcast::WorkerError { code, message } => {
+                web_sys::console::warn_1(&JsValue::from_str(&format!(
+                    "rangersync: the worker reported {code}: {message}; switching to page mode"
+                )));
+                let inner = Rc::clone(self);
+                let reason = format!("the worker reported {code}");
+                spawn_local(async move {
+                    if let Err(e) = inner.fall_back(&reason).await {
+                        web_sys::console::error_1(&JsValue::from(e));
+                    } else {
+                        inner.refresh_status().await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// This tab's write is committed: tell this tab's `onChange` listeners (and, in page mode,
+    /// the other tabs; in worker mode the worker tells them).
+    fn local_change(self: &Rc<Self>, collection: String, key: String) {
+        let change = Broadcast::Change { collection, key };
+        self.dispatch(&change, Source::Local);
+        if self.mode() == Mode::Page {
+            self.relay(&change);
+        }
+    }
+
+    /// Ask for the status and tell the listeners (after a mode switch or a worker update).
+    async fn refresh_status(self: &Rc<Self>) {
+        if let Ok(value) = self.send(Request::Status).await {
+            if let Ok(status) = serde_json::from_value::<Status>(value) {
+                self.dispatch(&Broadcast::Status { status }, Source::PageEngine);
+            }
+        }
+    }
+
+    /// Listen to the worker: broadcasts, and a new controller after an update.
+    fn attach_worker(self: &Rc<Self>, link: &Rc<WorkerLink>) {
+        *self.transport.borrow_mut() = Some(Transport::Worker(Rc::clone(link)));
+        let target = link.container().as_ref();
+        let weak = Rc::downgrade(self);
+        let on_message = Listener::new(target, "message", move |event| {
+            let Some(inner) = weak.upgrade() else { return };
+            let Some(event) = event.dyn_ref::<MessageEvent>() else {
+                return;
+            };
+            let text = JSON::stringify(&event.data())
+                .ok()
+                .and_then(|t| t.as_string());
+            match text.as_deref().map(serde_json::from_str::<Broadcast>) {
+                Some(Ok(b)) => inner.dispatch(&b, Source::Worker),
+                _ => web_sys::console::debug_1(&JsValue::from_str(
+                    "rangersync: ignored a worker message that is not a broadcast",
+                )),
+            }
+        });
+        let weak = Rc::downgrade(self);
+        let on_controller = Listener::new(target, "controllerchange", move |_| {
+            let Some(inner) = weak.upgrade() else { return };
+            let Some(Transport::Worker(link)) = inner.transport.borrow().clone() else {
+                return;
+            };
+            // Tell the new worker the config first, then resend what was in flight.
+            let configure = Request::Configure {
+                config: inner.options.config.clone(),
+            };
+            if let Ok(message) =
+                request::envelope(inner.take_id(), configure).and_then(|text| js::parse_text(&text))
+            {
+                let _ = link.post_and_forget(&message);
+            }
+            link.controller_changed();
+            let inner = Rc::clone(&inner);
+            spawn_local(async move { inner.refresh_status().await });
+        });
+        self.dom.borrow_mut().extend([on_message, on_controller]);
+    }
+
+    /// Tell the outbox about the page's life: unloading and hiding make it flush.
+    fn install_page_events(self: &Rc<Self>, window: &Window) {
+        let mut listeners = Vec::new();
+        for (kind, event) in [
+            ("pagehide", PageEvent::Pagehide),
+            ("online", PageEvent::Online),
+            ("offline", PageEvent::Offline),
+        ] {
+            let weak = Rc::downgrade(self);
+            listeners.push(Listener::new(window.as_ref(), kind, move |_| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.page_event(event);
+                }
+            }));
+        }
+        if let Some(document) = window.document() {
+            let weak = Rc::downgrade(self);
+            let doc = document.clone();
+            listeners.push(Listener::new(
+                document.as_ref(),
+                "visibilitychange",
+                move |_| {
+                    let Some(inner) = weak.upgrade() else { return };
+                    match doc.visibility_state() {
+                        VisibilityState::Hidden => inner.page_event(PageEvent::Hidden),
+                        VisibilityState::Visible => inner.page_event(PageEvent::Visible),
+                        _ => {}
+                    }
+                },
+            ));
+        }
+        self.dom.borrow_mut().extend(listeners);
+    }
+
+    /// Fire and forget: posted synchronously, so it leaves even while the page unloads.
+    fn page_event(self: &Rc<Self>, event: PageEvent) {
+        let transport = self.transport.borrow().clone();
+        match transport {
+            Some(Transport::Worker(link)) => {
+                let request = Request::PageEvent { event };
+                if let Ok(message) =
+                    request::envelope(self.take_id(), request).and_then(|t| js::parse_text(&t))
+                {
+                    let _ = link.post_and_forget(&message);
+                }
+            }
+            #[cfg(feature = "page-fallback")]
+            Some(Transport::Page(engine)) => {
+                spawn_local(async move {
+                    let _ = engine.handle(Request::PageEvent { event }).await;
+                });
+            }
+            None => {}
+        }
+    }
+
+    fn add_listener(self: &Rc<Self>, status: bool, f: Function) -> Function {
+        let id = self.next_listener.get();
+        self.next_listener.set(id + 1);
+        let list = if status {
+            &self.status_listeners
+        } else {
+            &self.change_listeners
+        };
+        list.borrow_mut().push((id, f.clone()));
+        if status {
+            // A new status listener hears the last known status at once (asynchronously).
+            if let Some(last) = self.last_status.borrow().clone() {
+                spawn_local(async move { call_listener(&f, &[js::from_json(&last)]) });
+            }
+        }
+        let weak: Weak<Self> = Rc::downgrade(self);
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                let list = if status {
+                    &inner.status_listeners
+                } else {
+                    &inner.change_listeners
+                };
+                list.borrow_mut().retain(|(i, _)| *i != id);
+            }
+        })
+        .into_js_value()
+        .unchecked_into()
+    }
+}
+
+/// A JS rejection value (an `Error` with `code`, or anything) back into a [`ClientError`].
+fn error_from_js(e: &JsValue) -> ClientError {
+    let code = js_sys::Reflect::get(e, &JsValue::from_str("code"))
+        .ok()
+        .and_then(|c| c.as_string());
+    let message = e
+        .dyn_ref::<js_sys::Error>()
+        .map_or_else(|| describe(e), |err| String::from(err.message()));
+    ClientError {
+        code: code.unwrap_or_else(|| codes::INTERNAL.to_owned()),
+        message,
+    }
+}
+
+/// Run `f` as a promise that resolves with its JSON result or rejects with a `SyncError`.
+fn promise<F>(f: F) -> Promise
+where
+    F: std::future::Future<Output = Result<JsValue, ClientError>> + 'static,
+{
+    future_to_promise(async move { f.await.map_err(JsValue::from) })
+}
+
+/// The page side of rangersync. Create one with `SyncClient.register(options)`.
+#[wasm_bindgen]
+pub struct SyncClient {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl SyncClient {
+    /// Register the service worker (scope `/`), wait until it controls the page, send it the
+    /// config, and start hydration. Falls back to page mode when no worker can run.
+    pub async fn register(
+        #[wasm_bindgen(unchecked_optional_param_type = "SyncClientOptions")] options: Option<
+            JsValue,
+        >,
+    ) -> Result<SyncClient, JsValue> {
+        console_error_panic_hook::set_once();
+        Ok(Self::connect(&options.unwrap_or(JsValue::UNDEFINED)).await?)
+    }
+
+    async fn connect(options: &JsValue) -> Result<SyncClient, ClientError> {
+        let window = web_sys::window().ok_or_else(|| {
+            ClientError::unavailable("SyncClient.register runs in a page (no window)")
+        })?;
+        let origin = window
+            .location()
+            .origin()
+            .map_err(|e| ClientError::internal(format!("no origin: {}", describe(&e))))?;
+        let options = ClientOptions::parse(&js::options_json(options)?, &origin)?;
+        let inner = Inner::new(options);
+        if inner.options.force_page_mode {
+            inner.fall_back("forcePageMode").await?;
+        } else {
+            let (sw_url, wait) = (&inner.options.sw_url, inner.options.controller_timeout_ms);
+            match WorkerLink::connect(&window, sw_url, wait).await {
+                Ok(link) => {
+                    inner.attach_worker(&link);
+                    let configure = Request::Configure {
+                        config: inner.options.config.clone(),
+                    };
+                    match inner.send(configure).await {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.code == codes::TIMEOUT || e.code == codes::WORKER_UNAVAILABLE =>
+                        {
+                            inner
+                                .fall_back(&format!("the worker did not accept the config: {e}"))
+                                .await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(reason) => inner.fall_back(&reason).await?,
+            }
+        }
+        inner.install_page_events(&window);
+        // Hydration: the local copy is readable now; ask for a flush (which pulls after it).
+        let hydrate = Rc::clone(&inner);
+        spawn_local(async move {
+            let _ = hydrate.send(Request::Flush).await;
+        });
+        Ok(SyncClient { inner })
+    }
+
+    /// `"worker"` or `"page"`: where the outbox runs for this tab right now.
+    #[wasm_bindgen(getter, unchecked_return_type = "\"worker\" | \"page\"")]
+    pub fn mode(&self) -> String {
+        match self.inner.mode() {
+            Mode::Worker => "worker".into(),
+            Mode::Page => "page".into(),
+        }
+    }
+
+    /// Stop: remove every listener and close the page engine's database connection. Writes
+    /// already acknowledged stay in IndexedDB (the worker, or the next launch, delivers them).
+    /// Later calls reject with `worker_unavailable`. `free()` does the same.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.dom.borrow_mut().clear();
+        inner.status_listeners.borrow_mut().clear();
+        inner.change_listeners.borrow_mut().clear();
+        if let Some(channel) = inner.relay.borrow_mut().take() {
+            channel.set_onmessage(None);
+            channel.close();
+        }
+        let transport = inner.transport.borrow_mut().take();
+        #[cfg(feature = "page-fallback")]
+        if let Some(Transport::Page(engine)) = transport {
+            engine.close();
+        }
+        #[cfg(not(feature = "page-fallback"))]
+        drop(transport);
+    }
+
+    /// Store `value` under `(collection, key)`. Resolves with `{ seq }` only after the write is
+    /// committed in IndexedDB.
+    #[wasm_bindgen(unchecked_return_type = "Promise<WriteAck>")]
+    pub fn put(
+        &self,
+        collection: String,
+        key: String,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let value = js::to_json(&value)?;
+            let ack = inner
+                .send(Request::Put {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                    value,
+                })
+                .await?;
+            inner.local_change(collection, key);
+            Ok(js::from_json(&ack))
+        })
+    }
+
+    /// Delete `(collection, key)` (a tombstone that syncs like any write). Resolves with `{ seq }`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<WriteAck>")]
+    pub fn delete(&self, collection: String, key: String) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let ack = inner
+                .send(Request::Delete {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                })
+                .await?;
+            inner.local_change(collection, key);
+            Ok(js::from_json(&ack))
+        })
+    }
+
+    /// The local value of `(collection, key)`, or `undefined`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<unknown>")]
+    pub fn get(&self, collection: String, key: String) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            // The worker answers `null` or the entity `{ key, value, updated_at, pending, … }`.
+            Ok(match inner.send(Request::Get { collection, key }).await? {
+                Value::Object(mut entity) => match entity.remove("value") {
+                    Some(value) => js::from_json(&value),
+                    None => JsValue::UNDEFINED,
+                },
+                _ => JsValue::UNDEFINED,
+            })
+        })
+    }
+
+    /// Every live entity of `collection`: `[{ key, value, updated_at, pending }]`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<ListItem[]>")]
+    pub fn list(&self, collection: String) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let items = inner.send(Request::List { collection }).await?;
+            Ok(js::from_json(&items))
+        })
+    }
+
+    /// Call `listener(status)` on every status change (in every tab), and once at once with the
+    /// last known status. Returns a function that unsubscribes.
+    #[wasm_bindgen(js_name = onStatus, unchecked_return_type = "() => void")]
+    pub fn on_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(status: SyncStatus) => void")] listener: Function,
+    ) -> Function {
+        self.inner.add_listener(true, listener)
+    }
+
+    /// Call `listener(collection, key)` whenever an entity changes (a local write in any tab, a
+    /// pulled server change, a conflict resolved by the server). Returns a function that
+    /// unsubscribes.
+    #[wasm_bindgen(js_name = onChange, unchecked_return_type = "() => void")]
+    pub fn on_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(collection: string, key: string) => void")]
+        listener: Function,
+    ) -> Function {
+        self.inner.add_listener(false, listener)
+    }
+
+    /// The status object now.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncStatus>")]
+    pub fn status(&self) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let status = inner.send(Request::Status).await?;
+            *inner.last_status.borrow_mut() = Some(status.clone());
+            Ok(js::from_json(&status))
+        })
+    }
+
+    /// Ask for a sync now. Resolves with the status after the attempt.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncStatus>")]
+    pub fn flush(&self) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let result = inner.send(Request::Flush).await?;
+            let status = if serde_json::from_value::<Status>(result.clone()).is_ok() {
+                result
+            } else {
+                inner.send(Request::Status).await?
+            };
+            *inner.last_status.borrow_mut() = Some(status.clone());
+            Ok(js::from_json(&status))
+        })
+    }
+
+    /// The dead-letter store: entries the server refused or that ran out of attempts.
+    #[wasm_bindgen(js_name = deadLetters, unchecked_return_type = "Promise<DeadLetter[]>")]
+    pub fn dead_letters(&self) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move { Ok(js::from_json(&inner.send(Request::DeadLetters).await?)) })
+    }
+
+    /// Put dead letter `seq` back in the outbox (it is sent again, in order).
+    #[wasm_bindgen(js_name = retryDead, unchecked_return_type = "Promise<WriteAck>")]
+    pub fn retry_dead(&self, seq: f64) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let seq = seq_from_js(seq)?;
+            Ok(js::from_json(
+                &inner.send(Request::RetryDead { seq }).await?,
+            ))
+        })
+    }
+
+    /// Drop dead letter `seq` for good.
+    #[wasm_bindgen(js_name = discardDead, unchecked_return_type = "Promise<void>")]
+    pub fn discard_dead(&self, seq: f64) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let seq = seq_from_js(seq)?;
+            inner.send(Request::DiscardDead { seq }).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// A snapshot of the local copy and the outbox, as JSON or YAML text.
+    #[wasm_bindgen(js_name = exportSnapshot, unchecked_return_type = "Promise<string>")]
+    pub fn export_snapshot(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "\"json\" | \"yaml\"")] format: JsValue,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let format = match format.as_string().as_deref() {
+                Some("json") => ExportFormat::Json,
+                Some("yaml") => ExportFormat::Yaml,
+                None if format.is_undefined() => ExportFormat::Json,
+                _ => return Err(bad_format(&format)),
+            };
+            let text = match inner.send(Request::Export { format }).await? {
+                Value::String(text) => text,
+                Value::Object(mut map) => match map.remove("text") {
+                    Some(Value::String(text)) => text,
+                    _ => return Err(no_export_text()),
+                },
+                _ => return Err(no_export_text()),
+            };
+            Ok(JsValue::from_str(&request::export_text(format, text)?))
+        })
+    }
+
+    /// Restore a snapshot (JSON or YAML text). With `{ dryRun: true }` nothing is written and
+    /// the report says what would be added, replaced, left unchanged or refused.
+    #[wasm_bindgen(unchecked_return_type = "Promise<RestoreReport>")]
+    pub fn restore(
+        &self,
+        text: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "RestoreOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let options = options.unwrap_or(JsValue::UNDEFINED);
+            let dry_run = parse_restore_options(&js::options_json(&options)?)?;
+            let text = request::restore_text(text)?;
+            Ok(js::from_json(
+                &inner.send(Request::Restore { text, dry_run }).await?,
+            ))
+        })
+    }
+}
+
+fn no_export_text() -> ClientError {
+    ClientError::new(codes::BAD_RESPONSE, "the worker's export carried no text")
+}
+
+fn bad_format(format: &JsValue) -> ClientError {
+    ClientError::new(
+        codes::INVALID_VALUE,
+        format!(
+            "export format must be \"json\" or \"yaml\" (got {})",
+            describe(format)
+        ),
+    )
+}
+
+fn seq_from_js(seq: f64) -> Result<u64, ClientError> {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    if seq.is_finite() && seq >= 1.0 && seq.fract() == 0.0 && seq <= 9_007_199_254_740_991.0 {
+        Ok(seq as u64)
+    } else {
+        Err(ClientError::new(
+            codes::INVALID_VALUE,
+            format!("seq must be a whole number ≥ 1 (got {seq})"),
+        ))
+    }
+}
+
+/// The message version this client speaks (for diagnostics).
+#[wasm_bindgen(js_name = messageVersion)]
+pub fn message_version() -> u32 {
+    MESSAGE_VERSION
+}

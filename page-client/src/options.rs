@@ -1,0 +1,360 @@
+//! The options object of `SyncClient.register` (camelCase in JavaScript) and of `restore`,
+//! mapped to [`Config`] (snake_case, persisted by the worker) plus the page-side settings.
+//!
+//! Pure: it reads a `serde_json::Value` (the options object as JSON), so every rule is tested
+//! natively. An unknown key or a wrong type is an `invalid_config` error, never ignored.
+
+use rangersync_shared::messages::Config;
+use rangersync_shared::retry::RetryPolicy;
+use rangersync_shared::validate::MAX_BATCH_MUTATIONS;
+use serde_json::{Map, Value};
+
+use crate::error::ClientError;
+
+/// Default time to wait for one reply of the worker.
+pub const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+/// Default time to wait for a freshly registered worker to control the page.
+pub const DEFAULT_CONTROLLER_TIMEOUT_MS: u32 = 10_000;
+
+/// Everything `SyncClient.register` was given, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientOptions {
+    /// Script URL of the service worker (`swUrl`, default `/sw.js`).
+    pub sw_url: String,
+    /// Run the outbox in the page even when a worker could run (`forcePageMode`).
+    pub force_page_mode: bool,
+    /// Longest wait for one reply of the worker (`timeoutMs`); flush, export and restore get
+    /// [`SLOW_REQUEST_FACTOR`] times as long.
+    pub timeout_ms: u32,
+    /// Longest wait for a new worker to take control of the page before falling back to page
+    /// mode (`controllerTimeoutMs`).
+    pub controller_timeout_ms: u32,
+    /// What the worker (or the page engine) persists and syncs with.
+    pub config: Config,
+}
+
+/// Flush, export and restore may do real work (network, large snapshots): their timeout is
+/// this many times `timeoutMs`.
+pub const SLOW_REQUEST_FACTOR: u32 = 6;
+
+/// The option keys `register` accepts, as a caller writes them.
+pub const REGISTER_KEYS: &[&str] = &[
+    "swUrl",
+    "serverUrl",
+    "token",
+    "captureRoutes",
+    "batchSize",
+    "periodicIntervalMs",
+    "exportIntervalMs",
+    "retry",
+    "forcePageMode",
+    "timeoutMs",
+    "controllerTimeoutMs",
+];
+
+const RETRY_KEYS: &[(&str, &str)] = &[
+    ("baseDelayMs", "base_delay_ms"),
+    ("maxDelayMs", "max_delay_ms"),
+    ("maxAttempts", "max_attempts"),
+    ("maxAgeMs", "max_age_ms"),
+];
+
+impl ClientOptions {
+    /// Check `options` (the JSON of the JS object; `null` means none given). `origin` is the
+    /// page's origin, the default `serverUrl`.
+    pub fn parse(options: &Value, origin: &str) -> Result<Self, ClientError> {
+        let empty = Map::new();
+        let map = match options {
+            Value::Null => &empty,
+            Value::Object(map) => map,
+            _ => return Err(ClientError::config("options must be an object")),
+        };
+        if let Some(unknown) = map.keys().find(|k| !REGISTER_KEYS.contains(&k.as_str())) {
+            return Err(ClientError::config(format!(
+                "unknown option {unknown:?} (known: {})",
+                REGISTER_KEYS.join(", ")
+            )));
+        }
+        let server_url = opt_string(map, "serverUrl")?.unwrap_or_else(|| origin.to_owned());
+        let server_url = check_server_url(&server_url)?;
+        let token = match map.get("token") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) if t.is_empty() => None,
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(_) => return Err(ClientError::config("token must be a string")),
+        };
+        let capture_routes = match map.get("captureRoutes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) if s.starts_with('/') => Ok(s.clone()),
+                    _ => Err(ClientError::config(
+                        "captureRoutes must be path patterns starting with \"/\", such as \"/api/sync/chat\" or \"/api/sync/*\"",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(ClientError::config("captureRoutes must be an array of strings")),
+        };
+        let defaults = Config::default();
+        let batch_size = match opt_integer(map, "batchSize")? {
+            None => defaults.batch_size,
+            Some(n) if (1..=MAX_BATCH_MUTATIONS as u64).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(ClientError::config(format!(
+                    "batchSize must be 1 to {MAX_BATCH_MUTATIONS} (got {n})"
+                )))
+            }
+        };
+        let periodic_interval_ms = opt_positive(map, "periodicIntervalMs")?;
+        let export_interval_ms = opt_positive(map, "exportIntervalMs")?;
+        let retry = parse_retry(map.get("retry"))?;
+        let force_page_mode = match map.get("forcePageMode") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ClientError::config("forcePageMode must be true or false")),
+        };
+        let timeout_ms = opt_millis(map, "timeoutMs")?.unwrap_or(DEFAULT_TIMEOUT_MS);
+        let controller_timeout_ms =
+            opt_millis(map, "controllerTimeoutMs")?.unwrap_or(DEFAULT_CONTROLLER_TIMEOUT_MS);
+        let sw_url = opt_string(map, "swUrl")?.unwrap_or_else(|| "/sw.js".to_owned());
+        if sw_url.is_empty() {
+            return Err(ClientError::config("swUrl must not be empty"));
+        }
+        Ok(Self {
+            sw_url,
+            force_page_mode,
+            timeout_ms,
+            controller_timeout_ms,
+            config: Config {
+                server_url,
+                token,
+                capture_routes,
+                batch_size,
+                retry,
+                periodic_interval_ms,
+                export_interval_ms,
+            },
+        })
+    }
+}
+
+/// The options of `restore(text, { dryRun })`: returns `dry_run` (default `false`).
+pub fn parse_restore_options(options: &Value) -> Result<bool, ClientError> {
+    match options {
+        Value::Null => Ok(false),
+        Value::Object(map) => {
+            if let Some(unknown) = map.keys().find(|k| k.as_str() != "dryRun") {
+                return Err(ClientError::config(format!(
+                    "unknown restore option {unknown:?} (known: dryRun)"
+                )));
+            }
+            match map.get("dryRun") {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(ClientError::config("dryRun must be true or false")),
+            }
+        }
+        _ => Err(ClientError::config("restore options must be an object")),
+    }
+}
+
+fn check_server_url(url: &str) -> Result<String, ClientError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| {
+            ClientError::config(format!("serverUrl must be an http(s) URL (got {url:?})"))
+        })?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(ClientError::config(format!(
+            "serverUrl has no host (got {url:?})"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn opt_string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ClientError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ClientError::config(format!("{key} must be a string"))),
+    }
+}
+
+fn opt_integer(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, ClientError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => integer(v)
+            .map(Some)
+            .ok_or_else(|| ClientError::config(format!("{key} must be a whole number ≥ 0"))),
+    }
+}
+
+fn opt_positive(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, ClientError> {
+    match opt_integer(map, key)? {
+        Some(0) => Err(ClientError::config(format!("{key} must be greater than 0"))),
+        other => Ok(other),
+    }
+}
+
+fn opt_millis(map: &Map<String, Value>, key: &str) -> Result<Option<u32>, ClientError> {
+    match opt_positive(map, key)? {
+        None => Ok(None),
+        Some(n) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| ClientError::config(format!("{key} is too large"))),
+    }
+}
+
+/// A JSON number that is a whole number ≥ 0 (JS numbers arrive as floats like `5.0`).
+fn integer(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_991.0).then_some(f as u64)
+}
+
+fn parse_retry(value: Option<&Value>) -> Result<RetryPolicy, ClientError> {
+    let mut policy = RetryPolicy::default();
+    let map = match value {
+        None | Some(Value::Null) => return Ok(policy),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ClientError::config("retry must be an object")),
+    };
+    for (key, value) in map {
+        let Some((_, field)) = RETRY_KEYS.iter().find(|(js, _)| js == key) else {
+            return Err(ClientError::config(format!(
+                "unknown retry option {key:?} (known: baseDelayMs, maxDelayMs, maxAttempts, maxAgeMs)"
+            )));
+        };
+        let n = integer(value).ok_or_else(|| {
+            ClientError::config(format!("retry.{key} must be a whole number ≥ 0"))
+        })?;
+        match *field {
+            "base_delay_ms" => policy.base_delay_ms = n,
+            "max_delay_ms" => policy.max_delay_ms = n,
+            "max_attempts" => {
+                policy.max_attempts = u32::try_from(n)
+                    .map_err(|_| ClientError::config("retry.maxAttempts is too large"))?;
+            }
+            _ => policy.max_age_ms = n,
+        }
+    }
+    if policy.base_delay_ms == 0 || policy.max_delay_ms < policy.base_delay_ms {
+        return Err(ClientError::config(
+            "retry.baseDelayMs must be > 0 and retry.maxDelayMs ≥ retry.baseDelayMs",
+        ));
+    }
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rangersync_shared::messages::codes;
+    use serde_json::json;
+
+    const ORIGIN: &str = "http://127.0.0.1:8787";
+
+    #[test]
+    fn no_options_means_the_page_origin_and_the_defaults() {
+        let o = ClientOptions::parse(&Value::Null, ORIGIN).unwrap();
+        assert_eq!(o.sw_url, "/sw.js");
+        assert_eq!(o.config.server_url, ORIGIN);
+        assert_eq!(
+            o.config,
+            Config {
+                server_url: ORIGIN.into(),
+                ..Config::default()
+            }
+        );
+        assert!(!o.force_page_mode);
+        assert_eq!(o.timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn camel_case_options_map_to_the_snake_case_config() {
+        let o = ClientOptions::parse(
+            &json!({
+                "swUrl": "/public/sw.js", "serverUrl": "http://localhost:3010/", "token": "t0k",
+                "captureRoutes": ["/api/sync/chat", "/api/sync/settings"], "batchSize": 50.0,
+                "periodicIntervalMs": 3_600_000, "exportIntervalMs": 86_400_000,
+                "retry": { "baseDelayMs": 500, "maxAttempts": 3 },
+                "forcePageMode": true, "timeoutMs": 2000, "controllerTimeoutMs": 3000
+            }),
+            ORIGIN,
+        )
+        .unwrap();
+        assert_eq!(o.sw_url, "/public/sw.js");
+        assert_eq!(o.config.server_url, "http://localhost:3010");
+        assert_eq!(o.config.token.as_deref(), Some("t0k"));
+        assert_eq!(
+            o.config.capture_routes,
+            ["/api/sync/chat", "/api/sync/settings"]
+        );
+        assert_eq!(o.config.batch_size, 50);
+        assert_eq!(o.config.periodic_interval_ms, Some(3_600_000));
+        assert_eq!(o.config.export_interval_ms, Some(86_400_000));
+        assert_eq!(o.config.retry.base_delay_ms, 500);
+        assert_eq!(o.config.retry.max_attempts, 3);
+        assert_eq!(
+            o.config.retry.max_delay_ms,
+            RetryPolicy::default().max_delay_ms
+        );
+        assert!(o.force_page_mode);
+        assert_eq!((o.timeout_ms, o.controller_timeout_ms), (2000, 3000));
+    }
+
+    #[test]
+    fn an_unknown_option_key_is_an_invalid_config_error() {
+        for bad in [
+            json!({ "server_url": "http://x" }),
+            json!({ "serverURL": "http://x" }),
+            json!({ "retry": { "base_delay_ms": 5 } }),
+        ] {
+            let e = ClientOptions::parse(&bad, ORIGIN).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_CONFIG, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_wrongly_typed_or_out_of_range_option_is_an_invalid_config_error() {
+        for bad in [
+            json!("http://x"),
+            json!({ "serverUrl": 5 }),
+            json!({ "serverUrl": "ftp://x" }),
+            json!({ "serverUrl": "http://" }),
+            json!({ "batchSize": 0 }),
+            json!({ "batchSize": 1001 }),
+            json!({ "batchSize": 2.5 }),
+            json!({ "captureRoutes": "/api/*" }),
+            json!({ "captureRoutes": [5] }),
+            json!({ "captureRoutes": ["http://localhost:3010/api/sync/chat"] }),
+            json!({ "token": 5 }),
+            json!({ "forcePageMode": "yes" }),
+            json!({ "timeoutMs": -1 }),
+            json!({ "periodicIntervalMs": 0 }),
+            json!({ "retry": { "baseDelayMs": 10, "maxDelayMs": 5 } }),
+            json!({ "swUrl": "" }),
+        ] {
+            let e = ClientOptions::parse(&bad, ORIGIN).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_CONFIG, "{bad}");
+        }
+    }
+
+    #[test]
+    fn restore_options_take_only_dry_run() {
+        assert!(!parse_restore_options(&Value::Null).unwrap());
+        assert!(parse_restore_options(&json!({ "dryRun": true })).unwrap());
+        assert_eq!(
+            parse_restore_options(&json!({ "dry_run": true }))
+                .unwrap_err()
+                .code,
+            codes::INVALID_CONFIG
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! TypeScript declarations of the option and result objects (added to the generated `.d.ts`).
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Stable error codes: `catch (e) { switch (e.code) { … } }`. */
+export type SyncErrorCode =
+  | "invalid_message" | "unsupported_version" | "forbidden_origin"
+  | "invalid_collection" | "invalid_key" | "invalid_value" | "value_too_large"
+  | "invalid_config" | "quota_exceeded" | "storage_error" | "corrupt_record"
+  | "worker_unavailable" | "not_found" | "network" | "server_error" | "auth"
+  | "bad_response" | "bad_snapshot" | "checksum_mismatch" | "timeout" | "internal";
+
+/** What every rejected promise of SyncClient carries. */
+export interface SyncError extends Error {
+  name: "SyncError";
+  code: SyncErrorCode;
+}
+
+/** Options of `SyncClient.register`. Unknown keys are an `invalid_config` error. */
+export interface SyncClientOptions {
+  /** Service worker script, registered at scope "/". Default "/sw.js". */
+  swUrl?: string;
+  /** Base URL of the sync server. Default: the page's origin. */
+  serverUrl?: string;
+  /** Bearer token for the sync server (kept by the worker so it can sync with no page open). */
+  token?: string | null;
+  /** Path patterns of existing REST routes whose failed/offline requests are queued, e.g. "/api/sync/*". */
+  captureRoutes?: string[];
+  /** Most mutations per push (1..1000). Default 100. */
+  batchSize?: number;
+  /** Periodic Background Sync interval in ms (Chromium, installed apps). */
+  periodicIntervalMs?: number;
+  /** Scheduled snapshot interval in ms. */
+  exportIntervalMs?: number;
+  /** Backoff and give-up limits. */
+  retry?: { baseDelayMs?: number; maxDelayMs?: number; maxAttempts?: number; maxAgeMs?: number };
+  /** Run the outbox in the page even when a worker could run. */
+  forcePageMode?: boolean;
+  /** Longest wait for one reply of the worker, ms (flush/export/restore: 6×). Default 10000. */
+  timeoutMs?: number;
+  /** Longest wait for a new worker to control the page before page mode, ms. Default 10000. */
+  controllerTimeoutMs?: number;
+}
+
+export type SyncState =
+  | "idle" | "saving" | "syncing" | "waiting_retry" | "offline" | "auth_error" | "error";
+
+/** The status object (times in ms since the epoch). */
+export interface SyncStatus {
+  state: SyncState;
+  pending: number;
+  in_flight: number;
+  dead: number;
+  last_saved_at: number | null;
+  last_synced_at: number | null;
+  last_exported_at: number | null;
+  last_error: { code: SyncErrorCode | string; message: string; at: number } | null;
+  next_retry_at: number | null;
+  mode: "worker" | "page";
+}
+
+export interface WriteAck { seq: number }
+
+export interface ListItem<T = unknown> {
+  key: string;
+  value: T;
+  updated_at: number;
+  /** A local write of this entity is not yet acknowledged by the server. */
+  pending: boolean;
+}
+
+export interface DeadLetter {
+  seq: number;
+  kind: "mutation" | "request";
+  collection: string | null;
+  key: string | null;
+  method: string | null;
+  url: string | null;
+  reason: string;
+  attempts: number;
+  dead_at: number;
+}
+
+export interface RestoreOptions { dryRun?: boolean }
+
+export interface EntityRef { collection: string; key: string }
+
+export interface RestoreReport {
+  dry_run: boolean;
+  added: EntityRef[];
+  replaced: EntityRef[];
+  unchanged: EntityRef[];
+  refused: { collection: string; key: string; reason: string }[];
+}
+"#;

@@ -1,0 +1,588 @@
+// RangerPlex demo: a small notes / chat / settings app built only on the rangersync page API.
+// Every write goes through client.put / client.delete; what is shown comes from client.list,
+// client.onChange and client.onStatus.
+//
+// URL parameters for trying things: `?page` runs without the service worker (page mode),
+// `?server=http://host:port` syncs with another server, `?token=…` sends a bearer token.
+import init, { SyncClient } from '/pkg/rangersync_page.js';
+
+const $ = (id) => document.getElementById(id);
+
+// The theme of the last visit, before the local copy is read (no light flash in dark mode).
+const THEME_KEY = 'rangerplex-theme';
+try { document.documentElement.dataset.theme = localStorage.getItem(THEME_KEY) || 'light'; } catch (_) { /* storage disabled */ }
+
+const SETTINGS = [
+  { key: 'dark_theme', label: 'Dark theme', hint: 'Easier on the eyes at night', def: false },
+  { key: 'compact', label: 'Compact layout', hint: 'Tighter spacing in lists', def: false },
+  { key: 'send_on_enter', label: 'Send chat on Enter', hint: 'Off: press the Send button', def: true },
+  { key: 'notifications', label: 'Notifications', hint: 'Tell me when a sync fails', def: true },
+];
+
+const state = {
+  client: null,
+  status: null,
+  notes: [],          // [{ key, value: { title, body }, updated_at, pending }]
+  selected: null,     // note key
+  chat: [],
+  settings: {},
+  dead: [],
+  lastDead: -1,
+};
+
+// ---------- helpers ----------
+
+function toast(text, kind = 'info', ms = 4000) {
+  const el = document.createElement('div');
+  el.className = `toast toast-${kind}`;
+  el.textContent = text;
+  $('toasts').append(el);
+  setTimeout(() => el.classList.add('leaving'), ms);
+  setTimeout(() => el.remove(), ms + 400);
+}
+
+function showError(err, what) {
+  const code = err && err.code ? err.code : 'error';
+  const message = err && err.message ? err.message : String(err);
+  console.error(what, err);
+  toast(`${what}: ${message} (${code})`, 'error', 6000);
+}
+
+function ago(ms) {
+  if (ms == null) return 'never';
+  const s = Math.round((Date.now() - ms) / 1000);
+  if (s < 0) return `in ${formatSpan(-s)}`;
+  if (s < 2) return 'just now';
+  return `${formatSpan(s)} ago`;
+}
+
+function formatSpan(s) {
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+function newKey(prefix) {
+  // Sortable by time, unique across tabs and devices.
+  const t = Date.now().toString(36).padStart(9, '0');
+  const r = Math.random().toString(36).slice(2, 8);
+  return `${prefix}-${t}-${r}`;
+}
+
+function debounce(fn, ms) {
+  let t;
+  const run = (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
+  run.flush = () => { clearTimeout(t); fn(); };
+  run.cancel = () => clearTimeout(t);
+  return run;
+}
+
+// ---------- status indicator ----------
+
+/** The one word a person needs: Saved / Syncing… / Pending N / Offline / Error / Auth error. */
+function describeStatus(s) {
+  if (!s) return { cls: 'loading', text: 'Starting…' };
+  const pending = s.pending || 0;
+  switch (s.state) {
+    case 'auth_error': return { cls: 'error', text: 'Auth error' };
+    case 'error': return { cls: 'error', text: 'Error' };
+    case 'offline': return { cls: 'offline', text: pending ? `Offline · ${pending} pending` : 'Offline' };
+    case 'syncing': return { cls: 'syncing', text: 'Syncing…' };
+    case 'saving': return { cls: 'syncing', text: 'Saving…' };
+    default:
+      if (!navigator.onLine) return { cls: 'offline', text: pending ? `Offline · ${pending} pending` : 'Offline' };
+      if (pending > 0) return { cls: 'pending', text: `Pending ${pending}` };
+      return { cls: 'saved', text: 'Saved' };
+  }
+}
+
+/** A toast for sync trouble, when the "Notifications" setting is on. */
+function notify(text) {
+  if (settingValue('notifications')) toast(text, 'error', 6000);
+}
+
+function renderStatus(previous) {
+  const s = state.status;
+  if (s && previous && previous.state !== s.state && (s.state === 'error' || s.state === 'auth_error')) {
+    notify(s.state === 'auth_error' ? 'Sync stopped: the server refused the sign-in.' : `Sync failed: ${s.last_error ? friendly(s.last_error) : 'unknown error'}`);
+  }
+  const d = describeStatus(s);
+  const pill = $('status-pill');
+  pill.className = `pill pill-${d.cls}`;
+  $('status-text').textContent = d.text;
+  if (!s) return;
+  pill.title = s.last_error ? `${s.last_error.message} (${s.last_error.code}) — click to sync now` : 'Click to sync now';
+  const mode = s.mode || (state.client && state.client.mode) || '—';
+  $('mode-badge').hidden = false;
+  $('mode-badge').textContent = mode === 'page' ? 'Page mode' : 'Worker mode';
+  $('mode-badge').className = `badge badge-${mode}`;
+  $('mode-badge').title = mode === 'page'
+    ? 'No service worker: writes are kept in this browser and sent while a page is open'
+    : 'A service worker delivers writes, even after this tab is closed';
+  $('mode-text').textContent = mode;
+  $('pending-count').textContent = s.in_flight ? `${s.pending} (${s.in_flight} sending)` : String(s.pending);
+  renderTimes();
+  const err = $('last-error');
+  if (s.last_error && (s.state === 'error' || s.state === 'auth_error' || s.state === 'waiting_retry' || s.state === 'offline')) {
+    err.hidden = false;
+    const retry = s.next_retry_at ? ` Retrying ${ago(s.next_retry_at)}.` : '';
+    err.textContent = `${friendly(s.last_error)}${retry}`;
+    err.title = `${s.last_error.code}: ${s.last_error.message} (${ago(s.last_error.at)})`;
+  } else {
+    err.hidden = true;
+  }
+  const failed = $('failed-badge');
+  failed.hidden = !s.dead;
+  failed.textContent = `${s.dead} failed`;
+  if (s.dead !== state.lastDead) {
+    if (state.lastDead >= 0 && s.dead > state.lastDead) notify(`${s.dead - state.lastDead} change(s) could not be delivered — see “Failed to deliver”.`);
+    state.lastDead = s.dead;
+    refreshDead();
+  }
+}
+
+/** What a person should read for the last sync error (the details are in the tooltip). */
+function friendly(e) {
+  switch (e.code) {
+    case 'network': return 'Can’t reach the sync server. Your changes are safe on this device.';
+    case 'auth': return 'The sync server refused the sign-in. Sign in again to resume syncing.';
+    case 'server_error': return 'The sync server had a problem. Your changes are safe on this device.';
+    case 'quota_exceeded': return 'This device is out of storage space for the app.';
+    default: return e.message;
+  }
+}
+
+function renderTimes() {
+  const s = state.status;
+  if (!s) return;
+  $('last-saved').textContent = ago(s.last_saved_at);
+  $('last-synced').textContent = ago(s.last_synced_at);
+  $('last-exported').textContent = ago(s.last_exported_at);
+  $('next-retry').textContent = s.next_retry_at ? ago(s.next_retry_at) : '—';
+  for (const el of document.querySelectorAll('[data-time]')) {
+    el.textContent = ago(Number(el.dataset.time));
+  }
+}
+
+// ---------- notes ----------
+
+async function refreshNotes() {
+  try {
+    const items = await state.client.list('notes');
+    state.notes = items.sort((a, b) => b.updated_at - a.updated_at);
+    renderNotes();
+    // Show a change made elsewhere (another tab, the server) unless the user is typing here.
+    const current = state.notes.find((n) => n.key === state.selected);
+    const editing = document.activeElement === $('note-title') || document.activeElement === $('note-body');
+    if (current && !editing && !state.dirty) {
+      $('note-title').value = (current.value && current.value.title) || '';
+      $('note-body').value = (current.value && current.value.body) || '';
+    }
+  } catch (e) { showError(e, 'Could not read notes'); }
+}
+
+function renderNotes() {
+  const list = $('note-list');
+  list.replaceChildren();
+  const tpl = $('note-item');
+  for (const n of state.notes) {
+    const li = tpl.content.firstElementChild.cloneNode(true);
+    const btn = li.querySelector('button');
+    btn.querySelector('.note-title').textContent = (n.value && n.value.title) || 'Untitled';
+    const meta = btn.querySelector('.note-meta');
+    meta.dataset.time = n.updated_at;
+    meta.textContent = ago(n.updated_at);
+    if (n.pending) {
+      const p = document.createElement('span');
+      p.className = 'tag tag-pending';
+      p.textContent = 'pending';
+      p.title = 'Saved here, not yet on the server';
+      btn.append(p);
+    }
+    if (n.key === state.selected) btn.classList.add('active');
+    btn.addEventListener('click', () => selectNote(n.key));
+    list.append(li);
+  }
+  if (!state.notes.length) {
+    const li = document.createElement('li');
+    li.className = 'muted small pad';
+    li.textContent = 'No notes yet.';
+    list.append(li);
+  }
+  const current = state.notes.find((n) => n.key === state.selected);
+  $('editor').hidden = !current;
+  $('editor-empty').hidden = !!current;
+  if (current) {
+    $('note-state').textContent = current.pending ? 'Saved on this device · waiting to sync' : 'Saved and synced';
+  }
+}
+
+function selectNote(key) {
+  if (state.dirty) saveSoon.flush();
+  state.selected = key;
+  const n = state.notes.find((x) => x.key === key);
+  $('note-title').value = (n && n.value && n.value.title) || '';
+  $('note-body').value = (n && n.value && n.value.body) || '';
+  renderNotes();
+  $('note-title').focus();
+}
+
+const saveSoon = debounce(async () => {
+  const key = state.selected;
+  if (!key) return;
+  const value = { title: $('note-title').value, body: $('note-body').value };
+  state.dirty = false;
+  try {
+    await state.client.put('notes', key, value);
+    $('note-state').textContent = 'Saved on this device';
+  } catch (e) { showError(e, 'Could not save the note'); }
+}, 350);
+
+function saveNote() {
+  state.dirty = true; // typed but not yet handed to client.put: never overwrite the editor
+  saveSoon();
+}
+
+async function newNote() {
+  if (state.dirty) saveSoon.flush();
+  const key = newKey('n');
+  try {
+    await state.client.put('notes', key, { title: '', body: '' });
+    state.selected = key;
+    await refreshNotes();
+    selectNote(key);
+  } catch (e) { showError(e, 'Could not create a note'); }
+}
+
+async function deleteNote() {
+  const key = state.selected;
+  if (!key) return;
+  saveSoon.cancel();
+  state.dirty = false;
+  try {
+    await state.client.delete('notes', key);
+    state.selected = null;
+    await refreshNotes();
+    toast('Note deleted');
+  } catch (e) { showError(e, 'Could not delete the note'); }
+}
+
+// ---------- chat ----------
+
+async function refreshChat() {
+  try {
+    const items = await state.client.list('chat');
+    state.chat = items.sort((a, b) => (a.key < b.key ? -1 : 1));
+    renderChat();
+  } catch (e) { showError(e, 'Could not read the chat'); }
+}
+
+function renderChat() {
+  const log = $('chat-log');
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.replaceChildren();
+  for (const m of state.chat) {
+    const li = document.createElement('li');
+    li.className = 'msg';
+    const bubble = document.createElement('div');
+    bubble.className = 'bubble';
+    bubble.textContent = (m.value && m.value.text) || '';
+    const meta = document.createElement('div');
+    meta.className = 'msg-meta';
+    const who = document.createElement('span');
+    who.textContent = (m.value && m.value.author) || 'You';
+    const when = document.createElement('span');
+    when.dataset.time = m.updated_at;
+    when.textContent = ago(m.updated_at);
+    meta.append(who, when);
+    if (m.pending) {
+      const p = document.createElement('span');
+      p.className = 'tag tag-pending';
+      p.textContent = 'pending';
+      meta.append(p);
+    }
+    li.append(bubble, meta);
+    log.append(li);
+  }
+  if (!state.chat.length) {
+    const li = document.createElement('li');
+    li.className = 'muted small pad';
+    li.textContent = 'No messages yet. Say hi — it works offline too.';
+    log.append(li);
+  }
+  $('chat-count').textContent = state.chat.length ? `${state.chat.length} messages` : '';
+  if (atBottom || log.dataset.first !== 'done') { log.scrollTop = log.scrollHeight; log.dataset.first = 'done'; }
+}
+
+async function sendChat(ev) {
+  ev.preventDefault();
+  const input = $('chat-input');
+  const text = input.value.trim();
+  if (!text) return;
+  try {
+    await state.client.put('chat', newKey('m'), { author: 'You', text, at: Date.now() });
+    input.value = '';
+    await refreshChat();
+  } catch (e) { showError(e, 'Could not send'); }
+}
+
+// ---------- settings ----------
+
+async function refreshSettings() {
+  try {
+    const items = await state.client.list('settings');
+    state.settings = Object.fromEntries(items.map((i) => [i.key, i]));
+    renderSettings();
+  } catch (e) { showError(e, 'Could not read settings'); }
+}
+
+function settingValue(key) {
+  const s = SETTINGS.find((x) => x.key === key);
+  const item = state.settings[key];
+  return item ? !!(item.value && item.value.enabled) : s.def;
+}
+
+function renderSettings() {
+  const box = $('settings-list');
+  box.replaceChildren();
+  for (const s of SETTINGS) {
+    const row = document.createElement('label');
+    row.className = 'setting';
+    const text = document.createElement('span');
+    text.className = 'setting-text';
+    const name = document.createElement('span');
+    name.textContent = s.label;
+    const hint = document.createElement('span');
+    hint.className = 'muted small';
+    hint.textContent = s.hint;
+    text.append(name, hint);
+    const input = document.createElement('input');
+    input.type = 'checkbox';
+    input.className = 'switch';
+    input.checked = settingValue(s.key);
+    input.addEventListener('change', async () => {
+      try {
+        await state.client.put('settings', s.key, { enabled: input.checked });
+        applySettings();
+      } catch (e) { input.checked = !input.checked; showError(e, 'Could not save the setting'); }
+    });
+    row.append(text, input);
+    if (state.settings[s.key] && state.settings[s.key].pending) {
+      row.classList.add('is-pending');
+      row.title = 'Saved here, not yet on the server';
+    }
+    box.append(row);
+  }
+  applySettings();
+}
+
+function applySettings() {
+  const theme = settingValue('dark_theme') ? 'dark' : 'light';
+  document.documentElement.dataset.theme = theme;
+  try { localStorage.setItem(THEME_KEY, theme); } catch (_) { /* storage disabled */ }
+  document.body.classList.toggle('compact', settingValue('compact'));
+}
+
+// ---------- sync panel: dead letters, export, restore ----------
+
+async function refreshDead() {
+  try {
+    state.dead = await state.client.deadLetters();
+    renderDead();
+  } catch (e) { showError(e, 'Could not read failed writes'); }
+}
+
+function renderDead() {
+  const list = $('dead-list');
+  list.replaceChildren();
+  $('dead-count').textContent = String(state.dead.length);
+  $('dead-count').classList.toggle('count-bad', state.dead.length > 0);
+  $('dead-empty').hidden = state.dead.length > 0;
+  for (const d of state.dead) {
+    const li = document.createElement('li');
+    li.className = 'dead';
+    const what = document.createElement('div');
+    what.className = 'dead-what';
+    const title = document.createElement('strong');
+    title.textContent = d.kind === 'request' ? `${d.method || 'POST'} ${shortUrl(d.url)}` : `${d.collection} / ${d.key}`;
+    title.title = d.kind === 'request' ? d.url || '' : `${d.collection}/${d.key}`;
+    const reason = document.createElement('span');
+    reason.className = 'muted small';
+    const attempts = d.attempts > 0 ? ` · ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}` : '';
+    reason.textContent = `#${d.seq} · ${d.reason}${attempts} · ${ago(d.dead_at)}`;
+    what.append(title, reason);
+    const retry = document.createElement('button');
+    retry.className = 'btn btn-small';
+    retry.textContent = 'Retry';
+    retry.addEventListener('click', () => act(() => state.client.retryDead(d.seq), 'Queued again'));
+    const discard = document.createElement('button');
+    discard.className = 'btn btn-small btn-danger-ghost';
+    discard.textContent = 'Discard';
+    discard.addEventListener('click', () => act(() => state.client.discardDead(d.seq), 'Discarded'));
+    li.append(what, retry, discard);
+    list.append(li);
+  }
+}
+
+function shortUrl(url) {
+  if (!url) return '';
+  try {
+    const u = new URL(url, location.href);
+    return u.origin === location.origin ? u.pathname + u.search : u.href;
+  } catch (_) { return url; }
+}
+
+async function act(fn, done) {
+  try { await fn(); toast(done); await refreshDead(); } catch (e) { showError(e, 'That did not work'); }
+}
+
+async function exportAs(format) {
+  try {
+    const text = await state.client.exportSnapshot(format);
+    const type = format === 'yaml' ? 'text/yaml' : 'application/json';
+    const url = URL.createObjectURL(new Blob([text], { type }));
+    const a = document.createElement('a');
+    const stamp = new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-');
+    a.href = url;
+    a.download = `rangerplex-${stamp}.${format === 'yaml' ? 'yaml' : 'json'}`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    toast(`Exported ${format.toUpperCase()}`, 'ok');
+    state.client.status().then((s) => { state.status = s; renderStatus(); }).catch(() => {});
+  } catch (e) { showError(e, 'Export failed'); }
+}
+
+let restoreText = null;
+
+async function pickRestore(ev) {
+  const file = ev.target.files && ev.target.files[0];
+  ev.target.value = '';
+  if (!file) return;
+  try {
+    restoreText = await file.text();
+    const report = await state.client.restore(restoreText, { dryRun: true });
+    $('restore-file-name').textContent = `${file.name} · dry run: nothing has been changed yet`;
+    renderReport(report);
+    $('restore-apply').disabled = report.added.length + report.replaced.length === 0;
+    $('restore-dialog').showModal();
+  } catch (e) { showError(e, 'This file cannot be restored'); }
+}
+
+function renderReport(r) {
+  const box = $('restore-report');
+  box.replaceChildren();
+  const grid = document.createElement('div');
+  grid.className = 'report-grid';
+  for (const [label, items, cls] of [
+    ['Added', r.added, 'ok'], ['Replaced', r.replaced, 'warn'],
+    ['Unchanged', r.unchanged, 'muted'], ['Refused', r.refused, 'bad'],
+  ]) {
+    const cell = document.createElement('div');
+    cell.className = `report-cell report-${cls}`;
+    const n = document.createElement('strong');
+    n.textContent = String(items.length);
+    const l = document.createElement('span');
+    l.textContent = label;
+    cell.append(n, l);
+    grid.append(cell);
+  }
+  box.append(grid);
+  const details = [...r.replaced.map((e) => `replace ${e.collection}/${e.key}`),
+    ...r.refused.map((e) => `refuse ${e.collection}/${e.key}: ${e.reason}`)];
+  if (details.length) {
+    const ul = document.createElement('ul');
+    ul.className = 'report-list';
+    for (const d of details.slice(0, 50)) {
+      const li = document.createElement('li');
+      li.textContent = d;
+      ul.append(li);
+    }
+    box.append(ul);
+  }
+}
+
+async function closeRestore() {
+  if ($('restore-dialog').returnValue !== 'apply' || restoreText == null) { restoreText = null; return; }
+  try {
+    const r = await state.client.restore(restoreText, { dryRun: false });
+    toast(`Restored: ${r.added.length} added, ${r.replaced.length} replaced`, 'ok');
+    await Promise.all([refreshNotes(), refreshChat(), refreshSettings()]);
+  } catch (e) { showError(e, 'Restore failed'); }
+  restoreText = null;
+}
+
+async function syncNow() {
+  try {
+    state.status = await state.client.flush();
+    renderStatus();
+  } catch (e) { showError(e, 'Sync failed'); }
+}
+
+// ---------- start ----------
+
+const refreshAll = debounce(() => { refreshNotes(); refreshChat(); refreshSettings(); }, 150);
+const refreshers = { notes: debounce(refreshNotes, 80), chat: debounce(refreshChat, 80), settings: debounce(refreshSettings, 80) };
+
+async function start() {
+  try {
+    await init();
+    const params = new URLSearchParams(location.search);
+    state.client = await SyncClient.register({
+      swUrl: '/sw.js',
+      serverUrl: params.get('server') || location.origin,
+      token: params.get('token') || undefined,
+      captureRoutes: ['/api/sync/chat', '/api/sync/settings'],
+      exportIntervalMs: 24 * 60 * 60 * 1000,
+      forcePageMode: params.has('page'),
+    });
+  } catch (e) {
+    $('status-pill').className = 'pill pill-error';
+    $('status-text').textContent = 'Error';
+    const banner = $('banner');
+    banner.hidden = false;
+    banner.textContent = `Sync could not start: ${e && e.message ? e.message : e}${e && e.code ? ` (${e.code})` : ''}`;
+    console.error(e);
+    return;
+  }
+  const client = state.client;
+  window.rangersync = client; // for the console and for tests
+  client.onStatus((s) => {
+    const before = state.status;
+    state.status = s;
+    renderStatus(before);
+    // A sync acknowledged writes or pulled changes: refresh the "pending" tags.
+    // A write in another tab changes last_saved_at at once.
+    if (before && (s.pending < before.pending || s.last_synced_at !== before.last_synced_at
+      || s.last_saved_at !== before.last_saved_at)) refreshAll();
+  });
+  client.onChange((collection) => { if (refreshers[collection]) refreshers[collection](); });
+  // Hydration: the local copy is there at once, before any network answer.
+  await Promise.all([refreshNotes(), refreshChat(), refreshSettings(), refreshDead()]);
+  if (!state.selected && state.notes.length) selectNote(state.notes[0].key);
+  try { state.status = await client.status(); renderStatus(); } catch (e) { showError(e, 'No status'); }
+
+  $('new-note').addEventListener('click', newNote);
+  $('delete-note').addEventListener('click', deleteNote);
+  $('note-title').addEventListener('input', saveNote);
+  $('note-body').addEventListener('input', saveNote);
+  $('editor').addEventListener('submit', (e) => e.preventDefault());
+  $('chat-form').addEventListener('submit', sendChat);
+  $('chat-input').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !settingValue('send_on_enter')) e.preventDefault();
+  });
+  $('sync-now').addEventListener('click', syncNow);
+  $('status-pill').addEventListener('click', syncNow);
+  $('export-json').addEventListener('click', () => exportAs('json'));
+  $('export-yaml').addEventListener('click', () => exportAs('yaml'));
+  $('restore-file').addEventListener('change', pickRestore);
+  $('restore-dialog').addEventListener('close', closeRestore);
+  window.addEventListener('online', () => renderStatus());
+  window.addEventListener('offline', () => renderStatus());
+  $('failed-badge').addEventListener('click', () => $('dead-list').closest('.card').scrollIntoView({ behavior: 'smooth' }));
+  setInterval(renderTimes, 1000);
+}
+
+start();
