@@ -74,11 +74,21 @@ self.addEventListener('periodicsync', (event) => {
 });
 
 self.addEventListener('fetch', (event) => {
-  // Before the wasm is ready the route list is unknown: do not intercept.
-  if (!wasmReady) return;
   const request = event.request;
-  if (!wasm_bindgen.wants(request.url, request.method)) return;
-  event.respondWith(wasm_bindgen.on_fetch(request));
+  if (wasmReady) {
+    if (!wasm_bindgen.wants(request.url, request.method)) return;
+    event.respondWith(wasm_bindgen.on_fetch(request));
+    return;
+  }
+  // Reads are never captured: let them through untouched while the wasm loads.
+  if (request.method === 'GET' || request.method === 'HEAD') return;
+  // The request that woke the worker may be one to capture: decide once the wasm (and the
+  // stored route list) is ready. If the wasm failed to load, pass it through.
+  event.respondWith(ready.then(
+    () => (wasm_bindgen.wants(request.url, request.method)
+      ? wasm_bindgen.on_fetch(request)
+      : fetch(request)),
+    () => fetch(request)));
 });
 
 self.addEventListener('online', () => {

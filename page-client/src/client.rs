@@ -48,8 +48,6 @@ enum Source {
     Worker,
     PageEngine,
     OtherTab,
-    /// This tab's own acknowledged write.
-    Local,
 }
 
 /// The state behind a `SyncClient`. Event handlers and the engine hold it weakly, so dropping
@@ -111,9 +109,11 @@ impl Inner {
         id
     }
 
-    /// Send `request` and await its result. Checked locally first. A request in flight when
-    /// the worker is replaced is sent once more to the new one; with no worker in control,
-    /// the client falls back to page mode and sends it there.
+    /// Send `request` and await its result. Checked locally first. A read in flight when the
+    /// worker is replaced is sent once more to the new one; a write is not (the old worker has
+    /// usually committed it: sending it again would commit it twice, possibly after a newer
+    /// write), it fails with `worker_unavailable`. With no worker in control, the client falls
+    /// back to page mode and sends it there.
     async fn send(self: &Rc<Self>, request: Request) -> Result<Value, ClientError> {
         request::check(&request)?;
         let factor = if request::is_slow(&request) {
@@ -146,6 +146,9 @@ impl Inner {
                                     .unwrap_or_default()
                             });
                             return request::reply(id, &text);
+                        }
+                        Err(LinkError::ControllerChanged) if request::is_write(&request) => {
+                            return Err(request::write_interrupted())
                         }
                         Err(LinkError::ControllerChanged) if !resent => resent = true,
                         Err(LinkError::ControllerChanged) => {
@@ -304,16 +307,6 @@ impl Inner {
                     }
                 });
             }
-        }
-    }
-
-    /// This tab's write is committed: tell this tab's `onChange` listeners (and, in page mode,
-    /// the other tabs; in worker mode the worker tells them).
-    fn local_change(self: &Rc<Self>, collection: String, key: String) {
-        let change = Broadcast::Change { collection, key };
-        self.dispatch(&change, Source::Local);
-        if self.mode() == Mode::Page {
-            self.relay(&change);
         }
     }
 
@@ -582,14 +575,14 @@ impl SyncClient {
         let inner = Rc::clone(&self.inner);
         promise(async move {
             let value = js::to_json(&value)?;
+            // `onChange` hears it from the engine's broadcast (every tab, this one included).
             let ack = inner
                 .send(Request::Put {
-                    collection: collection.clone(),
-                    key: key.clone(),
+                    collection,
+                    key,
                     value,
                 })
                 .await?;
-            inner.local_change(collection, key);
             Ok(js::from_json(&ack))
         })
     }
@@ -599,13 +592,7 @@ impl SyncClient {
     pub fn delete(&self, collection: String, key: String) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
-            let ack = inner
-                .send(Request::Delete {
-                    collection: collection.clone(),
-                    key: key.clone(),
-                })
-                .await?;
-            inner.local_change(collection, key);
+            let ack = inner.send(Request::Delete { collection, key }).await?;
             Ok(js::from_json(&ack))
         })
     }

@@ -121,20 +121,24 @@ impl ClientOptions {
         if sw_url.is_empty() {
             return Err(ClientError::config("swUrl must not be empty"));
         }
+        let config = Config {
+            server_url,
+            token,
+            capture_routes,
+            batch_size,
+            retry,
+            periodic_interval_ms,
+            export_interval_ms,
+        };
+        // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
+        // before anything is registered.
+        config.check().map_err(ClientError::config)?;
         Ok(Self {
             sw_url,
             force_page_mode,
             timeout_ms,
             controller_timeout_ms,
-            config: Config {
-                server_url,
-                token,
-                capture_routes,
-                batch_size,
-                retry,
-                periodic_interval_ms,
-                export_interval_ms,
-            },
+            config,
         })
     }
 }
@@ -339,6 +343,9 @@ mod tests {
             json!({ "timeoutMs": -1 }),
             json!({ "periodicIntervalMs": 0 }),
             json!({ "retry": { "baseDelayMs": 10, "maxDelayMs": 5 } }),
+            json!({ "retry": { "baseDelayMs": 1, "maxDelayMs": 1 } }),
+            json!({ "periodicIntervalMs": 1000 }),
+            json!({ "exportIntervalMs": 59_999 }),
             json!({ "swUrl": "" }),
         ] {
             let e = ClientOptions::parse(&bad, ORIGIN).unwrap_err();

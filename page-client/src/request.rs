@@ -4,8 +4,7 @@
 //! Pure, so every rule is tested natively.
 
 use rangersync_shared::messages::{
-    codes, ExportFormat, ReplyEnvelope, Request, RequestEnvelope, MAX_MESSAGE_BYTES,
-    MESSAGE_VERSION,
+    codes, message_limit, ExportFormat, ReplyEnvelope, Request, RequestEnvelope, MESSAGE_VERSION,
 };
 use rangersync_shared::snapshot;
 use rangersync_shared::validate::{validate_collection, validate_key, validate_value};
@@ -117,8 +116,34 @@ pub fn is_slow(request: &Request) -> bool {
     )
 }
 
-/// The envelope of `request` with `id`, as JSON text (checked against the worker's size limit).
+/// Whether the request writes (`put`, `delete`, a real `restore`, `retryDead`,
+/// `discardDead`): such a request is never sent twice, since a worker replaced while it was in
+/// flight has usually committed it (a second `put` would commit it again, possibly after a
+/// newer write; a second `retryDead` would fail with `not_found`).
+pub fn is_write(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Restore { dry_run: false, .. }
+            | Request::RetryDead { .. }
+            | Request::DiscardDead { .. }
+    )
+}
+
+/// The error for a write whose worker was replaced before it answered.
+pub fn write_interrupted() -> ClientError {
+    ClientError::new(
+        codes::WORKER_UNAVAILABLE,
+        "the service worker was replaced while this write was in flight: it may or may not have \
+         been saved (read it back before writing it again)",
+    )
+}
+
+/// The envelope of `request` with `id`, as JSON text (checked against the worker's size limit
+/// for its type: a `restore` may carry a whole snapshot).
 pub fn envelope(id: u64, request: Request) -> Result<String, ClientError> {
+    let limit = message_limit(&request);
     let env = RequestEnvelope {
         v: MESSAGE_VERSION,
         id,
@@ -126,10 +151,10 @@ pub fn envelope(id: u64, request: Request) -> Result<String, ClientError> {
     };
     let text = serde_json::to_string(&env)
         .map_err(|e| ClientError::internal(format!("cannot encode request: {e}")))?;
-    if text.len() > MAX_MESSAGE_BYTES {
+    if text.len() > limit {
         return Err(ClientError::new(
             codes::VALUE_TOO_LARGE,
-            format!("message is larger than {MAX_MESSAGE_BYTES} bytes"),
+            format!("message is larger than {limit} bytes"),
         ));
     }
     Ok(text)
@@ -277,6 +302,57 @@ mod tests {
             restore_text("hello".into()).unwrap_err().code,
             codes::BAD_SNAPSHOT
         );
+    }
+
+    #[test]
+    fn a_restore_larger_than_the_general_message_limit_can_be_sent() {
+        let big = "x".repeat(rangersync_shared::messages::MAX_MESSAGE_BYTES + 1);
+        let text = envelope(
+            1,
+            Request::Restore {
+                text: big.clone(),
+                dry_run: false,
+            },
+        )
+        .expect("a 2 MiB+ restore fits its own limit");
+        rangersync_shared::messages::parse_request(&text).expect("and the worker takes it");
+        let put = Request::Put {
+            collection: "notes".into(),
+            key: "k".into(),
+            value: Value::String(big),
+        };
+        assert_eq!(envelope(2, put).unwrap_err().code, codes::VALUE_TOO_LARGE);
+    }
+
+    #[test]
+    fn writes_are_never_resent_after_a_controller_change() {
+        assert!(is_write(&put("notes", "k", json!(1))));
+        assert!(is_write(&Request::Delete {
+            collection: "notes".into(),
+            key: "k".into()
+        }));
+        assert!(is_write(&Request::Restore {
+            text: String::new(),
+            dry_run: false
+        }));
+        assert!(!is_write(&Request::Restore {
+            text: String::new(),
+            dry_run: true
+        }));
+        assert!(is_write(&Request::RetryDead { seq: 3 }));
+        assert!(is_write(&Request::DiscardDead { seq: 3 }));
+        for read in [
+            Request::Status,
+            Request::Flush,
+            Request::List {
+                collection: "notes".into(),
+            },
+        ] {
+            assert!(!is_write(&read), "{read:?}");
+        }
+        let e = write_interrupted();
+        assert_eq!(e.code, codes::WORKER_UNAVAILABLE);
+        assert!(e.message.contains("may or may not"));
     }
 
     #[test]

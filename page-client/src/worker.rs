@@ -2,7 +2,8 @@
 //! page, and request/reply over a `MessageChannel` per request with a timeout.
 //!
 //! A request in flight when the controller changes (a worker update) fails with
-//! [`LinkError::ControllerChanged`]; the client sends it once more to the new controller.
+//! [`LinkError::ControllerChanged`]; the client sends a read once more to the new controller,
+//! and fails a write with `worker_unavailable` (it may have been committed already).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -166,7 +167,7 @@ impl WorkerLink {
     }
 
     /// A new worker controls the page: every request in flight fails with
-    /// [`LinkError::ControllerChanged`] so that it is sent again to the new one.
+    /// [`LinkError::ControllerChanged`] (the client resends reads, not writes).
     pub fn controller_changed(&self) {
         let waiting: Vec<Function> = self
             .in_flight

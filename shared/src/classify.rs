@@ -23,6 +23,17 @@ pub enum HttpOutcome {
     },
 }
 
+/// Whether a failed attempt says something about the entries, so that it counts toward
+/// `max_attempts`; or only that the server could not be reached (no answer, `429`, `502`,
+/// `503`, `504`: an outage or a gateway in front of a down server), which is left to
+/// `max_age_ms` so that an outage never dead-letters the queue.
+pub fn counts_toward_attempts(outcome: &HttpOutcome) -> bool {
+    match outcome {
+        HttpOutcome::Network { .. } => false,
+        HttpOutcome::Response { status, .. } => !matches!(status, 429 | 502 | 503 | 504),
+    }
+}
+
 /// What to do after a push attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushAction {
@@ -225,7 +236,8 @@ pub enum CapturedAction {
         code: &'static str,
         message: String,
     },
-    /// 401/403: stop and report auth.
+    /// Not produced any more (401/403 on a captured route are dead-lettered like any other
+    /// 4xx); kept so that matching code still compiles.
     AuthStop { status: u16, message: String },
     /// Any other 4xx: dead-letter.
     DeadLetter { reason: String },
@@ -255,10 +267,8 @@ pub fn classify_captured(outcome: &HttpOutcome, now: Millis) -> CapturedAction {
     };
     match status {
         200..=299 => CapturedAction::Ack,
-        401 | 403 => CapturedAction::AuthStop {
-            status,
-            message: auth_detail(body),
-        },
+        // 401/403 go to dead like any other 4xx: the replay carries the Authorization header
+        // frozen at capture time, so waiting for a new config would stop the outbox forever.
         408 => retry("timeout", "the server timed out"),
         429 => retry("rate_limited", "the server is rate limiting"),
         503 => retry("unavailable", "the server is unavailable"),
@@ -562,6 +572,20 @@ mod tests {
     }
 
     #[test]
+    fn only_failures_that_reached_a_working_server_count_toward_attempts() {
+        let network = HttpOutcome::Network {
+            message: "refused".into(),
+        };
+        assert!(!counts_toward_attempts(&network));
+        for status in [429, 502, 503, 504] {
+            assert!(!counts_toward_attempts(&resp(status, "")), "{status}");
+        }
+        for status in [200, 400, 408, 500, 501, 599] {
+            assert!(counts_toward_attempts(&resp(status, "")), "{status}");
+        }
+    }
+
+    #[test]
     fn timeouts_and_server_errors_back_off() {
         assert_eq!(code_of(&classify_push(&resp(408, ""), 3, NOW)), "timeout");
         for status in [500, 502, 504, 599] {
@@ -693,25 +717,31 @@ mod tests {
             PushAction::AuthStop { status: 401, message } if message == "no details given"
         ));
         assert!(matches!(
-            classify_captured(&resp(403, " <h1>Forbidden</h1> "), NOW),
-            CapturedAction::AuthStop { status: 403, message } if message == "<h1>Forbidden</h1>"
-        ));
-        assert!(matches!(
-            classify_captured(&resp(401, &error_body("auth", "token expired")), NOW),
-            CapturedAction::AuthStop { status: 401, message } if message == "auth: token expired"
+            classify_push(&resp(403, &error_body("auth", "token expired")), 1, NOW),
+            PushAction::AuthStop { status: 403, message } if message == "auth: token expired"
         ));
     }
 
     #[test]
-    fn a_captured_request_stops_on_auth_failure() {
-        assert!(matches!(
+    fn a_captured_request_refused_with_401_or_403_is_dead_lettered_not_an_outbox_stop() {
+        assert_eq!(
             classify_captured(&resp(401, ""), NOW),
-            CapturedAction::AuthStop { status: 401, .. }
-        ));
-        assert!(matches!(
-            classify_captured(&resp(403, ""), NOW),
-            CapturedAction::AuthStop { status: 403, .. }
-        ));
+            CapturedAction::DeadLetter {
+                reason: "HTTP 401".into()
+            }
+        );
+        assert_eq!(
+            classify_captured(&resp(403, " <h1>Forbidden</h1> "), NOW),
+            CapturedAction::DeadLetter {
+                reason: "HTTP 403: <h1>Forbidden</h1>".into()
+            }
+        );
+        assert_eq!(
+            classify_captured(&resp(401, &error_body("auth", "token expired")), NOW),
+            CapturedAction::DeadLetter {
+                reason: "HTTP 401: token expired".into()
+            }
+        );
     }
 
     #[test]

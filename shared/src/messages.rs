@@ -31,6 +31,10 @@ pub mod codes {
     pub const NOT_FOUND: &str = "not_found";
     pub const NETWORK: &str = "network";
     pub const SERVER_ERROR: &str = "server_error";
+    /// The server is rate limiting (429); never counts toward `max_attempts`.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The server is unavailable (503); never counts toward `max_attempts`.
+    pub const UNAVAILABLE: &str = "unavailable";
     pub const AUTH: &str = "auth";
     pub const BAD_RESPONSE: &str = "bad_response";
     pub const BAD_SNAPSHOT: &str = "bad_snapshot";
@@ -41,6 +45,23 @@ pub mod codes {
 
 /// Largest message a worker accepts from a page, in bytes of JSON (a 1 MiB value plus room).
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest `restore` message a worker accepts: a snapshot of up to
+/// [`crate::snapshot::MAX_SNAPSHOT_BYTES`] plus the envelope (JSON escaping may add some more).
+pub const MAX_RESTORE_MESSAGE_BYTES: usize = crate::snapshot::MAX_SNAPSHOT_BYTES + 1024 * 1024;
+
+/// The size limit for a message of this request type (`restore` may carry a whole snapshot).
+pub fn message_limit(request: &Request) -> usize {
+    match request {
+        Request::Restore { .. } => MAX_RESTORE_MESSAGE_BYTES,
+        _ => MAX_MESSAGE_BYTES,
+    }
+}
+
+/// Smallest `retry.base_delay_ms` a worker accepts.
+pub const MIN_BASE_DELAY_MS: u64 = 100;
+/// Smallest periodic-sync or scheduled-export interval a worker accepts (one minute).
+pub const MIN_INTERVAL_MS: u64 = 60_000;
 
 /// Configuration set by the page and persisted by the worker in `meta`,
 /// so the worker can sync with no page open.
@@ -74,6 +95,79 @@ impl Default for Config {
             periodic_interval_ms: None,
             export_interval_ms: None,
         }
+    }
+}
+
+impl Config {
+    /// The rules a configuration must satisfy before a worker takes it: a `server_url` that is
+    /// empty or an absolute `http(s)` URL, `batch_size` 1..=1000, `retry.base_delay_ms` ≥ 100
+    /// and `retry.max_delay_ms` ≥ it, intervals of at least a minute, capture routes that are
+    /// paths (start with `/`), a token without control characters. `Err` says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let max_batch = crate::validate::MAX_BATCH_MUTATIONS as u32;
+        if !(1..=max_batch).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size must be 1..={max_batch} (got {})",
+                self.batch_size
+            ));
+        }
+        if !self.server_url.is_empty() {
+            let rest = self
+                .server_url
+                .strip_prefix("http://")
+                .or_else(|| self.server_url.strip_prefix("https://"));
+            let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+            let ok = host.is_some_and(|h| {
+                !h.is_empty() && !h.contains(['@', ' ']) && !h.chars().any(char::is_control)
+            });
+            if !ok {
+                return Err(format!(
+                    "server_url must be an http:// or https:// URL with a host (got {:?})",
+                    self.server_url
+                ));
+            }
+        }
+        if let Some(r) = self.capture_routes.iter().find(|r| !r.starts_with('/')) {
+            return Err(format!(
+                "capture route {r:?} must be a path starting with /"
+            ));
+        }
+        let retry = &self.retry;
+        if retry.base_delay_ms < MIN_BASE_DELAY_MS {
+            return Err(format!(
+                "retry.base_delay_ms must be at least {MIN_BASE_DELAY_MS} (got {})",
+                retry.base_delay_ms
+            ));
+        }
+        if retry.max_delay_ms < retry.base_delay_ms {
+            return Err(format!(
+                "retry.max_delay_ms ({}) must be at least retry.base_delay_ms ({})",
+                retry.max_delay_ms, retry.base_delay_ms
+            ));
+        }
+        for (name, v) in [
+            ("periodic_interval_ms", self.periodic_interval_ms),
+            ("export_interval_ms", self.export_interval_ms),
+        ] {
+            if let Some(ms) = v.filter(|ms| *ms < MIN_INTERVAL_MS) {
+                return Err(format!(
+                    "{name} must be at least {MIN_INTERVAL_MS} ms or absent (got {ms})"
+                ));
+            }
+        }
+        if self
+            .token
+            .as_deref()
+            .is_some_and(|t| t.chars().any(char::is_control))
+        {
+            return Err("token must not contain control characters".into());
+        }
+        Ok(())
+    }
+
+    /// Whether `other` talks to a different server (URL or credentials).
+    pub fn endpoint_differs(&self, other: &Config) -> bool {
+        self.server_url != other.server_url || self.token != other.token
     }
 }
 
@@ -248,14 +342,19 @@ impl MessageError {
 
 /// Parse a page's message. On error, also returns the request id when one could be read,
 /// so the reply can still be matched.
+///
+/// Messages are at most [`MAX_MESSAGE_BYTES`], except `restore`, which may be up to
+/// [`MAX_RESTORE_MESSAGE_BYTES`] (checked with a cheap parse that skips the snapshot text).
 pub fn parse_request(text: &str) -> Result<RequestEnvelope, (Option<u64>, MessageError)> {
     if text.len() > MAX_MESSAGE_BYTES {
-        return Err((
-            None,
-            MessageError::TooLarge {
-                limit: MAX_MESSAGE_BYTES,
-            },
-        ));
+        let too_large = |limit| Err((None, MessageError::TooLarge { limit }));
+        if text.len() > MAX_RESTORE_MESSAGE_BYTES || !is_restore(text) {
+            return too_large(if text.len() > MAX_RESTORE_MESSAGE_BYTES {
+                MAX_RESTORE_MESSAGE_BYTES
+            } else {
+                MAX_MESSAGE_BYTES
+            });
+        }
     }
     let raw: Value =
         serde_json::from_str(text).map_err(|e| (None, MessageError::Malformed(e.to_string())))?;
@@ -266,6 +365,20 @@ pub fn parse_request(text: &str) -> Result<RequestEnvelope, (Option<u64>, Messag
         }
     }
     serde_json::from_value(raw).map_err(|e| (id, MessageError::Malformed(e.to_string())))
+}
+
+/// Whether a message is a `restore` request, without building its (large) text.
+fn is_restore(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        request: Kind,
+    }
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Probe>(text).is_ok_and(|p| p.request.kind == "restore")
 }
 
 /// Millisecond timestamp helper for messages that carry one.
@@ -306,6 +419,92 @@ mod tests {
         let big = "x".repeat(MAX_MESSAGE_BYTES + 1);
         let (_, err) = parse_request(&big).unwrap_err();
         assert_eq!(err.code(), codes::VALUE_TOO_LARGE);
+    }
+
+    fn restore_message(text_len: usize) -> String {
+        serde_json::to_string(&RequestEnvelope {
+            v: MESSAGE_VERSION,
+            id: 5,
+            request: Request::Restore {
+                text: "x".repeat(text_len),
+                dry_run: true,
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_restore_message_may_carry_a_snapshot_larger_than_the_general_limit() {
+        let text = restore_message(MAX_MESSAGE_BYTES + 10);
+        let env = parse_request(&text).expect("a 2 MiB+ restore is accepted");
+        assert!(matches!(env.request, Request::Restore { .. }));
+        let put = format!(
+            r#"{{"v":1,"id":1,"request":{{"type":"put","collection":"notes","key":"k","value":"{}"}}}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(
+            parse_request(&put).unwrap_err().1,
+            MessageError::TooLarge {
+                limit: MAX_MESSAGE_BYTES
+            }
+        );
+        let huge = restore_message(MAX_RESTORE_MESSAGE_BYTES);
+        assert_eq!(
+            parse_request(&huge).unwrap_err().1,
+            MessageError::TooLarge {
+                limit: MAX_RESTORE_MESSAGE_BYTES
+            }
+        );
+        assert_eq!(
+            message_limit(&Request::Restore {
+                text: String::new(),
+                dry_run: false
+            }),
+            MAX_RESTORE_MESSAGE_BYTES
+        );
+        assert_eq!(message_limit(&Request::Status), MAX_MESSAGE_BYTES);
+    }
+
+    fn valid() -> Config {
+        Config {
+            server_url: "https://sync.example:8443/base".into(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_config_with_tiny_retry_delays_or_intervals_or_a_bad_url_is_refused() {
+        valid().check().unwrap();
+        Config::default().check().unwrap();
+        let bad = |f: &dyn Fn(&mut Config)| {
+            let mut c = valid();
+            f(&mut c);
+            c.check().expect_err("refused")
+        };
+        bad(&|c| c.retry.base_delay_ms = 0);
+        bad(&|c| {
+            c.retry.base_delay_ms = 0;
+            c.retry.max_delay_ms = 0;
+        });
+        bad(&|c| c.retry.base_delay_ms = 99);
+        bad(&|c| c.retry.max_delay_ms = c.retry.base_delay_ms - 1);
+        bad(&|c| c.batch_size = 0);
+        bad(&|c| c.batch_size = 1001);
+        bad(&|c| c.periodic_interval_ms = Some(59_999));
+        bad(&|c| c.export_interval_ms = Some(1));
+        bad(&|c| c.server_url = "ftp://x".into());
+        bad(&|c| c.server_url = "http://".into());
+        bad(&|c| c.server_url = "sync.example".into());
+        bad(&|c| c.capture_routes = vec!["*".into()]);
+        bad(&|c| c.capture_routes = vec!["api/*".into()]);
+        bad(&|c| c.token = Some("a\nb".into()));
+        let mut ok = valid();
+        ok.retry.base_delay_ms = 100;
+        ok.retry.max_delay_ms = 100;
+        ok.periodic_interval_ms = Some(60_000);
+        ok.export_interval_ms = Some(86_400_000);
+        ok.capture_routes = vec!["/api/*".into()];
+        ok.check().unwrap();
     }
 
     #[test]

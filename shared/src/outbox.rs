@@ -24,14 +24,23 @@
 //! - `Retry-After` is a floor no trigger may jump; plain backoff (full jitter via
 //!   [`RetryPolicy`]) may be cut short by an explicit trigger (sync event, online, manual);
 //! - entries that ran out of attempts or age are dead-lettered before being sent;
-//! - `401` / `403` stop everything until the configuration changes;
+//! - `401` / `403` on a push stop everything until the configuration changes (on a captured
+//!   request they dead-letter it: its frozen `Authorization` header will never get better);
+//! - "server unreachable" failures (no answer, `429`, `502`, `503`, `504`; see
+//!   [`counts_toward_attempts`]) never count toward `max_attempts` (an outage must not
+//!   dead-letter the queue; `max_age_ms` bounds them); every other failure does;
+//! - the next batch is read after the contiguous prefix of entries that left the outbox, and only
+//!   once that removal is committed;
 //! - a `200` whose results do not match the batch seq for seq is a `bad_response` and backs off.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{classify_captured, classify_push, CapturedAction, HttpOutcome, PushAction};
+use crate::classify::{
+    classify_captured, classify_push, counts_toward_attempts, CapturedAction, HttpOutcome,
+    PushAction,
+};
 use crate::messages::codes;
 use crate::protocol::{CurrentEntity, Millis, Mutation, MutationResult, PushRequest};
 use crate::retry::{RandomSource, RetryPolicy};
@@ -138,6 +147,12 @@ pub struct RecordPlan {
     /// When every removed seq is one contiguous run of the store (`ack` ∪ `dead` is the whole
     /// batch read in seq order), the inclusive range to delete with one key-range delete.
     pub remove_range: Option<(u64, u64)>,
+    /// Every seq that was sent in this attempt (whatever came of it): each one's delivery-try
+    /// counter goes up by one, so a dead letter reports how often it was really tried.
+    pub tried: Vec<u64>,
+    /// A `Retry-After` floor to persist (`meta`), so that a restarted worker honours it too;
+    /// `None` clears it.
+    pub not_before: Option<Millis>,
 }
 
 impl RecordPlan {
@@ -196,10 +211,21 @@ pub enum FlusherState {
 enum State {
     Idle,
     Loading,
-    Sending { batch: Vec<QueuedEntry> },
-    Recording { next: AfterRecord },
+    Sending {
+        batch: Vec<QueuedEntry>,
+    },
+    Recording {
+        next: AfterRecord,
+        /// Seqs the plan touches (never coalesced away before it is committed).
+        seqs: Vec<u64>,
+        /// `acked_through` once the plan is committed.
+        advance_to: Option<u64>,
+    },
     Pulling,
-    WaitingRetry { until: Millis, floor: Millis },
+    WaitingRetry {
+        until: Millis,
+        floor: Millis,
+    },
     AuthStopped,
 }
 
@@ -314,14 +340,17 @@ impl Flusher {
         let expired: Vec<(u64, String)> = entries
             .iter()
             .filter(|e| self.policy.gives_up(e.attempts, e.created_at, now))
-            .map(|e| (e.seq, format!("gave up after {} attempts", e.attempts)))
+            .map(|e| (e.seq, self.give_up_reason(e)))
             .collect();
         if !expired.is_empty() {
+            let advance_to = removed_prefix_end(entries.iter().map(|e| e.seq), |s| {
+                expired.iter().any(|(d, _)| *d == s)
+            });
             let plan = RecordPlan {
                 dead: expired,
                 ..RecordPlan::default()
             };
-            self.record(plan, AfterRecord::Continue);
+            self.record(plan, AfterRecord::Continue, advance_to);
             return;
         }
         let batch: Vec<QueuedEntry> = match &entries[0].item {
@@ -375,11 +404,31 @@ impl Flusher {
                         resp.results.len(),
                         seqs.len()
                     );
-                    self.fail(now, &seqs, codes::BAD_RESPONSE, msg, None, rng);
+                    self.fail(now, &seqs, codes::BAD_RESPONSE, msg, None, true, rng);
                     return;
                 }
                 let mut plan = RecordPlan::default();
-                for (r, e) in resp.results.into_iter().zip(&batch) {
+                // A conflict is adopted only when no later entry of the same entity in this
+                // batch delivered our own write (else an older server value would win).
+                let mut last_delivered: HashMap<(&str, &str), usize> = HashMap::new();
+                for (i, (r, e)) in resp.results.iter().zip(&batch).enumerate() {
+                    let ours = matches!(
+                        r,
+                        MutationResult::Applied { .. } | MutationResult::Duplicate { .. }
+                    );
+                    if let (Some(ent), true) = (e.entity(), ours) {
+                        last_delivered.insert(ent, i);
+                    }
+                }
+                let adopt_ok: Vec<bool> = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        e.entity()
+                            .is_some_and(|ent| last_delivered.get(&ent).is_none_or(|&j| j < i))
+                    })
+                    .collect();
+                for ((r, e), may_adopt) in resp.results.into_iter().zip(&batch).zip(adopt_ok) {
                     match r {
                         MutationResult::Applied { seq, version } => {
                             plan.ack.push(seq);
@@ -388,7 +437,7 @@ impl Flusher {
                         MutationResult::Duplicate { seq } => plan.ack.push(seq),
                         MutationResult::Conflict { seq, current } => {
                             plan.ack.push(seq);
-                            if let Some((c, k)) = e.entity() {
+                            if let (Some((c, k)), true) = (e.entity(), may_adopt) {
                                 plan.adopt.push((c.to_owned(), k.to_owned(), current));
                             }
                         }
@@ -402,10 +451,12 @@ impl Flusher {
                 code,
                 message,
             } => {
-                self.fail(now, &seqs, code, message, Some(delay_ms), rng);
+                let counts = counts_toward_attempts(outcome);
+                self.fail(now, &seqs, code, message, Some(delay_ms), counts, rng);
             }
             PushAction::Backoff { code, message } => {
-                self.fail(now, &seqs, code, message, None, rng)
+                let counts = counts_toward_attempts(outcome);
+                self.fail(now, &seqs, code, message, None, counts, rng);
             }
             PushAction::HalveBatch { code, message } => {
                 if batch.len() > 1 {
@@ -459,7 +510,8 @@ impl Flusher {
                 code,
                 message,
             } => {
-                self.fail(now, &seqs, code, message, retry_after_ms, rng);
+                let counts = counts_toward_attempts(outcome);
+                self.fail(now, &seqs, code, message, retry_after_ms, counts, rng);
             }
             CapturedAction::AuthStop { status, message } => self.auth_stop(now, status, message),
             CapturedAction::DeadLetter { reason } => {
@@ -474,16 +526,28 @@ impl Flusher {
 
     /// The last [`Action::Record`] committed (`Ok`) or failed (`Err(message)`).
     pub fn handle_recorded(&mut self, now: Millis, result: Result<(), String>) {
-        let State::Recording { next } = self.state else {
+        let State::Recording {
+            next, advance_to, ..
+        } = self.state
+        else {
             return;
         };
         if let Err(message) = result {
-            // Nothing was written: the entries are still in the outbox. Try again later.
+            // Nothing was written: the entries are still in the outbox (and `acked_through`
+            // did not move). Try again later, never before a Retry-After floor.
             self.set_error(now, codes::STORAGE_ERROR, message);
-            let until = now + self.policy.base_delay_ms.max(1000) as i64;
-            self.state = State::WaitingRetry { until, floor: now };
+            let floor = match next {
+                AfterRecord::Wait { floor, .. } => floor,
+                _ => now,
+            };
+            let delay = i64::try_from(self.policy.base_delay_ms.max(1000)).unwrap_or(i64::MAX);
+            let until = now.saturating_add(delay).max(floor);
+            self.state = State::WaitingRetry { until, floor };
             self.actions.push_back(Action::ScheduleWake { at: until });
             return;
+        }
+        if let Some(seq) = advance_to {
+            self.acked_through = self.acked_through.max(seq);
         }
         match next {
             AfterRecord::Continue => {
@@ -532,11 +596,35 @@ impl Flusher {
     }
 
     /// The configuration changed: new batch size and policy, and an auth stop is lifted.
+    /// A backoff (even a `Retry-After` floor) is lifted too: use
+    /// [`Flusher::handle_config_update`] when the server may be the same.
     pub fn handle_config_changed(&mut self, batch_size: u32, policy: RetryPolicy) {
+        self.handle_config_update(batch_size, policy, true);
+    }
+
+    /// The configuration changed. `endpoint_changed`: the server URL or the token differs, so
+    /// a `Retry-After` floor of the old server no longer applies. Otherwise a plain backoff is
+    /// cut short but the floor is kept (pages send their config on every load).
+    pub fn handle_config_update(
+        &mut self,
+        batch_size: u32,
+        policy: RetryPolicy,
+        endpoint_changed: bool,
+    ) {
         self.config_batch =
             batch_size.clamp(1, crate::validate::MAX_BATCH_MUTATIONS as u32) as usize;
         self.batch_limit = self.config_batch;
         self.policy = policy;
+        if let State::WaitingRetry { floor, .. } = self.state {
+            if !endpoint_changed {
+                self.state = State::WaitingRetry {
+                    until: floor,
+                    floor,
+                };
+                self.attempt = 0;
+                return;
+            }
+        }
         if matches!(self.state, State::AuthStopped | State::WaitingRetry { .. }) {
             self.state = State::Idle;
             self.attempt = 0;
@@ -546,6 +634,42 @@ impl Flusher {
                 .is_some_and(|e| e.code == codes::AUTH)
             {
                 self.last_error = None;
+            }
+        }
+    }
+
+    /// The batch asked for by [`Action::LoadBatch`] could not be read (a storage error): back
+    /// off and try again (never treated as an empty outbox).
+    pub fn handle_batch_failed(
+        &mut self,
+        now: Millis,
+        code: &str,
+        message: impl Into<String>,
+        rng: &mut dyn RandomSource,
+    ) {
+        if !matches!(self.state, State::Loading) {
+            return;
+        }
+        self.attempt = self.attempt.saturating_add(1);
+        self.last_attempt_failed = true;
+        self.set_error(now, code, message.into());
+        let delay = self.policy.delay_ms(self.attempt, None, rng).max(1);
+        let until = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+        self.state = State::WaitingRetry { until, floor: now };
+        self.again = false;
+        self.actions.push_back(Action::ScheduleWake { at: until });
+        self.actions.push_back(Action::RegisterSync);
+    }
+
+    /// Seed a persisted `Retry-After` floor (after a restart): while `now` is before it, no
+    /// trigger starts a flush; the wake-up is at the floor.
+    pub fn restore_not_before(&mut self, now: Millis, not_before: Option<Millis>) {
+        if let (Some(at), State::Idle) = (not_before, &self.state) {
+            if at > now {
+                self.state = State::WaitingRetry {
+                    until: at,
+                    floor: at,
+                };
             }
         }
     }
@@ -594,11 +718,24 @@ impl Flusher {
         )
     }
 
-    /// Seqs on the wire right now (never coalesced away).
+    /// Seqs between their load and the commit of their result: on the wire or being recorded
+    /// (never coalesced away). See also [`Flusher::coalesce_guard`].
     pub fn in_flight(&self) -> Vec<u64> {
         match &self.state {
             State::Sending { batch } => batch.iter().map(|e| e.seq).collect(),
+            State::Recording { seqs, .. } => seqs.clone(),
             _ => Vec::new(),
+        }
+    }
+
+    /// What a new write must not coalesce away right now: the entries in flight or being
+    /// recorded, and while a batch is being read, every entry it may read. The shell adds
+    /// the capture barrier it keeps in storage.
+    pub fn coalesce_guard(&self) -> CoalesceGuard {
+        CoalesceGuard {
+            in_flight: self.in_flight(),
+            loading_after: matches!(self.state, State::Loading).then_some(self.acked_through),
+            barrier: 0,
         }
     }
 
@@ -651,10 +788,7 @@ impl Flusher {
         });
     }
 
-    fn record(&mut self, mut plan: RecordPlan, next: AfterRecord) {
-        if let Some(max) = plan.removed().max() {
-            self.acked_through = self.acked_through.max(max);
-        }
+    fn record(&mut self, mut plan: RecordPlan, next: AfterRecord, advance_to: Option<u64>) {
         if plan.remove_range.is_none() {
             let mut removed: Vec<u64> = plan.removed().collect();
             removed.sort_unstable();
@@ -664,8 +798,33 @@ impl Flusher {
                 }
             }
         }
-        self.state = State::Recording { next };
+        let mut seqs: Vec<u64> = plan
+            .removed()
+            .chain(plan.bump_attempts.iter().copied())
+            .chain(plan.tried.iter().copied())
+            .collect();
+        if let State::Sending { batch } = &self.state {
+            seqs.extend(batch.iter().map(|e| e.seq));
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.state = State::Recording {
+            next,
+            seqs,
+            advance_to,
+        };
         self.actions.push_back(Action::Record(plan));
+    }
+
+    fn give_up_reason(&self, e: &QueuedEntry) -> String {
+        if self.policy.max_attempts > 0 && e.attempts >= self.policy.max_attempts {
+            format!("gave up after {} failed attempts", e.attempts)
+        } else {
+            format!(
+                "gave up: not delivered within {} s",
+                self.policy.max_age_ms / 1000
+            )
+        }
     }
 
     fn batch_is(&self, removed: &[u64]) -> bool {
@@ -677,7 +836,12 @@ impl Flusher {
         }
     }
 
-    fn succeed(&mut self, now: Millis, _seqs: &[u64], plan: RecordPlan) {
+    fn succeed(&mut self, now: Millis, seqs: &[u64], mut plan: RecordPlan) {
+        plan.tried = seqs.to_vec();
+        let advance_to = {
+            let removed: Vec<u64> = plan.removed().collect();
+            removed_prefix_end(seqs.iter().copied(), |s| removed.contains(&s))
+        };
         self.attempt = 0;
         self.last_attempt_failed = false;
         self.last_synced_at = Some(now);
@@ -690,9 +854,10 @@ impl Flusher {
         }
         // Grow back towards the configured batch size after halving.
         self.batch_limit = (self.batch_limit * 2).min(self.config_batch);
-        self.record(plan, AfterRecord::Continue);
+        self.record(plan, AfterRecord::Continue, advance_to);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fail(
         &mut self,
         now: Millis,
@@ -700,6 +865,7 @@ impl Flusher {
         code: &str,
         message: String,
         retry_after_ms: Option<u64>,
+        counts: bool,
         rng: &mut dyn RandomSource,
     ) {
         self.attempt = self.attempt.saturating_add(1);
@@ -710,12 +876,18 @@ impl Flusher {
         let floor = retry_after_ms.map_or(now, |ra| {
             now.saturating_add(i64::try_from(ra).unwrap_or(i64::MAX))
         });
+        // An unreachable server says nothing about the entries (`counts` is false): leave
+        // those to `max_age_ms`.
         let plan = RecordPlan {
-            bump_attempts: seqs.to_vec(),
+            bump_attempts: if counts { seqs.to_vec() } else { Vec::new() },
+            tried: seqs.to_vec(),
+            not_before: (floor > now).then_some(floor),
             ..RecordPlan::default()
         };
         self.state = State::Recording {
             next: AfterRecord::Wait { until, floor },
+            seqs: seqs.to_vec(),
+            advance_to: None,
         };
         self.actions.push_back(Action::Record(plan));
     }
@@ -727,8 +899,11 @@ impl Flusher {
             codes::AUTH,
             format!("the server refused the credentials ({status}): {message}"),
         );
+        let seqs = self.in_flight();
         self.state = State::Recording {
             next: AfterRecord::Auth,
+            seqs,
+            advance_to: None,
         };
         self.actions
             .push_back(Action::Record(RecordPlan::default()));
@@ -821,9 +996,54 @@ pub fn superseded(existing: &[u64], in_flight: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+/// What a new write may not coalesce away (see [`Flusher::coalesce_guard`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CoalesceGuard {
+    /// Seqs on the wire or being recorded.
+    pub in_flight: Vec<u64>,
+    /// While a batch is read: every seq after this one may be in it.
+    pub loading_after: Option<u64>,
+    /// The highest seq of a captured request still queued: entries at or below it stay (a
+    /// newer write must not reach across a captured request, which may depend on them).
+    pub barrier: u64,
+}
+
+/// [`superseded`] with every guard: of the queued entries of the same entity (`existing`),
+/// those the newer write may drop.
+pub fn coalescable(existing: &[u64], guard: &CoalesceGuard) -> Vec<u64> {
+    superseded(existing, &guard.in_flight)
+        .into_iter()
+        .filter(|s| *s > guard.barrier)
+        .filter(|s| guard.loading_after.is_none_or(|after| *s <= after))
+        .collect()
+}
+
+/// The last seq of the leading run of `seqs` (in seq order) that `removed` holds: how far the
+/// next batch may start without skipping an entry that is still queued.
+fn removed_prefix_end(
+    seqs: impl Iterator<Item = u64>,
+    removed: impl Fn(u64) -> bool,
+) -> Option<u64> {
+    let mut end = None;
+    for s in seqs {
+        if !removed(s) {
+            break;
+        }
+        end = Some(s);
+    }
+    end
+}
+
 /// The coalescing rule over a whole queue: keep only the newest not-in-flight mutation of each
-/// entity (captured requests and in-flight entries are never dropped), order of seqs preserved.
+/// entity (captured requests and in-flight entries are never dropped, nor any entry queued
+/// before a captured request), order of seqs preserved.
 pub fn coalesce(entries: Vec<QueuedEntry>, in_flight: &[u64]) -> Vec<QueuedEntry> {
+    let barrier = entries
+        .iter()
+        .filter(|e| e.entity().is_none())
+        .map(|e| e.seq)
+        .max()
+        .unwrap_or(0);
     let mut newest: HashMap<(String, String), u64> = HashMap::new();
     for e in &entries {
         if let Some((c, k)) = e.entity() {
@@ -835,7 +1055,8 @@ pub fn coalesce(entries: Vec<QueuedEntry>, in_flight: &[u64]) -> Vec<QueuedEntry
         .into_iter()
         .filter(|e| match e.entity() {
             Some((c, k)) => {
-                in_flight.contains(&e.seq)
+                e.seq < barrier
+                    || in_flight.contains(&e.seq)
                     || newest.get(&(c.to_owned(), k.to_owned())) == Some(&e.seq)
             }
             None => true,

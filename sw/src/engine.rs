@@ -33,6 +33,9 @@ use crate::store::{NewEntry, Store};
 
 type Slot = Rc<RefCell<Option<Result<u64, SwError>>>>;
 
+/// How long after a `lastChance` sync handler the engine registers a new sync.
+const LAST_CHANCE_REREGISTER_MS: i64 = 1_000;
+
 struct Job {
     entry: NewEntry,
     slot: Slot,
@@ -58,6 +61,9 @@ pub struct Engine {
     in_sync_handler: Cell<bool>,
     last_status: RefCell<Option<Status>>,
     me: RefCell<Weak<Engine>>,
+    sync_registrations: Cell<u64>,
+    /// The re-registration after a `lastChance` sync (runs once the handler has settled).
+    reregister: RefCell<Option<Timeout>>,
 }
 
 fn detail(e: SwError) -> ErrorDetail {
@@ -68,41 +74,10 @@ fn invalid_config(message: impl Into<String>) -> SwError {
     SwError::coded(codes::INVALID_CONFIG, message)
 }
 
-/// The configuration rules a page's `configure` must satisfy.
+/// The configuration rules a page's `configure` must satisfy ([`Config::check`]: retry
+/// delays, batch size, intervals, server URL, capture routes, token).
 pub fn validate_config(c: &Config) -> Result<(), SwError> {
-    if !(1..=validate::MAX_BATCH_MUTATIONS as u32).contains(&c.batch_size) {
-        return Err(invalid_config(format!(
-            "batch_size must be 1..=1000 (got {})",
-            c.batch_size
-        )));
-    }
-    let url_ok = c.server_url.is_empty()
-        || c.server_url.starts_with("http://")
-        || c.server_url.starts_with("https://");
-    if !url_ok {
-        return Err(invalid_config(
-            "server_url must start with http:// or https://",
-        ));
-    }
-    if let Some(r) = c
-        .capture_routes
-        .iter()
-        .find(|r| !(r.starts_with('/') || r.starts_with('*')))
-    {
-        return Err(invalid_config(format!(
-            "capture route {r:?} must start with / or *"
-        )));
-    }
-    if c.periodic_interval_ms == Some(0) || c.export_interval_ms == Some(0) {
-        return Err(invalid_config("intervals must be positive"));
-    }
-    if c.token
-        .as_deref()
-        .is_some_and(|t| t.chars().any(|ch| ch.is_control()))
-    {
-        return Err(invalid_config("token must not contain control characters"));
-    }
-    Ok(())
+    c.check().map_err(invalid_config)
 }
 
 impl Engine {
@@ -129,6 +104,8 @@ impl Engine {
             m.config.retry.clone(),
         );
         flusher.restore_history(m.last_error.clone(), m.last_synced_at);
+        // A Retry-After floor outlives the worker: a restarted one honours it.
+        flusher.restore_not_before(now(), m.not_before);
         let counts = StoreCounts {
             pending,
             dead,
@@ -154,8 +131,11 @@ impl Engine {
             in_sync_handler: Cell::new(false),
             last_status: RefCell::new(None),
             me: RefCell::new(Weak::new()),
+            sync_registrations: Cell::new(0),
+            reregister: RefCell::new(None),
         });
         *engine.me.borrow_mut() = Rc::downgrade(&engine);
+        engine.arm_timer();
         Ok(engine)
     }
 
@@ -189,13 +169,27 @@ impl Engine {
         self.pushes.get()
     }
 
+    /// How many times this engine asked the browser for a Background Sync (tests, diagnostics).
+    pub fn sync_register_count(&self) -> u64 {
+        self.sync_registrations.get()
+    }
+
+    async fn register_sync(&self) {
+        self.sync_registrations
+            .set(self.sync_registrations.get() + 1);
+        bindings::register_sync().await;
+    }
+
     /// Close the database connection (the engine is unusable afterwards).
     pub fn close(&self) {
         self.timer.borrow_mut().take();
+        self.reregister.borrow_mut().take();
         self.store.close();
     }
 
-    /// Whether the fetch handler should capture this request (a non-GET to a configured route).
+    /// Whether the fetch handler should capture this request: a non-GET to a configured route,
+    /// of this worker's own origin or the configured server's (never a third party's: its
+    /// `Authorization` header would be stored and replayed).
     pub fn wants(&self, url: &str, method: &str) -> bool {
         if matches!(
             method.to_ascii_uppercase().as_str(),
@@ -210,6 +204,16 @@ impl Engine {
         let Ok(u) = web_sys::Url::new(url) else {
             return false;
         };
+        let origin = u.origin();
+        let own = js::global_prop("location")
+            .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()).ok())
+            .and_then(|o| o.as_string());
+        let server = web_sys::Url::new(&config.server_url)
+            .ok()
+            .map(|s| s.origin());
+        if own.as_deref() != Some(origin.as_str()) && server.as_deref() != Some(origin.as_str()) {
+            return false;
+        }
         let path = u.pathname();
         config
             .capture_routes
@@ -246,9 +250,18 @@ impl Engine {
                 self.store
                     .put_meta(meta::CONFIG, &js::to_js(&config)?)
                     .await?;
-                self.flusher
-                    .borrow_mut()
-                    .handle_config_changed(config.batch_size, config.retry.clone());
+                let endpoint_changed = self.config.borrow().endpoint_differs(&config);
+                if endpoint_changed {
+                    // Another server: the old one's Retry-After does not apply.
+                    self.store
+                        .put_meta(meta::NOT_BEFORE, &JsValue::NULL)
+                        .await?;
+                }
+                self.flusher.borrow_mut().handle_config_update(
+                    config.batch_size,
+                    config.retry.clone(),
+                    endpoint_changed,
+                );
                 let periodic = config.periodic_interval_ms;
                 *self.config.borrow_mut() = config;
                 bindings::set_periodic(periodic).await;
@@ -536,6 +549,20 @@ impl Engine {
                 }
             }
             self.broadcast_status();
+            // The browser dropped the registration: ask again once this handler has settled
+            // (registering from inside it makes Chrome fire it again at once).
+            let weak = Rc::downgrade(self);
+            let timer = Timeout::new(LAST_CHANCE_REREGISTER_MS, move || {
+                if let Some(engine) = weak.upgrade() {
+                    spawn_local(async move {
+                        engine.reregister.borrow_mut().take();
+                        if engine.counts.get().pending > 0 {
+                            engine.register_sync().await;
+                        }
+                    });
+                }
+            });
+            *self.reregister.borrow_mut() = Some(timer);
             return Ok(());
         }
         Err(last.map_or_else(
@@ -601,9 +628,9 @@ impl Engine {
             }
             self.set_saving(true);
             let entries: Vec<NewEntry> = jobs.iter().map(|j| j.entry.clone()).collect();
-            let in_flight = self.flusher.borrow().in_flight();
+            let guard = self.flusher.borrow().coalesce_guard();
             let at = now();
-            let result = self.store.commit_writes(&entries, at, &in_flight).await;
+            let result = self.store.commit_writes(&entries, at, &guard).await;
             self.commits.set(self.commits.get() + 1);
             match result {
                 Ok((seqs, coalesced)) => {
@@ -614,6 +641,18 @@ impl Engine {
                     // a write sees it.
                     c.pending = (c.pending + seqs.len() as u64).saturating_sub(coalesced);
                     self.counts.set(c);
+                    // Every tab hears about local writes too (put, delete, restore).
+                    for job in &jobs {
+                        if let NewEntry::Write {
+                            collection, key, ..
+                        } = &job.entry
+                        {
+                            (self.notify)(&Broadcast::Change {
+                                collection: collection.clone(),
+                                key: key.clone(),
+                            });
+                        }
+                    }
                     for (job, seq) in jobs.into_iter().zip(seqs) {
                         *job.slot.borrow_mut() = Some(Ok(seq));
                         job.done.fire();
@@ -635,8 +674,9 @@ impl Engine {
                 let me = self.clone();
                 spawn_local(async move { me.commit_loop().await });
             }
-            spawn_local(async {
-                bindings::register_sync().await;
+            let me = self.clone();
+            spawn_local(async move {
+                me.register_sync().await;
             });
             self.kick(Trigger::Write);
         }
@@ -712,10 +752,14 @@ impl Engine {
                         entries
                     }
                     Err(e) => {
-                        self.flusher
-                            .borrow_mut()
-                            .report_error(now(), e.code(), e.to_string());
-                        Vec::new()
+                        // Not an empty outbox: back off and read again later.
+                        self.flusher.borrow_mut().handle_batch_failed(
+                            now(),
+                            e.code(),
+                            e.to_string(),
+                            &mut MathRandom,
+                        );
+                        return;
                     }
                 };
                 self.flusher
@@ -766,7 +810,7 @@ impl Engine {
             Action::ScheduleWake { .. } => {}
             Action::RegisterSync => {
                 if !self.in_sync_handler.get() {
-                    bindings::register_sync().await;
+                    self.register_sync().await;
                 }
             }
         }
@@ -776,7 +820,7 @@ impl Engine {
         let at = self.flusher.borrow().poll_timeout();
         let timeout = at.map(|at| {
             let weak = Rc::downgrade(self);
-            Timeout::new(at - now() + 5, move || {
+            Timeout::new(at.saturating_sub(now()).saturating_add(5), move || {
                 let Some(engine) = weak.upgrade() else { return };
                 spawn_local(async move {
                     let started = engine.flusher.borrow_mut().handle_timeout(now());
@@ -910,7 +954,7 @@ impl Engine {
             };
             let page: PullResponse = serde_json::from_str(&resp)
                 .map_err(|e| format!("pull answer is malformed: {e}"))?;
-            let changed = self
+            let (changed, skipped) = self
                 .store
                 .apply_pull(&page.changes, &page.cursor)
                 .await
@@ -918,10 +962,12 @@ impl Engine {
             for (collection, key) in changed {
                 (self.notify)(&Broadcast::Change { collection, key });
             }
-            cursor = page.cursor;
-            if !page.has_more {
+            // A skipped change (its entity had a pending write) is fetched again next time:
+            // the stored cursor stays before it, so stop here.
+            if skipped || !page.has_more {
                 break;
             }
+            cursor = page.cursor;
         }
         Ok(())
     }

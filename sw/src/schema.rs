@@ -3,7 +3,7 @@
 //!
 //! | store       | key                           | value                                               |
 //! |-------------|-------------------------------|-----------------------------------------------------|
-//! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config`, `last_*` |
+//! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config`, `last_*`, `not_before`, `capture_barrier` |
 //! | `outbox`    | `seq` (a JS number, never BigInt) | a mutation or a captured request, `attempts`, `created_at`; index `by_entity` on `[collection, key]` |
 //! | `entities`  | `[collection, key]`           | `value`, `deleted`, `updated_at`, `version`, `pending` |
 //! | `dead`      | `seq`                         | the entry, `reason`, `dead_at`, `attempts`          |
@@ -43,6 +43,11 @@ pub mod meta {
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
     pub const LAST_EXPORTED_AT: &str = "last_exported_at";
     pub const LAST_ERROR: &str = "last_error";
+    /// A persisted `Retry-After` floor (ms since the epoch): no flush before it.
+    pub const NOT_BEFORE: &str = "not_before";
+    /// The highest seq ever given to a captured request: no write coalesces an entry at or
+    /// below it (every entry below a delivered captured request has left the outbox).
+    pub const CAPTURE_BARRIER: &str = "capture_barrier";
 }
 
 /// A seq as an IndexedDB key: a JS number (a BigInt is not a valid key).

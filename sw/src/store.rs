@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use js_sys::Array;
 use rangersync_shared::messages::Config;
-use rangersync_shared::outbox::{superseded, CapturedRequest, Item, QueuedEntry, RecordPlan};
+use rangersync_shared::outbox::{
+    coalescable, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
+};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
 use rangersync_shared::status::LastError;
 use serde::{Deserialize, Serialize};
@@ -25,8 +27,12 @@ pub struct OutboxRecord {
     /// `"mutation"` or `"request"`.
     pub kind: String,
     pub created_at: Millis,
+    /// Failed attempts that count toward `max_attempts`.
     #[serde(default)]
     pub attempts: u32,
+    /// Every time it was sent (whatever came of it); what a dead letter reports.
+    #[serde(default)]
+    pub tries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +60,7 @@ impl OutboxRecord {
             kind: "mutation".into(),
             created_at: now,
             attempts: 0,
+            tries: 0,
             collection: None,
             key: None,
             op: None,
@@ -216,6 +223,8 @@ pub struct MetaState {
     pub last_synced_at: Option<Millis>,
     pub last_exported_at: Option<Millis>,
     pub last_error: Option<LastError>,
+    /// A persisted `Retry-After` floor.
+    pub not_before: Option<Millis>,
 }
 
 fn as_u64(v: &JsValue) -> Option<u64> {
@@ -259,6 +268,7 @@ impl Store {
         let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
         let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
         let last_error = get(meta::LAST_ERROR).await?;
+        let not_before = as_millis(&get(meta::NOT_BEFORE).await?);
         let client_id = match client_id {
             Some(id) => id,
             None => {
@@ -286,6 +296,7 @@ impl Store {
             last_synced_at,
             last_exported_at,
             last_error,
+            not_before,
         })
     }
 
@@ -297,14 +308,15 @@ impl Store {
     }
 
     /// Commit writes in ONE strict transaction: allocate seqs from `next_seq` (in the same
-    /// transaction, so a crash rolls both back), coalesce superseded queued entries that are not
-    /// in flight, put the outbox entries, reflect them in `entities` (pending). Returns the seqs
-    /// and how many queued entries were coalesced away.
+    /// transaction, so a crash rolls both back), coalesce superseded queued entries that the
+    /// `guard` allows (never across a captured request: the barrier is kept in `meta`), put the
+    /// outbox entries, reflect them in `entities` (pending). Returns the seqs and how many
+    /// queued entries were coalesced away.
     pub async fn commit_writes(
         &self,
         entries: &[NewEntry],
         now: Millis,
-        in_flight: &[u64],
+        guard: &CoalesceGuard,
     ) -> Result<(Vec<u64>, u64)> {
         let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES], true)?;
         let m = tx.store(META)?;
@@ -313,11 +325,17 @@ impl Store {
         let mut next = as_u64(&req(m.get(&meta::NEXT_SEQ.into())).await?)
             .unwrap_or(1)
             .max(1);
+        let barrier_before = as_u64(&req(m.get(&meta::CAPTURE_BARRIER.into())).await?).unwrap_or(0);
+        let mut guard = guard.clone();
+        guard.barrier = guard.barrier.max(barrier_before);
         let mut seqs = Vec::with_capacity(entries.len());
         let mut coalesced = 0u64;
         for entry in entries {
             let seq = next;
             next += 1;
+            if matches!(entry, NewEntry::Captured(_)) {
+                guard.barrier = seq;
+            }
             let record = OutboxRecord::new(seq, entry, now);
             if let NewEntry::Write {
                 collection,
@@ -332,7 +350,7 @@ impl Store {
                     .map_err(|e| SwError::from_js(&e))?
                     .get_all_keys_with_key(&entity_key(collection, key)))
                 .await?;
-                for s in superseded(&keys_of(&existing), in_flight) {
+                for s in coalescable(&keys_of(&existing), &guard) {
                     req(outbox.delete(&seq_key(s))).await?;
                     coalesced += 1;
                 }
@@ -364,6 +382,13 @@ impl Store {
         }
         req(m.put_with_key(&(next as f64).into(), &meta::NEXT_SEQ.into())).await?;
         req(m.put_with_key(&(now as f64).into(), &meta::LAST_SAVED_AT.into())).await?;
+        if guard.barrier > barrier_before {
+            req(m.put_with_key(
+                &(guard.barrier as f64).into(),
+                &meta::CAPTURE_BARRIER.into(),
+            ))
+            .await?;
+        }
         tx.commit().await?;
         Ok((seqs, coalesced))
     }
@@ -388,7 +413,11 @@ impl Store {
         let mut corrupt: Vec<(JsValue, u64, String, Value)> = Vec::new();
         for v in Array::from(&raw).iter() {
             let raw_key = js_sys::Reflect::get(&v, &"seq".into()).unwrap_or(JsValue::UNDEFINED);
-            let seq = as_u64(&raw_key).unwrap_or(0);
+            // Only a whole number ≥ 1 is usable as the dead letter's key; else a fresh seq.
+            let seq = raw_key
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= 9_007_199_254_740_991.0)
+                .map_or(0, |f| f as u64);
             match from_js::<OutboxRecord>(v.clone()).and_then(|r| r.to_entry(client_id)) {
                 Ok(e) => entries.push(e),
                 Err(e) => {
@@ -399,9 +428,20 @@ impl Store {
         }
         let mut errors = Vec::new();
         if !corrupt.is_empty() {
-            let tx = Tx::new(&self.db, &[OUTBOX, DEAD], true)?;
-            let (outbox, dead) = (tx.store(OUTBOX)?, tx.store(DEAD)?);
+            let tx = Tx::new(&self.db, &[META, OUTBOX, DEAD], true)?;
+            let (m, outbox, dead) = (tx.store(META)?, tx.store(OUTBOX)?, tx.store(DEAD)?);
+            let mut next = as_u64(&req(m.get(&meta::NEXT_SEQ.into())).await?)
+                .unwrap_or(1)
+                .max(1);
+            let fresh_before = next;
             for (raw_key, seq, reason, record) in corrupt {
+                let taken = seq > 0 && !req(dead.get(&seq_key(seq))).await?.is_undefined();
+                let seq = if seq == 0 || taken {
+                    next += 1;
+                    next - 1
+                } else {
+                    seq
+                };
                 let d = DeadRecord {
                     seq,
                     reason: reason.clone(),
@@ -414,13 +454,20 @@ impl Store {
                 req(outbox.delete(&raw_key)).await?;
                 errors.push(SwError::Corrupt(reason));
             }
+            if next != fresh_before {
+                req(m.put_with_key(&(next as f64).into(), &meta::NEXT_SEQ.into())).await?;
+            }
             tx.commit().await?;
         }
         Ok((entries, errors))
     }
 
     /// Write the result of one attempt in ONE transaction. Returns the entities whose local
-    /// copy changed (conflicts adopted) so pages can be told.
+    /// copy changed (conflicts adopted, refused writes undone) so pages can be told.
+    ///
+    /// A dead-lettered mutation leaves its entity showing the server's view: an entity the
+    /// server never had is removed; otherwise the pull cursor is reset, so the next pull
+    /// brings the server's value back (a full pull: dead letters are rare).
     pub async fn record(
         &self,
         plan: &RecordPlan,
@@ -445,7 +492,11 @@ impl Store {
                 }
             }
         } else {
-            for s in removed.iter().chain(plan.bump_attempts.iter()) {
+            for s in removed
+                .iter()
+                .chain(plan.bump_attempts.iter())
+                .chain(plan.tried.iter())
+            {
                 let v = req(outbox.get(&seq_key(*s))).await?;
                 if !v.is_undefined() {
                     if let Ok(r) = from_js::<OutboxRecord>(v) {
@@ -454,13 +505,21 @@ impl Store {
                 }
             }
         }
+        let tried: BTreeSet<u64> = plan.tried.iter().copied().collect();
+        let mut dead_entities: BTreeSet<(String, String)> = BTreeSet::new();
         for (seq, reason) in &plan.dead {
             let record = records.get(seq);
+            if let Some(ent) = record.and_then(OutboxRecord::entity) {
+                dead_entities.insert(ent);
+            }
+            // Every delivery try, the one that ended it included.
+            let attempts =
+                record.map_or(0, |r| r.tries.max(r.attempts)) + u32::from(tried.contains(seq));
             let d = DeadRecord {
                 seq: *seq,
                 reason: reason.clone(),
                 dead_at: now,
-                attempts: record.map_or(0, |r| r.attempts),
+                attempts,
                 record: record
                     .and_then(|r| serde_json::to_value(r).ok())
                     .unwrap_or(Value::Null),
@@ -474,10 +533,19 @@ impl Store {
                 req(outbox.delete(&seq_key(*s))).await?;
             }
         }
-        for s in &plan.bump_attempts {
+        let bumped: BTreeSet<u64> = plan.bump_attempts.iter().copied().collect();
+        for s in bumped.union(&tried) {
+            if removed.contains(s) {
+                continue;
+            }
             if let Some(r) = records.get(s) {
                 let mut r = r.clone();
-                r.attempts = r.attempts.saturating_add(1);
+                if bumped.contains(s) {
+                    r.attempts = r.attempts.saturating_add(1);
+                }
+                if tried.contains(s) {
+                    r.tries = r.tries.max(r.attempts).saturating_add(1);
+                }
                 req(outbox.put(&to_js(&r)?)).await?;
             }
         }
@@ -503,7 +571,11 @@ impl Store {
         }
         let index = outbox.index(BY_ENTITY).map_err(|e| SwError::from_js(&e))?;
         let mut changed = Vec::new();
+        let mut reset_cursor = false;
         for ((c, k), version) in touched {
+            let refused = version.is_none()
+                && dead_entities.contains(&(c.clone(), k.clone()))
+                && !adopt.contains_key(&(c.clone(), k.clone()));
             let key = entity_key(&c, &k);
             let remaining = as_u64(&req(index.count_with_key(&key)).await?).unwrap_or(0);
             let prev = req(entities.get(&key)).await?;
@@ -525,7 +597,16 @@ impl Store {
                         pending: false,
                     })
                 }
+                (_, Some(e)) if refused && remaining == 0 && e.version == 0 => {
+                    // The server never had it: the refused value goes.
+                    req(entities.delete(&key)).await?;
+                    changed.push((c.clone(), k.clone()));
+                    None
+                }
                 (_, Some(mut e)) => {
+                    if refused && remaining == 0 {
+                        reset_cursor = true;
+                    }
                     e.pending = remaining > 0;
                     if let Some(v) = version {
                         e.version = v;
@@ -545,20 +626,30 @@ impl Store {
             Some(e) => req(m.put_with_key(&to_js(e)?, &meta::LAST_ERROR.into())).await?,
             None => req(m.delete(&meta::LAST_ERROR.into())).await?,
         };
+        match plan.not_before {
+            Some(t) => req(m.put_with_key(&(t as f64).into(), &meta::NOT_BEFORE.into())).await?,
+            None => req(m.delete(&meta::NOT_BEFORE.into())).await?,
+        };
+        if reset_cursor {
+            req(m.delete(&meta::CURSOR.into())).await?;
+        }
         tx.commit().await?;
         Ok(changed)
     }
 
-    /// Take server changes into `entities`, except entities with pending local writes; keep
-    /// the cursor. Returns the entities that changed.
+    /// Take server changes into `entities`, except entities with pending local writes. The
+    /// cursor is kept only when no change was skipped: a skipped change is fetched again by the
+    /// next pull (when its entity may have nothing pending any more). Returns the entities that
+    /// changed and whether something was skipped.
     pub async fn apply_pull(
         &self,
         changes: &[Entity],
         cursor: &str,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<(Vec<(String, String)>, bool)> {
         let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
         let (m, entities) = (tx.store(META)?, tx.store(ENTITIES)?);
         let mut changed = Vec::new();
+        let mut skipped = false;
         for ch in changes {
             let key = entity_key(&ch.collection, &ch.key);
             let prev = req(entities.get(&key)).await?;
@@ -568,6 +659,7 @@ impl Store {
                 from_js::<EntityRecord>(prev).ok()
             };
             if prev.as_ref().is_some_and(|p| p.pending) {
+                skipped = true;
                 continue;
             }
             if prev.as_ref().is_some_and(|p| {
@@ -587,9 +679,11 @@ impl Store {
             req(entities.put(&to_js(&e)?)).await?;
             changed.push((ch.collection.clone(), ch.key.clone()));
         }
-        req(m.put_with_key(&cursor.into(), &meta::CURSOR.into())).await?;
+        if !skipped {
+            req(m.put_with_key(&cursor.into(), &meta::CURSOR.into())).await?;
+        }
         tx.commit().await?;
-        Ok(changed)
+        Ok((changed, skipped))
     }
 
     pub async fn cursor(&self) -> Result<String> {
@@ -677,17 +771,35 @@ impl Store {
             .max(1);
         r.seq = next;
         r.attempts = 0;
+        r.tries = 0;
         r.created_at = now;
         req(outbox.put(&to_js(&r)?)).await?;
         req(dead.delete(&seq_key(seq))).await?;
-        if let Some((c, k)) = r.entity() {
+        if r.kind == "request" {
+            req(m.put_with_key(&(next as f64).into(), &meta::CAPTURE_BARRIER.into())).await?;
+        }
+        if let (Some((c, k)), Some(op)) = (r.entity(), r.op) {
+            // The local copy shows the write again (a refused one was undone).
             let prev = req(entities.get(&entity_key(&c, &k))).await?;
-            if !prev.is_undefined() {
-                if let Ok(mut e) = from_js::<EntityRecord>(prev) {
-                    e.pending = true;
-                    req(entities.put(&to_js(&e)?)).await?;
-                }
-            }
+            let version = if prev.is_undefined() {
+                0
+            } else {
+                from_js::<EntityRecord>(prev).map_or(0, |p| p.version)
+            };
+            let e = EntityRecord {
+                collection: c,
+                key: k,
+                value: if op == Op::Delete {
+                    Value::Null
+                } else {
+                    r.value.clone()
+                },
+                deleted: op == Op::Delete,
+                updated_at: r.updated_at.unwrap_or(now),
+                version,
+                pending: true,
+            };
+            req(entities.put(&to_js(&e)?)).await?;
         }
         req(m.put_with_key(&((next + 1) as f64).into(), &meta::NEXT_SEQ.into())).await?;
         tx.commit().await?;

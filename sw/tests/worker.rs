@@ -459,8 +459,8 @@ async fn entries_out_of_attempts_are_dead_lettered() {
     let (engine, _) = fresh("t-attempts").await;
     let config = Config {
         retry: RetryPolicy {
-            base_delay_ms: 10,
-            max_delay_ms: 20,
+            base_delay_ms: 100,
+            max_delay_ms: 100,
             max_attempts: 2,
             max_age_ms: 0,
         },
@@ -469,7 +469,7 @@ async fn entries_out_of_attempts_are_dead_lettered() {
     configure(&engine, config).await;
     fault(json!([{"path": "/api/sync/push", "status": 500, "times": 5}])).await;
     put(&engine, "k", json!(1)).await;
-    sleep(600).await;
+    sleep(800).await;
     flush(&engine).await;
     let status = engine.status();
     assert_eq!((status.pending, status.dead), (0, 1), "{status:?}");
@@ -551,9 +551,10 @@ async fn a_captured_request_is_replayed_in_order_with_an_idempotency_key() {
         },
     )
     .await;
-    assert!(engine.wants(&format!("{}/api/sync/chat", server()), "POST"));
-    assert!(!engine.wants(&format!("{}/api/sync/chat", server()), "GET"));
-    assert!(!engine.wants(&format!("{}/api/other", server()), "POST"));
+    // No server configured yet: only this worker's own origin is captured.
+    assert!(engine.wants(&format!("{}/api/sync/chat", own_origin()), "POST"));
+    assert!(!engine.wants(&format!("{}/api/sync/chat", own_origin()), "GET"));
+    assert!(!engine.wants(&format!("{}/api/other", own_origin()), "POST"));
     put(&engine, "before", json!(1)).await;
     let seq = engine
         .capture(CapturedRequest {
@@ -834,4 +835,348 @@ async fn a_message_that_does_not_come_from_a_window_client_is_refused_with_forbi
         !rangersync_sw::worker::wants("http://127.0.0.1/api/sync/chat", "POST"),
         "nothing configured"
     );
+}
+
+/// Open the test database `name` directly (a second connection next to the engine's).
+async fn raw_db(name: &str) -> web_sys::IdbDatabase {
+    let factory: web_sys::IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
+        .unwrap()
+        .unchecked_into();
+    raw_req(factory.open(name).unwrap().unchecked_into())
+        .await
+        .unchecked_into()
+}
+
+/// Put one JSON record straight into `store` of database `name`.
+async fn raw_put(name: &str, store: &str, json: &str) {
+    let db = raw_db(name).await;
+    let tx = db
+        .transaction_with_str_and_mode(store, web_sys::IdbTransactionMode::Readwrite)
+        .unwrap();
+    let value = js_sys::JSON::parse(json).unwrap();
+    raw_req(tx.object_store(store).unwrap().put(&value).unwrap()).await;
+    db.close();
+}
+
+fn own_origin() -> String {
+    let location = js_sys::Reflect::get(&js_sys::global(), &"location".into()).unwrap();
+    js_sys::Reflect::get(&location, &"origin".into())
+        .unwrap()
+        .as_string()
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn a_pull_that_skips_a_pending_entity_fetches_its_change_again_later() {
+    reset_server().await;
+    let (b, _) = fresh("t-skip-b").await;
+    configure(&b, fast_config()).await;
+    put(&b, "x", json!("b's x")).await;
+    flush(&b).await;
+    let (a, _) = fresh("t-skip-a").await;
+    let mine = r#"{"collection":"notes","key":"x","value":"mine","deleted":false,"updated_at":1,"version":0,"pending":true}"#;
+    raw_put("t-skip-a", "entities", mine).await;
+    configure(&a, fast_config()).await;
+    assert_eq!(
+        get(&a, "x").await["value"],
+        json!("mine"),
+        "pending: skipped"
+    );
+    // Its write is settled (say, dead-lettered): the next pull must bring the server's change.
+    raw_put("t-skip-a", "entities", &mine.replace("true}", "false}")).await;
+    flush(&a).await;
+    assert_eq!(get(&a, "x").await["value"], json!("b's x"));
+    a.close();
+    b.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_dead_lettered_write_gives_way_to_the_servers_value() {
+    reset_server().await;
+    let (b, _) = fresh("t-undo-b").await;
+    configure(&b, fast_config()).await;
+    put(&b, "x", json!("b's x")).await;
+    flush(&b).await;
+    let (a, _) = fresh("t-undo-a").await;
+    configure(&a, fast_config()).await;
+    assert_eq!(get(&a, "x").await["value"], json!("b's x"));
+    fault(json!([{"path": "/api/sync/push", "status": 400, "times": 1}])).await;
+    put(&a, "x", json!("refused")).await;
+    let status = flush(&a).await;
+    assert_eq!(status["dead"], json!(1), "{status}");
+    let got = get(&a, "x").await;
+    assert_eq!(got["value"], json!("b's x"), "{got}");
+    assert_eq!(got["pending"], json!(false));
+    // An entity the server never had goes away.
+    fault(json!([{"path": "/api/sync/push", "status": 400, "times": 1}])).await;
+    put(&a, "new", json!("refused")).await;
+    flush(&a).await;
+    assert_eq!(get(&a, "new").await, Value::Null);
+    // Retrying the letter shows the write again.
+    let dead = a.handle(Request::DeadLetters).await.unwrap();
+    let seq = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == json!("new"))
+        .unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    a.handle(Request::RetryDead { seq }).await.unwrap();
+    assert_eq!(get(&a, "new").await["value"], json!("refused"));
+    a.close();
+    b.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_captured_request_answered_401_is_dead_lettered_and_the_outbox_goes_on() {
+    reset_server().await;
+    let (engine, _) = fresh("t-capture-401").await;
+    let mut config = fast_config();
+    config.capture_routes = vec!["/api/sync/chat".into()];
+    configure(
+        &engine,
+        Config {
+            server_url: String::new(),
+            ..config.clone()
+        },
+    )
+    .await;
+    engine
+        .capture(CapturedRequest {
+            method: "POST".into(),
+            url: format!("{}/api/sync/chat", server()),
+            headers: vec![("authorization".into(), "Bearer old".into())],
+            body: b"{}".to_vec(),
+        })
+        .await
+        .expect("captured");
+    put(&engine, "after", json!(1)).await;
+    fault(json!([{"path": "/api/sync/chat", "status": 401, "times": 1}])).await;
+    configure(&engine, config).await;
+    let status = engine.status();
+    assert_ne!(status.state, SyncState::AuthError, "{status:?}");
+    assert_eq!((status.pending, status.dead), (0, 1), "{status:?}");
+    assert_eq!(stats().await["mutations_applied"], json!(1));
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_write_never_coalesces_an_entry_queued_before_a_captured_request() {
+    let (engine, _) = fresh("t-barrier").await;
+    put(&engine, "x", json!(1)).await;
+    engine
+        .capture(CapturedRequest {
+            method: "POST".into(),
+            url: format!("{}/api/sync/chat", server()),
+            headers: vec![],
+            body: b"{}".to_vec(),
+        })
+        .await
+        .expect("captured");
+    put(&engine, "x", json!(2)).await;
+    assert_eq!(
+        engine.status().pending,
+        3,
+        "put x:1 stays before the request"
+    );
+    put(&engine, "x", json!(3)).await;
+    assert_eq!(
+        engine.status().pending,
+        3,
+        "x:2 (after the request) coalesces"
+    );
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_retry_after_floor_survives_a_restart_and_a_page_configure() {
+    reset_server().await;
+    let (engine, _) = fresh("t-floor").await;
+    configure(&engine, fast_config()).await;
+    fault(json!([{"path": "/api/sync/push", "status": 503, "retry_after": "3", "times": 1}])).await;
+    let t0 = now();
+    put(&engine, "k", json!(1)).await;
+    flush(&engine).await;
+    engine.close();
+    drop(engine);
+    let (engine, _) = reopen("t-floor").await;
+    let status = engine.status();
+    assert!(
+        status.next_retry_at.is_some_and(|t| t >= t0 + 3_000),
+        "{status:?}"
+    );
+    // The page's configure on load (same server) and a flush do not jump it.
+    configure(&engine, fast_config()).await;
+    assert_eq!(stats().await["mutations_applied"], json!(0));
+    sleep(3_600).await;
+    assert_eq!(engine.status().pending, 0, "delivered after the floor");
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_config_with_zero_retry_delays_or_a_tiny_interval_is_refused() {
+    let (engine, _) = fresh("t-config").await;
+    for config in [
+        Config {
+            retry: RetryPolicy {
+                base_delay_ms: 0,
+                max_delay_ms: 0,
+                ..RetryPolicy::default()
+            },
+            ..fast_config()
+        },
+        Config {
+            periodic_interval_ms: Some(1_000),
+            ..fast_config()
+        },
+        Config {
+            server_url: "http://".into(),
+            ..fast_config()
+        },
+    ] {
+        let err = engine
+            .handle(Request::Configure { config })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code, codes::INVALID_CONFIG, "{err:?}");
+    }
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn only_same_origin_or_server_origin_requests_are_captured() {
+    let (engine, _) = fresh("t-origin").await;
+    let mut config = fast_config();
+    config.capture_routes = vec!["/api/*".into()];
+    engine.handle(Request::Configure { config }).await.unwrap();
+    assert!(engine.wants(&format!("{}/api/sync/chat", server()), "POST"));
+    assert!(engine.wants(&format!("{}/api/sync/chat", own_origin()), "POST"));
+    assert!(!engine.wants("https://third-party.example/api/sync/chat", "POST"));
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn after_a_last_chance_sync_a_new_sync_is_registered_once_the_handler_settled() {
+    let (engine, _) = fresh("t-last-chance").await;
+    let config = Config {
+        server_url: "http://127.0.0.1:9".into(),
+        retry: RetryPolicy {
+            base_delay_ms: 60_000,
+            max_delay_ms: 60_000,
+            max_attempts: 0,
+            max_age_ms: 0,
+        },
+        ..fast_config()
+    };
+    engine.handle(Request::Configure { config }).await.unwrap();
+    put(&engine, "k", json!(1)).await;
+    engine.handle(Request::Flush).await.unwrap();
+    sleep(200).await;
+    let before = engine.sync_register_count();
+    engine.handle_sync(true).await.expect("resolves");
+    assert_eq!(
+        engine.sync_register_count(),
+        before,
+        "never from inside the handler"
+    );
+    sleep(1_500).await;
+    assert_eq!(engine.sync_register_count(), before + 1);
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn corrupt_records_with_unusable_keys_each_get_their_own_dead_letter() {
+    let (engine, _) = fresh("t-corrupt-keys").await;
+    raw_put(
+        "t-corrupt-keys",
+        "outbox",
+        r#"{"seq": 0.5, "kind": "mutation"}"#,
+    )
+    .await;
+    raw_put(
+        "t-corrupt-keys",
+        "outbox",
+        r#"{"seq": 0.25, "kind": "mutation"}"#,
+    )
+    .await;
+    raw_put(
+        "t-corrupt-keys",
+        "outbox",
+        r#"{"seq": "x", "kind": "mutation"}"#,
+    )
+    .await;
+    configure(&engine, fast_config()).await;
+    let status = engine.status();
+    assert_eq!((status.pending, status.dead), (0, 3), "{status:?}");
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_local_write_is_broadcast_as_a_change_to_every_tab() {
+    let (engine, seen) = fresh("t-local-change").await;
+    put(&engine, "mine", json!(1)).await;
+    engine
+        .handle(Request::Delete {
+            collection: "notes".into(),
+            key: "gone".into(),
+        })
+        .await
+        .unwrap();
+    let keys: Vec<String> = seen
+        .borrow()
+        .iter()
+        .filter_map(|b| match b {
+            Broadcast::Change { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, vec!["mine".to_owned(), "gone".to_owned()]);
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_dead_letter_counts_the_delivery_attempt_that_refused_it() {
+    reset_server().await;
+    let (engine, _) = fresh("t-dead-attempts").await;
+    configure(&engine, fast_config()).await;
+    fault(json!([{"path": "/api/sync/push", "status": 400, "times": 1}])).await;
+    put(&engine, "k", json!(1)).await;
+    flush(&engine).await;
+    let dead = engine.handle(Request::DeadLetters).await.unwrap();
+    assert_eq!(dead[0]["attempts"], json!(1), "{dead}");
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_snapshot_over_two_mib_can_be_restored_through_a_message() {
+    use rangersync_shared::messages::{RequestEnvelope, MAX_MESSAGE_BYTES, MESSAGE_VERSION};
+    let (engine, _) = fresh("t-big-restore").await;
+    let big = "x".repeat(900 * 1024);
+    for k in ["a", "b", "c"] {
+        put(&engine, k, json!(big)).await;
+    }
+    let exported = engine
+        .handle(Request::Export {
+            format: rangersync_shared::messages::ExportFormat::Json,
+        })
+        .await
+        .unwrap();
+    let text = exported["text"].as_str().unwrap().to_owned();
+    assert!(text.len() > MAX_MESSAGE_BYTES);
+    let (other, _) = fresh("t-big-restore-2").await;
+    let message = serde_json::to_string(&RequestEnvelope {
+        v: MESSAGE_VERSION,
+        id: 9,
+        request: Request::Restore {
+            text,
+            dry_run: false,
+        },
+    })
+    .unwrap();
+    let reply = other.handle_text(&message).await;
+    assert!(reply.ok, "{:?}", reply.error);
+    assert_eq!(other.status().pending, 3);
+    engine.close();
+    other.close();
 }

@@ -372,15 +372,10 @@ fn a_429_with_retry_after_is_honoured_like_a_503() {
 fn a_failed_attempt_bumps_attempts_schedules_a_wake_and_asks_for_background_sync() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
-    f.handle_push_outcome(
-        T0,
-        &HttpOutcome::Network {
-            message: "connection refused".into(),
-        },
-        &mut Rng(4),
-    );
+    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut Rng(4));
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.bump_attempts, vec![1, 2]);
+    assert_eq!(plan.tried, vec![1, 2]);
     assert!(f.last_attempt_failed());
     f.handle_recorded(T0, Ok(()));
     let actions = drain(&mut f);
@@ -393,7 +388,7 @@ fn a_failed_attempt_bumps_attempts_schedules_a_wake_and_asks_for_background_sync
         (T0..=T0 + 1_000).contains(&until),
         "first retry within the base delay: {until}"
     );
-    assert_eq!(f.last_error().unwrap().code, codes::NETWORK);
+    assert_eq!(f.last_error().unwrap().code, codes::SERVER_ERROR);
 }
 
 #[test]
@@ -720,10 +715,11 @@ fn coalescing_keeps_the_newest_write_of_each_entity_in_seq_order() {
         mutation(6, "a"),
     ];
     let kept: Vec<u64> = coalesce(queue.clone(), &[]).iter().map(|e| e.seq).collect();
-    assert_eq!(kept, vec![2, 3, 5, 6]);
-    // An entry on the wire is never dropped.
-    let kept: Vec<u64> = coalesce(queue, &[1]).iter().map(|e| e.seq).collect();
+    // 1 is queued before the captured request 3, which may depend on it: it stays.
     assert_eq!(kept, vec![1, 2, 3, 5, 6]);
+    // An entry on the wire is never dropped.
+    let kept: Vec<u64> = coalesce(queue, &[4]).iter().map(|e| e.seq).collect();
+    assert_eq!(kept, vec![1, 2, 3, 4, 5, 6]);
 }
 
 #[test]
@@ -890,5 +886,343 @@ fn a_config_change_during_a_backoff_retries_at_once() {
     assert!(
         f.handle_trigger(T0, Trigger::Manual),
         "a new config (new server?) is tried now"
+    );
+}
+
+fn network() -> HttpOutcome {
+    HttpOutcome::Network {
+        message: "connection refused".into(),
+    }
+}
+
+#[test]
+fn network_rate_limited_and_unavailable_failures_never_count_toward_max_attempts() {
+    for outcome in [
+        network(),
+        respond(429, None, "{}"),
+        respond(429, Some("1"), "{}"),
+        respond(503, None, "{}"),
+        respond(503, Some("1"), "{}"),
+        respond(502, None, "<html>Bad Gateway</html>"),
+        respond(504, None, ""),
+    ] {
+        let mut f = flusher(10);
+        start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+        f.handle_push_outcome(T0, &outcome, &mut Rng(20));
+        let plan = record_plan(&drain(&mut f));
+        assert!(plan.bump_attempts.is_empty(), "{outcome:?}: {plan:?}");
+        assert_eq!(plan.tried, vec![1, 2], "{outcome:?}: still a delivery try");
+        f.handle_recorded(T0, Ok(()));
+        assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
+    }
+    // The same for a captured request.
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![captured(1)]);
+    f.handle_captured_outcome(T0, &network(), &mut Rng(20));
+    assert!(record_plan(&drain(&mut f)).bump_attempts.is_empty());
+    // A server that fails (500) does count.
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut Rng(20));
+    assert_eq!(record_plan(&drain(&mut f)).bump_attempts, vec![1]);
+}
+
+#[test]
+fn an_outage_longer_than_max_attempts_dead_letters_nothing() {
+    let mut f = flusher(10); // max_attempts 5
+    let mut outbox: BTreeMap<u64, QueuedEntry> = (1..=3)
+        .map(|s| (s, mutation(s, &format!("k{s}"))))
+        .collect();
+    let mut now = T0;
+    for _ in 0..40 {
+        if !f.handle_trigger(now, Trigger::WorkerStart) {
+            now = f.poll_timeout().unwrap_or(now);
+            assert!(f.handle_timeout(now) || f.handle_trigger(now, Trigger::Manual));
+        }
+        let Some(Action::LoadBatch { after, limit }) = f.poll_action() else {
+            panic!("a load")
+        };
+        let batch = outbox
+            .range(after + 1..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect();
+        f.handle_batch_loaded(now, batch);
+        let actions = drain(&mut f);
+        assert!(
+            matches!(actions.as_slice(), [Action::Send(_)]),
+            "sent again, not dead-lettered: {actions:?}"
+        );
+        f.handle_push_outcome(now, &network(), &mut Rng(21));
+        let plan = record_plan(&drain(&mut f));
+        for s in plan.bump_attempts {
+            outbox.get_mut(&s).unwrap().attempts += 1;
+        }
+        f.handle_recorded(now, Ok(()));
+        drain(&mut f);
+        now += 1;
+    }
+    assert!(outbox.values().all(|e| e.attempts == 0));
+}
+
+#[test]
+fn a_new_write_never_coalesces_across_a_captured_request() {
+    // seq 1 put X, seq 2 captured POST /share/X, then a write of X: seq 1 must stay.
+    let guard = CoalesceGuard {
+        in_flight: vec![],
+        loading_after: None,
+        barrier: 2,
+    };
+    assert!(coalescable(&[1], &guard).is_empty());
+    assert_eq!(coalescable(&[1, 3, 4], &guard), vec![3, 4]);
+    assert_eq!(
+        coalescable(&[1, 3], &CoalesceGuard::default()),
+        vec![1, 3],
+        "no captured request: as before"
+    );
+}
+
+#[test]
+fn entries_loaded_or_being_recorded_are_never_coalesced_away() {
+    let mut f = flusher(10);
+    // While the batch is being read, nothing it may read is coalesced.
+    assert!(f.handle_trigger(T0, Trigger::Manual));
+    drain(&mut f);
+    let guard = f.coalesce_guard();
+    assert_eq!(guard.loading_after, Some(0));
+    assert!(coalescable(&[1, 2], &guard).is_empty());
+    // An expired entry being dead-lettered is protected until the record commits.
+    let mut tired = mutation(1, "a");
+    tired.attempts = 5;
+    f.handle_batch_loaded(T0, vec![tired, mutation(2, "b")]);
+    drain(&mut f);
+    assert_eq!(f.state(), FlusherState::Recording);
+    assert!(f.in_flight().contains(&1), "{:?}", f.in_flight());
+    assert!(coalescable(&[1], &f.coalesce_guard()).is_empty());
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    // A sent batch stays protected while its (rejected) result is recorded.
+    f.handle_batch_loaded(T0, vec![mutation(2, "b")]);
+    drain(&mut f);
+    f.handle_push_outcome(
+        T0,
+        &ok_results(vec![MutationResult::Rejected {
+            seq: 2,
+            reason: "no".into(),
+        }]),
+        &mut Rng(22),
+    );
+    drain(&mut f);
+    assert_eq!(f.state(), FlusherState::Recording);
+    assert_eq!(f.in_flight(), vec![2]);
+    f.handle_recorded(T0, Ok(()));
+    assert!(f.in_flight().is_empty() || f.state() == FlusherState::Loading);
+}
+
+#[test]
+fn the_read_position_moves_only_after_the_record_commits() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+    f.handle_push_outcome(T0, &applied(&[1, 2]), &mut Rng(23));
+    drain(&mut f);
+    f.handle_recorded(T0, Err("QuotaExceededError".into()));
+    drain(&mut f);
+    let until = f.poll_timeout().unwrap();
+    assert!(f.handle_timeout(until));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 0,
+            limit: 10
+        }],
+        "the entries are still queued: read them again"
+    );
+}
+
+#[test]
+fn an_expired_entry_behind_a_live_one_does_not_move_the_read_position_past_it() {
+    let mut f = flusher(10);
+    let mut tired = mutation(2, "b");
+    tired.attempts = 5;
+    assert!(f.handle_trigger(T0, Trigger::Manual));
+    drain(&mut f);
+    f.handle_batch_loaded(T0, vec![mutation(1, "a"), tired]);
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.dead.iter().map(|d| d.0).collect::<Vec<_>>(), vec![2]);
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 0,
+            limit: 10
+        }],
+        "seq 1 is still queued"
+    );
+    f.handle_batch_loaded(T0, vec![mutation(1, "a"), mutation(3, "c")]);
+    assert_eq!(sent_seqs(&drain(&mut f)[0]), vec![1, 3]);
+    f.handle_push_outcome(T0, &applied(&[1, 3]), &mut Rng(24));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::LoadBatch {
+            after: 3,
+            limit: 10
+        }]
+    );
+}
+
+#[test]
+fn a_conflict_followed_by_an_applied_write_of_the_same_entity_adopts_nothing() {
+    let current = CurrentEntity {
+        value: json!({"server": "old"}),
+        deleted: false,
+        updated_at: T0 + 1,
+        version: 4,
+    };
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "a")]);
+    f.handle_push_outcome(
+        T0,
+        &ok_results(vec![
+            MutationResult::Conflict {
+                seq: 1,
+                current: current.clone(),
+            },
+            MutationResult::Applied { seq: 2, version: 5 },
+        ]),
+        &mut Rng(25),
+    );
+    let plan = record_plan(&drain(&mut f));
+    assert!(plan.adopt.is_empty(), "{plan:?}");
+    assert_eq!(plan.applied, vec![(2, 5)]);
+    // The other way round, the later conflict's current is the truth.
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "a")]);
+    f.handle_push_outcome(
+        T0,
+        &ok_results(vec![
+            MutationResult::Applied { seq: 1, version: 3 },
+            MutationResult::Conflict {
+                seq: 2,
+                current: current.clone(),
+            },
+        ]),
+        &mut Rng(25),
+    );
+    assert_eq!(
+        record_plan(&drain(&mut f)).adopt,
+        vec![("notes".into(), "a".into(), current)]
+    );
+}
+
+#[test]
+fn a_retry_after_floor_is_persisted_and_survives_a_config_update_a_restart_and_a_failed_record() {
+    let floor = T0 + 30_000;
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut Rng(26));
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.not_before, Some(floor), "persisted with the attempt");
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    // Same server, same token: the page's Configure on load keeps the floor.
+    f.handle_config_update(10, policy(), false);
+    assert!(!f.handle_trigger(T0 + 1_000, Trigger::Manual));
+    assert!(!f.handle_trigger(T0 + 1_000, Trigger::WorkerStart));
+    assert_eq!(f.poll_timeout(), Some(floor));
+    assert!(f.handle_trigger(floor, Trigger::Manual));
+    // A new server lifts it.
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut Rng(26));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    f.handle_config_update(10, policy(), true);
+    assert!(f.handle_trigger(T0 + 1_000, Trigger::Manual));
+    // A restarted worker restores it.
+    let mut f = flusher(10);
+    f.restore_not_before(T0, Some(floor));
+    assert!(!f.handle_trigger(T0, Trigger::WorkerStart));
+    assert!(!f.handle_trigger(T0, Trigger::Sync { last_chance: false }));
+    assert_eq!(f.poll_timeout(), Some(floor));
+    let mut f = flusher(10);
+    f.restore_not_before(T0, Some(T0 - 1));
+    assert!(
+        f.handle_trigger(T0, Trigger::WorkerStart),
+        "a past floor is void"
+    );
+    // A failed record of the attempt keeps the floor.
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut Rng(26));
+    drain(&mut f);
+    f.handle_recorded(T0, Err("QuotaExceededError".into()));
+    assert!(f.poll_timeout().unwrap() >= floor);
+    assert!(!f.handle_trigger(T0 + 2_000, Trigger::Manual));
+}
+
+#[test]
+fn a_batch_read_error_backs_off_instead_of_ending_the_flush() {
+    let mut f = flusher(10);
+    assert!(f.handle_trigger(T0, Trigger::Manual));
+    drain(&mut f);
+    f.handle_batch_failed(T0, codes::STORAGE_ERROR, "UnknownError", &mut Rng(27));
+    let actions = drain(&mut f);
+    assert!(
+        !actions.contains(&Action::Pull),
+        "no pull over an unread outbox: {actions:?}"
+    );
+    assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
+    assert_eq!(f.last_error().unwrap().code, codes::STORAGE_ERROR);
+    let st = f.status(
+        &StoreCounts {
+            pending: 3,
+            ..StoreCounts::default()
+        },
+        Mode::Worker,
+    );
+    assert_eq!(st.state, SyncState::WaitingRetry);
+    assert!(st.next_retry_at.is_some());
+    let until = f.poll_timeout().unwrap();
+    assert!(f.handle_timeout(until));
+}
+
+#[test]
+fn a_dead_letter_counts_the_attempt_that_killed_it() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+    f.handle_push_outcome(
+        T0,
+        &ok_results(vec![
+            MutationResult::Applied { seq: 1, version: 1 },
+            MutationResult::Rejected {
+                seq: 2,
+                reason: "bad".into(),
+            },
+        ]),
+        &mut Rng(28),
+    );
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.tried, vec![1, 2]);
+    let mut f = flusher(1);
+    start_and_load(&mut f, T0, vec![captured(1)]);
+    f.handle_captured_outcome(T0, &respond(403, None, ""), &mut Rng(28));
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.dead[0].0, 1);
+    assert_eq!(plan.tried, vec![1]);
+    // Expired before sending: not tried again.
+    let mut f = flusher(10);
+    let mut tired = mutation(1, "a");
+    tired.attempts = 5;
+    f.handle_trigger(T0, Trigger::Manual);
+    drain(&mut f);
+    f.handle_batch_loaded(T0, vec![tired]);
+    let plan = record_plan(&drain(&mut f));
+    assert!(plan.tried.is_empty());
+    assert!(
+        plan.dead[0].1.contains("5 failed attempts"),
+        "{}",
+        plan.dead[0].1
     );
 }
