@@ -1,1 +1,719 @@
-//! rangersync-e2e (skeleton)
+//! # rangersync-e2e: the end-to-end harness
+//!
+//! Drives a real headless Chromium (Debian's `/usr/bin/chromium`, or `$CHROMIUM`)
+//! through the DevTools protocol with chromiumoxide, against the real reference
+//! server started in-process, serving the real `www/` with the built wasm in
+//! `www/pkg` (`cargo xtask build`; `cargo xtask test` does it first).
+//!
+//! Caveats first, each found by trying (see `docs/TOOLCHAIN.md`):
+//! - Every page is opened on `about:blank` and told
+//!   `Target.setAutoAttach {autoAttach:false, waitForDebuggerOnStart:false, flatten:true}`
+//!   before it navigates ([`TestBrowser::open`]). chromiumoxide attaches to new
+//!   targets with "wait for debugger", and a service worker started that way hangs
+//!   in "starting".
+//! - The `ServiceWorker.*` domain lives on a page session. [`ServiceWorkers`] keeps
+//!   its own `about:blank` tab, which sees every origin's registrations, so a test can
+//!   fire `sync` events with no app tab open.
+//! - Commands chromiumoxide has no type for are sent raw ([`RawCommand`], [`cdp`]).
+//! - One browser per test and tests one at a time ([`serial`]): 2 cores.
+//!
+//! | piece | what it gives a test |
+//! |---|---|
+//! | [`TestServer`] | the reference server on a fresh database with `/api/test/*`; stop and restart on the same port and database |
+//! | [`TestBrowser`] | Chromium with a fresh profile; open and close tabs; relaunch (clean or killed) on the same profile; grant periodic sync |
+//! | [`ServiceWorkers`] | registration and version ids, `dispatchSyncEvent`, `dispatchPeriodicSyncEvent`, `stopAllWorkers` |
+//! | [`eval`] | run JS in a page, await its promise, get JSON back |
+//! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::service_worker::{
+    EventWorkerRegistrationUpdated, EventWorkerVersionUpdated, ServiceWorkerVersionRunningStatus,
+    ServiceWorkerVersionStatus,
+};
+use chromiumoxide::{Command, Method, Page};
+use futures::StreamExt;
+use rangersync_server::{RunningServer, ServerOptions};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+/// Any error, with a message good enough to fail a test on.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What every helper and test returns.
+pub type Result<T = (), E = Error> = std::result::Result<T, E>;
+
+/// The Background Sync tag the worker registers after each write.
+pub const SYNC_TAG: &str = "rangersync-flush";
+
+/// How long a helper waits for the browser before giving up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------
+// Serial execution
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held for the whole test: one browser at a time, whatever `--test-threads` is.
+/// (Test binaries already run one after another under `cargo test`.)
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+// ---------------------------------------------------------------------------
+// Paths
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The web app to serve: `$RANGERSYNC_WWW`, else `<workspace>/www`. Fails with
+/// "run cargo xtask build" when the built worker wasm is missing.
+pub fn www_dir() -> Result<PathBuf> {
+    let www = std::env::var_os("RANGERSYNC_WWW")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| workspace_root().join("www"), PathBuf::from);
+    let wasm = www.join("pkg").join("rangersync_sw_bg.wasm");
+    if !wasm.is_file() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask build` first (`cargo xtask test` does)",
+            wasm.display()
+        )
+        .into());
+    }
+    Ok(www)
+}
+
+/// The browser: `$CHROMIUM`, else `/usr/bin/chromium`.
+pub fn chromium_path() -> Result<PathBuf> {
+    let path = std::env::var_os("CHROMIUM")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: `apt-get install chromium chromium-driver` or set CHROMIUM",
+            path.display()
+        )
+        .into())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server
+
+/// The reference server, in-process, on a fresh database in a temp folder,
+/// serving [`www_dir`], with `/api/test/*` mounted and CORS open.
+pub struct TestServer {
+    running: Option<RunningServer>,
+    opts: ServerOptions,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts on a free port.
+    pub async fn start() -> Result<TestServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("rangersync-e2e-server-")
+            .tempdir()?;
+        let opts = ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db: dir.path().join("e2e.db"),
+            www: Some(www_dir()?),
+            allow_origins: vec!["*".to_string()],
+            token: None,
+            test_endpoints: true,
+        };
+        let running = rangersync_server::start(opts.clone())
+            .await
+            .map_err(|e| format!("the server did not start: {e}"))?;
+        // Later restarts reuse the port the system picked.
+        let opts = ServerOptions {
+            listen: running.addr(),
+            ..opts
+        };
+        Ok(TestServer {
+            running: Some(running),
+            opts,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        })
+    }
+
+    /// The address; the same across [`TestServer::restart`].
+    pub fn addr(&self) -> SocketAddr {
+        self.opts.listen
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash): the page origin too.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.opts.listen)
+    }
+
+    /// Whether it is running.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stops it: connections are refused until [`TestServer::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    /// Starts it again on the same port with the same database (retrying the
+    /// bind for a few seconds while the old socket goes away).
+    pub async fn restart(&mut self) -> Result {
+        self.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match rangersync_server::start(self.opts.clone()).await {
+                Ok(running) => {
+                    self.running = Some(running);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(format!("the server did not restart: {e}").into()),
+            }
+        }
+    }
+
+    /// `GET path` → JSON; an HTTP error status is an error.
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status}: {body}").into());
+        }
+        Ok(serde_json::from_str(&body)
+            .map_err(|e| format!("GET {path}: not JSON ({e}): {body}"))?)
+    }
+
+    /// `POST path` with a JSON body → JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            return Err(format!("POST {path}: {status}: {text}").into());
+        }
+        Ok(serde_json::from_str(&text)
+            .map_err(|e| format!("POST {path}: not JSON ({e}): {text}"))?)
+    }
+
+    /// `GET /api/test/stats`: push requests, mutations applied, duplicates, ….
+    pub async fn stats(&self) -> Result<Value> {
+        self.get_json("/api/test/stats").await
+    }
+
+    /// Every change the server holds (`GET /api/sync/pull`, following `has_more`).
+    pub async fn pull_all(&self) -> Result<Vec<Value>> {
+        let mut changes = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .get_json(&format!("/api/sync/pull?since={cursor}&limit=1000"))
+                .await?;
+            if let Some(batch) = page["changes"].as_array() {
+                changes.extend(batch.iter().cloned());
+            }
+            if page["has_more"] != Value::Bool(true) {
+                return Ok(changes);
+            }
+            cursor = page["cursor"].as_str().unwrap_or_default().to_string();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw CDP
+
+/// A DevTools command chromiumoxide has no type for: a method name and its
+/// params as JSON; the answer comes back as JSON.
+#[derive(Debug, Clone)]
+pub struct RawCommand {
+    method: String,
+    params: Value,
+}
+
+impl RawCommand {
+    /// `RawCommand::new("ServiceWorker.stopAllWorkers", json!({}))`
+    pub fn new(method: impl Into<String>, params: Value) -> RawCommand {
+        RawCommand {
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+impl serde::Serialize for RawCommand {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.params.serialize(serializer)
+    }
+}
+
+impl Method for RawCommand {
+    fn identifier(&self) -> Cow<'static, str> {
+        Cow::Owned(self.method.clone())
+    }
+}
+
+impl Command for RawCommand {
+    type Response = Value;
+}
+
+/// Sends a raw command on a page's session.
+pub async fn cdp(page: &Page, method: &str, params: Value) -> Result<Value> {
+    let response = page
+        .execute(RawCommand::new(method, params))
+        .await
+        .map_err(|e| format!("{method}: {e}"))?;
+    Ok(response.result)
+}
+
+/// Sends a raw command to the browser target.
+pub async fn browser_cdp(browser: &Browser, method: &str, params: Value) -> Result<Value> {
+    let response = browser
+        .execute(RawCommand::new(method, params))
+        .await
+        .map_err(|e| format!("{method}: {e}"))?;
+    Ok(response.result)
+}
+
+// ---------------------------------------------------------------------------
+// JavaScript
+
+/// Evaluates `expression` in the page, awaits it if it is a promise, and returns
+/// its value as JSON (`null` for `undefined`). A thrown error or a rejected
+/// promise is an error carrying the JS message.
+///
+/// ```no_run
+/// # async fn f(page: chromiumoxide::Page) -> rangersync_e2e::Result {
+/// let status = rangersync_e2e::eval(&page, "fetch('/api/health').then(r => r.json())").await?;
+/// # Ok(()) }
+/// ```
+pub async fn eval(page: &Page, expression: &str) -> Result<Value> {
+    let answer = cdp(
+        page,
+        "Runtime.evaluate",
+        json!({
+            "expression": expression,
+            "awaitPromise": true,
+            "returnByValue": true,
+            "userGesture": true,
+        }),
+    )
+    .await?;
+    if let Some(details) = answer.get("exceptionDetails") {
+        let message = details["exception"]["description"]
+            .as_str()
+            .or_else(|| details["text"].as_str())
+            .unwrap_or("exception");
+        return Err(format!("JS threw: {message}\n  in: {expression}").into());
+    }
+    Ok(answer["result"]["value"].clone())
+}
+
+/// Polls `probe` every 100 ms until it yields `Some`, for at most `timeout`.
+/// Errors from the probe count as "not yet"; the last one is in the timeout message.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e.to_string()),
+        }
+        if Instant::now() >= deadline {
+            let last = last_error.map_or(String::new(), |e| format!(" (last error: {e})"));
+            return Err(format!("timed out after {timeout:?} waiting until {what}{last}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The browser
+
+/// Headless Chromium with its own profile folder.
+pub struct TestBrowser {
+    browser: Browser,
+    handler: JoinHandle<()>,
+    profile: Arc<tempfile::TempDir>,
+}
+
+impl TestBrowser {
+    /// Launches with a fresh profile.
+    pub async fn launch() -> Result<TestBrowser> {
+        let profile = tempfile::Builder::new()
+            .prefix("rangersync-e2e-profile-")
+            .tempdir()?;
+        TestBrowser::launch_with(Arc::new(profile)).await
+    }
+
+    async fn launch_with(profile: Arc<tempfile::TempDir>) -> Result<TestBrowser> {
+        let config = BrowserConfig::builder()
+            .chrome_executable(chromium_path()?)
+            .no_sandbox()
+            .user_data_dir(profile.path())
+            .launch_timeout(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(60))
+            // Keys without dashes: chromiumoxide adds them.
+            .args([
+                "disable-quic",
+                "no-first-run",
+                "disable-component-update",
+                "disable-background-networking",
+                "disable-sync",
+                "disable-gpu",
+            ])
+            // Background Sync retries at +5 s and +15 s instead of +5 min.
+            .arg(("force-fieldtrials", "BackgroundSync/Test/"))
+            .arg((
+                "force-fieldtrial-params",
+                "BackgroundSync.Test:initial_retry_delay_sec/5/retry_delay_factor/2/max_sync_attempts/3/min_periodic_sync_events_interval_sec/2",
+            ))
+            .build()?;
+        let (browser, mut handler) = Browser::launch(config)
+            .await
+            .map_err(|e| format!("could not launch Chromium: {e}"))?;
+        // The handler must be polled for anything to happen. Errors are
+        // per-message (an event chromiumoxide cannot parse); keep going.
+        let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        Ok(TestBrowser {
+            browser,
+            handler,
+            profile,
+        })
+    }
+
+    /// The chromiumoxide browser, for anything the helpers do not cover.
+    pub fn browser(&self) -> &Browser {
+        &self.browser
+    }
+
+    /// The profile folder (IndexedDB, the registration, pending syncs live here).
+    pub fn profile_dir(&self) -> &Path {
+        self.profile.path()
+    }
+
+    /// A new `about:blank` tab, ready for service workers (see the crate docs).
+    pub async fn blank(&self) -> Result<Page> {
+        let page = self.browser.new_page("about:blank").await?;
+        cdp(
+            &page,
+            "Target.setAutoAttach",
+            json!({ "autoAttach": false, "waitForDebuggerOnStart": false, "flatten": true }),
+        )
+        .await?;
+        Ok(page)
+    }
+
+    /// A new tab showing `url`, loaded.
+    pub async fn open(&self, url: &str) -> Result<Page> {
+        let page = self.blank().await?;
+        page.goto(url)
+            .await
+            .map_err(|e| format!("navigating to {url}: {e}"))?;
+        Ok(page)
+    }
+
+    /// Closes a tab (`beforeunload`/`pagehide` run as for a user closing it).
+    pub async fn close_tab(&self, page: Page) -> Result {
+        page.close().await?;
+        Ok(())
+    }
+
+    /// `Browser.grantPermissions periodicBackgroundSync` for `origin`
+    /// (else `periodicSync.register` is `NotAllowedError`).
+    pub async fn grant_periodic_sync(&self, origin: &str) -> Result {
+        browser_cdp(
+            &self.browser,
+            "Browser.grantPermissions",
+            json!({ "origin": origin, "permissions": ["periodicBackgroundSync", "backgroundSync"] }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the browser cleanly and launches it again on the same profile.
+    pub async fn relaunch(mut self) -> Result<TestBrowser> {
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+        self.handler.abort();
+        let profile = self.profile.clone();
+        drop(self);
+        TestBrowser::launch_with(profile).await
+    }
+
+    /// Kills the browser (SIGKILL, no shutdown) and launches it again on the same profile.
+    pub async fn kill_and_relaunch(mut self) -> Result<TestBrowser> {
+        let _ = self.browser.kill().await;
+        self.handler.abort();
+        let profile = self.profile.clone();
+        drop(self);
+        TestBrowser::launch_with(profile).await
+    }
+
+    /// Closes the browser and waits for it to exit.
+    pub async fn close(mut self) -> Result {
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+        self.handler.abort();
+        Ok(())
+    }
+}
+
+impl Drop for TestBrowser {
+    fn drop(&mut self) {
+        self.handler.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Service workers
+
+/// What the `ServiceWorker` domain reported about one registration.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    /// `registrationId`
+    pub id: String,
+    /// `scopeURL`
+    pub scope: String,
+    /// Unregistered.
+    pub deleted: bool,
+}
+
+/// What the `ServiceWorker` domain reported about one worker version.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// `versionId`
+    pub id: String,
+    /// `registrationId`
+    pub registration_id: String,
+    /// `scriptURL`
+    pub script: String,
+    /// `running`, `stopped`, …
+    pub running: ServiceWorkerVersionRunningStatus,
+    /// `activated`, `redundant`, …
+    pub status: ServiceWorkerVersionStatus,
+}
+
+#[derive(Default)]
+struct Seen {
+    registrations: HashMap<String, Registration>,
+    versions: HashMap<String, Version>,
+}
+
+/// A control tab with `ServiceWorker.enable`: sees every origin's registrations
+/// and versions and can fire events at them with no app tab open.
+pub struct ServiceWorkers {
+    page: Page,
+    seen: Arc<Mutex<Seen>>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl ServiceWorkers {
+    /// Opens the control tab and starts listening.
+    pub async fn enable(browser: &TestBrowser) -> Result<ServiceWorkers> {
+        let page = browser.blank().await?;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut registrations = page
+            .event_listener::<EventWorkerRegistrationUpdated>()
+            .await?;
+        let mut versions = page.event_listener::<EventWorkerVersionUpdated>().await?;
+        let into = seen.clone();
+        let on_registration = tokio::spawn(async move {
+            while let Some(event) = registrations.next().await {
+                let mut seen = into.lock().unwrap_or_else(|e| e.into_inner());
+                for r in &event.registrations {
+                    let id = r.registration_id.inner().clone();
+                    seen.registrations.insert(
+                        id.clone(),
+                        Registration {
+                            id,
+                            scope: r.scope_url.clone(),
+                            deleted: r.is_deleted,
+                        },
+                    );
+                }
+            }
+        });
+        let into = seen.clone();
+        let on_version = tokio::spawn(async move {
+            while let Some(event) = versions.next().await {
+                let mut seen = into.lock().unwrap_or_else(|e| e.into_inner());
+                for v in &event.versions {
+                    seen.versions.insert(
+                        v.version_id.clone(),
+                        Version {
+                            id: v.version_id.clone(),
+                            registration_id: v.registration_id.inner().clone(),
+                            script: v.script_url.clone(),
+                            running: v.running_status.clone(),
+                            status: v.status.clone(),
+                        },
+                    );
+                }
+            }
+        });
+        cdp(&page, "ServiceWorker.enable", json!({})).await?;
+        Ok(ServiceWorkers {
+            page,
+            seen,
+            listeners: vec![on_registration, on_version],
+        })
+    }
+
+    /// The live registration whose scope is on `origin`, once one exists.
+    pub async fn registration(&self, origin: &str) -> Result<Registration> {
+        let prefix = format!("{}/", origin.trim_end_matches('/'));
+        wait_until(
+            &format!("a service worker is registered for {origin}"),
+            DEFAULT_TIMEOUT,
+            || {
+                let found = self
+                    .lock()
+                    .registrations
+                    .values()
+                    .find(|r| !r.deleted && r.scope.starts_with(&prefix))
+                    .cloned();
+                async move { Ok(found) }
+            },
+        )
+        .await
+    }
+
+    /// Every version seen so far of a registration.
+    pub fn versions(&self, registration_id: &str) -> Vec<Version> {
+        self.lock()
+            .versions
+            .values()
+            .filter(|v| v.registration_id == registration_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The activated version of `origin`'s registration, once there is one.
+    pub async fn activated(&self, origin: &str) -> Result<Version> {
+        let registration = self.registration(origin).await?;
+        wait_until(
+            &format!("{origin}'s service worker is activated"),
+            DEFAULT_TIMEOUT,
+            || {
+                let found = self
+                    .versions(&registration.id)
+                    .into_iter()
+                    .find(|v| v.status == ServiceWorkerVersionStatus::Activated);
+                async move { Ok(found) }
+            },
+        )
+        .await
+    }
+
+    /// `ServiceWorker.dispatchSyncEvent` at `origin`'s worker: fires at once.
+    pub async fn dispatch_sync(&self, origin: &str, tag: &str, last_chance: bool) -> Result {
+        let registration = self.registration(origin).await?;
+        cdp(
+            &self.page,
+            "ServiceWorker.dispatchSyncEvent",
+            json!({ "origin": origin, "registrationId": registration.id, "tag": tag, "lastChance": last_chance }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `ServiceWorker.dispatchPeriodicSyncEvent` at `origin`'s worker.
+    pub async fn dispatch_periodic_sync(&self, origin: &str, tag: &str) -> Result {
+        let registration = self.registration(origin).await?;
+        cdp(
+            &self.page,
+            "ServiceWorker.dispatchPeriodicSyncEvent",
+            json!({ "origin": origin, "registrationId": registration.id, "tag": tag }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `ServiceWorker.stopAllWorkers`: kills every worker, even mid-fetch.
+    pub async fn stop_all(&self) -> Result {
+        cdp(&self.page, "ServiceWorker.stopAllWorkers", json!({})).await?;
+        Ok(())
+    }
+
+    /// `ServiceWorker.stopWorker` for one version.
+    pub async fn stop(&self, version_id: &str) -> Result {
+        cdp(
+            &self.page,
+            "ServiceWorker.stopWorker",
+            json!({ "versionId": version_id }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The control tab, for raw commands.
+    pub fn page(&self) -> &Page {
+        &self.page
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for ServiceWorkers {
+    fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The app, from the page
+
+/// Waits until a service worker controls `page` (`navigator.serviceWorker.controller`).
+pub async fn wait_for_controller(page: &Page) -> Result {
+    wait_until(
+        "a service worker controls the page",
+        DEFAULT_TIMEOUT,
+        || async {
+            let controlled = eval(page, "navigator.serviceWorker.controller !== null").await?;
+            Ok((controlled == Value::Bool(true)).then_some(()))
+        },
+    )
+    .await
+}

@@ -1,1 +1,69 @@
-fn main() {}
+//! Project automation for rangersync, in the style of rust-analyzer's `xtask`.
+//!
+//! Run through the alias in `.cargo/config.toml`: `cargo xtask <command>`.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `demo [--listen ADDR]` | builds the wasm and the server, serves the demo app until Ctrl-C |
+//! | `build` | checks/installs the wasm target and the pinned wasm-bindgen CLI, builds both wasm crates into `www/pkg`, runs `wasm-opt -Oz` when available, prints sizes |
+//! | `test` | the whole CI: fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker, end-to-end tests |
+//! | `pkg` | builds, then assembles an npm-style package in `dist/rangersync/` |
+//! | `bench` | native push and dedup throughput against the reference server |
+//!
+//! Prerequisites are installed only from crates.io (`cargo install`) and Debian
+//! (`apt-get`, as root); nothing is ever downloaded from anywhere else. A missing
+//! prerequisite that cannot be installed is a one-line error saying what to install.
+//!
+//! One module per command; `util`, `tools` and `server` hold what they share;
+//! `tidy` holds repository rules checked as tests.
+
+mod bench;
+mod build;
+mod demo;
+mod pkg;
+mod server;
+mod test;
+mod tidy;
+mod tools;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  demo [--listen ADDR]   build everything and serve the demo app (default 127.0.0.1:8787)
+  build                  build the service worker and page wasm into www/pkg
+  test [STEP…]           run every check CI runs, or only some steps:
+                         fmt clippy clippy-wasm unit browser wasm e2e
+  pkg                    build and assemble the npm package in dist/rangersync/
+  bench [--mutations N] [--batch B] [--debug]
+                         measure push and dedup throughput of the reference server";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match command.as_str() {
+        "demo" => demo::run(rest),
+        "build" => build::run(rest),
+        "test" => test::run(rest),
+        "pkg" => pkg::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {command}: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

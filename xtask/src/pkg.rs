@@ -1,0 +1,105 @@
+//! `cargo xtask pkg`: an npm-style package of the built wasm in `dist/rangersync/`.
+
+use std::path::Path;
+
+use crate::util::{self, Result};
+
+/// Files copied from `www/pkg` (and `www/sw.js`) into the package.
+const FILES: [(&str, &str); 6] = [
+    ("www/pkg", "rangersync_page.js"),
+    ("www/pkg", "rangersync_page_bg.wasm"),
+    ("www/pkg", "rangersync_page.d.ts"),
+    ("www", "sw.js"),
+    ("www/pkg", "rangersync_sw.js"),
+    ("www/pkg", "rangersync_sw_bg.wasm"),
+];
+
+/// Builds, then writes `dist/rangersync/` afresh.
+pub fn run(args: &[String]) -> Result {
+    util::parse_flags(args, &[], &[])?;
+    crate::build::build()?;
+    let root = util::root();
+    let out = root.join("dist").join("rangersync");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)
+            .map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    for (dir, name) in FILES {
+        copy(&root.join(dir).join(name), &out.join(name))?;
+    }
+    // The demo's sw.js loads its wasm from `/pkg/`; in the package the files sit
+    // next to it, so the worker loads them relative to its own URL.
+    let sw = out.join("sw.js");
+    let text =
+        std::fs::read_to_string(&sw).map_err(|e| format!("cannot read {}: {e}", sw.display()))?;
+    write(&sw, &text.replace("'/pkg/", "'./"))?;
+    let readme = root.join("page-client").join("README.md");
+    if readme.is_file() {
+        copy(&readme, &out.join("README.md"))?;
+    } else {
+        write(&out.join("README.md"), GENERATED_README)?;
+    }
+    let version = util::workspace_version()?;
+    let files: Vec<String> = FILES
+        .iter()
+        .map(|(_, name)| format!("\"{name}\""))
+        .chain(["\"README.md\"".to_string()])
+        .collect();
+    let package_json = format!(
+        r#"{{
+  "name": "rangersync",
+  "version": "{version}",
+  "description": "Writes that survive closed tabs, restarts and a down server: a Rust service worker with an outbox in IndexedDB.",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "rangersync_page.js",
+  "module": "rangersync_page.js",
+  "types": "rangersync_page.d.ts",
+  "files": [{}],
+  "sideEffects": ["./sw.js", "./rangersync_sw.js"]
+}}
+"#,
+        files.join(", ")
+    );
+    write(&out.join("package.json"), &package_json)?;
+    let total: u64 = std::fs::read_dir(&out)
+        .map_err(|e| e.to_string())?
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "dist/rangersync: {} files, {:.1} KiB",
+        FILES.len() + 2,
+        total as f64 / 1024.0
+    );
+    Ok(())
+}
+
+const GENERATED_README: &str = "\
+# rangersync
+
+The page module (`rangersync_page.js`) and the service worker (`sw.js`, which
+loads `rangersync_sw.js` and `rangersync_sw_bg.wasm`) of rangersync. Serve the
+worker files from your site's root scope and register through the page module:
+
+```js
+import init, { SyncClient } from 'rangersync/rangersync_page.js';
+await init();
+const client = await SyncClient.register({ swUrl: '/sw.js', serverUrl: location.origin });
+await client.put('notes', 'n1', { title: 'hi' });
+```
+";
+
+fn copy(from: &Path, to: &Path) -> Result {
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| {
+        format!(
+            "cannot copy {}: {e} (did the build produce it?)",
+            from.display()
+        )
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

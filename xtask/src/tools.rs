@@ -1,0 +1,177 @@
+//! Prerequisites: found where they are, installed from crates.io or Debian when
+//! they are not, or a one-line error saying what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{self, Result};
+
+/// The Rust target both wasm crates build for.
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Debian packages that provide the browser, its driver and `wasm-opt`.
+pub const DEBIAN_PACKAGES: &str = "chromium chromium-driver binaryen";
+
+/// Makes sure `rustup` has the wasm target installed.
+pub fn ensure_wasm_target() -> Result {
+    let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .ok_or_else(|| {
+            format!(
+                "`rustup` not found; install rustup, or add the {WASM_TARGET} target to your toolchain yourself"
+            )
+        })?;
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+        .map_err(|e| format!("could not add the {WASM_TARGET} target: {e}"))
+}
+
+/// Makes sure `rustup` has a toolchain component (`rustfmt`, `clippy`): a
+/// `minimal` rustup profile installs neither.
+pub fn ensure_component(component: &str) -> Result {
+    let Some(installed) =
+        util::output(Command::new("rustup").args(["component", "list", "--installed"]))
+    else {
+        // No rustup: a distribution's Rust; cargo will say if the tool is missing.
+        return Ok(());
+    };
+    if installed
+        .lines()
+        .any(|l| l.trim().split('-').next() == Some(component))
+    {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args(["component", "add", component]))
+        .map_err(|e| format!("could not add the rustup component {component}: {e}"))
+}
+
+/// The wasm-bindgen CLI and its test runner, of the version the workspace pins.
+#[derive(Debug, Clone)]
+pub struct WasmBindgen {
+    /// `wasm-bindgen`
+    pub cli: PathBuf,
+    /// `wasm-bindgen-test-runner`, from the same install.
+    pub test_runner: PathBuf,
+}
+
+/// The exact wasm-bindgen version pinned in the workspace `Cargo.toml`
+/// (`wasm-bindgen = "=X"`): the CLI must match it exactly.
+pub fn pinned_wasm_bindgen_version() -> Result<String> {
+    let manifest = util::read_root_manifest()?;
+    manifest
+        .lines()
+        .find_map(|line| util::toml_string_value(line.trim(), "wasm-bindgen"))
+        .map(|v| v.trim_start_matches('=').to_string())
+        .ok_or_else(|| "no `wasm-bindgen = \"=X\"` in the workspace Cargo.toml".into())
+}
+
+fn version_of(cli: &Path) -> Option<String> {
+    // Prints `wasm-bindgen 0.2.130`.
+    let out = util::output(Command::new(cli).arg("--version"))?;
+    out.split_whitespace().nth(1).map(str::to_string)
+}
+
+fn matching(cli: PathBuf, version: &str) -> Option<WasmBindgen> {
+    let test_runner = cli.with_file_name("wasm-bindgen-test-runner");
+    (util::is_executable(&cli)
+        && util::is_executable(&test_runner)
+        && version_of(&cli).as_deref() == Some(version))
+    .then_some(WasmBindgen { cli, test_runner })
+}
+
+/// Finds the pinned wasm-bindgen CLI in `<repo>/.tools/bin`, then on `PATH`;
+/// else installs it into `<repo>/.tools` with `cargo install` (a few minutes,
+/// once). Not `--locked`: the CLI's lock file pins a yanked crate.
+pub fn ensure_wasm_bindgen() -> Result<WasmBindgen> {
+    let version = pinned_wasm_bindgen_version()?;
+    let local = util::tools_dir().join("bin").join("wasm-bindgen");
+    if let Some(found) = matching(local.clone(), &version) {
+        return Ok(found);
+    }
+    if let Some(found) = util::which("wasm-bindgen").and_then(|p| matching(p, &version)) {
+        return Ok(found);
+    }
+    println!("wasm-bindgen-cli {version} not found: installing it into .tools/ from crates.io (a few minutes, once)");
+    let (result, _) = util::timed("cargo install wasm-bindgen-cli", || {
+        util::run(
+            util::cargo()
+                .args(["install", "--root"])
+                .arg(util::tools_dir())
+                .args(["wasm-bindgen-cli", "--version", &version]),
+        )
+    });
+    result.map_err(|e| format!("could not install wasm-bindgen-cli {version}: {e}"))?;
+    matching(local, &version).ok_or_else(|| {
+        format!("cargo install finished but .tools/bin/wasm-bindgen is not version {version}")
+    })
+}
+
+/// `wasm-opt` on `PATH`, if any (Debian package `binaryen`).
+pub fn wasm_opt() -> Option<PathBuf> {
+    util::which("wasm-opt")
+}
+
+/// Chromium and chromedriver of the same version, for the wasm and e2e tests.
+#[derive(Debug, Clone)]
+pub struct Browser {
+    /// The browser (`$CHROMIUM`, default `/usr/bin/chromium`).
+    pub chromium: PathBuf,
+    /// Its WebDriver (`$CHROMEDRIVER`, default `/usr/bin/chromedriver`).
+    pub chromedriver: PathBuf,
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+/// Finds Chromium and chromedriver; as root, installs the Debian packages
+/// when either is missing; otherwise says exactly what to install.
+pub fn ensure_browser() -> Result<Browser> {
+    let browser = Browser {
+        chromium: env_path("CHROMIUM", "/usr/bin/chromium"),
+        chromedriver: env_path("CHROMEDRIVER", "/usr/bin/chromedriver"),
+    };
+    let present =
+        |b: &Browser| util::is_executable(&b.chromium) && util::is_executable(&b.chromedriver);
+    if present(&browser) {
+        return Ok(browser);
+    }
+    if !util::is_root() {
+        return Err(format!(
+            "{} or {} is missing: run `sudo apt-get install -y {DEBIAN_PACKAGES}` (or set CHROMIUM and CHROMEDRIVER)",
+            browser.chromium.display(),
+            browser.chromedriver.display()
+        ));
+    }
+    util::run(Command::new("apt-get").arg("update"))?;
+    util::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(DEBIAN_PACKAGES.split(' ')),
+    )?;
+    if present(&browser) {
+        Ok(browser)
+    } else {
+        Err(format!(
+            "apt-get installed {DEBIAN_PACKAGES} but {} or {} is still missing",
+            browser.chromium.display(),
+            browser.chromedriver.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_workspace_pins_wasm_bindgen_exactly() {
+        let version = super::pinned_wasm_bindgen_version().unwrap();
+        assert!(
+            version.split('.').count() == 3,
+            "wasm-bindgen must be pinned as =X.Y.Z, got {version}"
+        );
+    }
+}
