@@ -717,3 +717,92 @@ pub async fn wait_for_controller(page: &Page) -> Result {
     )
     .await
 }
+
+// ---------------------------------------------------------------------------
+// The page API, from a test
+
+/// A page of the app's origin without the demo app on it (`/api/health`, a JSON
+/// document): tests drive `SyncClient` themselves with [`register_client`].
+pub fn bare_page_url(server: &TestServer) -> String {
+    format!("{}/api/health", server.url())
+}
+
+/// Imports the page module, registers `SyncClient` with `{ swUrl: '/sw.js',
+/// serverUrl: location.origin, ...extra }` (`extra` is a JS object literal, e.g.
+/// `"{ forcePageMode: true }"`), keeps it in `window.client`, and records every
+/// status in `window.statuses` and every change in `window.changes`
+/// (`"collection/key"`). Returns `client.mode`.
+pub async fn register_client(page: &Page, extra: &str) -> Result<Value> {
+    let js = format!(
+        r#"(async () => {{
+    const {{ default: init, SyncClient }} = await import('/pkg/rangersync_page.js');
+    await init();
+    window.statuses = window.statuses || [];
+    window.changes = window.changes || [];
+    window.client = await SyncClient.register({{ swUrl: '/sw.js', serverUrl: location.origin, ...({extra}) }});
+    window.client.onStatus((s) => window.statuses.push(s));
+    window.client.onChange((c, k) => window.changes.push(c + '/' + k));
+    return window.client.mode;
+}})()"#
+    );
+    eval(page, &js).await
+}
+
+/// This profile's client id, from a snapshot of `window.client`.
+pub async fn client_id_of(page: &Page) -> Result<String> {
+    let id = eval(
+        page,
+        "client.exportSnapshot('json').then(s => JSON.parse(s).client_id)",
+    )
+    .await?;
+    Ok(id
+        .as_str()
+        .ok_or_else(|| format!("the snapshot names no client_id: {id}"))?
+        .to_string())
+}
+
+impl TestServer {
+    /// `POST /api/test/faults` with these rules.
+    pub async fn add_faults(&self, rules: Value) -> Result<Value> {
+        self.post_json("/api/test/faults", &json!({ "rules": rules }))
+            .await
+    }
+
+    /// `DELETE /api/test/faults`.
+    pub async fn clear_faults(&self) -> Result {
+        let response = self
+            .http
+            .delete(format!("{}/api/test/faults", self.url()))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(format!("DELETE /api/test/faults: {}", response.status()).into());
+        }
+        Ok(())
+    }
+
+    /// `GET /api/test/mutations?client_id=X` → the recorded mutations, in seq order.
+    pub async fn mutations_of(&self, client_id: &str) -> Result<Vec<Value>> {
+        let answer = self
+            .get_json(&format!("/api/test/mutations?client_id={client_id}"))
+            .await?;
+        Ok(answer["mutations"]
+            .as_array()
+            .ok_or_else(|| format!("no mutations list: {answer}"))?
+            .clone())
+    }
+}
+
+/// Checks that `recorded` (from [`TestServer::mutations_of`]) holds seqs
+/// `1..=n`, each exactly once, strictly increasing, all `applied`.
+pub fn assert_seqs_applied_once(recorded: &[Value], n: u64) {
+    let seqs: Vec<u64> = recorded.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<u64>>(),
+        "seqs 1..={n}, each once, in order: {recorded:?}"
+    );
+    for m in recorded {
+        assert_eq!(m["status"], "applied", "every mutation applied: {m}");
+    }
+}

@@ -1,0 +1,181 @@
+//! Reads come from the local copy at once, and hydration merges the server's
+//! changes by the conflict rule (last writer wins by `updated_at`).
+
+use std::time::Duration;
+
+use rangersync_e2e::{
+    assert_seqs_applied_once, bare_page_url, client_id_of, eval, register_client, serial,
+    wait_until, Result, TestBrowser, TestServer,
+};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn a_put_then_reload_shows_the_value_before_the_network_answers() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(register_client(&page, "{}").await?, "worker");
+    let client_id = client_id_of(&page).await?;
+
+    // From now on every sync request is held 5 s and then refused: the network
+    // never gives a useful answer while the page reloads and reads.
+    server
+        .add_faults(json!([
+            { "path": "/api/sync/push", "status": 503, "delay_ms": 5000, "times": 1000 },
+            { "path": "/api/sync/pull", "status": 503, "delay_ms": 5000, "times": 1000 },
+        ]))
+        .await?;
+    let ack = eval(&page, "client.put('notes', 'n1', { title: 'hi' })").await?;
+    assert!(ack["seq"].is_u64(), "the put is acknowledged: {ack}");
+
+    page.reload().await?;
+    assert_eq!(register_client(&page, "{}").await?, "worker");
+    let listed = eval(&page, "client.list('notes')").await?;
+    let items = listed.as_array().ok_or("list returns an array")?;
+    assert_eq!(
+        items.len(),
+        1,
+        "the reloaded page lists the write: {listed}"
+    );
+    assert_eq!(items[0]["key"], "n1");
+    assert_eq!(items[0]["value"]["title"], "hi");
+    assert_eq!(items[0]["pending"], true, "not yet on the server: {listed}");
+    let got = eval(&page, "client.get('notes', 'n1')").await?;
+    assert_eq!(got["title"], "hi", "get returns the local value: {got}");
+    assert!(
+        server.mutations_of(&client_id).await?.is_empty(),
+        "the server has applied nothing yet"
+    );
+
+    // Once the network answers, it is delivered exactly once.
+    server.clear_faults().await?;
+    wait_until("the write is synced", Duration::from_secs(60), || async {
+        let listed = eval(&page, "client.flush().then(() => client.list('notes'))").await?;
+        Ok((listed[0]["pending"] == false).then_some(()))
+    })
+    .await?;
+    assert_seqs_applied_once(&server.mutations_of(&client_id).await?, 1);
+
+    browser.close().await?;
+    Ok(())
+}
+
+/// Pushes one mutation as another client, straight over HTTP.
+async fn push_as_other_client(
+    server: &TestServer,
+    seq: u64,
+    key: &str,
+    value: Value,
+    updated_at: u64,
+) -> Result<Value> {
+    let answer = server
+        .post_json(
+            "/api/sync/push",
+            &json!({
+                "client_id": "other-client",
+                "mutations": [{
+                    "client_id": "other-client", "seq": seq, "collection": "notes", "key": key,
+                    "op": "put", "value": value, "updated_at": updated_at,
+                }],
+            }),
+        )
+        .await?;
+    Ok(answer["results"][0].clone())
+}
+
+#[tokio::test]
+async fn hydration_merges_server_changes_by_the_conflict_rule() -> Result {
+    let _serial = serial().await;
+    let mut server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(register_client(&page, "{}").await?, "worker");
+    let client_id = client_id_of(&page).await?;
+
+    // Two local writes the server has not seen.
+    server.stop().await;
+    eval(&page, "client.put('notes', 'a', { by: 'local' })").await?;
+    eval(&page, "client.put('notes', 'b', { by: 'local' })").await?;
+    let listed = eval(&page, "client.list('notes')").await?;
+    let local_updated_at = |key: &str| {
+        listed
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["key"] == key))
+            .and_then(|i| i["updated_at"].as_u64())
+            .ok_or_else(|| format!("no local {key} in {listed}"))
+    };
+    let (a_at, b_at) = (local_updated_at("a")?, local_updated_at("b")?);
+
+    // Another client wrote a later (newer than local), b earlier (older) and c.
+    server.restart().await?;
+    let a = push_as_other_client(&server, 1, "a", json!({ "by": "other" }), a_at + 60_000).await?;
+    let b = push_as_other_client(&server, 2, "b", json!({ "by": "other" }), b_at - 60_000).await?;
+    let c = push_as_other_client(&server, 3, "c", json!({ "by": "other" }), a_at).await?;
+    // Our client may already have pushed a and b on its own retry: either way the
+    // server keeps the newer a and the newer b (LWW), and holds c.
+    for r in [&a, &b, &c] {
+        assert!(
+            r["status"] == "applied" || r["status"] == "conflict",
+            "other client's push answered {r}"
+        );
+    }
+
+    let by_key = wait_until(
+        "the local copy holds the merged state, all synced",
+        Duration::from_secs(60),
+        || async {
+            let listed = eval(&page, "client.flush().then(() => client.list('notes'))").await?;
+            let items = listed.as_array().cloned().unwrap_or_default();
+            let ready = items.len() == 3
+                && items.iter().all(|i| i["pending"] == false)
+                && items
+                    .iter()
+                    .any(|i| i["key"] == "a" && i["value"]["by"] == "other");
+            Ok(ready.then_some(items))
+        },
+    )
+    .await?;
+    let value_of = |key: &str| {
+        by_key
+            .iter()
+            .find(|i| i["key"] == key)
+            .map(|i| i["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(value_of("a")["by"], "other", "the server's newer a wins");
+    assert_eq!(value_of("b")["by"], "local", "the local newer b is kept");
+    assert_eq!(value_of("c")["by"], "other", "the new key c arrives");
+
+    let on_server = server.pull_all().await?;
+    let server_value = |key: &str| {
+        on_server
+            .iter()
+            .find(|c| c["collection"] == "notes" && c["key"] == key)
+            .map(|c| c["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(server_value("a")["by"], "other", "server: {on_server:?}");
+    assert_eq!(server_value("b")["by"], "local", "server: {on_server:?}");
+    assert_eq!(server_value("c")["by"], "other", "server: {on_server:?}");
+
+    // Our two writes were each recorded once (a as a conflict or applied-then-overwritten).
+    let recorded = server.mutations_of(&client_id).await?;
+    let seqs: Vec<u64> = recorded.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(seqs, vec![1, 2], "each local write once: {recorded:?}");
+
+    let changes = wait_until(
+        "onChange fired for the pulled keys",
+        Duration::from_secs(10),
+        || async {
+            let changes = eval(&page, "window.changes").await?;
+            let has = |k: &str| changes.as_array().is_some_and(|c| c.iter().any(|x| x == k));
+            Ok((has("notes/a") && has("notes/c")).then_some(changes))
+        },
+    )
+    .await?;
+    println!("changes seen: {changes}");
+
+    browser.close().await?;
+    Ok(())
+}
