@@ -806,3 +806,27 @@ pub fn assert_seqs_applied_once(recorded: &[Value], n: u64) {
         assert_eq!(m["status"], "applied", "every mutation applied: {m}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// A browser without Background Sync
+
+impl TestBrowser {
+    /// `Browser.setPermission background-sync: denied` for `origin`: from then on
+    /// `registration.sync.register()` rejects (`NotAllowedError`), so nothing is
+    /// registered and the browser never fires or retries a `sync` event on its own,
+    /// as in browsers without Background Sync. (Blink has no switch that removes
+    /// `registration.sync`; `--disable-blink-features=BackgroundSync` leaves it.)
+    pub async fn deny_background_sync(&self, origin: &str) -> Result {
+        browser_cdp(
+            &self.browser,
+            "Browser.setPermission",
+            json!({
+                "origin": origin,
+                "permission": { "name": "background-sync" },
+                "setting": "denied",
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The fallback triggers browsers without Background Sync rely on, each alone: a
+//! worker started by a navigation flushes, and a page event message makes the
+//! worker flush.
+//!
+//! Both tests deny the origin the `background-sync` permission
+//! ([`TestBrowser::deny_background_sync`]): the worker's `sync.register()` is
+//! refused, so Chrome never fires (or retries) a `sync` event that could deliver in
+//! the trigger's place, and the tests never dispatch one either. Each test checks,
+//! after its write, that no sync registration is pending.
+
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::service_worker::ServiceWorkerVersionRunningStatus;
+use chromiumoxide::Page;
+use rangersync_e2e::{
+    assert_seqs_applied_once, bare_page_url, client_id_of, eval, register_client, serial,
+    wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+};
+use serde_json::{json, Value};
+
+/// Waits until the server has recorded `n` mutations of `client_id`.
+async fn wait_for_recorded(
+    server: &TestServer,
+    client_id: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    wait_until(
+        &format!("the server recorded {n} mutations of {client_id}"),
+        timeout,
+        || async {
+            let recorded = server.mutations_of(client_id).await?;
+            Ok((recorded.len() >= n).then_some(recorded))
+        },
+    )
+    .await
+}
+
+/// Checks that Background Sync is refused for the page's registration and that
+/// nothing is registered (so the browser has no `sync` event to fire or retry).
+async fn assert_no_background_sync(page: &Page) -> Result {
+    let probe = eval(
+        page,
+        "navigator.serviceWorker.ready.then(r => r.sync.register('rangersync-probe').then(() => 'registered', e => e.name))",
+    )
+    .await?;
+    assert_eq!(probe, "NotAllowedError", "Background Sync is denied");
+    let tags = eval(
+        page,
+        "navigator.serviceWorker.ready.then(r => r.sync.getTags())",
+    )
+    .await?;
+    assert_eq!(tags, json!([]), "no sync registration is pending");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    browser.deny_background_sync(&server.url()).await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(register_client(&page, "{}").await?, "worker");
+    wait_for_controller(&page).await?;
+    assert_no_background_sync(&page).await?;
+    let client_id = client_id_of(&page).await?;
+
+    // The server refuses every push (503, no Retry-After): the write stays in the
+    // outbox. (Faults rather than a stopped server: a worker started while the
+    // server is unreachable cannot fetch its wasm, `sw.js`'s `ready` stays rejected
+    // and that worker answers `worker_unavailable` until it is stopped, even once
+    // the server is back; closing the tab below may start one.)
+    const TIMES: u64 = 1000;
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "status": 503, "times": TIMES }]))
+        .await?;
+    eval(&page, "client.put('notes', 'n1', { title: 'started' })").await?;
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["pending"], 1, "the write waits: {status}");
+    assert_no_background_sync(&page).await?;
+
+    // No app tab and no running worker: nothing is left to retry (no worker
+    // timer, no page to send messages, and no Background Sync registration).
+    // Closing the tab sends a last `pagehide` message that may start the worker
+    // again: stop it until it is seen stopped.
+    browser.close_tab(page).await?;
+    let registration = workers.registration(&server.url()).await?;
+    let all_stopped = || {
+        workers
+            .versions(&registration.id)
+            .iter()
+            .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped)
+    };
+    workers.stop_all().await?;
+    wait_until(
+        "every worker version is stopped",
+        Duration::from_secs(30),
+        || async {
+            if all_stopped() {
+                return Ok(Some(()));
+            }
+            workers.stop_all().await?;
+            Ok(None)
+        },
+    )
+    .await?;
+    server.clear_faults().await?;
+    assert!(all_stopped(), "no worker started again");
+    assert!(
+        server.mutations_of(&client_id).await?.is_empty(),
+        "nothing was delivered while pushes were refused"
+    );
+
+    // A page of the origin without the app: its navigation starts the worker
+    // (the fetch event), and the page sends no message. Only `start()`'s
+    // "on worker start" flush can deliver.
+    let bare = browser.open(&bare_page_url(&server)).await?;
+    let recorded = wait_for_recorded(&server, &client_id, 1, Duration::from_secs(30)).await?;
+    assert_seqs_applied_once(&recorded, 1);
+    assert_eq!(recorded[0]["key"], "n1");
+    let running = workers
+        .versions(&registration.id)
+        .iter()
+        .any(|v| v.running == ServiceWorkerVersionRunningStatus::Running);
+    assert!(running, "the navigation started the worker");
+    let no_app = eval(&bare, "typeof window.client").await?;
+    assert_eq!(no_app, "undefined", "the bare page has no app on it");
+    let stats = server.stats().await?;
+    assert_eq!(stats["mutations_applied"], 1, "applied once: {stats}");
+
+    browser.close().await?;
+    Ok(())
+}
+
+/// `window.raw(data)`: posts `data` to the controller with a reply port and
+/// resolves with the reply (as in `worker_messages.rs`).
+const RAW: &str = r#"window.raw = (data) => new Promise((resolve) => {
+    const channel = new MessageChannel();
+    const timer = setTimeout(() => resolve({ no_reply: true }), 10000);
+    channel.port1.onmessage = (e) => {
+        clearTimeout(timer);
+        resolve(typeof e.data === 'string' ? JSON.parse(e.data) : e.data);
+    };
+    navigator.serviceWorker.controller.postMessage(data, [channel.port2]);
+}); true"#;
+
+#[tokio::test]
+async fn a_page_event_makes_the_worker_flush() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    browser.deny_background_sync(&server.url()).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    // A 10 min backoff: the worker's own retry timer stays out of the way (its
+    // full-jitter delay is uniform over 0..=600 s, so the chance it fires in the
+    // short window between clearing the faults and the delivery is tiny).
+    assert_eq!(
+        register_client(
+            &page,
+            "{ retry: { baseDelayMs: 600000, maxDelayMs: 600000 } }"
+        )
+        .await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    assert_no_background_sync(&page).await?;
+    eval(&page, RAW).await?;
+    let client_id = client_id_of(&page).await?;
+
+    const TIMES: u64 = 1000;
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "status": 503, "times": TIMES }]))
+        .await?;
+    eval(&page, "client.put('notes', 'e1', { title: 'event' })").await?;
+    wait_until(
+        "the worker's push was refused",
+        Duration::from_secs(30),
+        || async {
+            let faults = server.get_json("/api/test/faults").await?;
+            let left = faults["rules"][0]["times"].as_u64();
+            Ok(left.is_some_and(|t| t < TIMES).then_some(()))
+        },
+    )
+    .await?;
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["pending"], 1, "the write waits: {status}");
+    assert_no_background_sync(&page).await?;
+
+    // From here on the page sends the worker nothing but the page event.
+    server.clear_faults().await?;
+    assert!(
+        server.mutations_of(&client_id).await?.is_empty(),
+        "nothing delivered before the page event"
+    );
+    let reply = eval(
+        &page,
+        "raw({ v: 1, id: 41, request: { type: 'page_event', event: 'online' } })",
+    )
+    .await?;
+    assert_eq!(reply["ok"], true, "the page event is answered: {reply}");
+    assert_eq!(reply["id"], 41);
+
+    let recorded = wait_for_recorded(&server, &client_id, 1, Duration::from_secs(20)).await?;
+    assert_seqs_applied_once(&recorded, 1);
+    assert_eq!(recorded[0]["key"], "e1");
+    wait_until(
+        "the page hears pending 0",
+        Duration::from_secs(20),
+        || async {
+            let last = eval(&page, "window.statuses[window.statuses.length - 1]").await?;
+            Ok((last["pending"] == 0).then_some(()))
+        },
+    )
+    .await?;
+    assert_seqs_applied_once(&server.mutations_of(&client_id).await?, 1);
+
+    browser.close().await?;
+    Ok(())
+}
