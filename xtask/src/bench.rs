@@ -1,23 +1,58 @@
-//! `cargo xtask bench`: native push throughput of the reference server.
+//! `cargo xtask bench`: throughput tables, printed, never asserted.
 //!
-//! Spawns the built server on a fresh database, pushes N mutations in batches
-//! over one keep-alive loopback connection, then sends them all again (every
-//! one must come back `duplicate`). The browser-side benchmark is separate.
+//! 1. Native: spawns the built server on a fresh database, pushes N mutations in batches
+//!    over one keep-alive loopback connection, then sends them all again (every one must come
+//!    back `duplicate`).
+//! 2. Browser: rangersync beside Workbox's background-sync `Queue` (7.4.1, from npm) in the
+//!    same headless Chromium against the same reference server: durable enqueue, delivery, two
+//!    concurrent sync events, a 500 during replay. The measuring code is the `#[ignore]`d test
+//!    `tests/tests/bench_browser.rs`; the Workbox worker is bundled from `bench/` with npm and
+//!    esbuild when `bench/dist/workbox-sw.js` is missing or older than its sources. Without npm
+//!    the Workbox rows are the numbers of `docs/TOOLCHAIN.md`, labelled as such.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::server::{self, Server};
 use crate::util::{self, Result};
 
-/// Runs the benchmark: `--mutations N` (20,000), `--batch B` (500), `--debug`
-/// to measure the dev-profile server instead of the release one.
+/// What to run and how big.
+struct Options {
+    mutations: usize,
+    batch: usize,
+    release: bool,
+    writes: usize,
+    native: bool,
+    browser: bool,
+    browser_release: bool,
+}
+
+/// Runs the benchmark. Native: `--mutations N` (20,000), `--batch B` (500), `--debug` to
+/// measure the dev-profile server. Browser: `--writes N` (2,000), `--browser-release` to build
+/// the browser harness in release (slower to build; the dev build is what `cargo xtask test`
+/// already compiled). `--native-only` / `--browser-only` run one half.
 pub fn run(args: &[String]) -> Result {
-    let mut mutations: usize = 20_000;
-    let mut batch: usize = 500;
-    let mut release = true;
-    for (flag, value) in util::parse_flags(args, &["--mutations", "--batch"], &["--debug"])? {
+    let mut o = Options {
+        mutations: 20_000,
+        batch: 500,
+        release: true,
+        writes: 2_000,
+        native: true,
+        browser: true,
+        browser_release: false,
+    };
+    for (flag, value) in util::parse_flags(
+        args,
+        &["--mutations", "--batch", "--writes"],
+        &[
+            "--debug",
+            "--native-only",
+            "--browser-only",
+            "--browser-release",
+        ],
+    )? {
         let number = || -> Result<usize> {
             value
                 .unwrap_or_default()
@@ -25,14 +60,98 @@ pub fn run(args: &[String]) -> Result {
                 .map_err(|_| format!("{flag} needs a positive number"))
         };
         match flag.as_str() {
-            "--mutations" => mutations = number()?,
-            "--batch" => batch = number()?,
-            _ => release = false,
+            "--mutations" => o.mutations = number()?,
+            "--batch" => o.batch = number()?,
+            "--writes" => o.writes = number()?,
+            "--native-only" => o.browser = false,
+            "--browser-only" => o.native = false,
+            "--browser-release" => o.browser_release = true,
+            _ => o.release = false,
         }
     }
-    if mutations == 0 || batch == 0 {
-        return Err("--mutations and --batch must be positive".into());
+    if o.mutations == 0 || o.batch == 0 || o.writes == 0 {
+        return Err("--mutations, --batch and --writes must be positive".into());
     }
+    if !o.native && !o.browser {
+        return Err("--native-only and --browser-only exclude each other".into());
+    }
+    if o.native {
+        native(o.mutations, o.batch, o.release)?;
+    }
+    if o.browser {
+        browser(o.writes, o.browser_release)?;
+    }
+    Ok(())
+}
+
+/// The browser half: builds the wasm, bundles Workbox when possible, runs the ignored test.
+fn browser(writes: usize, release: bool) -> Result {
+    let chromium = crate::tools::ensure_browser()?.chromium;
+    crate::build::build()?;
+    if let Err(message) = ensure_workbox_bundle() {
+        // One line, then the rangersync side alone (Workbox rows from docs/TOOLCHAIN.md).
+        eprintln!("xtask bench: Workbox side skipped: {message}");
+    }
+    let mut test = util::cargo();
+    test.args(["test", "-p", "rangersync-e2e"]);
+    if release {
+        test.arg("--release");
+    }
+    test.args([
+        "--test",
+        "bench_browser",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("RANGERSYNC_BENCH_WRITES", writes.to_string())
+    .env("RANGERSYNC_WWW", util::root().join("www"))
+    .env("CHROMIUM", chromium);
+    util::run(&mut test)
+}
+
+/// `bench/dist/workbox-sw.js`, rebuilt when missing or older than `entry.js` / `package.json`:
+/// `npm install` (npm registry only), then esbuild into a classic-worker IIFE. `Err` is one line.
+fn ensure_workbox_bundle() -> Result {
+    let bench = util::root().join("bench");
+    let bundle = bench.join("dist").join("workbox-sw.js");
+    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+    let sources = ["entry.js", "package.json"].map(|f| modified(&bench.join(f)));
+    if let Some(built) = modified(&bundle) {
+        if sources.iter().all(|s| s.is_some_and(|s| s <= built)) {
+            return Ok(());
+        }
+    }
+    let npm = util::which("npm").ok_or(
+        "npm not found (apt-get install npm); Workbox rows are the docs/TOOLCHAIN.md numbers",
+    )?;
+    let esbuild = bench.join("node_modules").join(".bin").join("esbuild");
+    let installed = bench
+        .join("node_modules")
+        .join("workbox-background-sync")
+        .join("package.json");
+    if !installed.is_file() || !util::is_executable(&esbuild) {
+        util::run(
+            util::cmd(npm)
+                .current_dir(&bench)
+                .args(["install", "--no-audit", "--no-fund"]),
+        )
+        .map_err(|e| format!("{e}; Workbox rows are the docs/TOOLCHAIN.md numbers"))?;
+    }
+    util::run(util::cmd(&esbuild).current_dir(&bench).args([
+        "entry.js",
+        "--bundle",
+        "--format=iife",
+        "--minify",
+        "--define:process.env.NODE_ENV=\"production\"",
+        "--outfile=dist/workbox-sw.js",
+    ]))
+    .map_err(|e| format!("{e}; Workbox rows are the docs/TOOLCHAIN.md numbers"))
+}
+
+/// The native half: push and dedup throughput of the reference server.
+fn native(mutations: usize, batch: usize, release: bool) -> Result {
     let binary = server::build(release)?;
     let scratch = util::ScratchDir::new("bench")?;
     let db = scratch.path().join("bench.db");
