@@ -579,6 +579,13 @@ async function start() {
   $('export-yaml').addEventListener('click', () => exportAs('yaml'));
   $('restore-file').addEventListener('change', pickRestore);
   $('restore-dialog').addEventListener('close', closeRestore);
+  // Closing the tab (or hiding it, the last event a mobile browser may send) within the 350 ms
+  // of saveSoon must not lose the edit: hand it to client.put at once.
+  const saveNow = () => { if (state.dirty) saveSoon.flush(); };
+  window.addEventListener('pagehide', saveNow);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden') saveNow();
+  });
   window.addEventListener('online', () => renderStatus());
   window.addEventListener('offline', () => renderStatus());
   $('failed-badge').addEventListener('click', () => $('dead-list').closest('.card').scrollIntoView({ behavior: 'smooth' }));

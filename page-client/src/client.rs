@@ -24,7 +24,7 @@ use crate::error::ClientError;
 use crate::js::{self, call_listener, describe, Listener};
 use crate::options::{parse_restore_options, ClientOptions, SLOW_REQUEST_FACTOR};
 use crate::request;
-use crate::worker::{LinkError, WorkerLink};
+use crate::worker::{warm_shell_cache, LinkError, WorkerLink};
 
 #[cfg(feature = "page-fallback")]
 use rangersync_sw::Engine;
@@ -506,6 +506,16 @@ impl SyncClient {
             match WorkerLink::connect(&window, sw_url, wait).await {
                 Ok(link) => {
                     inner.attach_worker(&link);
+                    if inner.options.cache_app_shell {
+                        let (window, sw_url) = (window.clone(), sw_url.clone());
+                        spawn_local(async move {
+                            if let Err(e) = warm_shell_cache(&window, &sw_url).await {
+                                web_sys::console::warn_1(&JsValue::from_str(&format!(
+                                    "rangersync: caching the app shell failed: {e}"
+                                )));
+                            }
+                        });
+                    }
                     let configure = Request::Configure {
                         config: inner.options.config.clone(),
                     };

@@ -29,6 +29,9 @@ pub struct ClientOptions {
     /// Longest wait for a new worker to take control of the page before falling back to page
     /// mode (`controllerTimeoutMs`).
     pub controller_timeout_ms: u32,
+    /// Put the page's own files into Cache Storage once a worker controls the page, so the app
+    /// opens with the server down (`cacheAppShell`, default `true`).
+    pub cache_app_shell: bool,
     /// What the worker (or the page engine) persists and syncs with.
     pub config: Config,
 }
@@ -50,6 +53,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "forcePageMode",
     "timeoutMs",
     "controllerTimeoutMs",
+    "cacheAppShell",
 ];
 
 const RETRY_KEYS: &[(&str, &str)] = &[
@@ -114,6 +118,11 @@ impl ClientOptions {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(ClientError::config("forcePageMode must be true or false")),
         };
+        let cache_app_shell = match map.get("cacheAppShell") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ClientError::config("cacheAppShell must be true or false")),
+        };
         let timeout_ms = opt_millis(map, "timeoutMs")?.unwrap_or(DEFAULT_TIMEOUT_MS);
         let controller_timeout_ms =
             opt_millis(map, "controllerTimeoutMs")?.unwrap_or(DEFAULT_CONTROLLER_TIMEOUT_MS);
@@ -138,6 +147,7 @@ impl ClientOptions {
             force_page_mode,
             timeout_ms,
             controller_timeout_ms,
+            cache_app_shell,
             config,
         })
     }
@@ -278,6 +288,7 @@ mod tests {
         );
         assert!(!o.force_page_mode);
         assert_eq!(o.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert!(o.cache_app_shell);
     }
 
     #[test]
@@ -288,7 +299,7 @@ mod tests {
                 "captureRoutes": ["/api/sync/chat", "/api/sync/settings"], "batchSize": 50.0,
                 "periodicIntervalMs": 3_600_000, "exportIntervalMs": 86_400_000,
                 "retry": { "baseDelayMs": 500, "maxAttempts": 3 },
-                "forcePageMode": true, "timeoutMs": 2000, "controllerTimeoutMs": 3000
+                "forcePageMode": true, "timeoutMs": 2000, "controllerTimeoutMs": 3000, "cacheAppShell": false
             }),
             ORIGIN,
         )
@@ -311,6 +322,7 @@ mod tests {
         );
         assert!(o.force_page_mode);
         assert_eq!((o.timeout_ms, o.controller_timeout_ms), (2000, 3000));
+        assert!(!o.cache_app_shell);
     }
 
     #[test]
@@ -340,6 +352,7 @@ mod tests {
             json!({ "captureRoutes": ["http://localhost:3010/api/sync/chat"] }),
             json!({ "token": 5 }),
             json!({ "forcePageMode": "yes" }),
+            json!({ "cacheAppShell": "no" }),
             json!({ "timeoutMs": -1 }),
             json!({ "periodicIntervalMs": 0 }),
             json!({ "retry": { "baseDelayMs": 10, "maxDelayMs": 5 } }),

@@ -42,6 +42,9 @@ export interface SyncClientOptions {
   timeoutMs?: number;
   /** Longest wait for a new worker to control the page before page mode, ms. Default 10000. */
   controllerTimeoutMs?: number;
+  /** Once a worker controls the page, put the page's own files (same origin, not /api/) into
+   * Cache Storage "rangersync-shell-v1", so the app opens with the server down. Default true. */
+  cacheAppShell?: boolean;
 }
 
 export type SyncState =

@@ -16,7 +16,8 @@ async function scenario(wasmLoads, method, path) {
   const loading = new Promise((res, rej) => { settle = wasmLoads ? res : () => rej(new Error('no wasm')); });
   const listeners = {};
   const ctx = {
-    console, Promise, Error, String, JSON,
+    console, Promise, Error, String, JSON, URL,
+    location: new URL('http://127.0.0.1:8787/sw.js'),
     importScripts() {},
     fetch: async (req) => 'passed through',
   };
@@ -47,6 +48,8 @@ async function scenario(wasmLoads, method, path) {
   console.log('post elsewhere: ' + await scenario(true, 'POST', '/api/other'));
   console.log('get: ' + await scenario(true, 'GET', '/api/sync/chat'));
   console.log('wasm failed: ' + await scenario(false, 'POST', '/api/sync/chat'));
+  console.log('get a page file: ' + await scenario(false, 'GET', '/app.js'));
+  console.log('get the worker script: ' + await scenario(true, 'GET', '/sw.js'));
 })();
 "#;
 
@@ -79,6 +82,8 @@ fn the_first_request_after_the_worker_wakes_is_captured_once_the_wasm_is_ready()
             "post elsewhere: passed through",
             "get: not intercepted",
             "wasm failed: passed through",
+            "get a page file: passed through",
+            "get the worker script: not intercepted",
         ]
     );
 }
