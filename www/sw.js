@@ -2,13 +2,16 @@
  *
  * Every listener is added synchronously, during this script's first run, before the wasm is
  * ready (a listener added later is never called). Each one calls into wasm inside
- * event.waitUntil(ready.then(...)) or event.respondWith(...).
+ * event.waitUntil(ready().then(...)) or event.respondWith(...).
  */
 /* global wasm_bindgen */
 'use strict';
 
 let wasmReady = false;
-let ready;
+
+/** The worker's wasm, and the cache that keeps a copy so a worker started offline still runs. */
+const WASM_URL = '/pkg/rangersync_sw_bg.wasm';
+const WORKER_CACHE = 'rangersync-worker-v1';
 
 function reportError(err) {
   const message = String((err && err.message) || err);
@@ -20,23 +23,61 @@ function reportError(err) {
   });
 }
 
+/** The wasm from the network (refreshing the cached copy), else the cached copy. */
+function wasmResponse() {
+  return fetch(WASM_URL).then((response) => {
+    if (!response.ok) throw new Error(`HTTP ${response.status} for ${WASM_URL}`);
+    const copy = response.clone();
+    caches.open(WORKER_CACHE).then((cache) => cache.put(WASM_URL, copy)).catch(() => {});
+    return response;
+  }).catch((err) => caches.open(WORKER_CACHE)
+    .then((cache) => cache.match(WASM_URL))
+    .then((cached) => {
+      if (cached) return cached;
+      throw err;
+    }));
+}
+
+let importError = null;
 try {
   importScripts('/pkg/rangersync_sw.js');
-  ready = wasm_bindgen({ module_or_path: '/pkg/rangersync_sw_bg.wasm' })
-    .then(() => wasm_bindgen.start())
-    .then(() => { wasmReady = true; });
 } catch (err) {
-  ready = Promise.reject(err);
+  importError = err;
 }
-ready.catch(reportError);
+
+let loading = null;
+/**
+ * The wasm, loaded once. A failed load is reported to the pages and forgotten, so the next event
+ * tries again: a worker that woke while the server was down recovers once it is back.
+ */
+function ready() {
+  if (importError) return Promise.reject(importError);
+  if (!loading) {
+    const response = wasmResponse();
+    response.catch(() => {}); // handled through `loading`
+    loading = wasm_bindgen({ module_or_path: response })
+      .then(() => wasm_bindgen.start())
+      .then(() => { wasmReady = true; });
+    loading.catch((err) => {
+      loading = null;
+      reportError(err);
+    });
+  }
+  return loading;
+}
+ready().catch(() => {});
 
 /** Run `f` once the wasm is ready; a failure is reported to the pages and rethrown. */
 function whenReady(f) {
-  return ready.then(f, (err) => { reportError(err); throw err; });
+  return ready().then(f);
 }
 
 self.addEventListener('install', (event) => {
-  event.waitUntil(self.skipWaiting());
+  // Keep a copy of this version's wasm (a failure here only means no offline start yet).
+  event.waitUntil(caches.open(WORKER_CACHE)
+    .then((cache) => cache.add(new Request(WASM_URL, { cache: 'reload' })))
+    .catch(() => {})
+    .then(() => self.skipWaiting()));
 });
 
 self.addEventListener('activate', (event) => {
@@ -47,7 +88,7 @@ self.addEventListener('activate', (event) => {
 });
 
 self.addEventListener('message', (event) => {
-  event.waitUntil(ready.then(
+  event.waitUntil(ready().then(
     () => wasm_bindgen.on_message(event),
     (err) => {
       const port = event.ports && event.ports[0];
@@ -60,7 +101,6 @@ self.addEventListener('message', (event) => {
         port.postMessage({ v: 1, id, ok: false,
           error: { code: 'worker_unavailable', message: String((err && err.message) || err) } });
       }
-      reportError(err);
     }));
 });
 
@@ -73,8 +113,51 @@ self.addEventListener('periodicsync', (event) => {
   event.waitUntil(whenReady(() => wasm_bindgen.on_periodic_sync(event.tag)));
 });
 
+/** Cache Storage name of the app shell (the page's own files, for opening it offline). */
+const SHELL_CACHE = 'rangersync-shell-v1';
+
+/** A same-origin GET of a page file (not the API, not this script): served network first. */
+function isShellRequest(request) {
+  if (request.method !== 'GET') return false;
+  const url = new URL(request.url);
+  return url.origin === self.location.origin
+    && !url.pathname.startsWith('/api/')
+    && url.pathname !== self.location.pathname;
+}
+
+/** Network first; a good answer refreshes the cache; offline, the cached copy answers. */
+function networkFirst(event) {
+  const request = event.request;
+  return fetch(request).then((response) => {
+    if (response.ok && response.type === 'basic') {
+      const copy = response.clone();
+      event.waitUntil(caches.open(SHELL_CACHE)
+        .then((cache) => cache.put(request, copy))
+        .catch(() => {}));
+    }
+    return response;
+  }, (err) => fromCache(request).then((cached) => {
+    if (cached) return cached;
+    throw err;
+  })).catch(() => Response.error());
+}
+
+function fromCache(request) {
+  return caches.open(SHELL_CACHE).then((cache) => {
+    // Offline, a stale copy beats none: ignore Vary (CORS layers add `Vary: Origin`).
+    if (request.mode !== 'navigate') return cache.match(request, { ignoreVary: true });
+    return cache.match(request, { ignoreSearch: true, ignoreVary: true })
+      .then((hit) => hit || cache.match('/'))
+      .then((hit) => hit || cache.match('/index.html'));
+  }).catch(() => undefined);
+}
+
 self.addEventListener('fetch', (event) => {
   const request = event.request;
+  if (isShellRequest(request)) {
+    event.respondWith(networkFirst(event));
+    return;
+  }
   if (wasmReady) {
     if (!wasm_bindgen.wants(request.url, request.method)) return;
     event.respondWith(wasm_bindgen.on_fetch(request));
@@ -84,7 +167,7 @@ self.addEventListener('fetch', (event) => {
   if (request.method === 'GET' || request.method === 'HEAD') return;
   // The request that woke the worker may be one to capture: decide once the wasm (and the
   // stored route list) is ready. If the wasm failed to load, pass it through.
-  event.respondWith(ready.then(
+  event.respondWith(ready().then(
     () => (wasm_bindgen.wants(request.url, request.method)
       ? wasm_bindgen.on_fetch(request)
       : fetch(request)),
@@ -92,9 +175,9 @@ self.addEventListener('fetch', (event) => {
 });
 
 self.addEventListener('online', () => {
-  ready.then(() => wasm_bindgen.on_online(true)).catch(() => {});
+  ready().then(() => wasm_bindgen.on_online(true)).catch(() => {});
 });
 
 self.addEventListener('offline', () => {
-  ready.then(() => wasm_bindgen.on_online(false)).catch(() => {});
+  ready().then(() => wasm_bindgen.on_online(false)).catch(() => {});
 });

@@ -68,10 +68,9 @@ async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result
     let client_id = client_id_of(&page).await?;
 
     // The server refuses every push (503, no Retry-After): the write stays in the
-    // outbox. (Faults rather than a stopped server: a worker started while the
-    // server is unreachable cannot fetch its wasm, `sw.js`'s `ready` stays rejected
-    // and that worker answers `worker_unavailable` until it is stopped, even once
-    // the server is back; closing the tab below may start one.)
+    // outbox. (Faults rather than a stopped server, so the navigation below is
+    // served and nothing but the worker's start can explain the delivery; a worker
+    // started offline is covered by `worker_start_offline.rs`.)
     const TIMES: u64 = 1000;
     server
         .add_faults(json!([{ "path": "/api/sync/push", "status": 503, "times": TIMES }]))
