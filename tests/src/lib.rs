@@ -830,3 +830,26 @@ impl TestBrowser {
         Ok(())
     }
 }
+
+/// JS that defines `window.raw(data)`: posts `data` to the controller with a reply port and
+/// resolves with the reply (parsed when it came back as text), or `{ no_reply: true }` after 10 s.
+pub const RAW_MESSAGE_JS: &str = r#"window.raw = (data) => new Promise((resolve) => {
+    const channel = new MessageChannel();
+    const timer = setTimeout(() => resolve({ no_reply: true }), 10000);
+    channel.port1.onmessage = (e) => {
+        clearTimeout(timer);
+        resolve(typeof e.data === 'string' ? JSON.parse(e.data) : e.data);
+    };
+    navigator.serviceWorker.controller.postMessage(data, [channel.port2]);
+}); true"#;
+
+/// The demo app's note list, as text.
+pub async fn note_list(page: &Page) -> Result<String> {
+    Ok(
+        eval(page, "document.getElementById('note-list').textContent")
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chromiumoxide::Page;
-use rangersync_e2e::{eval, serial, wait_until, Result, TestBrowser, TestServer};
+use rangersync_e2e::{eval, note_list, serial, wait_until, Result, TestBrowser, TestServer};
 use serde_json::{json, Value};
 
 /// The pill's text.
@@ -65,17 +65,6 @@ async fn open_demo(browser: &TestBrowser, server: &TestServer) -> Result<Page> {
     })
     .await?;
     Ok(page)
-}
-
-/// The note list's text.
-async fn note_list(page: &Page) -> Result<String> {
-    Ok(
-        eval(page, "document.getElementById('note-list').textContent")
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    assert_seqs_applied_once, eval, serial, wait_for_controller, wait_until, Result, TestBrowser,
-    TestServer,
+    assert_seqs_applied_once, eval, note_list, serial, wait_for_controller, wait_until, Result,
+    TestBrowser, TestServer,
 };
 
 /// The pill's text.
@@ -56,17 +56,6 @@ async fn open_demo(browser: &TestBrowser, url: &str) -> Result<Page> {
     })
     .await?;
     Ok(page)
-}
-
-/// The note list's text.
-async fn note_list(page: &Page) -> Result<String> {
-    Ok(
-        eval(page, "document.getElementById('note-list').textContent")
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 /// Waits until `rangersync.list('notes')` holds a note titled `title`.

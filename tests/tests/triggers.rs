@@ -15,6 +15,7 @@ use chromiumoxide::Page;
 use rangersync_e2e::{
     assert_seqs_applied_once, bare_page_url, client_id_of, eval, register_client, serial,
     wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+    RAW_MESSAGE_JS,
 };
 use serde_json::{json, Value};
 
@@ -133,18 +134,6 @@ async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result
     Ok(())
 }
 
-/// `window.raw(data)`: posts `data` to the controller with a reply port and
-/// resolves with the reply (as in `worker_messages.rs`).
-const RAW: &str = r#"window.raw = (data) => new Promise((resolve) => {
-    const channel = new MessageChannel();
-    const timer = setTimeout(() => resolve({ no_reply: true }), 10000);
-    channel.port1.onmessage = (e) => {
-        clearTimeout(timer);
-        resolve(typeof e.data === 'string' ? JSON.parse(e.data) : e.data);
-    };
-    navigator.serviceWorker.controller.postMessage(data, [channel.port2]);
-}); true"#;
-
 #[tokio::test]
 async fn a_page_event_makes_the_worker_flush() -> Result {
     let _serial = serial().await;
@@ -165,7 +154,7 @@ async fn a_page_event_makes_the_worker_flush() -> Result {
     );
     wait_for_controller(&page).await?;
     assert_no_background_sync(&page).await?;
-    eval(&page, RAW).await?;
+    eval(&page, RAW_MESSAGE_JS).await?;
     let client_id = client_id_of(&page).await?;
 
     const TIMES: u64 = 1000;

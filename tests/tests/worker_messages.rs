@@ -3,21 +3,9 @@
 
 use rangersync_e2e::{
     bare_page_url, eval, register_client, serial, wait_for_controller, Result, TestBrowser,
-    TestServer,
+    TestServer, RAW_MESSAGE_JS,
 };
 use serde_json::{json, Value};
-
-/// `window.raw(data)`: posts `data` to the controller with a reply port and
-/// resolves with the reply (parsed when it came back as text).
-const RAW: &str = r#"window.raw = (data) => new Promise((resolve) => {
-    const channel = new MessageChannel();
-    const timer = setTimeout(() => resolve({ no_reply: true }), 10000);
-    channel.port1.onmessage = (e) => {
-        clearTimeout(timer);
-        resolve(typeof e.data === 'string' ? JSON.parse(e.data) : e.data);
-    };
-    navigator.serviceWorker.controller.postMessage(data, [channel.port2]);
-}); true"#;
 
 #[tokio::test]
 async fn malformed_messages_get_typed_errors() -> Result {
@@ -27,7 +15,7 @@ async fn malformed_messages_get_typed_errors() -> Result {
     let page = browser.open(&bare_page_url(&server)).await?;
     assert_eq!(register_client(&page, "{}").await?, "worker");
     wait_for_controller(&page).await?;
-    eval(&page, RAW).await?;
+    eval(&page, RAW_MESSAGE_JS).await?;
 
     // (what is sent, as JS, the id the reply must carry, the error code)
     let cases: &[(&str, u64, &str)] = &[
