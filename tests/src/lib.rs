@@ -124,15 +124,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts on a free port.
+    /// Starts on a free port, serving [`www_dir`].
     pub async fn start() -> Result<TestServer> {
+        TestServer::start_serving(www_dir()?).await
+    }
+
+    /// Starts on a free port, serving `www` (the benchmark serves a copy with its own pages).
+    pub async fn start_serving(www: PathBuf) -> Result<TestServer> {
         let dir = tempfile::Builder::new()
             .prefix("rangersync-e2e-server-")
             .tempdir()?;
         let opts = ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             db: dir.path().join("e2e.db"),
-            www: Some(www_dir()?),
+            www: Some(www),
             allow_origins: vec!["*".to_string()],
             token: None,
             test_endpoints: true,
@@ -148,7 +153,9 @@ impl TestServer {
         Ok(TestServer {
             running: Some(running),
             opts,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
             _dir: dir,
         })
     }
@@ -847,6 +854,17 @@ pub const RAW_MESSAGE_JS: &str = r#"window.raw = (data) => new Promise((resolve)
 pub async fn note_list(page: &Page) -> Result<String> {
     Ok(
         eval(page, "document.getElementById('note-list').textContent")
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// The demo app's status pill, as text.
+pub async fn demo_pill(page: &Page) -> Result<String> {
+    Ok(
+        eval(page, "document.getElementById('status-text').textContent")
             .await?
             .as_str()
             .unwrap_or_default()

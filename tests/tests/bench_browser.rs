@@ -28,9 +28,8 @@ use std::time::{Duration, Instant};
 use chromiumoxide::Page;
 use rangersync_e2e::{
     browser_cdp, eval, wait_for_controller, wait_until, workspace_root, www_dir, Result,
-    ServiceWorkers, TestBrowser, SYNC_TAG,
+    ServiceWorkers, TestBrowser, TestServer, SYNC_TAG,
 };
-use rangersync_server::{RunningServer, ServerOptions};
 use serde_json::{json, Value};
 
 /// Writes in flight in the concurrent enqueue.
@@ -62,90 +61,12 @@ fn bundle_path() -> PathBuf {
 // ---------------------------------------------------------------------------
 // One server per peer, serving a copy of www/ plus the bench pages
 
-/// The reference server on a fresh database, serving `www`, with test endpoints.
-struct BenchServer {
-    running: Option<RunningServer>,
-    opts: ServerOptions,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl BenchServer {
-    async fn start(www: &Path) -> Result<BenchServer> {
-        let dir = tempfile::Builder::new()
-            .prefix("rangersync-bench-server-")
-            .tempdir()?;
-        let opts = ServerOptions {
-            listen: ([127, 0, 0, 1], 0).into(),
-            db: dir.path().join("bench.db"),
-            www: Some(www.to_path_buf()),
-            allow_origins: vec!["*".to_string()],
-            token: None,
-            test_endpoints: true,
-        };
-        let running = rangersync_server::start(opts.clone())
-            .await
-            .map_err(|e| format!("the server did not start: {e}"))?;
-        let opts = ServerOptions {
-            listen: running.addr(),
-            ..opts
-        };
-        Ok(BenchServer {
-            running: Some(running),
-            opts,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
-            _dir: dir,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.opts.listen)
-    }
-
-    async fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.stop().await;
-        }
-    }
-
-    async fn restart(&mut self) -> Result {
-        self.stop().await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match rangersync_server::start(self.opts.clone()).await {
-                Ok(running) => {
-                    self.running = Some(running);
-                    return Ok(());
-                }
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(format!("the server did not restart: {e}").into()),
-            }
-        }
-    }
-
-    async fn stats(&self) -> Result<Value> {
-        let response = self
-            .http
-            .get(format!("{}/api/test/stats", self.url()))
-            .send()
-            .await?;
-        Ok(response.error_for_status()?.json().await?)
-    }
-
-    /// The first `times` POSTs to `path` are answered 500.
-    async fn fail_posts(&self, path: &str, times: u64) -> Result {
-        self.http
-            .post(format!("{}/api/test/faults", self.url()))
-            .json(&json!({ "rules": [{ "path": path, "method": "POST", "status": 500, "times": times }] }))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
+/// The first `times` POSTs to `path` are answered 500.
+async fn fail_posts(server: &TestServer, path: &str, times: u64) -> Result {
+    server
+        .add_faults(json!([{ "path": path, "method": "POST", "status": 500, "times": times }]))
+        .await?;
+    Ok(())
 }
 
 /// The server-side counters of rangersync's push route.
@@ -561,7 +482,7 @@ async fn bench_rangersync(
     tables: &mut Tables,
 ) -> Result {
     let n = sizes.writes;
-    let mut server = BenchServer::start(www).await?;
+    let mut server = TestServer::start_serving(www.to_path_buf()).await?;
     let origin = server.url();
     let page = browser.open(&format!("{origin}/rangersync.html")).await?;
     let mode = eval(&page, RS_SETUP).await?;
@@ -705,7 +626,7 @@ async fn bench_rangersync(
     .await?;
     server.restart().await?;
     let before = PushCounts::of(&server.stats().await?);
-    server.fail_posts("/api/sync/push", FAULTS).await?;
+    fail_posts(&server, "/api/sync/push", FAULTS).await?;
     let drained = job(&page, "rsDrain(600000)", STEP_TIMEOUT).await?;
     let delta = PushCounts::of(&server.stats().await?).since(before);
     let pending = drained["pending"].as_u64().unwrap_or(0);
@@ -734,7 +655,7 @@ async fn bench_workbox(
     tables: &mut Tables,
 ) -> Result {
     let n = sizes.writes;
-    let mut server = BenchServer::start(www).await?;
+    let mut server = TestServer::start_serving(www.to_path_buf()).await?;
     let origin = server.url();
     let page = browser.open(&format!("{origin}/workbox.html")).await?;
     job(&page, "window.ready", Duration::from_secs(60)).await?;
@@ -875,7 +796,7 @@ async fn bench_workbox(
     )
     .await?;
     let faults_before = server.stats().await?["faults_served"].as_u64().unwrap_or(0);
-    server.fail_posts("/api/sync/chat", FAULTS).await?;
+    fail_posts(&server, "/api/sync/chat", FAULTS).await?;
     let replayed = job(
         &page,
         &wb(json!({ "cmd": "replay", "queue": "bench-d" })),

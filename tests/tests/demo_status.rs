@@ -4,19 +4,10 @@
 use std::time::Duration;
 
 use chromiumoxide::Page;
-use rangersync_e2e::{eval, note_list, serial, wait_until, Result, TestBrowser, TestServer};
+use rangersync_e2e::{
+    demo_pill, eval, note_list, serial, wait_until, Result, TestBrowser, TestServer,
+};
 use serde_json::{json, Value};
-
-/// The pill's text.
-async fn pill(page: &Page) -> Result<String> {
-    Ok(
-        eval(page, "document.getElementById('status-text').textContent")
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
 
 /// Waits until the pill's text satisfies `ok`.
 async fn wait_for_pill(page: &Page, what: &str, ok: impl Fn(&str) -> bool) -> Result<String> {
@@ -24,7 +15,7 @@ async fn wait_for_pill(page: &Page, what: &str, ok: impl Fn(&str) -> bool) -> Re
         &format!("the pill shows {what}"),
         Duration::from_secs(60),
         || async {
-            let text = pill(page).await?;
+            let text = demo_pill(page).await?;
             if ok(&text) {
                 return Ok(Some(text));
             }
@@ -42,7 +33,7 @@ async fn wait_for_pending_pill(page: &Page) -> Result<String> {
         "the pill shows the pending count",
         Duration::from_secs(60),
         || async {
-            let text = pill(page).await?;
+            let text = demo_pill(page).await?;
             let status = eval(page, "rangersync.status()").await?;
             let n = status["pending"].as_u64().unwrap_or(0);
             if n >= 1

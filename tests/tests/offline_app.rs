@@ -7,20 +7,9 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    assert_seqs_applied_once, eval, note_list, serial, wait_for_controller, wait_until, Result,
-    TestBrowser, TestServer,
+    assert_seqs_applied_once, demo_pill, eval, note_list, serial, wait_for_controller, wait_until,
+    Result, TestBrowser, TestServer,
 };
-
-/// The pill's text.
-async fn pill(page: &Page) -> Result<String> {
-    Ok(
-        eval(page, "document.getElementById('status-text').textContent")
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
 
 /// Waits until the pill reads `want`.
 async fn wait_for_pill(page: &Page, want: &str) -> Result {
@@ -28,7 +17,7 @@ async fn wait_for_pill(page: &Page, want: &str) -> Result {
         &format!("the pill shows {want:?}"),
         Duration::from_secs(60),
         || async {
-            let text = pill(page).await?;
+            let text = demo_pill(page).await?;
             if text == want {
                 return Ok(Some(()));
             }
@@ -191,7 +180,7 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
         "the pill shows 2 pending",
         Duration::from_secs(30),
         || async {
-            let text = pill(&page).await?;
+            let text = demo_pill(&page).await?;
             if text == "Pending 2" || text == "Offline · 2 pending" {
                 return Ok(Some(()));
             }

@@ -6,19 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::protocol::{Op, PushResponse};
-
-/// SplitMix64, local so these tests do not depend on anything but the trait.
-struct Rng(u64);
-impl RandomSource for Rng {
-    fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use crate::retry::SplitMix64;
 
 const T0: Millis = 1_764_000_000_000;
 
@@ -267,7 +255,7 @@ fn applied_duplicate_and_conflict_are_acknowledged_and_rejected_goes_dead() {
                 reason: "value exceeds 1 MiB".into(),
             },
         ]),
-        &mut Rng(1),
+        &mut SplitMix64(1),
     );
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.ack, vec![1, 2, 3]);
@@ -308,7 +296,7 @@ fn results_that_do_not_match_the_batch_back_off_with_bad_response() {
     ] {
         let mut f = flusher(10);
         start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
-        f.handle_push_outcome(T0, &ok_results(results), &mut Rng(2));
+        f.handle_push_outcome(T0, &ok_results(results), &mut SplitMix64(2));
         let plan = record_plan(&drain(&mut f));
         assert!(
             plan.ack.is_empty() && plan.dead.is_empty(),
@@ -332,7 +320,7 @@ fn a_503_with_retry_after_waits_at_least_that_long_even_for_explicit_triggers() 
             Some("30"),
             r#"{"error":{"code":"x","message":"busy"}}"#,
         ),
-        &mut Rng(3),
+        &mut SplitMix64(3),
     );
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
@@ -362,7 +350,7 @@ fn a_503_with_retry_after_waits_at_least_that_long_even_for_explicit_triggers() 
 fn a_429_with_retry_after_is_honoured_like_a_503() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &respond(429, Some("5"), "{}"), &mut Rng(3));
+    f.handle_push_outcome(T0, &respond(429, Some("5"), "{}"), &mut SplitMix64(3));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     assert!(f.poll_timeout().unwrap() >= T0 + 5_000);
@@ -372,7 +360,7 @@ fn a_429_with_retry_after_is_honoured_like_a_503() {
 fn a_failed_attempt_bumps_attempts_schedules_a_wake_and_asks_for_background_sync() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
-    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut Rng(4));
+    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut SplitMix64(4));
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.bump_attempts, vec![1, 2]);
     assert_eq!(plan.tried, vec![1, 2]);
@@ -394,7 +382,7 @@ fn a_failed_attempt_bumps_attempts_schedules_a_wake_and_asks_for_background_sync
 #[test]
 fn backoff_uses_full_jitter_within_an_exponential_cap() {
     let mut f = flusher(10);
-    let mut rng = Rng(42);
+    let mut rng = SplitMix64(42);
     let mut now = T0;
     let mut delays = Vec::new();
     for attempt in 1..=8u32 {
@@ -420,7 +408,7 @@ fn backoff_uses_full_jitter_within_an_exponential_cap() {
 #[test]
 fn success_resets_the_backoff() {
     let mut f = flusher(10);
-    let mut rng = Rng(5);
+    let mut rng = SplitMix64(5);
     for _ in 0..6 {
         let now = f.poll_timeout().unwrap_or(T0);
         assert!(f.handle_timeout(now) || f.handle_trigger(now, Trigger::Manual));
@@ -461,7 +449,7 @@ fn an_explicit_trigger_cuts_a_plain_backoff_short_but_a_write_does_not() {
         &HttpOutcome::Network {
             message: "down".into(),
         },
-        &mut Rng(99),
+        &mut SplitMix64(99),
     );
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
@@ -489,7 +477,7 @@ fn a_413_halves_the_batch_down_to_one_then_dead_letters_it() {
                 None,
                 r#"{"error":{"code":"too_large","message":"big"}}"#,
             ),
-            &mut Rng(6),
+            &mut SplitMix64(6),
         );
         let actions = drain(&mut f);
         match actions.as_slice() {
@@ -521,7 +509,7 @@ fn a_400_for_a_single_mutation_dead_letters_it_and_the_flush_goes_on() {
             None,
             r#"{"error":{"code":"invalid","message":"bad key"}}"#,
         ),
-        &mut Rng(7),
+        &mut SplitMix64(7),
     );
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.dead.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1]);
@@ -540,7 +528,7 @@ fn a_401_or_403_stops_everything_until_the_configuration_changes() {
         f.handle_push_outcome(
             T0,
             &respond(status, None, r#"{"error":{"code":"auth","message":"no"}}"#),
-            &mut Rng(8),
+            &mut SplitMix64(8),
         );
         let plan = record_plan(&drain(&mut f));
         assert!(
@@ -618,17 +606,17 @@ fn entries_older_than_the_max_age_are_dead_lettered() {
 fn a_captured_request_is_acked_on_2xx_dead_on_404_and_retried_on_500() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![captured(1)]);
-    f.handle_captured_outcome(T0, &respond(201, None, ""), &mut Rng(9));
+    f.handle_captured_outcome(T0, &respond(201, None, ""), &mut SplitMix64(9));
     assert_eq!(record_plan(&drain(&mut f)).ack, vec![1]);
 
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![captured(1)]);
-    f.handle_captured_outcome(T0, &respond(404, None, ""), &mut Rng(9));
+    f.handle_captured_outcome(T0, &respond(404, None, ""), &mut SplitMix64(9));
     assert_eq!(record_plan(&drain(&mut f)).dead[0].0, 1);
 
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![captured(1)]);
-    f.handle_captured_outcome(T0, &respond(500, None, ""), &mut Rng(9));
+    f.handle_captured_outcome(T0, &respond(500, None, ""), &mut SplitMix64(9));
     assert_eq!(record_plan(&drain(&mut f)).bump_attempts, vec![1]);
     f.handle_recorded(T0, Ok(()));
     assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
@@ -638,7 +626,7 @@ fn a_captured_request_is_acked_on_2xx_dead_on_404_and_retried_on_500() {
 fn a_failed_record_keeps_everything_and_retries_later() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &applied(&[1]), &mut Rng(10));
+    f.handle_push_outcome(T0, &applied(&[1]), &mut SplitMix64(10));
     drain(&mut f);
     f.handle_recorded(T0, Err("QuotaExceededError".into()));
     assert_eq!(f.last_error().unwrap().code, codes::STORAGE_ERROR);
@@ -678,7 +666,7 @@ fn the_status_shows_syncing_with_the_batch_in_flight_and_the_next_retry_when_wai
         (st.state, st.in_flight, st.pending, st.dead),
         (SyncState::Syncing, 2, 5, 1)
     );
-    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut Rng(11));
+    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut SplitMix64(11));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     let st = f.status(&counts, Mode::Worker);
@@ -745,8 +733,8 @@ fn capture_patterns_match_paths_with_stars() {
 #[test]
 fn a_flaky_server_still_gets_every_entry_exactly_once_in_seq_order() {
     for seed in 0..40u64 {
-        let mut rng = Rng(seed);
-        let mut chaos = Rng(seed.wrapping_mul(7919) + 1);
+        let mut rng = SplitMix64(seed);
+        let mut chaos = SplitMix64(seed.wrapping_mul(7919) + 1);
         let mut f = Flusher::new(
             "c1",
             4,
@@ -848,7 +836,7 @@ fn a_write_during_a_send_is_picked_up_by_the_same_flush_without_an_extra_round()
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
     assert!(!f.handle_trigger(T0, Trigger::Write));
-    f.handle_push_outcome(T0, &applied(&[1]), &mut Rng(12));
+    f.handle_push_outcome(T0, &applied(&[1]), &mut SplitMix64(12));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     assert_eq!(
@@ -860,7 +848,7 @@ fn a_write_during_a_send_is_picked_up_by_the_same_flush_without_an_extra_round()
     );
     f.handle_batch_loaded(T0, vec![mutation(2, "b")]);
     drain(&mut f);
-    f.handle_push_outcome(T0, &applied(&[2]), &mut Rng(12));
+    f.handle_push_outcome(T0, &applied(&[2]), &mut SplitMix64(12));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     drain(&mut f);
@@ -878,7 +866,7 @@ fn a_write_during_a_send_is_picked_up_by_the_same_flush_without_an_extra_round()
 fn a_config_change_during_a_backoff_retries_at_once() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &respond(503, Some("600"), "{}"), &mut Rng(13));
+    f.handle_push_outcome(T0, &respond(503, Some("600"), "{}"), &mut SplitMix64(13));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     drain(&mut f);
@@ -908,7 +896,7 @@ fn network_rate_limited_and_unavailable_failures_never_count_toward_max_attempts
     ] {
         let mut f = flusher(10);
         start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
-        f.handle_push_outcome(T0, &outcome, &mut Rng(20));
+        f.handle_push_outcome(T0, &outcome, &mut SplitMix64(20));
         let plan = record_plan(&drain(&mut f));
         assert!(plan.bump_attempts.is_empty(), "{outcome:?}: {plan:?}");
         assert_eq!(plan.tried, vec![1, 2], "{outcome:?}: still a delivery try");
@@ -918,12 +906,12 @@ fn network_rate_limited_and_unavailable_failures_never_count_toward_max_attempts
     // The same for a captured request.
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![captured(1)]);
-    f.handle_captured_outcome(T0, &network(), &mut Rng(20));
+    f.handle_captured_outcome(T0, &network(), &mut SplitMix64(20));
     assert!(record_plan(&drain(&mut f)).bump_attempts.is_empty());
     // A server that fails (500) does count.
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut Rng(20));
+    f.handle_push_outcome(T0, &respond(500, None, "{}"), &mut SplitMix64(20));
     assert_eq!(record_plan(&drain(&mut f)).bump_attempts, vec![1]);
 }
 
@@ -953,7 +941,7 @@ fn an_outage_longer_than_max_attempts_dead_letters_nothing() {
             matches!(actions.as_slice(), [Action::Send(_)]),
             "sent again, not dead-lettered: {actions:?}"
         );
-        f.handle_push_outcome(now, &network(), &mut Rng(21));
+        f.handle_push_outcome(now, &network(), &mut SplitMix64(21));
         let plan = record_plan(&drain(&mut f));
         for s in plan.bump_attempts {
             outbox.get_mut(&s).unwrap().attempts += 1;
@@ -1010,7 +998,7 @@ fn entries_loaded_or_being_recorded_are_never_coalesced_away() {
             seq: 2,
             reason: "no".into(),
         }]),
-        &mut Rng(22),
+        &mut SplitMix64(22),
     );
     drain(&mut f);
     assert_eq!(f.state(), FlusherState::Recording);
@@ -1023,7 +1011,7 @@ fn entries_loaded_or_being_recorded_are_never_coalesced_away() {
 fn the_read_position_moves_only_after_the_record_commits() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
-    f.handle_push_outcome(T0, &applied(&[1, 2]), &mut Rng(23));
+    f.handle_push_outcome(T0, &applied(&[1, 2]), &mut SplitMix64(23));
     drain(&mut f);
     f.handle_recorded(T0, Err("QuotaExceededError".into()));
     drain(&mut f);
@@ -1060,7 +1048,7 @@ fn an_expired_entry_behind_a_live_one_does_not_move_the_read_position_past_it() 
     );
     f.handle_batch_loaded(T0, vec![mutation(1, "a"), mutation(3, "c")]);
     assert_eq!(sent_seqs(&drain(&mut f)[0]), vec![1, 3]);
-    f.handle_push_outcome(T0, &applied(&[1, 3]), &mut Rng(24));
+    f.handle_push_outcome(T0, &applied(&[1, 3]), &mut SplitMix64(24));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     assert_eq!(
@@ -1091,7 +1079,7 @@ fn a_conflict_followed_by_an_applied_write_of_the_same_entity_adopts_nothing() {
             },
             MutationResult::Applied { seq: 2, version: 5 },
         ]),
-        &mut Rng(25),
+        &mut SplitMix64(25),
     );
     let plan = record_plan(&drain(&mut f));
     assert!(plan.adopt.is_empty(), "{plan:?}");
@@ -1108,7 +1096,7 @@ fn a_conflict_followed_by_an_applied_write_of_the_same_entity_adopts_nothing() {
                 current: current.clone(),
             },
         ]),
-        &mut Rng(25),
+        &mut SplitMix64(25),
     );
     assert_eq!(
         record_plan(&drain(&mut f)).adopt,
@@ -1121,7 +1109,7 @@ fn a_retry_after_floor_is_persisted_and_survives_a_config_update_a_restart_and_a
     let floor = T0 + 30_000;
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut Rng(26));
+    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut SplitMix64(26));
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.not_before, Some(floor), "persisted with the attempt");
     f.handle_recorded(T0, Ok(()));
@@ -1135,7 +1123,7 @@ fn a_retry_after_floor_is_persisted_and_survives_a_config_update_a_restart_and_a
     // A new server lifts it.
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut Rng(26));
+    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut SplitMix64(26));
     drain(&mut f);
     f.handle_recorded(T0, Ok(()));
     f.handle_config_update(10, policy(), true);
@@ -1155,7 +1143,7 @@ fn a_retry_after_floor_is_persisted_and_survives_a_config_update_a_restart_and_a
     // A failed record of the attempt keeps the floor.
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
-    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut Rng(26));
+    f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut SplitMix64(26));
     drain(&mut f);
     f.handle_recorded(T0, Err("QuotaExceededError".into()));
     assert!(f.poll_timeout().unwrap() >= floor);
@@ -1167,7 +1155,12 @@ fn a_batch_read_error_backs_off_instead_of_ending_the_flush() {
     let mut f = flusher(10);
     assert!(f.handle_trigger(T0, Trigger::Manual));
     drain(&mut f);
-    f.handle_batch_failed(T0, codes::STORAGE_ERROR, "UnknownError", &mut Rng(27));
+    f.handle_batch_failed(
+        T0,
+        codes::STORAGE_ERROR,
+        "UnknownError",
+        &mut SplitMix64(27),
+    );
     let actions = drain(&mut f);
     assert!(
         !actions.contains(&Action::Pull),
@@ -1201,13 +1194,13 @@ fn a_dead_letter_counts_the_attempt_that_killed_it() {
                 reason: "bad".into(),
             },
         ]),
-        &mut Rng(28),
+        &mut SplitMix64(28),
     );
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.tried, vec![1, 2]);
     let mut f = flusher(1);
     start_and_load(&mut f, T0, vec![captured(1)]);
-    f.handle_captured_outcome(T0, &respond(403, None, ""), &mut Rng(28));
+    f.handle_captured_outcome(T0, &respond(403, None, ""), &mut SplitMix64(28));
     let plan = record_plan(&drain(&mut f));
     assert_eq!(plan.dead[0].0, 1);
     assert_eq!(plan.tried, vec![1]);
