@@ -607,6 +607,38 @@ impl SyncClient {
         })
     }
 
+    /// Store several values in one strict IndexedDB transaction: all or nothing, one
+    /// acknowledgement. `items` is `[{ collection, key, value }]`; resolves with `{ seqs }` in
+    /// the order given.
+    #[wasm_bindgen(js_name = putMany, unchecked_return_type = "Promise<WriteManyAck>")]
+    pub fn put_many(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PutItem[]")] items: JsValue,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let ops = write_ops(&items, Some("put"))?;
+            let ack = inner.send(Request::WriteMany { ops }).await?;
+            Ok(js::from_json(&ack))
+        })
+    }
+
+    /// Puts and deletes in one strict IndexedDB transaction: all or nothing, one
+    /// acknowledgement. `ops` is `[{ op: "put", collection, key, value } | { op: "delete",
+    /// collection, key }]`; resolves with `{ seqs }` in the order given.
+    #[wasm_bindgen(js_name = writeMany, unchecked_return_type = "Promise<WriteManyAck>")]
+    pub fn write_many(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "WriteOp[]")] ops: JsValue,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let ops = write_ops(&ops, None)?;
+            let ack = inner.send(Request::WriteMany { ops }).await?;
+            Ok(js::from_json(&ack))
+        })
+    }
+
     /// The local value of `(collection, key)`, or `undefined`.
     #[wasm_bindgen(unchecked_return_type = "Promise<unknown>")]
     pub fn get(&self, collection: String, key: String) -> Promise {
@@ -756,6 +788,33 @@ impl SyncClient {
             ))
         })
     }
+}
+
+/// Read `putMany`'s items (`op` given) or `writeMany`'s operations from JS.
+fn write_ops(
+    value: &JsValue,
+    op: Option<&str>,
+) -> Result<Vec<rangersync_shared::messages::WriteOp>, ClientError> {
+    let Value::Array(items) = js::to_json(value)? else {
+        return Err(ClientError::new(
+            codes::INVALID_VALUE,
+            "expected an array of operations",
+        ));
+    };
+    items
+        .into_iter()
+        .map(|mut item| {
+            if let (Some(op), Value::Object(map)) = (op, &mut item) {
+                map.insert("op".into(), Value::String(op.into()));
+            }
+            serde_json::from_value(item).map_err(|e| {
+                ClientError::new(
+                    codes::INVALID_VALUE,
+                    format!("not a write operation ({{ op, collection, key, value }}): {e}"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn no_export_text() -> ClientError {

@@ -4,7 +4,8 @@
 //! Pure, so every rule is tested natively.
 
 use rangersync_shared::messages::{
-    codes, message_limit, ExportFormat, ReplyEnvelope, Request, RequestEnvelope, MESSAGE_VERSION,
+    codes, message_limit, ExportFormat, ReplyEnvelope, Request, RequestEnvelope, WriteOp,
+    MAX_WRITE_MANY_OPS, MESSAGE_VERSION,
 };
 use rangersync_shared::snapshot;
 use rangersync_shared::validate::{validate_collection, validate_key, validate_value};
@@ -27,6 +28,25 @@ pub fn check(request: &Request) -> Result<(), ClientError> {
         Request::Delete { collection, key } | Request::Get { collection, key } => {
             validate_collection(collection)?;
             validate_key(key)?;
+        }
+        Request::WriteMany { ops } => {
+            if ops.is_empty() || ops.len() > MAX_WRITE_MANY_OPS {
+                return Err(ClientError::new(
+                    codes::INVALID_VALUE,
+                    format!(
+                        "putMany/writeMany take 1 to {MAX_WRITE_MANY_OPS} operations (got {})",
+                        ops.len()
+                    ),
+                ));
+            }
+            for op in ops {
+                let (collection, key) = op.target();
+                validate_collection(collection)?;
+                validate_key(key)?;
+                if let WriteOp::Put { value, .. } = op {
+                    validate_value(value)?;
+                }
+            }
         }
         Request::List { collection } => validate_collection(collection)?,
         Request::RetryDead { seq } | Request::DiscardDead { seq } if *seq == 0 => {
@@ -125,6 +145,7 @@ pub fn is_write(request: &Request) -> bool {
         request,
         Request::Put { .. }
             | Request::Delete { .. }
+            | Request::WriteMany { .. }
             | Request::Restore { dry_run: false, .. }
             | Request::RetryDead { .. }
             | Request::DiscardDead { .. }

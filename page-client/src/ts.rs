@@ -65,6 +65,11 @@ export interface SyncStatus {
 }
 
 export interface WriteAck { seq: number }
+export interface WriteManyAck { seqs: number[] }
+export interface PutItem { collection: string; key: string; value: unknown }
+export type WriteOp =
+  | { op: "put"; collection: string; key: string; value: unknown }
+  | { op: "delete"; collection: string; key: string };
 
 export interface ListItem<T = unknown> {
   key: string;

@@ -190,6 +190,36 @@ pub enum ExportFormat {
     Yaml,
 }
 
+/// The most operations one `write_many` request may carry.
+pub const MAX_WRITE_MANY_OPS: usize = 10_000;
+
+/// One operation of a [`Request::WriteMany`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WriteOp {
+    Put {
+        collection: String,
+        key: String,
+        value: Value,
+    },
+    Delete {
+        collection: String,
+        key: String,
+    },
+}
+
+impl WriteOp {
+    /// The `(collection, key)` it writes.
+    pub fn target(&self) -> (&str, &str) {
+        match self {
+            WriteOp::Put {
+                collection, key, ..
+            }
+            | WriteOp::Delete { collection, key } => (collection, key),
+        }
+    }
+}
+
 /// What a page may ask.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -205,6 +235,11 @@ pub enum Request {
     Delete {
         collection: String,
         key: String,
+    },
+    /// Several puts and deletes committed in one strict transaction: all or nothing, one
+    /// acknowledgement `{ seqs: [..] }` in the order given.
+    WriteMany {
+        ops: Vec<WriteOp>,
     },
     Get {
         collection: String,
@@ -396,6 +431,17 @@ mod tests {
         let env = parse_request(text).unwrap();
         assert_eq!(env.id, 7);
         assert!(matches!(env.request, Request::Put { .. }));
+    }
+
+    #[test]
+    fn a_write_many_request_round_trips_with_puts_and_deletes() {
+        let text = r#"{"v":1,"id":3,"request":{"type":"write_many","ops":[{"op":"put","collection":"notes","key":"a","value":1},{"op":"delete","collection":"notes","key":"b"}]}}"#;
+        let env = parse_request(text).unwrap();
+        let Request::WriteMany { ops } = env.request else {
+            panic!("not write_many");
+        };
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[1].target(), ("notes", "b"));
     }
 
     #[test]

@@ -301,6 +301,11 @@ impl Engine {
                 let seq = self.write_one(entry).await?;
                 Ok(serde_json::to_value(WriteAck { seq }).unwrap_or(Value::Null))
             }
+            Request::WriteMany { ops } => {
+                let entries = write_many_entries(ops, now())?;
+                let seqs = self.write(entries).await?;
+                Ok(json!({ "seqs": seqs }))
+            }
             Request::Get { collection, key } => {
                 validate::validate_collection(&collection)?;
                 validate::validate_key(&key)?;
@@ -997,6 +1002,55 @@ impl Engine {
         *self.last_status.borrow_mut() = Some(status.clone());
         (self.notify)(&Broadcast::Status { status });
     }
+}
+
+/// Check every operation of a `write_many` first (nothing is written when one is invalid), then
+/// turn them into outbox entries stamped `at`.
+fn write_many_entries(
+    ops: Vec<rangersync_shared::messages::WriteOp>,
+    at: rangersync_shared::protocol::Millis,
+) -> Result<Vec<NewEntry>, SwError> {
+    use rangersync_shared::messages::{WriteOp, MAX_WRITE_MANY_OPS};
+    if ops.is_empty() || ops.len() > MAX_WRITE_MANY_OPS {
+        return Err(SwError::coded(
+            codes::INVALID_VALUE,
+            format!(
+                "write_many takes 1 to {MAX_WRITE_MANY_OPS} operations (got {})",
+                ops.len()
+            ),
+        ));
+    }
+    for op in &ops {
+        let (collection, key) = op.target();
+        validate::validate_collection(collection)?;
+        validate::validate_key(key)?;
+        if let WriteOp::Put { value, .. } = op {
+            validate::validate_value(value)?;
+        }
+    }
+    Ok(ops
+        .into_iter()
+        .map(|op| match op {
+            WriteOp::Put {
+                collection,
+                key,
+                value,
+            } => NewEntry::Write {
+                collection,
+                key,
+                op: Op::Put,
+                value,
+                updated_at: at,
+            },
+            WriteOp::Delete { collection, key } => NewEntry::Write {
+                collection,
+                key,
+                op: Op::Delete,
+                value: Value::Null,
+                updated_at: at,
+            },
+        })
+        .collect())
 }
 
 /// Whether a client URL has the worker's origin.
