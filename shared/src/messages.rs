@@ -90,7 +90,7 @@ impl Default for Config {
             server_url: String::new(),
             token: None,
             capture_routes: Vec::new(),
-            batch_size: 100,
+            batch_size: 500,
             retry: RetryPolicy::default(),
             periodic_interval_ms: None,
             export_interval_ms: None,
@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn config_fills_defaults_and_refuses_unknown_fields() {
         let c: Config = serde_json::from_str(r#"{"server_url":"http://x"}"#).unwrap();
-        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.batch_size, 500);
         assert!(serde_json::from_str::<Config>(r#"{"serverUrl":"http://x"}"#).is_err());
     }
 }
