@@ -148,3 +148,30 @@ impl Drop for Tx {
         }
     }
 }
+
+/// A request issued without awaiting it: a transaction runs its requests in order, so many can
+/// be issued back to back and awaited together with [`settle`].
+pub fn issue(request: std::result::Result<IdbRequest, JsValue>) -> Result<IdbRequest> {
+    request.map_err(|e| SwError::from_js(&e))
+}
+
+/// Wait until every request of `requests` (issued in this order in one transaction) has
+/// succeeded: awaiting the last one is enough. When one failed, its own error is returned,
+/// not the abort it caused in the later ones.
+pub async fn settle(requests: &[IdbRequest]) -> Result<()> {
+    let Some(last) = requests.last() else {
+        return Ok(());
+    };
+    match req(Ok(last.clone())).await {
+        Ok(_) => Ok(()),
+        Err(abort) => Err(requests
+            .iter()
+            .find_map(|r| r.error().ok().flatten())
+            .map_or(abort, |e| SwError::from_js(&e.into()))),
+    }
+}
+
+/// The result of a request that [`settle`] saw succeed.
+pub fn result_of(request: &IdbRequest) -> JsValue {
+    request.result().unwrap_or(JsValue::UNDEFINED)
+}

@@ -16,7 +16,7 @@ use wasm_bindgen::JsValue;
 use web_sys::IdbDatabase;
 
 use crate::error::{Result, SwError};
-use crate::idb::{req, Tx};
+use crate::idb::{issue, req, result_of, settle, Tx};
 use crate::js::{from_js, to_js};
 use crate::schema::{self, entity_key, meta, seq_key, BY_ENTITY, DEAD, ENTITIES, META, OUTBOX};
 
@@ -214,6 +214,26 @@ pub enum NewEntry {
     Captured(CapturedRequest),
 }
 
+/// What [`Store::record`] did.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Entities whose local copy changed (conflicts adopted, refused writes undone).
+    pub changed: Vec<(String, String)>,
+    /// Outbox entries removed (acknowledged or dead-lettered).
+    pub removed: u64,
+    /// Dead letters added.
+    pub dead: u64,
+}
+
+/// An entity a group of writes touches: what its reads found.
+struct EntityState {
+    queued_req: web_sys::IdbRequest,
+    current_req: web_sys::IdbRequest,
+    /// Its seqs in the outbox (this transaction's included, as they are added).
+    queued: Vec<u64>,
+    version: u64,
+}
+
 /// What `meta` holds, read once at start.
 #[derive(Debug, Clone, Default)]
 pub struct MetaState {
@@ -312,9 +332,12 @@ impl Store {
     /// `guard` allows (never across a captured request: the barrier is kept in `meta`), put the
     /// outbox entries, reflect them in `entities` (pending). Returns the seqs and how many
     /// queued entries were coalesced away.
+    ///
+    /// Two round trips whatever the number of writes: every read is issued at once and awaited
+    /// together, then every write is issued and the commit awaited.
     pub async fn commit_writes(
         &self,
-        entries: &[NewEntry],
+        entries: &[&NewEntry],
         now: Millis,
         guard: &CoalesceGuard,
     ) -> Result<(Vec<u64>, u64)> {
@@ -322,10 +345,50 @@ impl Store {
         let m = tx.store(META)?;
         let outbox = tx.store(OUTBOX)?;
         let entities = tx.store(ENTITIES)?;
-        let mut next = as_u64(&req(m.get(&meta::NEXT_SEQ.into())).await?)
-            .unwrap_or(1)
-            .max(1);
-        let barrier_before = as_u64(&req(m.get(&meta::CAPTURE_BARRIER.into())).await?).unwrap_or(0);
+        let by_entity = outbox.index(BY_ENTITY).map_err(|e| SwError::from_js(&e))?;
+
+        // Reads: the seq counter, the capture barrier, and per entity written its queued
+        // entries and its current record.
+        let next_req = issue(m.get(&meta::NEXT_SEQ.into()))?;
+        let barrier_req = issue(m.get(&meta::CAPTURE_BARRIER.into()))?;
+        let mut reads = vec![next_req.clone(), barrier_req.clone()];
+        let mut targets: BTreeMap<(&str, &str), EntityState> = BTreeMap::new();
+        for entry in entries {
+            if let NewEntry::Write {
+                collection, key, ..
+            } = entry
+            {
+                if targets.contains_key(&(collection.as_str(), key.as_str())) {
+                    continue;
+                }
+                let ek = entity_key(collection, key);
+                let queued = issue(by_entity.get_all_keys_with_key(&ek))?;
+                let current = issue(entities.get(&ek))?;
+                reads.push(queued.clone());
+                reads.push(current.clone());
+                targets.insert(
+                    (collection.as_str(), key.as_str()),
+                    EntityState {
+                        queued_req: queued,
+                        current_req: current,
+                        queued: Vec::new(),
+                        version: 0,
+                    },
+                );
+            }
+        }
+        settle(&reads).await?;
+        let mut next = as_u64(&result_of(&next_req)).unwrap_or(1).max(1);
+        let barrier_before = as_u64(&result_of(&barrier_req)).unwrap_or(0);
+        for state in targets.values_mut() {
+            state.queued = keys_of(&result_of(&state.queued_req));
+            let current = result_of(&state.current_req);
+            if !current.is_undefined() {
+                state.version = from_js::<EntityRecord>(current).map_or(0, |p| p.version);
+            }
+        }
+
+        // Writes, in order; only the commit is awaited.
         let mut guard = guard.clone();
         guard.barrier = guard.barrier.max(barrier_before);
         let mut seqs = Vec::with_capacity(entries.len());
@@ -333,61 +396,51 @@ impl Store {
         for entry in entries {
             let seq = next;
             next += 1;
-            if matches!(entry, NewEntry::Captured(_)) {
-                guard.barrier = seq;
-            }
-            let record = OutboxRecord::new(seq, entry, now);
-            if let NewEntry::Write {
-                collection,
-                key,
-                op,
-                value,
-                updated_at,
-            } = entry
-            {
-                let existing = req(outbox
-                    .index(BY_ENTITY)
-                    .map_err(|e| SwError::from_js(&e))?
-                    .get_all_keys_with_key(&entity_key(collection, key)))
-                .await?;
-                for s in coalescable(&keys_of(&existing), &guard) {
-                    req(outbox.delete(&seq_key(s))).await?;
-                    coalesced += 1;
+            match entry {
+                NewEntry::Captured(_) => guard.barrier = seq,
+                NewEntry::Write {
+                    collection,
+                    key,
+                    op,
+                    value,
+                    updated_at,
+                } => {
+                    let state = targets
+                        .get_mut(&(collection.as_str(), key.as_str()))
+                        .ok_or_else(|| SwError::coded("internal", "entity not read"))?;
+                    for s in coalescable(&state.queued, &guard) {
+                        issue(outbox.delete(&seq_key(s)))?;
+                        state.queued.retain(|q| *q != s);
+                        coalesced += 1;
+                    }
+                    // A later write of the same entity in this transaction may supersede it.
+                    state.queued.push(seq);
+                    let ent = EntityRecord {
+                        collection: collection.clone(),
+                        key: key.clone(),
+                        value: if *op == Op::Delete {
+                            Value::Null
+                        } else {
+                            value.clone()
+                        },
+                        deleted: *op == Op::Delete,
+                        updated_at: *updated_at,
+                        version: state.version,
+                        pending: true,
+                    };
+                    issue(entities.put(&to_js(&ent)?))?;
                 }
-                let prev = req(entities.get(&entity_key(collection, key))).await?;
-                let version = if prev.is_undefined() {
-                    0
-                } else {
-                    from_js::<EntityRecord>(prev)
-                        .map(|p| p.version)
-                        .unwrap_or(0)
-                };
-                let ent = EntityRecord {
-                    collection: collection.clone(),
-                    key: key.clone(),
-                    value: if *op == Op::Delete {
-                        Value::Null
-                    } else {
-                        value.clone()
-                    },
-                    deleted: *op == Op::Delete,
-                    updated_at: *updated_at,
-                    version,
-                    pending: true,
-                };
-                req(entities.put(&to_js(&ent)?)).await?;
             }
-            req(outbox.put(&to_js(&record)?)).await?;
+            issue(outbox.put(&to_js(&OutboxRecord::new(seq, entry, now))?))?;
             seqs.push(seq);
         }
-        req(m.put_with_key(&(next as f64).into(), &meta::NEXT_SEQ.into())).await?;
-        req(m.put_with_key(&(now as f64).into(), &meta::LAST_SAVED_AT.into())).await?;
+        issue(m.put_with_key(&(next as f64).into(), &meta::NEXT_SEQ.into()))?;
+        issue(m.put_with_key(&(now as f64).into(), &meta::LAST_SAVED_AT.into()))?;
         if guard.barrier > barrier_before {
-            req(m.put_with_key(
+            issue(m.put_with_key(
                 &(guard.barrier as f64).into(),
                 &meta::CAPTURE_BARRIER.into(),
-            ))
-            .await?;
+            ))?;
         }
         tx.commit().await?;
         Ok((seqs, coalesced))
@@ -462,8 +515,9 @@ impl Store {
         Ok((entries, errors))
     }
 
-    /// Write the result of one attempt in ONE transaction. Returns the entities whose local
-    /// copy changed (conflicts adopted, refused writes undone) so pages can be told.
+    /// Write the result of one attempt in ONE transaction: three round trips whatever the batch
+    /// size (read the records, write the outcome and read what is left of each entity, update
+    /// the entities). Returns what changed, for the counts and the pages.
     ///
     /// A dead-lettered mutation leaves its entity showing the server's view: an entity the
     /// server never had is removed; otherwise the pull cursor is reset, so the next pull
@@ -474,7 +528,7 @@ impl Store {
         now: Millis,
         last_synced_at: Option<Millis>,
         last_error: Option<&LastError>,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Recorded> {
         let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES, DEAD], true)?;
         let (m, outbox, entities, dead) = (
             tx.store(META)?,
@@ -483,21 +537,31 @@ impl Store {
             tx.store(DEAD)?,
         );
         let removed: BTreeSet<u64> = plan.removed().collect();
+
+        // 1. The records the plan touches.
         let mut records: BTreeMap<u64, OutboxRecord> = BTreeMap::new();
         if let Some((lo, hi)) = plan.remove_range {
-            let raw = req(outbox.get_all_with_key(&schema::seq_range(lo, hi)?)).await?;
-            for v in Array::from(&raw).iter() {
+            let all = issue(outbox.get_all_with_key(&schema::seq_range(lo, hi)?))?;
+            settle(std::slice::from_ref(&all)).await?;
+            for v in Array::from(&result_of(&all)).iter() {
                 if let Ok(r) = from_js::<OutboxRecord>(v) {
                     records.insert(r.seq, r);
                 }
             }
         } else {
-            for s in removed
+            let wanted: BTreeSet<u64> = removed
                 .iter()
                 .chain(plan.bump_attempts.iter())
                 .chain(plan.tried.iter())
-            {
-                let v = req(outbox.get(&seq_key(*s))).await?;
+                .copied()
+                .collect();
+            let reads = wanted
+                .iter()
+                .map(|s| issue(outbox.get(&seq_key(*s))))
+                .collect::<Result<Vec<_>>>()?;
+            settle(&reads).await?;
+            for r in &reads {
+                let v = result_of(r);
                 if !v.is_undefined() {
                     if let Ok(r) = from_js::<OutboxRecord>(v) {
                         records.insert(r.seq, r);
@@ -505,6 +569,14 @@ impl Store {
                 }
             }
         }
+        // Everything in a removed range goes; otherwise only the removed seqs still there.
+        let removed_count = if plan.remove_range.is_some() {
+            records.len()
+        } else {
+            removed.iter().filter(|s| records.contains_key(s)).count()
+        } as u64;
+
+        // 2. Dead letters, removals, attempt counts; then what is left of each entity.
         let tried: BTreeSet<u64> = plan.tried.iter().copied().collect();
         let mut dead_entities: BTreeSet<(String, String)> = BTreeSet::new();
         for (seq, reason) in &plan.dead {
@@ -524,13 +596,13 @@ impl Store {
                     .and_then(|r| serde_json::to_value(r).ok())
                     .unwrap_or(Value::Null),
             };
-            req(dead.put(&to_js(&d)?)).await?;
+            issue(dead.put(&to_js(&d)?))?;
         }
         if let Some((lo, hi)) = plan.remove_range {
-            req(outbox.delete(&schema::seq_range(lo, hi)?)).await?;
+            issue(outbox.delete(&schema::seq_range(lo, hi)?))?;
         } else {
             for s in &removed {
-                req(outbox.delete(&seq_key(*s))).await?;
+                issue(outbox.delete(&seq_key(*s)))?;
             }
         }
         let bumped: BTreeSet<u64> = plan.bump_attempts.iter().copied().collect();
@@ -546,7 +618,7 @@ impl Store {
                 if tried.contains(s) {
                     r.tries = r.tries.max(r.attempts).saturating_add(1);
                 }
-                req(outbox.put(&to_js(&r)?)).await?;
+                issue(outbox.put(&to_js(&r)?))?;
             }
         }
         // Entities: clear `pending` when no entry of theirs is left; take conflicts' current.
@@ -570,15 +642,28 @@ impl Store {
             touched.entry(ent.clone()).or_insert(None);
         }
         let index = outbox.index(BY_ENTITY).map_err(|e| SwError::from_js(&e))?;
+        let mut lookups = Vec::with_capacity(touched.len());
+        let mut reads = Vec::with_capacity(touched.len() * 2);
+        for ((c, k), version) in touched {
+            let key = entity_key(&c, &k);
+            // Issued after the removals above, so they see the outbox without them.
+            let left = issue(index.count_with_key(&key))?;
+            let current = issue(entities.get(&key))?;
+            reads.push(left.clone());
+            reads.push(current.clone());
+            lookups.push((c, k, key, version, left, current));
+        }
+        settle(&reads).await?;
+
+        // 3. The entities.
         let mut changed = Vec::new();
         let mut reset_cursor = false;
-        for ((c, k), version) in touched {
+        for (c, k, key, version, left, current) in lookups {
             let refused = version.is_none()
                 && dead_entities.contains(&(c.clone(), k.clone()))
                 && !adopt.contains_key(&(c.clone(), k.clone()));
-            let key = entity_key(&c, &k);
-            let remaining = as_u64(&req(index.count_with_key(&key)).await?).unwrap_or(0);
-            let prev = req(entities.get(&key)).await?;
+            let remaining = as_u64(&result_of(&left)).unwrap_or(0);
+            let prev = result_of(&current);
             let prev = if prev.is_undefined() {
                 None
             } else {
@@ -588,8 +673,8 @@ impl Store {
                 (Some(cur), _) if remaining == 0 => {
                     changed.push((c.clone(), k.clone()));
                     Some(EntityRecord {
-                        collection: c.clone(),
-                        key: k.clone(),
+                        collection: c,
+                        key: k,
                         value: cur.value.clone(),
                         deleted: cur.deleted,
                         updated_at: cur.updated_at,
@@ -599,8 +684,8 @@ impl Store {
                 }
                 (_, Some(e)) if refused && remaining == 0 && e.version == 0 => {
                     // The server never had it: the refused value goes.
-                    req(entities.delete(&key)).await?;
-                    changed.push((c.clone(), k.clone()));
+                    issue(entities.delete(&key))?;
+                    changed.push((c, k));
                     None
                 }
                 (_, Some(mut e)) => {
@@ -616,25 +701,29 @@ impl Store {
                 (_, None) => None,
             };
             if let Some(e) = next {
-                req(entities.put(&to_js(&e)?)).await?;
+                issue(entities.put(&to_js(&e)?))?;
             }
         }
         if let Some(t) = last_synced_at {
-            req(m.put_with_key(&(t as f64).into(), &meta::LAST_SYNCED_AT.into())).await?;
+            issue(m.put_with_key(&(t as f64).into(), &meta::LAST_SYNCED_AT.into()))?;
         }
         match last_error {
-            Some(e) => req(m.put_with_key(&to_js(e)?, &meta::LAST_ERROR.into())).await?,
-            None => req(m.delete(&meta::LAST_ERROR.into())).await?,
+            Some(e) => issue(m.put_with_key(&to_js(e)?, &meta::LAST_ERROR.into()))?,
+            None => issue(m.delete(&meta::LAST_ERROR.into()))?,
         };
         match plan.not_before {
-            Some(t) => req(m.put_with_key(&(t as f64).into(), &meta::NOT_BEFORE.into())).await?,
-            None => req(m.delete(&meta::NOT_BEFORE.into())).await?,
+            Some(t) => issue(m.put_with_key(&(t as f64).into(), &meta::NOT_BEFORE.into()))?,
+            None => issue(m.delete(&meta::NOT_BEFORE.into()))?,
         };
         if reset_cursor {
-            req(m.delete(&meta::CURSOR.into())).await?;
+            issue(m.delete(&meta::CURSOR.into()))?;
         }
         tx.commit().await?;
-        Ok(changed)
+        Ok(Recorded {
+            changed,
+            removed: removed_count,
+            dead: plan.dead.len() as u64,
+        })
     }
 
     /// Take server changes into `entities`, except entities with pending local writes. The
@@ -648,11 +737,15 @@ impl Store {
     ) -> Result<(Vec<(String, String)>, bool)> {
         let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
         let (m, entities) = (tx.store(META)?, tx.store(ENTITIES)?);
+        let reads = changes
+            .iter()
+            .map(|ch| issue(entities.get(&entity_key(&ch.collection, &ch.key))))
+            .collect::<Result<Vec<_>>>()?;
+        settle(&reads).await?;
         let mut changed = Vec::new();
         let mut skipped = false;
-        for ch in changes {
-            let key = entity_key(&ch.collection, &ch.key);
-            let prev = req(entities.get(&key)).await?;
+        for (ch, read) in changes.iter().zip(&reads) {
+            let prev = result_of(read);
             let prev = if prev.is_undefined() {
                 None
             } else {
@@ -676,11 +769,11 @@ impl Store {
                 version: ch.version,
                 pending: false,
             };
-            req(entities.put(&to_js(&e)?)).await?;
+            issue(entities.put(&to_js(&e)?))?;
             changed.push((ch.collection.clone(), ch.key.clone()));
         }
         if !skipped {
-            req(m.put_with_key(&cursor.into(), &meta::CURSOR.into())).await?;
+            issue(m.put_with_key(&cursor.into(), &meta::CURSOR.into()))?;
         }
         tx.commit().await?;
         Ok((changed, skipped))

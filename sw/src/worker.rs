@@ -26,6 +26,8 @@ use crate::js;
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
+    /// Broadcasts waiting for the `clients.matchAll` already asked for.
+    static OUTGOING: RefCell<Vec<JsValue>> = const { RefCell::new(Vec::new()) };
 }
 
 fn scope() -> Option<ServiceWorkerGlobalScope> {
@@ -45,21 +47,34 @@ fn own_origin() -> String {
         .unwrap_or_default()
 }
 
-/// Post a message to every window client of the origin (controlled or not).
+/// Post a message to every window client of the origin (controlled or not). Messages posted
+/// in the same turn share one `clients.matchAll`.
 pub fn broadcast(message: &Broadcast) {
     let Some(scope) = scope() else { return };
     let Ok(value) = js::to_js(message) else {
         return;
     };
+    let first = OUTGOING.with(|q| {
+        let mut q = q.borrow_mut();
+        q.push(value);
+        q.len() == 1
+    });
+    if !first {
+        return;
+    }
     let options = ClientQueryOptions::new();
     options.set_type(ClientType::Window);
     options.set_include_uncontrolled(true);
     let all = scope.clients().match_all_with_options(&options);
     spawn_local(async move {
-        if let Ok(list) = JsFuture::from(all).await {
+        let clients = JsFuture::from(all).await;
+        let messages = OUTGOING.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        if let Ok(list) = clients {
             for client in Array::from(&list).iter() {
                 let client: web_sys::Client = client.unchecked_into();
-                let _ = client.post_message(&value);
+                for message in &messages {
+                    let _ = client.post_message(message);
+                }
             }
         }
     });

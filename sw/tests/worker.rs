@@ -194,6 +194,118 @@ async fn seqs_continue_after_a_reopen_and_the_client_id_is_kept() {
 }
 
 #[wasm_bindgen_test]
+async fn write_many_commits_every_operation_in_one_transaction_with_one_acknowledgement() {
+    let (engine, _) = fresh("t-write-many").await;
+    let before = engine.commit_count();
+    let ops: Vec<Value> = (0..300)
+        .map(|i| json!({ "op": "put", "collection": "notes", "key": format!("m{i}"), "value": i }))
+        .chain([json!({ "op": "delete", "collection": "notes", "key": "m0" })])
+        .collect();
+    let ops = serde_json::from_value(Value::Array(ops)).unwrap();
+    let ack = engine
+        .handle(Request::WriteMany { ops })
+        .await
+        .expect("committed");
+    let seqs: Vec<u64> = serde_json::from_value(ack["seqs"].clone()).unwrap();
+    assert_eq!(
+        seqs,
+        (1..=301).collect::<Vec<_>>(),
+        "one seq per operation, in order"
+    );
+    assert_eq!(engine.commit_count(), before + 1, "one transaction");
+    // The delete of m0 coalesced its put away: 300 entries wait.
+    assert_eq!(engine.status().pending, 300);
+    let m0 = engine
+        .handle(Request::Get {
+            collection: "notes".into(),
+            key: "m0".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(m0, Value::Null, "the later delete in the same batch wins");
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn write_many_with_one_invalid_operation_writes_nothing() {
+    let (engine, _) = fresh("t-write-many-bad").await;
+    let ops = serde_json::from_value(json!([
+        { "op": "put", "collection": "notes", "key": "ok", "value": 1 },
+        { "op": "put", "collection": "Not A Collection!", "key": "bad", "value": 2 },
+    ]))
+    .unwrap();
+    let err = engine
+        .handle(Request::WriteMany { ops })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code, codes::INVALID_COLLECTION);
+    assert_eq!(engine.status().pending, 0, "nothing was queued");
+    assert_eq!(engine.commit_count(), 0, "no transaction ran");
+    let empty = engine
+        .handle(Request::WriteMany { ops: Vec::new() })
+        .await
+        .expect_err("an empty batch is refused");
+    assert_eq!(empty.code, codes::INVALID_VALUE);
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_burst_of_writes_registers_background_sync_once() {
+    let (engine, _) = fresh("t-sync-once").await;
+    let before = engine.sync_register_count();
+    for i in 0..20 {
+        put(&engine, &format!("b{i}"), json!(i)).await;
+    }
+    sleep(50).await;
+    assert_eq!(
+        engine.sync_register_count(),
+        before + 1,
+        "one registration covers the whole burst"
+    );
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn writes_in_one_macrotask_are_broadcast_once_each_with_one_status() {
+    let (engine, seen) = fresh("t-coalesced-broadcasts").await;
+    sleep(20).await;
+    seen.borrow_mut().clear();
+    let promises = (0..40)
+        .map(|i| {
+            let e = engine.clone();
+            future_to_promise(async move {
+                // Two writes of each key: one change broadcast per key all the same.
+                e.handle(Request::Put {
+                    collection: "notes".into(),
+                    key: format!("c{}", i % 20),
+                    value: json!(i),
+                })
+                .await
+                .map_err(|d| JsValue::from_str(&d.message))?;
+                Ok(JsValue::NULL)
+            })
+        })
+        .collect();
+    all(promises).await;
+    sleep(50).await;
+    let seen = seen.borrow();
+    let changes = seen
+        .iter()
+        .filter(|b| matches!(b, Broadcast::Change { .. }))
+        .count();
+    let statuses = seen
+        .iter()
+        .filter(|b| matches!(b, Broadcast::Status { .. }))
+        .count();
+    assert_eq!(changes, 20, "each of the 20 keys is announced once");
+    assert!(
+        statuses <= 2,
+        "40 writes committed together gave {statuses} status broadcasts"
+    );
+    engine.close();
+}
+
+#[wasm_bindgen_test]
 async fn concurrent_writes_are_group_committed_in_fewer_transactions() {
     let (engine, _) = fresh("t-group").await;
     let promises = (0..50)
@@ -275,6 +387,71 @@ async fn a_flush_delivers_every_write_exactly_once_in_order() {
         .borrow()
         .iter()
         .any(|b| matches!(b, Broadcast::Status { status } if status.state == SyncState::Syncing)));
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn many_batches_drain_once_each_while_new_writes_of_the_same_keys_arrive() {
+    reset_server().await;
+    let (engine, _) = fresh("t-pipeline").await;
+    let mut config = fast_config();
+    config.batch_size = 50;
+    configure(&engine, config).await;
+    let ops = |round: u32| -> Vec<rangersync_shared::messages::WriteOp> {
+        let ops: Vec<Value> = (0..220)
+            .map(|i| json!({ "op": "put", "collection": "notes", "key": format!("d{i}"), "value": { "round": round } }))
+            .collect();
+        serde_json::from_value(Value::Array(ops)).unwrap()
+    };
+    engine
+        .handle(Request::WriteMany { ops: ops(1) })
+        .await
+        .unwrap();
+    // The drain runs (full batches, so the next one is read ahead) while round 2 is written
+    // in small transactions: a batch read ahead must not lose its entries to coalescing.
+    let draining = {
+        let e = engine.clone();
+        future_to_promise(async move {
+            e.handle(Request::Flush)
+                .await
+                .map_err(|d| JsValue::from_str(&d.message))?;
+            Ok(JsValue::NULL)
+        })
+    };
+    for chunk in ops(2).chunks(20) {
+        engine
+            .handle(Request::WriteMany {
+                ops: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    JsFuture::from(draining).await.unwrap();
+    for _ in 0..20 {
+        if flush(&engine).await["pending"] == json!(0) {
+            break;
+        }
+        sleep(100).await;
+    }
+    assert_eq!(engine.status().pending, 0);
+    assert!(engine.push_count() >= 5, "pushes: {}", engine.push_count());
+    let st = stats().await;
+    assert_eq!(st["duplicates"], json!(0), "{st}");
+    let pulled = api("GET", "/api/sync/pull?since=&limit=1000", None).await;
+    let changes: Vec<&Value> = pulled["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|c| c["key"].as_str().is_some_and(|k| k.starts_with('d')))
+        .collect();
+    assert_eq!(changes.len(), 220, "every key reached the server");
+    for change in changes {
+        assert_eq!(
+            change["value"],
+            json!({ "round": 2 }),
+            "the newest write won: {change}"
+        );
+    }
     engine.close();
 }
 
@@ -1123,6 +1300,8 @@ async fn a_local_write_is_broadcast_as_a_change_to_every_tab() {
         })
         .await
         .unwrap();
+    // Broadcasts leave at the end of the macrotask, after the acknowledgement.
+    sleep(20).await;
     let keys: Vec<String> = seen
         .borrow()
         .iter()

@@ -1,0 +1,244 @@
+//! A page's request → its answer. Every request is validated here before anything is stored.
+
+use std::rc::Rc;
+
+use rangersync_shared::messages::{
+    codes, parse_request, DeadLetter, ListItem, PageEvent, ReplyEnvelope, Request, WriteAck,
+    WriteOp, MAX_WRITE_MANY_OPS, MESSAGE_VERSION,
+};
+use rangersync_shared::outbox::Trigger;
+use rangersync_shared::protocol::{ErrorDetail, Millis, Op};
+use rangersync_shared::validate;
+use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
+
+use super::{validate_config, Engine};
+use crate::bindings;
+use crate::error::SwError;
+use crate::js::{self, now};
+use crate::schema::meta;
+use crate::store::NewEntry;
+
+impl Engine {
+    /// Parse a page's message text and answer it (errors are replies too; never panics).
+    pub async fn handle_text(self: &Rc<Self>, text: &str) -> ReplyEnvelope {
+        match parse_request(text) {
+            Err((id, e)) => ReplyEnvelope::err(id.unwrap_or(0), e.code(), e.to_string()),
+            Ok(env) => match self.handle(env.request).await {
+                Ok(v) => ReplyEnvelope::ok(env.id, v),
+                Err(d) => ReplyEnvelope {
+                    v: MESSAGE_VERSION,
+                    id: env.id,
+                    ok: false,
+                    result: None,
+                    error: Some(d),
+                },
+            },
+        }
+    }
+
+    /// Answer one request.
+    pub async fn handle(self: &Rc<Self>, request: Request) -> Result<Value, ErrorDetail> {
+        self.handle_inner(request).await.map_err(|e| e.detail())
+    }
+
+    async fn handle_inner(self: &Rc<Self>, request: Request) -> Result<Value, SwError> {
+        match request {
+            Request::Configure { config } => {
+                validate_config(&config)?;
+                self.store
+                    .put_meta(meta::CONFIG, &js::to_js(&config)?)
+                    .await?;
+                let endpoint_changed = self.config.borrow().endpoint_differs(&config);
+                if endpoint_changed {
+                    // Another server: the old one's Retry-After does not apply.
+                    self.store
+                        .put_meta(meta::NOT_BEFORE, &JsValue::NULL)
+                        .await?;
+                }
+                self.flusher.borrow_mut().handle_config_update(
+                    config.batch_size,
+                    config.retry.clone(),
+                    endpoint_changed,
+                );
+                let periodic = config.periodic_interval_ms;
+                *self.config.borrow_mut() = config;
+                bindings::set_periodic(periodic).await;
+                self.broadcast_status();
+                self.kick(Trigger::Manual);
+                self.status_json()
+            }
+            Request::Put {
+                collection,
+                key,
+                value,
+            } => {
+                let op = WriteOp::Put {
+                    collection,
+                    key,
+                    value,
+                };
+                let seq = self.write_one(checked_entry(op, now())?).await?;
+                Ok(json!(WriteAck { seq }))
+            }
+            Request::Delete { collection, key } => {
+                let op = WriteOp::Delete { collection, key };
+                let seq = self.write_one(checked_entry(op, now())?).await?;
+                Ok(json!(WriteAck { seq }))
+            }
+            Request::WriteMany { ops } => {
+                if ops.is_empty() || ops.len() > MAX_WRITE_MANY_OPS {
+                    return Err(SwError::coded(
+                        codes::INVALID_VALUE,
+                        format!(
+                            "write_many takes 1 to {MAX_WRITE_MANY_OPS} operations (got {})",
+                            ops.len()
+                        ),
+                    ));
+                }
+                let at = now();
+                // Every operation is checked before anything is written.
+                let entries = ops
+                    .into_iter()
+                    .map(|op| checked_entry(op, at))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let seqs = self.write(entries).await?;
+                Ok(json!({ "seqs": seqs }))
+            }
+            Request::Get { collection, key } => {
+                validate::validate_collection(&collection)?;
+                validate::validate_key(&key)?;
+                Ok(match self.store.get_entity(&collection, &key).await? {
+                    Some(e) if !e.deleted => json!({
+                        "collection": e.collection, "key": e.key, "value": e.value,
+                        "updated_at": e.updated_at, "version": e.version, "pending": e.pending,
+                    }),
+                    _ => Value::Null,
+                })
+            }
+            Request::List { collection } => {
+                validate::validate_collection(&collection)?;
+                let items: Vec<ListItem> = self
+                    .store
+                    .entities(Some(&collection))
+                    .await?
+                    .into_iter()
+                    .filter(|e| !e.deleted)
+                    .map(|e| ListItem {
+                        key: e.key,
+                        value: e.value,
+                        updated_at: e.updated_at,
+                        pending: e.pending,
+                    })
+                    .collect();
+                Ok(json!(items))
+            }
+            Request::Status => self.status_json(),
+            Request::Flush => {
+                self.trigger(Trigger::Manual).await;
+                self.status_json()
+            }
+            Request::DeadLetters => {
+                let letters: Vec<DeadLetter> = self
+                    .store
+                    .dead_letters()
+                    .await?
+                    .into_iter()
+                    .map(|d| {
+                        let r = &d.record;
+                        let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+                        DeadLetter {
+                            seq: d.seq,
+                            kind: s("kind").unwrap_or_else(|| "mutation".into()),
+                            collection: s("collection"),
+                            key: s("key"),
+                            method: s("method"),
+                            url: s("url"),
+                            reason: d.reason,
+                            attempts: d.attempts,
+                            dead_at: d.dead_at,
+                        }
+                    })
+                    .collect();
+                Ok(json!(letters))
+            }
+            Request::RetryDead { seq } => {
+                let new_seq = self.store.requeue_dead(seq, now()).await?.ok_or_else(|| {
+                    SwError::coded(codes::NOT_FOUND, format!("no dead letter {seq}"))
+                })?;
+                self.update_counts(|c| {
+                    c.pending += 1;
+                    c.dead = c.dead.saturating_sub(1);
+                });
+                self.broadcast_status();
+                self.kick(Trigger::Manual);
+                Ok(json!({ "seq": new_seq }))
+            }
+            Request::DiscardDead { seq } => {
+                if !self.store.discard_dead(seq).await? {
+                    return Err(SwError::coded(
+                        codes::NOT_FOUND,
+                        format!("no dead letter {seq}"),
+                    ));
+                }
+                self.update_counts(|c| c.dead = c.dead.saturating_sub(1));
+                self.broadcast_status();
+                Ok(json!({ "discarded": seq }))
+            }
+            Request::Export { format } => {
+                let (snap, text) = self.export(format).await?;
+                Ok(json!({
+                    "format": format, "text": text, "exported_at": snap.exported_at,
+                    "checksum": snap.checksum.value, "counts": snap.counts,
+                }))
+            }
+            Request::Restore { text, dry_run } => self.restore(&text, dry_run).await,
+            Request::PageEvent { event } => {
+                let trigger = match event {
+                    PageEvent::Online => Trigger::Online,
+                    PageEvent::Offline => Trigger::Offline,
+                    PageEvent::Visible | PageEvent::Hidden | PageEvent::Pagehide => {
+                        Trigger::PageEvent
+                    }
+                };
+                self.kick(trigger);
+                self.status_json()
+            }
+        }
+    }
+
+    pub(super) fn status_json(&self) -> Result<Value, SwError> {
+        serde_json::to_value(self.status())
+            .map_err(|e| SwError::coded(codes::INTERNAL, e.to_string()))
+    }
+}
+
+/// Validate one write and turn it into an outbox entry stamped `at`.
+fn checked_entry(op: WriteOp, at: Millis) -> Result<NewEntry, SwError> {
+    let (collection, key) = op.target();
+    validate::validate_collection(collection)?;
+    validate::validate_key(key)?;
+    Ok(match op {
+        WriteOp::Put {
+            collection,
+            key,
+            value,
+        } => {
+            validate::validate_value(&value)?;
+            NewEntry::Write {
+                collection,
+                key,
+                op: Op::Put,
+                value,
+                updated_at: at,
+            }
+        }
+        WriteOp::Delete { collection, key } => NewEntry::Write {
+            collection,
+            key,
+            op: Op::Delete,
+            value: Value::Null,
+            updated_at: at,
+        },
+    })
+}

@@ -1,0 +1,182 @@
+//! The engine: the outbox shell that drives `rangersync_shared::outbox::Flusher` over
+//! IndexedDB (`store.rs`), `fetch` and timers. It runs in the service worker AND in a window
+//! (the page-only fallback): it only uses `js_sys::global()` for `indexedDB`, `fetch`,
+//! `setTimeout` and, when present, `registration`.
+//!
+//! One concern per module:
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`dispatch`] | a page's request → its answer |
+//! | [`commit`] | the write path: group commit, the acknowledgement, nothing else |
+//! | [`flush`] | the flusher driver (IndexedDB ↔ network), triggers, the retry timer, sync events |
+//! | [`http`] | requests to the server: push, replay of captured requests, GETs |
+//! | [`pull`] | the change feed |
+//! | [`backup`] | export, restore, scheduled export |
+//! | [`broadcast`] | status and change broadcasts, coalesced to one per macrotask |
+//! | [`capture`] | which fetches the worker captures, and queueing them |
+
+mod backup;
+mod broadcast;
+mod capture;
+mod commit;
+mod dispatch;
+mod flush;
+mod http;
+mod pull;
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+
+use rangersync_shared::messages::{codes, Broadcast, Config};
+use rangersync_shared::outbox::{Flusher, FlusherState, StoreCounts};
+use rangersync_shared::protocol::ErrorDetail;
+use rangersync_shared::status::{Mode, Status};
+
+use crate::error::SwError;
+use crate::js::{self, now};
+use crate::schema;
+use crate::store::Store;
+
+pub use capture::{headers_to_vec, same_origin};
+
+/// The outbox engine. Create with [`Engine::open`]; share as `Rc<Engine>`.
+pub struct Engine {
+    store: Store,
+    mode: Mode,
+    notify: Rc<dyn Fn(&Broadcast)>,
+    client_id: String,
+    config: RefCell<Config>,
+    flusher: RefCell<Flusher>,
+    /// Pending and dead counts and the save/export times, kept in memory: every write and
+    /// every recorded result adjusts them, so nothing re-reads IndexedDB to show a status.
+    counts: Cell<StoreCounts>,
+    me: RefCell<Weak<Engine>>,
+    commit: commit::GroupCommit,
+    flush: flush::Driver,
+    broadcast: broadcast::Coalescer,
+    pushes: Cell<u64>,
+}
+
+fn invalid_config(message: impl Into<String>) -> SwError {
+    SwError::coded(codes::INVALID_CONFIG, message)
+}
+
+/// The configuration rules a page's `configure` must satisfy ([`Config::check`]: retry
+/// delays, batch size, intervals, server URL, capture routes, token).
+pub fn validate_config(c: &Config) -> Result<(), SwError> {
+    c.check().map_err(invalid_config)
+}
+
+impl Engine {
+    /// Open the engine over the database `rangersync`.
+    pub async fn open(
+        mode: Mode,
+        notify: Rc<dyn Fn(&Broadcast)>,
+    ) -> Result<Rc<Engine>, ErrorDetail> {
+        Self::open_named(schema::DB_NAME, mode, notify).await
+    }
+
+    /// Open the engine over a database of another name (tests, several apps on one origin).
+    pub async fn open_named(
+        name: &str,
+        mode: Mode,
+        notify: Rc<dyn Fn(&Broadcast)>,
+    ) -> Result<Rc<Engine>, ErrorDetail> {
+        let store = Store::open(name).await.map_err(|e| e.detail())?;
+        let m = store.init(js::random_id).await.map_err(|e| e.detail())?;
+        let (pending, dead) = store.counts().await.map_err(|e| e.detail())?;
+        let mut flusher = Flusher::new(
+            m.client_id.clone(),
+            m.config.batch_size,
+            m.config.retry.clone(),
+        );
+        flusher.restore_history(m.last_error.clone(), m.last_synced_at);
+        // A Retry-After floor outlives the worker: a restarted one honours it.
+        flusher.restore_not_before(now(), m.not_before);
+        let counts = StoreCounts {
+            pending,
+            dead,
+            last_saved_at: m.last_saved_at,
+            last_exported_at: m.last_exported_at,
+            saving: false,
+        };
+        let engine = Rc::new(Engine {
+            store,
+            mode,
+            notify,
+            client_id: m.client_id,
+            config: RefCell::new(m.config),
+            flusher: RefCell::new(flusher),
+            counts: Cell::new(counts),
+            me: RefCell::new(Weak::new()),
+            commit: commit::GroupCommit::default(),
+            flush: flush::Driver::default(),
+            broadcast: broadcast::Coalescer::default(),
+            pushes: Cell::new(0),
+        });
+        *engine.me.borrow_mut() = Rc::downgrade(&engine);
+        engine.arm_timer();
+        Ok(engine)
+    }
+
+    /// This profile's client id (created once, kept in `meta`).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.config.borrow().clone()
+    }
+
+    /// The status object right now.
+    pub fn status(&self) -> Status {
+        self.flusher.borrow().status(&self.counts.get(), self.mode)
+    }
+
+    /// The flusher's state (tests, diagnostics).
+    pub fn flusher_state(&self) -> FlusherState {
+        self.flusher.borrow().state()
+    }
+
+    /// How many write transactions committed (group commit makes this smaller than the writes).
+    pub fn commit_count(&self) -> u64 {
+        self.commit.transactions()
+    }
+
+    /// How many push requests were sent.
+    pub fn push_count(&self) -> u64 {
+        self.pushes.get()
+    }
+
+    /// How many times this engine asked the browser for a Background Sync (tests, diagnostics).
+    pub fn sync_register_count(&self) -> u64 {
+        self.flush.sync_registrations()
+    }
+
+    /// Close the database connection (the engine is unusable afterwards).
+    pub fn close(&self) {
+        self.flush.stop_timers();
+        self.broadcast.cancel();
+        self.store.close();
+    }
+
+    /// Adjust the in-memory counts.
+    fn update_counts(&self, f: impl FnOnce(&mut StoreCounts)) {
+        let mut c = self.counts.get();
+        f(&mut c);
+        self.counts.set(c);
+    }
+
+    /// Re-read the pending and dead counts from IndexedDB: only after the rare operations whose
+    /// effect on them is not known in advance (corrupt records, restarts).
+    async fn recount(&self) {
+        if let Ok((pending, dead)) = self.store.counts().await {
+            self.update_counts(|c| {
+                c.pending = pending;
+                c.dead = dead;
+            });
+        }
+    }
+}
