@@ -117,16 +117,23 @@ impl Drop for Timeout {
     }
 }
 
-/// Rust → JS with plain objects (never `Map`), numbers (never BigInt).
+/// Rust → JS plain objects (never `Map`, numbers never BigInt), through JSON text: serde_json
+/// is the worker's one serialization path (no second serializer in the wasm), and
+/// `JSON.parse` builds the object natively in one call instead of one call per field.
 pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue> {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| SwError::coded(rangersync_shared::messages::codes::INTERNAL, e.to_string()))
+    let text = serde_json::to_string(value)
+        .map_err(|e| SwError::coded(rangersync_shared::messages::codes::INTERNAL, e.to_string()))?;
+    js_sys::JSON::parse(&text).map_err(|e| SwError::from_js(&e))
 }
 
-/// JS → Rust; a mismatch is a corrupt record.
+/// JS → Rust through `JSON.stringify`; anything that does not fit `T` (or is not JSON at all)
+/// is a corrupt record.
 pub fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T> {
-    serde_wasm_bindgen::from_value(value).map_err(|e| SwError::Corrupt(e.to_string()))
+    let text = js_sys::JSON::stringify(&value)
+        .ok()
+        .and_then(|t| t.as_string())
+        .ok_or_else(|| SwError::Corrupt("not a JSON value".into()))?;
+    serde_json::from_str(&text).map_err(|e| SwError::Corrupt(e.to_string()))
 }
 
 /// Log to the console (never with tokens or bodies).

@@ -474,7 +474,7 @@ impl Store {
             match from_js::<OutboxRecord>(v.clone()).and_then(|r| r.to_entry(client_id)) {
                 Ok(e) => entries.push(e),
                 Err(e) => {
-                    let json = serde_wasm_bindgen::from_value::<Value>(v).unwrap_or(Value::Null);
+                    let json = from_js::<Value>(v).unwrap_or(Value::Null);
                     corrupt.push((raw_key, seq, e.to_string(), json));
                 }
             }
