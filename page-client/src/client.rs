@@ -828,9 +828,14 @@ fn seq_from_js(seq: f64) -> Result<u64, ClientError> {
     if seq.is_finite() && seq >= 1.0 && seq.fract() == 0.0 && seq <= 9_007_199_254_740_991.0 {
         Ok(seq as u64)
     } else {
+        // JS prints the number: Rust's float formatting would be a large part of this module.
+        let shown = js_sys::Number::from(seq)
+            .to_string_with_radix(10)
+            .map(String::from)
+            .unwrap_or_default();
         Err(ClientError::new(
             codes::INVALID_VALUE,
-            format!("seq must be a whole number ≥ 1 (got {seq})"),
+            format!("seq must be a whole number ≥ 1 (got {shown})"),
         ))
     }
 }

@@ -6,7 +6,7 @@
 //! and fails a write with `worker_unavailable` (it may have been committed already).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Promise, Reflect};
@@ -43,8 +43,9 @@ pub enum LinkError {
 /// A registered worker that controls this page.
 pub struct WorkerLink {
     container: ServiceWorkerContainer,
-    /// `reject` of every request in flight, by id.
-    in_flight: RefCell<HashMap<u64, Function>>,
+    /// `reject` of every request in flight, by id (a `BTreeMap`: a `HashMap` would add its
+    /// hasher to the module for a handful of entries).
+    in_flight: RefCell<BTreeMap<u64, Function>>,
 }
 
 impl WorkerLink {
@@ -109,7 +110,7 @@ impl WorkerLink {
         }
         Ok(Rc::new(Self {
             container,
-            in_flight: RefCell::new(HashMap::new()),
+            in_flight: RefCell::new(BTreeMap::new()),
         }))
     }
 
@@ -171,11 +172,8 @@ impl WorkerLink {
     /// A new worker controls the page: every request in flight fails with
     /// [`LinkError::ControllerChanged`] (the client resends reads, not writes).
     pub fn controller_changed(&self) {
-        let waiting: Vec<Function> = self
-            .in_flight
-            .borrow_mut()
-            .drain()
-            .map(|(_, f)| f)
+        let waiting: Vec<Function> = std::mem::take(&mut *self.in_flight.borrow_mut())
+            .into_values()
             .collect();
         for reject in waiting {
             let _ = reject.call1(&JsValue::UNDEFINED, &JsValue::from_str(CHANGED_MARK));
