@@ -628,8 +628,8 @@ impl SyncClient {
         promise(async move {
             // The worker answers `null` or the entity `{ key, value, updated_at, pending, … }`.
             Ok(match inner.send(Request::Get { collection, key }).await? {
-                Value::Object(mut entity) => match entity.remove("value") {
-                    Some(value) => js::from_json(&value),
+                entity @ Value::Object(_) => match entity.get("value") {
+                    Some(value) => js::from_json(value),
                     None => JsValue::UNDEFINED,
                 },
                 _ => JsValue::UNDEFINED,
@@ -742,7 +742,7 @@ impl SyncClient {
             };
             let text = match inner.send(Request::Export { format }).await? {
                 Value::String(text) => text,
-                Value::Object(mut map) => match map.remove("text") {
+                mut map @ Value::Object(_) => match map.get_mut("text").map(Value::take) {
                     Some(Value::String(text)) => text,
                     _ => return Err(no_export_text()),
                 },

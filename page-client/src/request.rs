@@ -83,7 +83,9 @@ pub fn check_snapshot_text(text: &str) -> Result<(), ClientError> {
         .into());
     }
     if trimmed.starts_with('{') {
-        let doc: serde_json::Map<String, Value> = serde_json::from_str(text)
+        // As a `Value`: a typed deserializer would bring serde's error formatting (floats
+        // included) into the module.
+        let doc: Value = serde_json::from_str(text)
             .map_err(|e| snapshot::SnapshotError::Parse(e.to_string()))?;
         match doc.get("format").and_then(Value::as_str) {
             Some(snapshot::SNAPSHOT_FORMAT) => {}
@@ -165,7 +167,9 @@ pub fn reply(id: u64, text: &str) -> Result<Value, ClientError> {
             format!("the worker sent an unreadable reply: {why}"),
         )
     };
-    let Ok(Value::Object(mut reply)) = serde_json::from_str::<Value>(text) else {
+    // Fields are read with `get` / `take`, never `Map::remove`: removal is the B-tree's
+    // rebalancing code, which nothing else in the module needs.
+    let Ok(mut reply @ Value::Object(_)) = serde_json::from_str::<Value>(text) else {
         return Err(unreadable("not a JSON object"));
     };
     let answered = reply
@@ -179,10 +183,13 @@ pub fn reply(id: u64, text: &str) -> Result<Value, ClientError> {
         ));
     }
     match reply.get("ok").and_then(Value::as_bool) {
-        Some(true) => Ok(reply.remove("result").unwrap_or(Value::Null)),
+        Some(true) => Ok(reply
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null)),
         Some(false) => {
-            let error = reply.remove("error").unwrap_or(Value::Null);
-            match (text_of(&error, "code"), text_of(&error, "message")) {
+            let error = reply.get("error").unwrap_or(&Value::Null);
+            match (text_of(error, "code"), text_of(error, "message")) {
                 (Some(code), Some(message)) => Err(ClientError { code, message }),
                 _ => Err(ClientError::internal(
                     "the worker refused the request without saying why",
@@ -254,35 +261,41 @@ pub fn write_op(item: Value, op: Option<&str>) -> Result<WriteOp, ClientError> {
             format!("not a write operation ({{ op, collection, key, value }}): {why}"),
         )
     };
-    let Value::Object(mut map) = item else {
+    let Value::Object(map) = &item else {
         return Err(refused("not an object".into()));
     };
     // `putMany` makes every item a put, whatever `op` it carries.
-    let op = match (op, map.remove("op")) {
-        (Some(op), _) => op.to_owned(),
-        (None, Some(Value::String(op))) => op,
+    let op = match (op, map.get("op")) {
+        (Some(op), _) => op,
+        (None, Some(Value::String(op))) => op.as_str(),
         (None, _) => return Err(refused("no op".into())),
     };
-    let mut text = |field: &str| match map.remove(field) {
-        Some(Value::String(s)) => Ok(s),
+    let fields: &[&str] = match op {
+        "put" => &["op", "collection", "key", "value"],
+        "delete" => &["op", "collection", "key"],
+        other => return Err(refused(format!("unknown op {other:?}"))),
+    };
+    if let Some(unknown) = map.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(refused(format!("unknown field {unknown:?}")));
+    }
+    let text = |field: &str| match map.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(refused(format!("{field} must be a string"))),
     };
     let (collection, key) = (text("collection")?, text("key")?);
-    let write = match op.as_str() {
-        "put" => WriteOp::Put {
-            collection,
-            key,
-            value: map
-                .remove("value")
-                .ok_or_else(|| refused("a put needs a value".into()))?,
-        },
-        "delete" => WriteOp::Delete { collection, key },
-        other => return Err(refused(format!("unknown op {other:?}"))),
-    };
-    match map.keys().next() {
-        Some(unknown) => Err(refused(format!("unknown field {unknown:?}"))),
-        None => Ok(write),
+    if op == "delete" {
+        return Ok(WriteOp::Delete { collection, key });
     }
+    let mut item = item;
+    let value = item
+        .get_mut("value")
+        .map(Value::take)
+        .ok_or_else(|| refused("a put needs a value".into()))?;
+    Ok(WriteOp::Put {
+        collection,
+        key,
+        value,
+    })
 }
 
 #[cfg(test)]
