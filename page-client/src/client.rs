@@ -71,7 +71,7 @@ impl Drop for Inner {
             channel.close();
         }
         if let Some(Transport::Page(link)) = self.transport.get_mut().take() {
-            link.engine.shut();
+            link.engine.close();
         }
     }
 }
@@ -235,7 +235,7 @@ impl Inner {
             .request(&request::envelope(id, configure)?)
             .await;
         if let Err(e) = reply.and_then(|text| request::reply(id, &text)) {
-            link.engine.shut();
+            link.engine.close();
             return Err(e);
         }
         *self.transport.borrow_mut() = Some(Transport::Page(link));
@@ -551,7 +551,7 @@ impl SyncClient {
         }
         let transport = inner.transport.borrow_mut().take();
         if let Some(Transport::Page(link)) = transport {
-            link.engine.shut();
+            link.engine.close();
         }
     }
 

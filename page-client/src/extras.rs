@@ -53,8 +53,8 @@ extern "C" {
     #[wasm_bindgen(method, js_name = handle)]
     fn handle_text(this: &PageEngine, text: &str) -> Promise;
 
-    #[wasm_bindgen(method)]
-    fn close(this: &PageEngine);
+    #[wasm_bindgen(method, js_name = close)]
+    fn close_engine(this: &PageEngine);
 }
 
 thread_local! {
@@ -137,7 +137,7 @@ impl PageEngine {
     }
 
     /// Stop the engine and close its database connection.
-    pub fn shut(&self) {
-        self.close();
+    pub fn close(&self) {
+        self.close_engine();
     }
 }
