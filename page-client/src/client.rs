@@ -1,33 +1,25 @@
 //! `SyncClient`: the JavaScript API. Thin wrappers that turn each call into a [`Request`], check
-//! it locally, and hand it to the [`Transport`]: the service worker, or the page engine when no
-//! worker can run. Status and change broadcasts fan out to every `onStatus` / `onChange`
-//! listener.
-
-#![cfg_attr(not(feature = "page-fallback"), allow(dead_code))]
+//! it locally, and hand it to the [`Transport`]: the service worker, or the page engine of the
+//! extras module (loaded on demand) when no worker can run. Both speak the same text protocol.
+//! Status and change broadcasts fan out to every `onStatus` / `onChange` listener.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise, JSON};
-use rangersync_shared::messages::{
-    codes, Broadcast, ExportFormat, PageEvent, Request, MESSAGE_VERSION,
-};
-use rangersync_shared::status::{Mode, Status};
+use rangersync_shared::messages::{codes, ExportFormat, PageEvent, Request, MESSAGE_VERSION};
+use rangersync_shared::status::Mode;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
-#[cfg(feature = "page-fallback")]
-use wasm_bindgen_futures::JsFuture;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 use web_sys::{BroadcastChannel, MessageEvent, VisibilityState, Window};
 
 use crate::error::ClientError;
+use crate::extras::{self, error_from_js, PageEngine};
 use crate::js::{self, call_listener, describe, Listener};
 use crate::options::{parse_restore_options, ClientOptions, SLOW_REQUEST_FACTOR};
-use crate::request;
+use crate::request::{self, Incoming};
 use crate::worker::{warm_shell_cache, LinkError, WorkerLink};
-
-#[cfg(feature = "page-fallback")]
-use rangersync_sw::Engine;
 
 /// Name of the `BroadcastChannel` that page-mode tabs use to tell each other about changes.
 const RELAY_CHANNEL: &str = "rangersync-page";
@@ -38,8 +30,14 @@ enum Transport {
     /// The service worker that controls this page.
     Worker(Rc<WorkerLink>),
     /// The same outbox over the same IndexedDB database, run in this page.
-    #[cfg(feature = "page-fallback")]
-    Page(Rc<Engine>),
+    Page(Rc<PageLink>),
+}
+
+/// The page engine of the extras module and the broadcast callback it holds.
+struct PageLink {
+    engine: PageEngine,
+    /// Called by the engine with each broadcast's JSON text; lives as long as the engine.
+    _on_broadcast: Closure<dyn Fn(String)>,
 }
 
 /// Where a broadcast came from.
@@ -72,9 +70,8 @@ impl Drop for Inner {
             channel.set_onmessage(None);
             channel.close();
         }
-        #[cfg(feature = "page-fallback")]
-        if let Some(Transport::Page(engine)) = self.transport.get_mut().take() {
-            engine.close();
+        if let Some(Transport::Page(link)) = self.transport.get_mut().take() {
+            link.engine.close();
         }
     }
 }
@@ -97,7 +94,6 @@ impl Inner {
 
     fn mode(&self) -> Mode {
         match self.transport.borrow().as_ref() {
-            #[cfg(feature = "page-fallback")]
             Some(Transport::Page(_)) => Mode::Page,
             _ => Mode::Worker,
         }
@@ -129,9 +125,13 @@ impl Inner {
                 return Err(ClientError::unavailable("the client is closed"));
             };
             match transport {
-                #[cfg(feature = "page-fallback")]
-                Transport::Page(engine) => {
-                    return engine.handle(request).await.map_err(ClientError::from);
+                Transport::Page(link) => {
+                    let id = self.take_id();
+                    let reply = link
+                        .engine
+                        .request(&request::envelope(id, request)?)
+                        .await?;
+                    return request::reply(id, &reply);
                 }
                 Transport::Worker(link) => {
                     let id = self.take_id();
@@ -174,70 +174,77 @@ impl Inner {
 
     /// Switch to page mode (once; concurrent callers await the same switch).
     async fn fall_back(self: &Rc<Self>, reason: &str) -> Result<(), ClientError> {
-        #[cfg(not(feature = "page-fallback"))]
-        {
-            Err(ClientError::unavailable(format!(
-                "{reason}, and this build has no page fallback"
-            )))
-        }
-        #[cfg(feature = "page-fallback")]
-        {
-            let pending = self.fallback.borrow().clone();
-            let switch = match pending {
-                Some(p) => p,
-                None => {
-                    web_sys::console::info_1(&JsValue::from_str(&format!(
-                        "rangersync: running in page mode ({reason})"
-                    )));
-                    let inner = Rc::clone(self);
-                    let p = future_to_promise(async move {
-                        inner
-                            .open_page_engine()
-                            .await
-                            .map(|()| JsValue::UNDEFINED)
-                            .map_err(JsValue::from)
-                    });
-                    *self.fallback.borrow_mut() = Some(p.clone());
-                    p
-                }
-            };
-            match JsFuture::from(switch).await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    // Let a later call try again.
-                    *self.fallback.borrow_mut() = None;
-                    Err(error_from_js(&e))
-                }
+        let pending = self.fallback.borrow().clone();
+        let switch = match pending {
+            Some(p) => p,
+            None => {
+                web_sys::console::info_1(&JsValue::from_str(&format!(
+                    "rangersync: running in page mode ({reason})"
+                )));
+                let inner = Rc::clone(self);
+                let p = future_to_promise(async move {
+                    inner
+                        .open_page_engine()
+                        .await
+                        .map(|()| JsValue::UNDEFINED)
+                        .map_err(JsValue::from)
+                });
+                *self.fallback.borrow_mut() = Some(p.clone());
+                p
+            }
+        };
+        match JsFuture::from(switch).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Let a later call try again.
+                *self.fallback.borrow_mut() = None;
+                Err(error_from_js(&e))
             }
         }
     }
 
-    #[cfg(feature = "page-fallback")]
+    /// Load the extras module, open its engine over this origin's database and configure it.
     async fn open_page_engine(self: &Rc<Self>) -> Result<(), ClientError> {
+        let extras = extras::load("page mode (no service worker)").await?;
         let weak = Rc::downgrade(self);
-        let notify: Rc<dyn Fn(&Broadcast)> = Rc::new(move |b: &Broadcast| {
-            if let Some(inner) = weak.upgrade() {
-                inner.dispatch(b, Source::PageEngine);
-                inner.relay(b);
+        let on_broadcast = Closure::<dyn Fn(String)>::new(move |text: String| {
+            let Some(inner) = weak.upgrade() else { return };
+            match request::incoming(&text) {
+                Some(b) => {
+                    inner.dispatch(&b, Source::PageEngine);
+                    inner.relay(&text);
+                }
+                None => web_sys::console::debug_1(&JsValue::from_str(
+                    "rangersync: ignored a page engine message that is not a broadcast",
+                )),
             }
         });
-        let engine = Engine::open(Mode::Page, notify)
-            .await
-            .map_err(ClientError::from)?;
-        engine
-            .handle(Request::Configure {
-                config: self.options.config.clone(),
-            })
-            .await
-            .map_err(ClientError::from)?;
-        *self.transport.borrow_mut() = Some(Transport::Page(engine));
+        let engine = extras
+            .open_engine(on_broadcast.as_ref().unchecked_ref())
+            .await?;
+        let link = Rc::new(PageLink {
+            engine,
+            _on_broadcast: on_broadcast,
+        });
+        let id = self.take_id();
+        let configure = Request::Configure {
+            config: self.options.config.clone(),
+        };
+        let reply = link
+            .engine
+            .request(&request::envelope(id, configure)?)
+            .await;
+        if let Err(e) = reply.and_then(|text| request::reply(id, &text)) {
+            link.engine.close();
+            return Err(e);
+        }
+        *self.transport.borrow_mut() = Some(Transport::Page(link));
         self.open_relay();
         Ok(())
     }
 
     /// Page-mode tabs tell each other about statuses and changes over a `BroadcastChannel`
     /// (in worker mode the worker broadcasts to every tab itself).
-    #[cfg(feature = "page-fallback")]
     fn open_relay(self: &Rc<Self>) {
         let Ok(channel) = BroadcastChannel::new(RELAY_CHANNEL) else {
             return;
@@ -245,11 +252,7 @@ impl Inner {
         let weak = Rc::downgrade(self);
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             let Some(inner) = weak.upgrade() else { return };
-            if let Some(b) = event
-                .data()
-                .as_string()
-                .and_then(|t| serde_json::from_str(&t).ok())
-            {
+            if let Some(b) = event.data().as_string().and_then(|t| request::incoming(&t)) {
                 inner.dispatch(&b, Source::OtherTab);
             }
         });
@@ -259,41 +262,38 @@ impl Inner {
         *self.relay.borrow_mut() = Some(channel);
     }
 
-    fn relay(&self, b: &Broadcast) {
-        if let (Some(channel), Ok(text)) = (self.relay.borrow().as_ref(), serde_json::to_string(b))
-        {
-            let _ = channel.post_message(&JsValue::from_str(&text));
+    /// Tell the other page-mode tabs about a broadcast of this tab's engine (its JSON text).
+    fn relay(&self, text: &str) {
+        if let Some(channel) = self.relay.borrow().as_ref() {
+            let _ = channel.post_message(&JsValue::from_str(text));
         }
     }
 
     /// Hand a broadcast to the listeners. Worker broadcasts are ignored in page mode (this tab's
     /// engine is the source of truth then), and other tabs' relays in worker mode.
-    fn dispatch(self: &Rc<Self>, b: &Broadcast, source: Source) {
+    fn dispatch(self: &Rc<Self>, b: &Incoming, source: Source) {
         let mode = self.mode();
         match (source, mode) {
             (Source::Worker, Mode::Page) | (Source::OtherTab, Mode::Worker) => return,
             _ => {}
         }
         match b {
-            Broadcast::Status { status } => {
-                let Ok(value) = serde_json::to_value(status) else {
-                    return;
-                };
-                *self.last_status.borrow_mut() = Some(value.clone());
-                let js_status = js::from_json(&value);
+            Incoming::Status(status) => {
+                *self.last_status.borrow_mut() = Some(status.clone());
+                let js_status = js::from_json(status);
                 let listeners = self.status_listeners.borrow().clone();
                 for (_, f) in &listeners {
                     call_listener(f, std::slice::from_ref(&js_status));
                 }
             }
-            Broadcast::Change { collection, key } => {
+            Incoming::Change { collection, key } => {
                 let (c, k) = (JsValue::from_str(collection), JsValue::from_str(key));
                 let listeners = self.change_listeners.borrow().clone();
                 for (_, f) in &listeners {
                     call_listener(f, &[c.clone(), k.clone()]);
                 }
             }
-            Broadcast::WorkerError { code, message } => {
+            Incoming::WorkerError { code, message } => {
                 web_sys::console::warn_1(&JsValue::from_str(&format!(
                     "rangersync: the worker reported {code}: {message}; switching to page mode"
                 )));
@@ -313,8 +313,8 @@ impl Inner {
     /// Ask for the status and tell the listeners (after a mode switch or a worker update).
     async fn refresh_status(self: &Rc<Self>) {
         if let Ok(value) = self.send(Request::Status).await {
-            if let Ok(status) = serde_json::from_value::<Status>(value) {
-                self.dispatch(&Broadcast::Status { status }, Source::PageEngine);
+            if request::is_status(&value) {
+                self.dispatch(&Incoming::Status(value), Source::PageEngine);
             }
         }
     }
@@ -332,8 +332,8 @@ impl Inner {
             let text = JSON::stringify(&event.data())
                 .ok()
                 .and_then(|t| t.as_string());
-            match text.as_deref().map(serde_json::from_str::<Broadcast>) {
-                Some(Ok(b)) => inner.dispatch(&b, Source::Worker),
+            match text.as_deref().and_then(request::incoming) {
+                Some(b) => inner.dispatch(&b, Source::Worker),
                 _ => web_sys::console::debug_1(&JsValue::from_str(
                     "rangersync: ignored a worker message that is not a broadcast",
                 )),
@@ -407,11 +407,10 @@ impl Inner {
                     let _ = link.post_and_forget(&message);
                 }
             }
-            #[cfg(feature = "page-fallback")]
-            Some(Transport::Page(engine)) => {
-                spawn_local(async move {
-                    let _ = engine.handle(Request::PageEvent { event }).await;
-                });
+            Some(Transport::Page(link)) => {
+                if let Ok(text) = request::envelope(self.take_id(), Request::PageEvent { event }) {
+                    link.engine.post(&text);
+                }
             }
             None => {}
         }
@@ -445,20 +444,6 @@ impl Inner {
         })
         .into_js_value()
         .unchecked_into()
-    }
-}
-
-/// A JS rejection value (an `Error` with `code`, or anything) back into a [`ClientError`].
-fn error_from_js(e: &JsValue) -> ClientError {
-    let code = js_sys::Reflect::get(e, &JsValue::from_str("code"))
-        .ok()
-        .and_then(|c| c.as_string());
-    let message = e
-        .dyn_ref::<js_sys::Error>()
-        .map_or_else(|| describe(e), |err| String::from(err.message()));
-    ClientError {
-        code: code.unwrap_or_else(|| codes::INTERNAL.to_owned()),
-        message,
     }
 }
 
@@ -565,12 +550,9 @@ impl SyncClient {
             channel.close();
         }
         let transport = inner.transport.borrow_mut().take();
-        #[cfg(feature = "page-fallback")]
-        if let Some(Transport::Page(engine)) = transport {
-            engine.close();
+        if let Some(Transport::Page(link)) = transport {
+            link.engine.close();
         }
-        #[cfg(not(feature = "page-fallback"))]
-        drop(transport);
     }
 
     /// Store `value` under `(collection, key)`. Resolves with `{ seq }` only after the write is
@@ -646,8 +628,8 @@ impl SyncClient {
         promise(async move {
             // The worker answers `null` or the entity `{ key, value, updated_at, pending, … }`.
             Ok(match inner.send(Request::Get { collection, key }).await? {
-                Value::Object(mut entity) => match entity.remove("value") {
-                    Some(value) => js::from_json(&value),
+                entity @ Value::Object(_) => match entity.get("value") {
+                    Some(value) => js::from_json(value),
                     None => JsValue::UNDEFINED,
                 },
                 _ => JsValue::UNDEFINED,
@@ -704,7 +686,7 @@ impl SyncClient {
         let inner = Rc::clone(&self.inner);
         promise(async move {
             let result = inner.send(Request::Flush).await?;
-            let status = if serde_json::from_value::<Status>(result.clone()).is_ok() {
+            let status = if request::is_status(&result) {
                 result
             } else {
                 inner.send(Request::Status).await?
@@ -760,13 +742,26 @@ impl SyncClient {
             };
             let text = match inner.send(Request::Export { format }).await? {
                 Value::String(text) => text,
-                Value::Object(mut map) => match map.remove("text") {
+                mut map @ Value::Object(_) => match map.get_mut("text").map(Value::take) {
                     Some(Value::String(text)) => text,
                     _ => return Err(no_export_text()),
                 },
                 _ => return Err(no_export_text()),
             };
-            Ok(JsValue::from_str(&request::export_text(format, text)?))
+            if format == ExportFormat::Json || !request::is_json(&text) {
+                return Ok(JsValue::from_str(&text));
+            }
+            // The worker exports JSON only (it has no YAML encoder): convert it here.
+            let yaml = extras::load("exportSnapshot('yaml')")
+                .await?
+                .yaml(&text)
+                .map_err(|e| {
+                    ClientError::new(
+                        codes::BAD_RESPONSE,
+                        format!("the worker exported a bad snapshot: {}", e.message),
+                    )
+                })?;
+            Ok(JsValue::from_str(&yaml))
         })
     }
 
@@ -782,7 +777,14 @@ impl SyncClient {
         promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
             let dry_run = parse_restore_options(&js::options_json(&options)?)?;
-            let text = request::restore_text(text)?;
+            let text = if request::is_json(&text) {
+                text
+            } else {
+                // YAML: cheap checks here, then parsed and verified by the extras and sent as
+                // JSON (the worker reads JSON only).
+                request::check_snapshot_text(&text)?;
+                extras::load("restoring YAML").await?.json(&text)?
+            };
             Ok(js::from_json(
                 &inner.send(Request::Restore { text, dry_run }).await?,
             ))
@@ -803,17 +805,7 @@ fn write_ops(
     };
     items
         .into_iter()
-        .map(|mut item| {
-            if let (Some(op), Value::Object(map)) = (op, &mut item) {
-                map.insert("op".into(), Value::String(op.into()));
-            }
-            serde_json::from_value(item).map_err(|e| {
-                ClientError::new(
-                    codes::INVALID_VALUE,
-                    format!("not a write operation ({{ op, collection, key, value }}): {e}"),
-                )
-            })
-        })
+        .map(|item| request::write_op(item, op))
         .collect()
 }
 
@@ -836,9 +828,14 @@ fn seq_from_js(seq: f64) -> Result<u64, ClientError> {
     if seq.is_finite() && seq >= 1.0 && seq.fract() == 0.0 && seq <= 9_007_199_254_740_991.0 {
         Ok(seq as u64)
     } else {
+        // JS prints the number: Rust's float formatting would be a large part of this module.
+        let shown = js_sys::Number::from(seq)
+            .to_string_with_radix(10)
+            .map(String::from)
+            .unwrap_or_default();
         Err(ClientError::new(
             codes::INVALID_VALUE,
-            format!("seq must be a whole number ≥ 1 (got {seq})"),
+            format!("seq must be a whole number ≥ 1 (got {shown})"),
         ))
     }
 }

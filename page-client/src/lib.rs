@@ -17,6 +17,10 @@
 //! - Page mode (no service worker: insecure context, no `navigator.serviceWorker`, registration
 //!   refused, `forcePageMode`) runs the same outbox over the same database, so a later launch
 //!   with a worker simply takes over.
+//! - This module is the messaging client only. The page-only fallback engine and YAML
+//!   conversion live in `rangersync_page_extras.js` (crate `rangersync-page-extras`), loaded
+//!   with a dynamic `import()` from next to this module the first time a page needs them. If it
+//!   cannot be loaded, that call fails with `worker_unavailable` naming the URL.
 //! - Every failure is a rejected promise carrying an `Error` named `SyncError` with a stable
 //!   `code` ([`rangersync_shared::messages::codes`]).
 //!
@@ -26,6 +30,7 @@
 //! | `request` | local checks, the request envelope, the reply |
 //! | `error` | [`ClientError`] (`code` + message) |
 //! | `client` (wasm32) | `SyncClient`, the JS API, the transport (worker or page engine) |
+//! | `extras` (wasm32) | the on-demand `import()` of the extras module: page engine, YAML |
 //! | `worker` (wasm32) | registration, controller, request/reply over `MessageChannel` |
 //! | `js` (wasm32) | JSON ⇄ JS, errors, timers, self-removing event listeners |
 //!
@@ -40,6 +45,8 @@ pub mod request;
 
 #[cfg(target_arch = "wasm32")]
 mod client;
+#[cfg(target_arch = "wasm32")]
+mod extras;
 #[cfg(target_arch = "wasm32")]
 mod js;
 #[cfg(target_arch = "wasm32")]

@@ -1,11 +1,14 @@
 //! Requests as the page sends them: checked locally first (fast typed errors, nothing sent),
 //! wrapped in a versioned envelope, and the one reply unwrapped into a result or a typed error.
 //!
+//! Replies and broadcasts are read as `serde_json::Value` by hand rather than through the shared
+//! types' `Deserialize`: derived deserializers (tagged enums above all) are among the largest
+//! code in a wasm module, and the messaging client has to stay small.
+//!
 //! Pure, so every rule is tested natively.
 
 use rangersync_shared::messages::{
-    codes, message_limit, ExportFormat, ReplyEnvelope, Request, RequestEnvelope, WriteOp,
-    MAX_WRITE_MANY_OPS, MESSAGE_VERSION,
+    codes, message_limit, Request, RequestEnvelope, WriteOp, MAX_WRITE_MANY_OPS, MESSAGE_VERSION,
 };
 use rangersync_shared::snapshot;
 use rangersync_shared::validate::{validate_collection, validate_key, validate_value};
@@ -62,9 +65,10 @@ pub fn check(request: &Request) -> Result<(), ClientError> {
 }
 
 /// Refuse obvious garbage before sending a snapshot: empty or oversize text, and text that
-/// looks like JSON but does not parse. The full check (format, version, checksum, counts, and
-/// YAML) is the worker's: its YAML parser and hashing are too large to ship in the page too.
-fn check_snapshot_text(text: &str) -> Result<(), ClientError> {
+/// looks like JSON but does not parse. The full check (format, version, checksum, counts) is
+/// the worker's for JSON and the extras module's for YAML: the YAML parser and the hashing are
+/// too large for the messaging client.
+pub fn check_snapshot_text(text: &str) -> Result<(), ClientError> {
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(ClientError::new(
@@ -79,7 +83,9 @@ fn check_snapshot_text(text: &str) -> Result<(), ClientError> {
         .into());
     }
     if trimmed.starts_with('{') {
-        let doc: serde_json::Map<String, Value> = serde_json::from_str(text)
+        // As a `Value`: a typed deserializer would bring serde's error formatting (floats
+        // included) into the module.
+        let doc: Value = serde_json::from_str(text)
             .map_err(|e| snapshot::SnapshotError::Parse(e.to_string()))?;
         match doc.get("format").and_then(Value::as_str) {
             Some(snapshot::SNAPSHOT_FORMAT) => {}
@@ -95,37 +101,9 @@ fn check_snapshot_text(text: &str) -> Result<(), ClientError> {
 }
 
 /// Whether snapshot text is JSON (its first non-blank character is `{`), else YAML.
-fn is_json(text: &str) -> bool {
+pub fn is_json(text: &str) -> bool {
     text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
         .starts_with('{')
-}
-
-/// The export text to hand the caller: the worker writes JSON (it has no YAML encoder), so a
-/// YAML export is converted here. The checksum is the same in both encodings.
-pub fn export_text(format: ExportFormat, text: String) -> Result<String, ClientError> {
-    match format {
-        ExportFormat::Yaml if is_json(&text) => {
-            let doc = snapshot::decode(&text).map_err(|e| {
-                ClientError::new(
-                    codes::BAD_RESPONSE,
-                    format!("the worker exported a bad snapshot: {e}"),
-                )
-            })?;
-            Ok(snapshot::encode(&doc, ExportFormat::Yaml))
-        }
-        _ => Ok(text),
-    }
-}
-
-/// The snapshot text to send for a restore: YAML is parsed and verified here and sent as
-/// JSON (the worker reads JSON only); JSON goes as it is, after the cheap checks of [`check`].
-pub fn restore_text(text: String) -> Result<String, ClientError> {
-    if is_json(&text) {
-        return Ok(text);
-    }
-    check_snapshot_text(&text)?;
-    let doc = snapshot::decode(&text)?;
-    Ok(snapshot::encode(&doc, ExportFormat::Json))
 }
 
 /// Whether the request may take long (network, large documents): it gets a longer timeout.
@@ -181,31 +159,143 @@ pub fn envelope(id: u64, request: Request) -> Result<String, ClientError> {
     Ok(text)
 }
 
-/// Unwrap the worker's reply (as JSON text) to request `id`.
+/// Unwrap the worker's reply (a `ReplyEnvelope` as JSON text) to request `id`.
 pub fn reply(id: u64, text: &str) -> Result<Value, ClientError> {
-    let reply: ReplyEnvelope = serde_json::from_str(text).map_err(|e| {
+    let unreadable = |why: &str| {
         ClientError::new(
             codes::INVALID_MESSAGE,
-            format!("the worker sent an unreadable reply: {e}"),
+            format!("the worker sent an unreadable reply: {why}"),
         )
-    })?;
-    if reply.id != id {
+    };
+    // Fields are read with `get` / `take`, never `Map::remove`: removal is the B-tree's
+    // rebalancing code, which nothing else in the module needs.
+    let Ok(mut reply @ Value::Object(_)) = serde_json::from_str::<Value>(text) else {
+        return Err(unreadable("not a JSON object"));
+    };
+    let answered = reply
+        .get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| unreadable("no id"))?;
+    if answered != id {
         return Err(ClientError::new(
             codes::INVALID_MESSAGE,
-            format!(
-                "the worker answered request {} on the port of request {id}",
-                reply.id
-            ),
+            format!("the worker answered request {answered} on the port of request {id}"),
         ));
     }
-    if reply.ok {
-        Ok(reply.result.unwrap_or(Value::Null))
-    } else {
-        Err(reply.error.map_or_else(
-            || ClientError::internal("the worker refused the request without saying why"),
-            ClientError::from,
-        ))
+    match reply.get("ok").and_then(Value::as_bool) {
+        Some(true) => Ok(reply
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null)),
+        Some(false) => {
+            let error = reply.get("error").unwrap_or(&Value::Null);
+            match (text_of(error, "code"), text_of(error, "message")) {
+                (Some(code), Some(message)) => Err(ClientError { code, message }),
+                _ => Err(ClientError::internal(
+                    "the worker refused the request without saying why",
+                )),
+            }
+        }
+        None => Err(unreadable("no ok")),
     }
+}
+
+fn text_of(value: &Value, field: &str) -> Option<String> {
+    value.get(field).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// What the worker (or the page engine) tells every tab without being asked: a
+/// [`rangersync_shared::messages::Broadcast`], read from its JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// `{ type: "status", status }`: the status object, handed to listeners as it is.
+    Status(Value),
+    /// `{ type: "change", collection, key }`.
+    Change {
+        /// The entity's collection.
+        collection: String,
+        /// The entity's key.
+        key: String,
+    },
+    /// `{ type: "worker_error", code, message }`: the worker cannot work; use page mode.
+    WorkerError {
+        /// Stable code.
+        code: String,
+        /// For people.
+        message: String,
+    },
+}
+
+/// Read a broadcast's JSON text; `None` for anything else.
+pub fn incoming(text: &str) -> Option<Incoming> {
+    let mut value: Value = serde_json::from_str(text).ok()?;
+    match value.get("type")?.as_str()? {
+        "status" => match value.get_mut("status")?.take() {
+            status @ Value::Object(_) => Some(Incoming::Status(status)),
+            _ => None,
+        },
+        "change" => Some(Incoming::Change {
+            collection: text_of(&value, "collection")?,
+            key: text_of(&value, "key")?,
+        }),
+        "worker_error" => Some(Incoming::WorkerError {
+            code: text_of(&value, "code")?,
+            message: text_of(&value, "message")?,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a result is a status object (`flush` answers with one).
+pub fn is_status(value: &Value) -> bool {
+    value.get("state").is_some_and(Value::is_string) && value.get("pending").is_some()
+}
+
+/// One item of `putMany` (`op` given: `{ collection, key, value }`) or `writeMany`
+/// (`{ op: "put", collection, key, value } | { op: "delete", collection, key }`). Unknown or
+/// missing fields are `invalid_value`, as the shared type's deserializer would say.
+pub fn write_op(item: Value, op: Option<&str>) -> Result<WriteOp, ClientError> {
+    let refused = |why: String| {
+        ClientError::new(
+            codes::INVALID_VALUE,
+            format!("not a write operation ({{ op, collection, key, value }}): {why}"),
+        )
+    };
+    let Value::Object(map) = &item else {
+        return Err(refused("not an object".into()));
+    };
+    // `putMany` makes every item a put, whatever `op` it carries.
+    let op = match (op, map.get("op")) {
+        (Some(op), _) => op,
+        (None, Some(Value::String(op))) => op.as_str(),
+        (None, _) => return Err(refused("no op".into())),
+    };
+    let fields: &[&str] = match op {
+        "put" => &["op", "collection", "key", "value"],
+        "delete" => &["op", "collection", "key"],
+        other => return Err(refused(format!("unknown op {other:?}"))),
+    };
+    if let Some(unknown) = map.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(refused(format!("unknown field {unknown:?}")));
+    }
+    let text = |field: &str| match map.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(refused(format!("{field} must be a string"))),
+    };
+    let (collection, key) = (text("collection")?, text("key")?);
+    if op == "delete" {
+        return Ok(WriteOp::Delete { collection, key });
+    }
+    let mut item = item;
+    let value = item
+        .get_mut("value")
+        .map(Value::take)
+        .ok_or_else(|| refused("a put needs a value".into()))?;
+    Ok(WriteOp::Put {
+        collection,
+        key,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +342,14 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_text_starting_with_a_brace_is_json_and_anything_else_yaml() {
+        assert!(is_json("  {\"format\":\"rangersync-snapshot\"}"));
+        assert!(is_json("\u{feff}{}"));
+        assert!(!is_json("format: rangersync-snapshot"));
+        assert!(!is_json(""));
+    }
+
+    #[test]
     fn restoring_garbage_is_a_bad_snapshot_error() {
         for text in ["{ not a snapshot", "", "   ", r#"{"format":"zip"}"#] {
             let garbage = Request::Restore {
@@ -264,65 +362,6 @@ mod tests {
                 "{text:?}"
             );
         }
-    }
-
-    fn sample() -> snapshot::Snapshot {
-        let entity = rangersync_shared::protocol::Entity {
-            collection: "notes".into(),
-            key: "n1".into(),
-            value: json!({ "title": "yes", "n": 1.5, "code": "007" }),
-            deleted: false,
-            updated_at: 1_764_000_000_000,
-            version: 3,
-        };
-        snapshot::build(
-            snapshot::SnapshotSource::Client,
-            Some("c1".into()),
-            "0.1.0",
-            1_764_000_000_001,
-            vec![entity],
-            Vec::new(),
-        )
-    }
-
-    #[test]
-    fn a_yaml_export_is_converted_from_the_workers_json_and_keeps_its_checksum() {
-        let doc = sample();
-        let json_text = snapshot::encode(&doc, ExportFormat::Json);
-        let yaml = export_text(ExportFormat::Yaml, json_text.clone()).unwrap();
-        assert!(!is_json(&yaml), "block YAML, not JSON: {yaml}");
-        assert_eq!(snapshot::decode(&yaml).unwrap().checksum, doc.checksum);
-        assert_eq!(
-            export_text(ExportFormat::Json, json_text.clone()).unwrap(),
-            json_text
-        );
-        assert_eq!(
-            export_text(ExportFormat::Yaml, yaml.clone()).unwrap(),
-            yaml,
-            "YAML stays"
-        );
-    }
-
-    #[test]
-    fn a_yaml_restore_is_verified_here_and_sent_as_json() {
-        let doc = sample();
-        let yaml = snapshot::encode(&doc, ExportFormat::Yaml);
-        let sent = restore_text(yaml).unwrap();
-        assert!(is_json(&sent));
-        assert_eq!(snapshot::decode(&sent).unwrap(), doc);
-        let tampered = snapshot::encode(&doc, ExportFormat::Yaml).replace("\"yes\"", "\"no\"");
-        assert_eq!(
-            restore_text(tampered).unwrap_err().code,
-            codes::CHECKSUM_MISMATCH
-        );
-        assert_eq!(
-            restore_text("just: [yaml".into()).unwrap_err().code,
-            codes::BAD_SNAPSHOT
-        );
-        assert_eq!(
-            restore_text("hello".into()).unwrap_err().code,
-            codes::BAD_SNAPSHOT
-        );
     }
 
     #[test]
@@ -384,6 +423,105 @@ mod tests {
             v,
             json!({ "v": 1, "id": 7, "request": { "type": "status" } })
         );
+    }
+
+    #[test]
+    fn broadcasts_are_read_by_type_and_anything_else_is_ignored() {
+        assert_eq!(
+            incoming(r#"{"type":"change","collection":"notes","key":"n1"}"#),
+            Some(Incoming::Change {
+                collection: "notes".into(),
+                key: "n1".into()
+            })
+        );
+        assert_eq!(
+            incoming(r#"{"type":"status","status":{"state":"idle","pending":0}}"#),
+            Some(Incoming::Status(json!({ "state": "idle", "pending": 0 })))
+        );
+        assert_eq!(
+            incoming(r#"{"type":"worker_error","code":"storage_error","message":"x"}"#),
+            Some(Incoming::WorkerError {
+                code: "storage_error".into(),
+                message: "x".into()
+            })
+        );
+        for other in [
+            r#"{"type":"hello"}"#,
+            r#"{"type":"change"}"#,
+            "[]",
+            "nonsense",
+        ] {
+            assert_eq!(incoming(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn what_the_shared_broadcast_type_writes_is_read_back_the_same() {
+        use rangersync_shared::messages::Broadcast;
+        let change = Broadcast::Change {
+            collection: "chat".into(),
+            key: "k".into(),
+        };
+        assert_eq!(
+            incoming(&serde_json::to_string(&change).unwrap()),
+            Some(Incoming::Change {
+                collection: "chat".into(),
+                key: "k".into()
+            })
+        );
+        let status = rangersync_shared::status::Status::default();
+        let text = serde_json::to_string(&Broadcast::Status {
+            status: status.clone(),
+        })
+        .unwrap();
+        let Some(Incoming::Status(value)) = incoming(&text) else {
+            panic!("a status broadcast: {text}");
+        };
+        assert!(is_status(&value));
+        assert_eq!(value, serde_json::to_value(&status).unwrap());
+    }
+
+    #[test]
+    fn write_operations_are_read_as_the_shared_type_reads_them() {
+        assert_eq!(
+            write_op(
+                json!({ "collection": "notes", "key": "k", "value": 1 }),
+                Some("put")
+            )
+            .unwrap(),
+            WriteOp::Put {
+                collection: "notes".into(),
+                key: "k".into(),
+                value: json!(1)
+            }
+        );
+        assert_eq!(
+            write_op(
+                json!({ "op": "delete", "collection": "notes", "key": "k" }),
+                None
+            )
+            .unwrap(),
+            WriteOp::Delete {
+                collection: "notes".into(),
+                key: "k".into()
+            }
+        );
+        for bad in [
+            json!({ "op": "put", "collection": "notes", "key": "k" }),
+            json!({ "op": "move", "collection": "notes", "key": "k" }),
+            json!({ "collection": "notes", "key": "k", "value": 1 }),
+            json!({ "op": "delete", "collection": "notes", "key": 5 }),
+            json!({ "op": "delete", "collection": "notes", "key": "k", "extra": 1 }),
+            json!("put"),
+        ] {
+            let shared: Result<WriteOp, _> = serde_json::from_value(bad.clone());
+            assert!(shared.is_err(), "the shared type refuses {bad} too");
+            assert_eq!(
+                write_op(bad.clone(), None).unwrap_err().code,
+                codes::INVALID_VALUE,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! and fails a write with `worker_unavailable` (it may have been committed already).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Promise, Reflect};
@@ -43,8 +42,9 @@ pub enum LinkError {
 /// A registered worker that controls this page.
 pub struct WorkerLink {
     container: ServiceWorkerContainer,
-    /// `reject` of every request in flight, by id.
-    in_flight: RefCell<HashMap<u64, Function>>,
+    /// `reject` of every request in flight, by id. A few entries at most: a `Vec` (a map would
+    /// add its hashing or rebalancing code to the module).
+    in_flight: RefCell<Vec<(u64, Function)>>,
 }
 
 impl WorkerLink {
@@ -109,7 +109,7 @@ impl WorkerLink {
         }
         Ok(Rc::new(Self {
             container,
-            in_flight: RefCell::new(HashMap::new()),
+            in_flight: RefCell::new(Vec::new()),
         }))
     }
 
@@ -139,17 +139,17 @@ impl WorkerLink {
                 let _ = timed_out.call1(&JsValue::UNDEFINED, &JsValue::from_str(TIMEOUT_MARK));
             });
             js::set_timeout(on_timeout.unchecked_ref(), timeout_ms);
-            self.in_flight.borrow_mut().insert(id, reject);
+            self.in_flight.borrow_mut().push((id, reject));
         });
         let posted =
             controller.post_message_with_transferable(message, &Array::of1(&channel.port2()));
         if let Err(e) = posted {
-            self.in_flight.borrow_mut().remove(&id);
+            self.forget(id);
             port.close();
             return Err(LinkError::Post(describe(&e)));
         }
         let outcome = JsFuture::from(reply).await;
-        self.in_flight.borrow_mut().remove(&id);
+        self.forget(id);
         port.set_onmessage(None);
         port.close();
         outcome.map_err(|e| match e.as_string().as_deref() {
@@ -157,6 +157,10 @@ impl WorkerLink {
             Some(TIMEOUT_MARK) => LinkError::Timeout,
             _ => LinkError::Post(describe(&e)),
         })
+    }
+
+    fn forget(&self, id: u64) {
+        self.in_flight.borrow_mut().retain(|(i, _)| *i != id);
     }
 
     /// Post `message` with a port nobody reads: for page events sent while the page unloads.
@@ -171,13 +175,8 @@ impl WorkerLink {
     /// A new worker controls the page: every request in flight fails with
     /// [`LinkError::ControllerChanged`] (the client resends reads, not writes).
     pub fn controller_changed(&self) {
-        let waiting: Vec<Function> = self
-            .in_flight
-            .borrow_mut()
-            .drain()
-            .map(|(_, f)| f)
-            .collect();
-        for reject in waiting {
+        let waiting = std::mem::take(&mut *self.in_flight.borrow_mut());
+        for (_, reject) in waiting {
             let _ = reject.call1(&JsValue::UNDEFINED, &JsValue::from_str(CHANGED_MARK));
         }
     }

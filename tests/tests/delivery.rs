@@ -85,10 +85,13 @@ async fn page_only_fallback_writes_flush_and_hand_over_to_the_worker() -> Result
     let mut server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let page = browser.open(&bare_page_url(&server)).await?;
-    // Load the module while the server is up (no worker caches it in page mode).
+    // Load the module, and the extras it imports for page mode, while the server is up (no
+    // worker caches them in page mode). The client's later `import()` of the same URL reuses it.
     eval(
         &page,
-        "import('/pkg/rangersync_page.js').then(m => m.default()).then(() => true)",
+        "import('/pkg/rangersync_page.js').then(m => m.default())
+           .then(() => import('/pkg/rangersync_page_extras.js')).then(m => m.default())
+           .then(() => true)",
     )
     .await?;
 

@@ -1,5 +1,6 @@
-//! `cargo xtask build`: the service worker and the page module, compiled to
-//! wasm, bound with wasm-bindgen into `www/pkg`, shrunk with `wasm-opt -Oz`.
+//! `cargo xtask build`: the service worker, the page module (messaging client)
+//! and the page extras (page-only fallback, YAML; loaded on demand), compiled to
+//! wasm, shrunk with `wasm-opt -Oz`, bound with wasm-bindgen into `www/pkg`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +29,7 @@ struct WasmCrate {
     typescript: bool,
 }
 
-const CRATES: [WasmCrate; 2] = [
+const CRATES: [WasmCrate; 3] = [
     WasmCrate {
         package: "rangersync-sw",
         artifact: "rangersync_sw",
@@ -41,7 +42,21 @@ const CRATES: [WasmCrate; 2] = [
         bindgen_target: "web",
         typescript: true,
     },
+    // Imported by the page module's snippet (`../../rangersync_page_extras.js`), never by apps.
+    WasmCrate {
+        package: "rangersync-page-extras",
+        artifact: "rangersync_page_extras",
+        bindgen_target: "web",
+        typescript: false,
+    },
 ];
+
+/// The page module's own files: what a page downloads to `register` and `put` in worker mode.
+const CLIENT_ARTIFACT: &str = "rangersync_page";
+
+/// wasm-bindgen writes inline JS snippets here (the page module's extras loader), one folder
+/// per crate and hash: cleared before binding so that no stale one ships.
+pub const SNIPPETS_DIR: &str = "snippets";
 
 /// `www/pkg`, where the server serves the built packages from.
 pub fn pkg_dir() -> PathBuf {
@@ -86,6 +101,11 @@ pub fn build() -> Result<WasmBindgen> {
     let profile = wasm_profile()?;
     let artifacts = util::target_dir().join(WASM_TARGET).join(profile);
     let wasm_opt = tools::wasm_opt();
+    let snippets = out_dir.join(SNIPPETS_DIR);
+    if snippets.exists() {
+        std::fs::remove_dir_all(&snippets)
+            .map_err(|e| format!("cannot clear {}: {e}", snippets.display()))?;
+    }
     if wasm_opt.is_none() {
         println!("note: wasm-opt not on PATH, skipping -Oz (install Debian package `binaryen`)");
     }
@@ -112,11 +132,7 @@ pub fn build() -> Result<WasmBindgen> {
         }
         util::run(bind.arg(&input))?;
     }
-    let outputs: Vec<PathBuf> = CRATES
-        .iter()
-        .map(|k| out_dir.join(format!("{}_bg.wasm", k.artifact)))
-        .collect();
-    print_sizes(&outputs, &out_dir)?;
+    print_sizes(&out_dir)?;
     Ok(bindgen)
 }
 
@@ -134,22 +150,62 @@ fn optimize(wasm_opt: &Path, wasm: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Raw and gzip sizes of each wasm and its JS glue.
-fn print_sizes(outputs: &[PathBuf], out_dir: &Path) -> Result {
-    println!("{:<28} {:>10} {:>10}", "file", "raw", "gzip");
-    let glue = CRATES
-        .iter()
-        .map(|k| out_dir.join(format!("{}.js", k.artifact)));
-    for file in outputs.iter().cloned().chain(glue) {
-        let bytes =
-            std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        println!(
-            "{name:<28} {:>10} {:>10}",
-            kib(bytes.len()),
-            kib(gzip_len(&bytes))
-        );
+/// Every file of `dir/snippets`, recursively, sorted.
+pub fn snippet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.join(SNIPPETS_DIR)];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push(path);
+            }
+        }
     }
+    files.sort();
+    Ok(files)
+}
+
+/// Raw and gzip sizes of each wasm, its JS glue and the snippets, and the sum of what a page
+/// downloads to `register` (the client's JS, wasm and snippets; not the extras, not the worker).
+fn print_sizes(out_dir: &Path) -> Result {
+    let size = |file: &Path| -> Result<(usize, usize)> {
+        let bytes =
+            std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        Ok((bytes.len(), gzip_len(&bytes)))
+    };
+    let row = |name: &str, (raw, gzip): (usize, usize)| {
+        println!("{name:<48} {:>10} {:>10}", kib(raw), kib(gzip));
+    };
+    println!("{:<48} {:>10} {:>10}", "file", "raw", "gzip");
+    let mut register = (0, 0);
+    for krate in &CRATES {
+        for name in [
+            format!("{}_bg.wasm", krate.artifact),
+            format!("{}.js", krate.artifact),
+        ] {
+            let sizes = size(&out_dir.join(&name))?;
+            if krate.artifact == CLIENT_ARTIFACT {
+                register = (register.0 + sizes.0, register.1 + sizes.1);
+            }
+            row(&name, sizes);
+        }
+    }
+    for file in snippet_files(out_dir)? {
+        let sizes = size(&file)?;
+        register = (register.0 + sizes.0, register.1 + sizes.1);
+        let name = file.strip_prefix(out_dir).unwrap_or(&file);
+        row(&name.to_string_lossy(), sizes);
+    }
+    row(
+        "what a page downloads to register (client + snippets)",
+        register,
+    );
     Ok(())
 }
 

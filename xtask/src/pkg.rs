@@ -4,11 +4,15 @@ use std::path::Path;
 
 use crate::util::{self, Result};
 
-/// Files copied from `www/pkg` (and `www/sw.js`) into the package.
-const FILES: [(&str, &str); 6] = [
+/// Files copied from `www/pkg` (and `www/sw.js`) into the package; the page module's
+/// `snippets/` folder is copied too (its extras loader imports `../../rangersync_page_extras.js`,
+/// so the layout must stay as wasm-bindgen wrote it).
+const FILES: [(&str, &str); 8] = [
     ("www/pkg", "rangersync_page.js"),
     ("www/pkg", "rangersync_page_bg.wasm"),
     ("www/pkg", "rangersync_page.d.ts"),
+    ("www/pkg", "rangersync_page_extras.js"),
+    ("www/pkg", "rangersync_page_extras_bg.wasm"),
     ("www", "sw.js"),
     ("www/pkg", "rangersync_sw.js"),
     ("www/pkg", "rangersync_sw_bg.wasm"),
@@ -28,6 +32,20 @@ pub fn run(args: &[String]) -> Result {
     for (dir, name) in FILES {
         copy(&root.join(dir).join(name), &out.join(name))?;
     }
+    let pkg = crate::build::pkg_dir();
+    let snippets = crate::build::snippet_files(&pkg)?;
+    if snippets.is_empty() {
+        return Err("www/pkg/snippets is empty: the page module's extras loader is missing".into());
+    }
+    for file in &snippets {
+        let relative = file.strip_prefix(&pkg).map_err(|e| e.to_string())?;
+        let to = out.join(relative);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        copy(file, &to)?;
+    }
     // The demo's sw.js loads its wasm from `/pkg/`; in the package the files sit
     // next to it, so the worker loads them relative to its own URL.
     let sw = out.join("sw.js");
@@ -44,7 +62,10 @@ pub fn run(args: &[String]) -> Result {
     let files: Vec<String> = FILES
         .iter()
         .map(|(_, name)| format!("\"{name}\""))
-        .chain(["\"README.md\"".to_string()])
+        .chain([
+            format!("\"{}/\"", crate::build::SNIPPETS_DIR),
+            "\"README.md\"".to_string(),
+        ])
         .collect();
     let package_json = format!(
         r#"{{
@@ -66,11 +87,18 @@ pub fn run(args: &[String]) -> Result {
     let total: u64 = std::fs::read_dir(&out)
         .map_err(|e| e.to_string())?
         .filter_map(|entry| entry.ok()?.metadata().ok())
+        .filter(std::fs::Metadata::is_file)
         .map(|m| m.len())
+        .chain(
+            snippets
+                .iter()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len()),
+        )
         .sum();
     println!(
         "dist/rangersync: {} files, {:.1} KiB",
-        FILES.len() + 2,
+        FILES.len() + 2 + snippets.len(),
         total as f64 / 1024.0
     );
     Ok(())
@@ -79,7 +107,8 @@ pub fn run(args: &[String]) -> Result {
 const GENERATED_README: &str = "\
 # rangersync
 
-The page module (`rangersync_page.js`) and the service worker (`sw.js`, which
+The page module (`rangersync_page.js`; it loads `rangersync_page_extras.js` on
+demand for page mode and YAML) and the service worker (`sw.js`, which
 loads `rangersync_sw.js` and `rangersync_sw_bg.wasm`) of rangersync. Serve the
 worker files from your site's root scope and register through the page module:
 

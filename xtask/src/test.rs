@@ -99,7 +99,7 @@ fn clippy_native(_: &mut State) -> Result {
 
 /// Clippy for wasm32: the shared core's library (its tests are native-only and
 /// its dev-dependencies, proptest → getrandom, do not build for wasm32), and
-/// every target of the two wasm crates.
+/// every target of the three wasm crates.
 fn clippy_wasm(_: &mut State) -> Result {
     tools::ensure_component("clippy")?;
     tools::ensure_wasm_target()?;
@@ -113,7 +113,10 @@ fn clippy_wasm(_: &mut State) -> Result {
         util::run(&mut cargo)
     };
     clippy(&["rangersync-shared"], "--lib")?;
-    clippy(&["rangersync-sw", "rangersync-page"], "--all-targets")
+    clippy(
+        &["rangersync-sw", "rangersync-page", "rangersync-page-extras"],
+        "--all-targets",
+    )
 }
 
 fn native_tests(_: &mut State) -> Result {
@@ -139,7 +142,16 @@ fn wasm_tests(state: &mut State) -> Result {
         .browser
         .clone()
         .ok_or("no browser (step 5 did not run)")?;
-    let bindgen = tools::ensure_wasm_bindgen()?;
+    // The page module's tests in page mode import `/rangersync_page_extras.js`: the runner
+    // serves files it did not generate from its working directory, so build `www/pkg` and run
+    // the runner there.
+    let bindgen = crate::build::build()?;
+    let pkg = crate::build::pkg_dir();
+    let runner = format!(
+        "/usr/bin/env -C {} {}",
+        pkg.display(),
+        bindgen.test_runner.display()
+    );
     let binary = server::build(false)?;
     let scratch = util::ScratchDir::new("wasm-tests")?;
     let db = scratch.path().join("wasm-tests.db");
@@ -162,10 +174,7 @@ fn wasm_tests(state: &mut State) -> Result {
             // cross-compiled to wasm and have nothing to run.
             .args(["test", "-p", "rangersync-sw", "-p", "rangersync-page"])
             .args(["--target", WASM_TARGET, "--tests"])
-            .env(
-                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-                &bindgen.test_runner,
-            )
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", &runner)
             .env("CHROMEDRIVER", &browser.chromedriver)
             .env_remove("GECKODRIVER")
             .env("RANGERSYNC_TEST_SERVER", server.url())

@@ -6,10 +6,11 @@ mod tests {
     use crate::util::{self, root};
 
     /// Crate roots of every workspace member.
-    const CRATE_ROOTS: [&str; 7] = [
+    const CRATE_ROOTS: [&str; 8] = [
         "shared/src/lib.rs",
         "sw/src/lib.rs",
         "page-client/src/lib.rs",
+        "page-extras/src/lib.rs",
         "server/src/lib.rs",
         "server/src/main.rs",
         "tests/src/lib.rs",
