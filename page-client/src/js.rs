@@ -64,11 +64,21 @@ pub fn describe(value: &JsValue) -> String {
 }
 
 /// `setTimeout(callback, ms)` on the global (window or worker).
-pub fn set_timeout(callback: &Function, ms: u32) {
+pub fn set_timeout(callback: &Function, ms: u32) -> JsValue {
     let global = js_sys::global();
-    if let Ok(set) = Reflect::get(&global, &JsValue::from_str("setTimeout")) {
-        if let Some(set) = set.dyn_ref::<Function>() {
-            let _ = set.call2(&global, callback, &JsValue::from(ms));
+    Reflect::get(&global, &JsValue::from_str("setTimeout"))
+        .ok()
+        .and_then(|set| set.dyn_into::<Function>().ok())
+        .and_then(|set| set.call2(&global, callback, &JsValue::from(ms)).ok())
+        .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `clearTimeout(id)` for an id from [`set_timeout`].
+pub fn clear_timeout(id: &JsValue) {
+    let global = js_sys::global();
+    if let Ok(clear) = Reflect::get(&global, &JsValue::from_str("clearTimeout")) {
+        if let Some(clear) = clear.dyn_ref::<Function>() {
+            let _ = clear.call1(&global, id);
         }
     }
 }

@@ -129,6 +129,7 @@ impl WorkerLink {
         let controller = self.container.controller().ok_or(LinkError::NoController)?;
         let channel = MessageChannel::new().map_err(|e| LinkError::Post(describe(&e)))?;
         let port = channel.port1();
+        let mut timer = JsValue::UNDEFINED;
         let reply = Promise::new(&mut |resolve, reject| {
             let on_message = Closure::once_into_js(move |event: MessageEvent| {
                 let _ = resolve.call1(&JsValue::UNDEFINED, &event.data());
@@ -138,17 +139,20 @@ impl WorkerLink {
             let on_timeout = Closure::once_into_js(move || {
                 let _ = timed_out.call1(&JsValue::UNDEFINED, &JsValue::from_str(TIMEOUT_MARK));
             });
-            js::set_timeout(on_timeout.unchecked_ref(), timeout_ms);
+            timer = js::set_timeout(on_timeout.unchecked_ref(), timeout_ms);
             self.in_flight.borrow_mut().push((id, reject));
         });
         let posted =
             controller.post_message_with_transferable(message, &Array::of1(&channel.port2()));
         if let Err(e) = posted {
+            js::clear_timeout(&timer);
             self.forget(id);
             port.close();
             return Err(LinkError::Post(describe(&e)));
         }
         let outcome = JsFuture::from(reply).await;
+        // A timer per request left running would pile up over a burst of writes.
+        js::clear_timeout(&timer);
         self.forget(id);
         port.set_onmessage(None);
         port.close();
