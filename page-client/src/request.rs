@@ -311,6 +311,45 @@ mod tests {
         }
     }
 
+    fn write_many(ops: Value) -> Request {
+        Request::WriteMany {
+            ops: serde_json::from_value(ops).expect("write ops"),
+        }
+    }
+
+    #[test]
+    fn a_write_many_is_checked_operation_by_operation_before_it_leaves() {
+        assert!(check(&write_many(json!([
+            { "op": "put", "collection": "notes", "key": "a", "value": 1 },
+            { "op": "delete", "collection": "notes", "key": "b" },
+        ])))
+        .is_ok());
+        let bad_key = write_many(json!([
+            { "op": "put", "collection": "notes", "key": "a", "value": 1 },
+            { "op": "put", "collection": "notes", "key": "", "value": 2 },
+        ]));
+        assert_eq!(check(&bad_key).unwrap_err().code, codes::INVALID_KEY);
+        assert_eq!(
+            check(&write_many(json!([]))).unwrap_err().code,
+            codes::INVALID_VALUE,
+            "an empty batch"
+        );
+        let too_many: Vec<Value> = (0..=MAX_WRITE_MANY_OPS)
+            .map(|i| json!({ "op": "delete", "collection": "notes", "key": i.to_string() }))
+            .collect();
+        assert_eq!(
+            check(&write_many(Value::Array(too_many))).unwrap_err().code,
+            codes::INVALID_VALUE
+        );
+    }
+
+    #[test]
+    fn a_write_many_is_a_write_and_never_sent_twice() {
+        assert!(is_write(&write_many(json!([
+            { "op": "delete", "collection": "notes", "key": "a" }
+        ]))));
+    }
+
     #[test]
     fn a_valid_put_passes_the_local_check() {
         check(&put("notes", "n1", json!({ "title": "hi" }))).unwrap();
