@@ -26,7 +26,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::service_worker::ServiceWorkerVersionRunningStatus;
+use chromiumoxide::cdp::browser_protocol::service_worker::{
+    ServiceWorkerVersionRunningStatus, ServiceWorkerVersionStatus,
+};
 use chromiumoxide::cdp::browser_protocol::target::EventReceivedMessageFromTarget;
 use chromiumoxide::listeners::EventStream;
 use chromiumoxide::Page;
@@ -171,13 +173,14 @@ const TIMED_JS: &str = r#"window.timed = async (n, concurrency, op) => {
     return { ms: performance.now() - t0, latencies, outcomes };
   }; true"#;
 
-/// Same-origin resources (not `/api/`) this page started loading since `t0` (a
-/// `performance.now()` value), from the browser's resource timing.
+/// Same-origin resources this page started loading since `t0` (a `performance.now()` value),
+/// from the browser's resource timing; not `/api/`, not the browser's own favicon request.
 fn resources_since_js(t0: &str) -> String {
     format!(
         "performance.getEntriesByType('resource')
            .filter((e) => e.startTime >= {t0} && new URL(e.name).origin === location.origin
-             && !new URL(e.name).pathname.startsWith('/api/'))
+             && !new URL(e.name).pathname.startsWith('/api/')
+             && new URL(e.name).pathname !== '/favicon.ico')
            .map((e) => ({{ path: new URL(e.name).pathname, transfer: e.transferSize,
                           encoded: e.encodedBodySize, decoded: e.decodedBodySize }}))"
     )
@@ -356,13 +359,16 @@ impl<'a> WorkerSession<'a> {
 // ---------------------------------------------------------------------------
 // Drains and cold starts, the same procedure for both peers
 
-/// One drain: `trigger` (a `sync` event) starts delivery of `n` writes already queued while the
-/// server was down; the server is up. Returns `{ n, ms, requests, duplicates, heap_peak_bytes,
+/// One drain: a `sync` event starts delivery of `n` writes already queued while the server was
+/// down. `before` are the server's counters from before anything of this drain was delivered
+/// (they survive a restart); a stopped server is started just before the event, after the heap
+/// session is set up, so that nothing is delivered before the clock starts. Returns `{ n, ms, requests, duplicates, heap_peak_bytes,
 /// heap_samples, samples: [[ms, delivered]…], nudges }`.
 async fn measure_drain(
     browser: &TestBrowser,
     workers: &ServiceWorkers,
-    server: &TestServer,
+    server: &mut TestServer,
+    before: PushCounts,
     origin: &str,
     tag: &str,
     n: usize,
@@ -386,13 +392,17 @@ async fn measure_drain(
         session.detach().await;
         heap
     };
+    if !server.is_running() {
+        server.restart().await?;
+    }
+    let server = &*server;
     let deliveries = async move {
-        let delivered = deliver(workers, server, origin, tag, n).await;
+        let delivered = deliver(workers, server, before, origin, tag, n).await;
         let _ = done.send(true);
         delivered
     };
     let (delivered, heap) = futures::join!(deliveries, heap);
-    let (samples, nudges, before) = delivered?;
+    let (samples, nudges) = delivered?;
     let ms = samples.last().map_or(0.0, |s| s.0);
     // Late duplicates, if any, arrive within this grace period.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -434,17 +444,16 @@ impl HeapPeak {
     }
 }
 
-/// Dispatches `tag` and samples the server's delivery count until `n` more are applied.
-/// Returns the samples `(ms since the dispatch, delivered)`, the re-dispatches, and the
-/// counters before.
+/// Dispatches `tag` and samples the server's delivery count until `n` more than `before` are
+/// applied. Returns the samples `(ms since the dispatch, delivered)` and the re-dispatches.
 async fn deliver(
     workers: &ServiceWorkers,
     server: &TestServer,
+    before: PushCounts,
     origin: &str,
     tag: &str,
     n: usize,
-) -> Result<(Vec<(f64, u64)>, u32, PushCounts)> {
-    let before = PushCounts::of(server).await?;
+) -> Result<(Vec<(f64, u64)>, u32)> {
     let t0 = Instant::now();
     workers.dispatch_sync(origin, tag, false).await?;
     let mut samples = vec![(0.0, 0_u64)];
@@ -459,7 +468,7 @@ async fn deliver(
         }
         samples.push((ms, delivered));
         if delivered >= n as u64 {
-            return Ok((samples, nudges, before));
+            return Ok((samples, nudges));
         }
         let quiet = last_progress.elapsed();
         if quiet >= DRAIN_GIVE_UP_AFTER {
@@ -490,16 +499,23 @@ async fn measure_cold_start(
     let registration = workers.registration(origin).await?;
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
+        // Something may start it again at once (a retry of Chrome's own sync registration, a
+        // page message): stop it until it is seen stopped.
         workers.stop_all().await?;
         wait_until(
             &format!("{origin}'s worker is stopped"),
             Duration::from_secs(30),
-            || {
+            || async {
                 let stopped = workers
                     .versions(&registration.id)
                     .iter()
+                    .filter(|v| v.status != ServiceWorkerVersionStatus::Redundant)
                     .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped);
-                async move { Ok(stopped.then_some(())) }
+                if stopped {
+                    return Ok(Some(()));
+                }
+                workers.stop_all().await?;
+                Ok(None)
             },
         )
         .await?;
@@ -709,11 +725,13 @@ async fn bench_rangersync(
     })
     .await;
     record(&mut results, "queued_after_writes", async {
-        Ok(eval(&page, "client.status().then((s) => s.pending)").await?)
+        eval(&page, "client.status().then((s) => s.pending)").await
     })
     .await;
 
     // Cold start: the queue holds what the write rows left; the server holds every answer.
+    // The page is closed first: only the `sync` event may start the worker.
+    let _ = page.close().await;
     record(&mut results, "cold_start", async {
         server.restart().await?;
         hold_push_answers(&server).await?;
@@ -722,7 +740,6 @@ async fn bench_rangersync(
         cold
     })
     .await;
-    let _ = page.close().await;
     server.stop().await;
 
     // Each drain on a fresh origin: an empty outbox, then exactly `n` queued writes.
@@ -734,6 +751,7 @@ async fn bench_rangersync(
             let mut server = TestServer::start_serving(www.to_path_buf()).await?;
             let origin = server.url();
             let (page, _) = rangersync_page(browser, workers, &server).await?;
+            let before = PushCounts::of(&server).await?;
             server.stop().await;
             let fill = job(
                 &page,
@@ -741,8 +759,8 @@ async fn bench_rangersync(
                 STEP_TIMEOUT,
             )
             .await?;
-            server.restart().await?;
-            let mut drain = measure_drain(browser, workers, &server, &origin, SYNC_TAG, n).await?;
+            let mut drain =
+                measure_drain(browser, workers, &mut server, before, &origin, SYNC_TAG, n).await?;
             drain["fill"] = timing(&fill, n);
             let _ = page.close().await;
             server.stop().await;
@@ -844,6 +862,18 @@ async fn bench_workbox_into(
         let tag = format!("{WB_TAG_PREFIX}bench-cold");
         let cold = measure_cold_start(workers, &server, &origin, &tag, sizes.cold_runs).await;
         server.clear_faults().await?;
+        // Deliver what is left of the cold-start queue now, or Chrome's own retry of its
+        // (ungated) sync would send it in the middle of the drain below.
+        workers.dispatch_sync(&origin, &tag, false).await?;
+        wait_until(
+            "the cold-start queue is empty",
+            Duration::from_secs(120),
+            || async {
+                let size = eval(&page, &wb(json!({ "cmd": "size", "queue": "cold" }))).await?;
+                Ok((size["size"] == 0).then_some(()))
+            },
+        )
+        .await?;
         cold
     })
     .await;
@@ -880,7 +910,10 @@ async fn bench_workbox_into(
             )
             .await?;
             let tag = format!("{WB_TAG_PREFIX}bench-drain");
-            let mut drain = measure_drain(browser, workers, &server, &origin, &tag, n).await?;
+            // The queue replays nothing until armed: nothing is delivered before the event.
+            let before = PushCounts::of(&server).await?;
+            let mut drain =
+                measure_drain(browser, workers, &mut server, before, &origin, &tag, n).await?;
             drain["fill"] = timing(&fill, n);
             drain["queued_before"] = queued["size"].clone();
             Ok(drain)
