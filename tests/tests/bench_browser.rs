@@ -637,6 +637,7 @@ async fn rangersync_page(
     browser: &TestBrowser,
     workers: &ServiceWorkers,
     server: &TestServer,
+    timeout_ms: u32,
 ) -> Result<(Page, Value)> {
     let origin = server.url();
     let page = browser.open(&format!("{origin}/rangersync.html")).await?;
@@ -650,7 +651,7 @@ async fn rangersync_page(
     await init();
     window.client = await SyncClient.register({{
       swUrl: '/sw.js', serverUrl: location.origin, cacheAppShell: false,
-      retry: {{ baseDelayMs: 60000, maxDelayMs: 60000 }},
+      retry: {{ baseDelayMs: 60000, maxDelayMs: 60000 }}, timeoutMs: {timeout_ms},
     }});
     return {{ mode: client.mode, ms: performance.now() - t0, loaded: {} }};
   }})()"#,
@@ -687,7 +688,8 @@ async fn bench_rangersync(
         }
     };
     let origin = server.url();
-    let (page, register) = match rangersync_page(browser, workers, &server).await {
+    // The client's default reply timeout: the write rows see what an app sees.
+    let (page, register) = match rangersync_page(browser, workers, &server, 10_000).await {
         Ok(opened) => opened,
         Err(e) => {
             results.insert("error".into(), json!(e.to_string()));
@@ -750,12 +752,14 @@ async fn bench_rangersync(
         record(&mut results, key, async {
             let mut server = TestServer::start_serving(www.to_path_buf()).await?;
             let origin = server.url();
-            let (page, _) = rangersync_page(browser, workers, &server).await?;
+            // Filling is setup, not a row: one `putMany` of 500 at a time, with a long reply
+            // timeout (4 such calls in flight took over the default 10 s at 100,000 queued).
+            let (page, _) = rangersync_page(browser, workers, &server, 120_000).await?;
             let before = PushCounts::of(&server).await?;
             server.stop().await;
             let fill = job(
                 &page,
-                &format!("rsPutMany('d-', {n}, 500, 4)"),
+                &format!("rsPutMany('d-', {n}, 500, 1)"),
                 STEP_TIMEOUT,
             )
             .await?;
