@@ -1,26 +1,37 @@
-/* The Workbox side of `cargo xtask bench`: workbox-background-sync's Queue in a classic
- * service worker (bundled by esbuild into dist/workbox-sw.js, served as /workbox-sw.js).
+/* The Workbox side of `cargo xtask bench`: Workbox's documented offline-write recipe, a
+ * `NetworkOnly` route with a `BackgroundSyncPlugin` (workbox-routing, workbox-strategies,
+ * workbox-background-sync 7.4.1), in a classic service worker bundled by esbuild into
+ * dist/workbox-sw.js and served as /workbox-sw.js.
  *
- * The page drives it with messages on a MessageChannel ({cmd, ...} -> a reply object); times
- * are taken inside the worker with performance.now(). Every queue is created during the first
- * run of the script (sync listeners added later are never called).
+ * The page writes the way an app does: `fetch('/api/sync/push?q=NAME', {method: 'POST', body})`.
+ * While the server is unreachable the fetch fails, the plugin's `fetchDidFail` awaits
+ * `queue.pushRequest()` (an IndexedDB write), then the page's fetch rejects: the page's promise
+ * settles once the write is queued, which is what the bench times. A sync event for the queue
+ * replays it, one POST per entry.
  *
- * One harness device: each queue's onSync is gated. While a queue is not "armed", a sync event
- * for it resolves at once without replaying, so that Chrome's own sync events (fired as soon as
- * pushRequest registers a sync while online) do not replay entries in the middle of an enqueue
- * measurement. When armed, onSync is Workbox's own default, queue.replayRequests().
+ * One queue per purpose (`?q=`), so that a measurement never replays another's entries:
+ * `put` (the write rows, never replayed), `drain` (the drain rows), `cold` (the cold start).
+ *
+ * One harness device: the `put` and `drain` queues are gated. While a gated queue is not "armed",
+ * a sync event for it resolves at once without replaying, so that Chrome's own sync events (fired
+ * as soon as pushRequest registers a sync while the browser is online) do not replay entries in
+ * the middle of a measurement. When armed, onSync is Workbox's own default,
+ * queue.replayRequests(). The `cold` queue is never gated: its handler must run in a freshly
+ * started worker, where nothing has been armed yet.
  */
-import { Queue } from 'workbox-background-sync';
+import { BackgroundSyncPlugin } from 'workbox-background-sync';
+import { registerRoute } from 'workbox-routing';
+import { NetworkOnly } from 'workbox-strategies';
 
-const QUEUE_NAMES = ['bench-a', 'bench-c', 'bench-d'];
-const queues = new Map();
+const QUEUES = { put: true, drain: true, cold: false }; // name -> gated
 const armed = new Set();
 const syncs = { started: 0, finished: 0, failed: 0, active: 0 };
+const plugins = new Map();
 
-for (const name of QUEUE_NAMES) {
-  queues.set(name, new Queue(name, {
+for (const [name, gated] of Object.entries(QUEUES)) {
+  const plugin = new BackgroundSyncPlugin(`bench-${name}`, {
     onSync: async ({ queue }) => {
-      if (!armed.has(queue.name)) return;
+      if (gated && !armed.has(name)) return;
       syncs.started += 1;
       syncs.active += 1;
       try {
@@ -33,7 +44,13 @@ for (const name of QUEUE_NAMES) {
         syncs.active -= 1;
       }
     },
-  }));
+  });
+  plugins.set(name, plugin);
+  registerRoute(
+    ({ url }) => url.pathname === '/api/sync/push' && url.searchParams.get('q') === name,
+    new NetworkOnly({ plugins: [plugin] }),
+    'POST',
+  );
 }
 
 self.addEventListener('install', (event) => {
@@ -44,59 +61,15 @@ self.addEventListener('activate', (event) => {
   event.waitUntil(self.clients.claim());
 });
 
-/** A ~100-byte JSON body, the same shape rangersync's bench writes. */
-function body(id, i) {
-  return JSON.stringify({ id, title: `note ${i}`, body: 'x'.repeat(56) });
-}
-
-function request(url, id, i) {
-  return new Request(url, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: body(id, i),
-  });
-}
-
 function queue(name) {
-  const q = queues.get(name);
-  if (!q) throw new Error(`no queue ${name}`);
-  return q;
-}
-
-/** n pushRequest calls, `concurrency` in flight at a time. */
-async function enqueue({ queue: name, prefix, n, concurrency, url }) {
-  const q = queue(name);
-  let next = 0;
-  const lane = async () => {
-    while (next < n) {
-      const i = next++;
-      await q.pushRequest({ request: request(url, `${prefix}${i}`, i) });
-    }
-  };
-  const start = performance.now();
-  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
-  const ms = performance.now() - start;
-  return { ms, size: await q.size() };
-}
-
-/** queue.replayRequests(), timed; a failure is reported, not thrown. */
-async function replay({ queue: name }) {
-  const q = queue(name);
-  const start = performance.now();
-  let error = null;
-  try {
-    await q.replayRequests();
-  } catch (err) {
-    error = String((err && err.message) || err);
-  }
-  const ms = performance.now() - start;
-  return { ms, error, size: await q.size() };
+  const plugin = plugins.get(name);
+  if (!plugin) throw new Error(`no queue ${name}`);
+  // The plugin keeps its Queue private; esbuild does not rename properties, so this is stable.
+  return plugin._queue;
 }
 
 async function handle(data) {
   switch (data.cmd) {
-    case 'enqueue': return enqueue(data);
-    case 'replay': return replay(data);
     case 'size': return { size: await queue(data.queue).size() };
     case 'arm':
       if (data.on) armed.add(data.queue); else armed.delete(data.queue);

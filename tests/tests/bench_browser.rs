@@ -1,53 +1,68 @@
-//! The browser half of `cargo xtask bench`: rangersync beside Workbox's background-sync
-//! `Queue` (workbox-background-sync 7.4.1, bundled from npm by `bench/`), in the same headless
-//! Chromium, against the same reference server (one in-process instance per peer, so each peer
-//! has its own origin and storage).
+//! The browser half of `cargo xtask bench`: rangersync beside Workbox 7.4.1's offline-write
+//! recipe (a `NetworkOnly` route with a `BackgroundSyncPlugin`, bundled from npm by `bench/`), in
+//! the same headless Chromium against the same reference server (one in-process instance, and so
+//! one origin and one storage, per peer and per drain).
 //!
-//! `#[ignore]`d: CI never runs it. `cargo xtask bench` runs it with `--ignored --nocapture`.
-//! It measures and prints; it asserts nothing about speed. It fails only when the harness
-//! itself cannot run (no wasm build, a wait that times out).
+//! `#[ignore]`d: CI never runs it. `cargo xtask bench` runs it with `--ignored --nocapture`,
+//! then turns the JSON it writes (`$RANGERSYNC_BENCH_RESULTS`) into the table of BENCHMARKS.md
+//! and the drain chart. It measures; it asserts nothing about speed. A phase that cannot run
+//! records `{"error": ...}` and the table says "not measured" there.
 //!
-//! Scenarios (N = `RANGERSYNC_BENCH_WRITES`, default 2,000; ~100-byte JSON values):
-//! a) durable enqueue while the server is unreachable: rangersync `await client.put(...)`
-//!    (timed in the page: includes the page → worker round trip) sequentially and 50 in
-//!    flight; Workbox `queue.pushRequest({request})` (timed inside the worker), the same two ways.
-//! b) delivery of everything a) queued (2N entries): rangersync flushes until `pending` is 0
-//!    (batched pushes); Workbox `queue.replayRequests()` (one POST per entry to the captured-style
-//!    route `POST /api/sync/chat`, with no `Idempotency-Key`, so every delivery is stored).
-//! c) two `sync` events dispatched at once (CDP `ServiceWorker.dispatchSyncEvent`) on a queue of
-//!    `RANGERSYNC_BENCH_SYNC_QUEUE` (500): server-side deliveries and duplicates.
-//! d) the server answers 500 to the first 3 POSTs of a replay of `RANGERSYNC_BENCH_FAULT_QUEUE`
-//!    (200) entries: entries lost.
+//! Both peers are timed from the page, the way an app sees them:
+//! - rangersync: `await client.put(...)` / `await client.putMany(items)` (page → worker →
+//!   strict IndexedDB commit → acknowledgement).
+//! - Workbox: `await fetch('/api/sync/push?q=…', {method: 'POST', body})` while the server is
+//!   down: the fetch fails, the plugin's `fetchDidFail` stores the request, then the page's
+//!   promise settles. Each body is a one-mutation push, so the server counts deliveries and
+//!   duplicates of both peers the same way.
 //!
-//! When `bench/dist/workbox-sw.js` is missing (no npm), the Workbox rows are the numbers of
-//! `docs/TOOLCHAIN.md`, labelled as such.
+//! Phases, per peer: page bytes loaded by `register`; sequential writes (per-write latency),
+//! 50 and 500 in flight, `putMany` (rangersync only), all with the server stopped; worker cold
+//! start (median of `RANGERSYNC_BENCH_COLD_RUNS`); drains of `RANGERSYNC_BENCH_DRAIN` and
+//! `RANGERSYNC_BENCH_DRAIN_LARGE` queued writes started by a `sync` event, with the server's
+//! delivery count sampled every 50 ms and the worker's JS heap (CDP `Runtime.getHeapUsage` on
+//! the service worker target) every 100 ms.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chromiumoxide::cdp::browser_protocol::service_worker::{
+    ServiceWorkerVersionRunningStatus, ServiceWorkerVersionStatus,
+};
+use chromiumoxide::cdp::browser_protocol::target::EventReceivedMessageFromTarget;
+use chromiumoxide::listeners::EventStream;
 use chromiumoxide::Page;
+use futures::StreamExt;
 use rangersync_e2e::{
     browser_cdp, eval, wait_for_controller, wait_until, workspace_root, www_dir, Result,
     ServiceWorkers, TestBrowser, TestServer, SYNC_TAG,
 };
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-/// Writes in flight in the concurrent enqueue.
-const CONCURRENCY: usize = 50;
-/// POSTs answered 500 in scenario d.
-const FAULTS: u64 = 3;
-/// The longest any one measured step may take.
-const STEP_TIMEOUT: Duration = Duration::from_secs(600);
-/// The longest the two sync events of scenario c may take to drain their queue.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
-/// The Workbox queue names (created in `bench/entry.js`) and its sync tag prefix.
+/// The longest any one page job may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(1800);
+/// A drain with no delivery for this long is re-triggered with another `sync` event
+/// (Chrome may end a long `sync` event); the number of re-triggers is reported.
+const DRAIN_NUDGE_AFTER: Duration = Duration::from_secs(20);
+/// A drain with no delivery for this long is given up and reported as stalled.
+const DRAIN_GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+/// How often the server's delivery count is sampled during a drain (the chart's resolution).
+const DELIVERY_SAMPLE: Duration = Duration::from_millis(50);
+/// How often the worker's heap is read during a drain.
+const HEAP_SAMPLE: Duration = Duration::from_millis(100);
+/// How often the server is asked whether the first request of a cold start has arrived.
+const COLD_POLL: Duration = Duration::from_millis(5);
+/// Items per `putMany` call.
+const PUT_MANY_BATCH: usize = 100;
+/// Writes in flight while filling a drain queue.
+const FILL_CONCURRENCY: usize = 500;
+/// Workbox's sync tags are this prefix + the queue name.
 const WB_TAG_PREFIX: &str = "workbox-background-sync:";
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .filter(|&n| n > 0)
         .unwrap_or(default)
 }
 
@@ -58,66 +73,24 @@ fn bundle_path() -> PathBuf {
         .join("workbox-sw.js")
 }
 
-// ---------------------------------------------------------------------------
-// One server per peer, serving a copy of www/ plus the bench pages
-
-/// The first `times` POSTs to `path` are answered 500.
-async fn fail_posts(server: &TestServer, path: &str, times: u64) -> Result {
-    server
-        .add_faults(json!([{ "path": path, "method": "POST", "status": 500, "times": times }]))
-        .await?;
-    Ok(())
+/// Sizes of this run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    writes: usize,
+    drain: usize,
+    drain_large: usize,
+    cold_runs: usize,
 }
 
-/// The server-side counters of rangersync's push route.
-#[derive(Debug, Clone, Copy, Default)]
-struct PushCounts {
-    requests: u64,
-    applied: u64,
-    duplicates: u64,
-    faults: u64,
-}
-
-impl PushCounts {
-    fn of(stats: &Value) -> PushCounts {
-        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-        PushCounts {
-            requests: n("push_requests"),
-            applied: n("mutations_applied"),
-            duplicates: n("duplicates"),
-            faults: n("faults_served"),
+impl Sizes {
+    fn from_env() -> Sizes {
+        Sizes {
+            writes: env_number("RANGERSYNC_BENCH_WRITES", 2_000).max(1),
+            drain: env_number("RANGERSYNC_BENCH_DRAIN", 10_000),
+            drain_large: env_number("RANGERSYNC_BENCH_DRAIN_LARGE", 100_000),
+            cold_runs: env_number("RANGERSYNC_BENCH_COLD_RUNS", 20),
         }
     }
-
-    fn since(self, before: PushCounts) -> PushCounts {
-        PushCounts {
-            requests: self.requests - before.requests,
-            applied: self.applied - before.applied,
-            duplicates: self.duplicates - before.duplicates,
-            faults: self.faults - before.faults,
-        }
-    }
-}
-
-/// What the captured route stored for bodies whose `id` starts with `prefix`:
-/// (deliveries, distinct entries).
-fn captured(stats: &Value, prefix: &str) -> (u64, u64) {
-    let mut ids = std::collections::HashSet::new();
-    let mut deliveries = 0;
-    for c in stats["captured"].as_array().into_iter().flatten() {
-        if c["path"] != "/api/sync/chat" {
-            continue;
-        }
-        let body = match &c["body"] {
-            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-            other => other.clone(),
-        };
-        if let Some(id) = body["id"].as_str().filter(|id| id.starts_with(prefix)) {
-            deliveries += 1;
-            ids.insert(id.to_string());
-        }
-    }
-    (deliveries, ids.len() as u64)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result {
@@ -179,123 +152,463 @@ async fn job(page: &Page, expression: &str, timeout: Duration) -> Result<Value> 
     Ok(settled["value"].clone())
 }
 
-fn ms_of(value: &Value) -> f64 {
-    value["ms"].as_f64().unwrap_or(f64::NAN)
+/// `window.timed(n, concurrency, op)`: runs `op(i)` for i in 0..n with `concurrency` lanes,
+/// timing each call from the page; returns `{ ms, latencies, outcomes }` (outcomes: how many
+/// calls resolved with each value).
+const TIMED_JS: &str = r#"window.timed = async (n, concurrency, op) => {
+    let next = 0;
+    const latencies = [];
+    const outcomes = {};
+    const lane = async () => {
+      while (next < n) {
+        const i = next++;
+        const t = performance.now();
+        const outcome = String(await op(i));
+        latencies.push(performance.now() - t);
+        outcomes[outcome] = (outcomes[outcome] || 0) + 1;
+      }
+    };
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, n)) }, lane));
+    return { ms: performance.now() - t0, latencies, outcomes };
+  }; true"#;
+
+/// Same-origin resources this page started loading since `t0` (a `performance.now()` value),
+/// from the browser's resource timing; not `/api/`, not the browser's own favicon request.
+fn resources_since_js(t0: &str) -> String {
+    format!(
+        "performance.getEntriesByType('resource')
+           .filter((e) => e.startTime >= {t0} && new URL(e.name).origin === location.origin
+             && !new URL(e.name).pathname.startsWith('/api/')
+             && new URL(e.name).pathname !== '/favicon.ico')
+           .map((e) => ({{ path: new URL(e.name).pathname, transfer: e.transferSize,
+                          encoded: e.encodedBodySize, decoded: e.decodedBodySize }}))"
+    )
+}
+
+/// The page's sync registrations still pending (fired or waiting for a retry).
+const SYNC_TAGS_JS: &str =
+    "navigator.serviceWorker.ready.then((r) => r.sync ? r.sync.getTags() : [])";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `{ n, ms, rate, p50_ms, p99_ms, outcomes }` of a `timed` run of `n` operations carrying
+/// `items` writes in all.
+fn timing(run: &Value, items: usize) -> Value {
+    let mut latencies: Vec<f64> = run["latencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let ms = run["ms"].as_f64().unwrap_or(f64::NAN);
+    json!({
+        "n": items,
+        "ms": ms,
+        "rate": items as f64 * 1000.0 / ms,
+        "p50_ms": percentile(&latencies, 50.0),
+        "p99_ms": percentile(&latencies, 99.0),
+        "outcomes": run["outcomes"],
+    })
+}
+
+/// Runs a phase; its error becomes `{"error": ...}` in the results instead of ending the run.
+async fn record(
+    results: &mut Map<String, Value>,
+    key: &str,
+    phase: impl std::future::Future<Output = Result<Value>>,
+) {
+    let value = match phase.await {
+        Ok(value) => value,
+        Err(e) => {
+            println!("bench: {key} not measured: {e}");
+            json!({ "error": e.to_string() })
+        }
+    };
+    results.insert(key.to_string(), value);
 }
 
 // ---------------------------------------------------------------------------
-// Tables
+// The server's push counters
 
-struct Table {
-    title: String,
-    header: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-    notes: Vec<String>,
+#[derive(Debug, Clone, Copy, Default)]
+struct PushCounts {
+    requests: u64,
+    applied: u64,
+    duplicates: u64,
 }
 
-impl Table {
-    fn new(title: impl Into<String>, header: &[&'static str]) -> Table {
-        Table {
-            title: title.into(),
-            header: header.to_vec(),
-            rows: Vec::new(),
-            notes: Vec::new(),
+impl PushCounts {
+    async fn of(server: &TestServer) -> Result<PushCounts> {
+        let stats = server.stats().await?;
+        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
+        Ok(PushCounts {
+            requests: n("push_requests"),
+            applied: n("mutations_applied"),
+            duplicates: n("duplicates"),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A DevTools session on a service worker (for its heap)
+
+/// A non-flat session on `origin`'s running service worker: commands go out with
+/// `Target.sendMessageToTarget`, answers come back as `Target.receivedMessageFromTarget`
+/// (chromiumoxide has no handle for worker targets and detaches from the ones it sees).
+struct WorkerSession<'a> {
+    browser: &'a TestBrowser,
+    session_id: String,
+    answers: EventStream<EventReceivedMessageFromTarget>,
+    next_id: u64,
+}
+
+impl<'a> WorkerSession<'a> {
+    async fn attach(browser: &'a TestBrowser, origin: &str) -> Result<WorkerSession<'a>> {
+        let prefix = format!("{origin}/");
+        let target_id = wait_until(
+            &format!("{origin}'s service worker target is listed"),
+            Duration::from_secs(30),
+            || async {
+                let targets =
+                    browser_cdp(browser.browser(), "Target.getTargets", json!({})).await?;
+                Ok(targets["targetInfos"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| {
+                        t["type"] == "service_worker"
+                            && t["url"].as_str().is_some_and(|u| u.starts_with(&prefix))
+                    })
+                    .and_then(|t| t["targetId"].as_str().map(str::to_string)))
+            },
+        )
+        .await?;
+        let answers = browser
+            .browser()
+            .event_listener::<EventReceivedMessageFromTarget>()
+            .await?;
+        let attached = browser_cdp(
+            browser.browser(),
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": false }),
+        )
+        .await?;
+        let session_id = attached["sessionId"]
+            .as_str()
+            .ok_or("Target.attachToTarget gave no sessionId")?
+            .to_string();
+        Ok(WorkerSession {
+            browser,
+            session_id,
+            answers,
+            next_id: 0,
+        })
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = json!({ "id": id, "method": method, "params": params }).to_string();
+        browser_cdp(
+            self.browser.browser(),
+            "Target.sendMessageToTarget",
+            json!({ "sessionId": self.session_id, "message": message }),
+        )
+        .await?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = self.answers.next().await {
+                if event.session_id.inner() != &self.session_id {
+                    continue;
+                }
+                let Ok(answer) = serde_json::from_str::<Value>(&event.message) else {
+                    continue;
+                };
+                if answer["id"] == id {
+                    return Some(answer);
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|_| format!("{method}: no answer from the worker in 10 s"))?
+        .ok_or("the worker session ended")?;
+        if let Some(error) = answer.get("error") {
+            return Err(format!("{method}: {error}").into());
         }
+        Ok(answer["result"].clone())
     }
 
-    fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+    async fn detach(self) {
+        let _ = browser_cdp(
+            self.browser.browser(),
+            "Target.detachFromTarget",
+            json!({ "sessionId": self.session_id }),
+        )
+        .await;
     }
+}
 
-    fn note(&mut self, note: impl Into<String>) {
-        self.notes.push(note.into());
-    }
+// ---------------------------------------------------------------------------
+// Drains and cold starts, the same procedure for both peers
 
-    fn print(&self) {
-        let columns = self.header.len();
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate().take(columns) {
-                widths[i] = widths[i].max(cell.chars().count());
+/// One drain: a `sync` event starts delivery of `n` writes already queued while the server was
+/// down. `before` are the server's counters from before anything of this drain was delivered
+/// (they survive a restart); a stopped server is started just before the event, after the heap
+/// session is set up, so that nothing is delivered before the clock starts. Returns `{ n, ms, requests, duplicates, heap_peak_bytes,
+/// heap_samples, samples: [[ms, delivered]…], nudges }`.
+async fn measure_drain(
+    browser: &TestBrowser,
+    workers: &ServiceWorkers,
+    server: &mut TestServer,
+    before: PushCounts,
+    origin: &str,
+    tag: &str,
+    n: usize,
+) -> Result<Value> {
+    // The worker runs (it just took the writes); keep a session on it for its heap.
+    let mut session = WorkerSession::attach(browser, origin).await?;
+    let heap_fields = session.call("Runtime.getHeapUsage", json!({})).await?;
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let heap = async move {
+        let mut heap = HeapPeak::default();
+        loop {
+            match session.call("Runtime.getHeapUsage", json!({})).await {
+                Ok(usage) => heap.add(&usage),
+                Err(e) => heap.last_error = Some(e.to_string()),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HEAP_SAMPLE) => {}
+                _ = finished.changed() => break,
             }
         }
-        println!("\n{}", self.title);
-        let line = |cells: Vec<String>| {
-            let padded: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i == 0 {
-                        format!("{c:<w$}", w = widths[i])
-                    } else {
-                        format!("{c:>w$}", w = widths[i])
-                    }
-                })
-                .collect();
-            println!("  {}", padded.join(" | "));
-        };
-        line(self.header.iter().map(|h| h.to_string()).collect());
-        println!(
-            "  {}",
-            widths
-                .iter()
-                .map(|w| "-".repeat(*w))
-                .collect::<Vec<_>>()
-                .join("-|-")
-        );
-        for row in &self.rows {
-            line(row.clone());
+        session.detach().await;
+        heap
+    };
+    if !server.is_running() {
+        server.restart().await?;
+    }
+    let server = &*server;
+    let deliveries = async move {
+        let delivered = deliver(workers, server, before, origin, tag, n).await;
+        let _ = done.send(true);
+        delivered
+    };
+    let (delivered, heap) = futures::join!(deliveries, heap);
+    let (samples, nudges) = delivered?;
+    let ms = samples.last().map_or(0.0, |s| s.0);
+    // Late duplicates, if any, arrive within this grace period.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = PushCounts::of(server).await?;
+    Ok(json!({
+        "n": n,
+        "ms": ms,
+        "requests": after.requests - before.requests,
+        "delivered": after.applied - before.applied,
+        "duplicates": after.duplicates - before.duplicates,
+        "nudges": nudges,
+        "heap_peak_bytes": heap.used,
+        "heap_peak_with_backing_bytes": heap.used_with_backing,
+        "heap_samples": heap.samples,
+        "heap_error": heap.last_error,
+        "heap_fields": heap_fields,
+        "samples": samples.iter().map(|(ms, d)| json!([ms.round(), d])).collect::<Vec<_>>(),
+    }))
+}
+
+/// The largest `Runtime.getHeapUsage` answers seen.
+#[derive(Debug, Default)]
+struct HeapPeak {
+    /// `usedSize`: the JS heap.
+    used: f64,
+    /// `usedSize + backingStorageSize` (ArrayBuffers, wasm memory among them, when reported).
+    used_with_backing: f64,
+    samples: u64,
+    last_error: Option<String>,
+}
+
+impl HeapPeak {
+    fn add(&mut self, usage: &Value) {
+        let used = usage["usedSize"].as_f64().unwrap_or(0.0);
+        let backing = usage["backingStorageSize"].as_f64().unwrap_or(0.0);
+        self.used = self.used.max(used);
+        self.used_with_backing = self.used_with_backing.max(used + backing);
+        self.samples += 1;
+    }
+}
+
+/// Dispatches `tag` and samples the server's delivery count until `n` more than `before` are
+/// applied. Returns the samples `(ms since the dispatch, delivered)` and the re-dispatches.
+async fn deliver(
+    workers: &ServiceWorkers,
+    server: &TestServer,
+    before: PushCounts,
+    origin: &str,
+    tag: &str,
+    n: usize,
+) -> Result<(Vec<(f64, u64)>, u32)> {
+    let t0 = Instant::now();
+    workers.dispatch_sync(origin, tag, false).await?;
+    let mut samples = vec![(0.0, 0_u64)];
+    let mut last_progress = Instant::now();
+    let mut nudges = 0;
+    loop {
+        tokio::time::sleep(DELIVERY_SAMPLE).await;
+        let delivered = PushCounts::of(server).await?.applied - before.applied;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if delivered > samples.last().map_or(0, |s| s.1) {
+            last_progress = Instant::now();
         }
-        for note in &self.notes {
-            println!("  note: {note}");
+        samples.push((ms, delivered));
+        if delivered >= n as u64 {
+            return Ok((samples, nudges));
+        }
+        let quiet = last_progress.elapsed();
+        if quiet >= DRAIN_GIVE_UP_AFTER {
+            return Err(format!(
+                "stalled: {delivered} of {n} delivered, nothing more for {DRAIN_GIVE_UP_AFTER:?}"
+            )
+            .into());
+        }
+        if quiet >= DRAIN_NUDGE_AFTER * (nudges + 1) {
+            nudges += 1;
+            workers.dispatch_sync(origin, tag, false).await?;
         }
     }
 }
 
-fn rate(ops: u64, ms: f64) -> String {
-    if ms.is_finite() && ms > 0.0 {
-        format!("{:.0}", ops as f64 * 1000.0 / ms)
-    } else {
-        "-".into()
+/// `runs` cold starts: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by the
+/// version's running status), then a `sync` event is dispatched; the time is until the server
+/// has counted the handler's first push request. The server holds every push answer (a fault
+/// rule with a long `delay_ms`, installed by the caller) so each run finds the queue unchanged;
+/// stopping the worker cancels the held request. Returns `{ runs, median_ms, ms: [...] }`.
+async fn measure_cold_start(
+    workers: &ServiceWorkers,
+    server: &TestServer,
+    origin: &str,
+    tag: &str,
+    runs: usize,
+) -> Result<Value> {
+    let registration = workers.registration(origin).await?;
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs {
+        // Something may start it again at once (a retry of Chrome's own sync registration, a
+        // page message): stop it until it is seen stopped.
+        workers.stop_all().await?;
+        wait_until(
+            &format!("{origin}'s worker is stopped"),
+            Duration::from_secs(30),
+            || async {
+                let stopped = workers
+                    .versions(&registration.id)
+                    .iter()
+                    .filter(|v| v.status != ServiceWorkerVersionStatus::Redundant)
+                    .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped);
+                if stopped {
+                    return Ok(Some(()));
+                }
+                workers.stop_all().await?;
+                Ok(None)
+            },
+        )
+        .await?;
+        let before = PushCounts::of(server).await?.requests;
+        let t0 = Instant::now();
+        workers.dispatch_sync(origin, tag, false).await?;
+        loop {
+            if PushCounts::of(server).await?.requests > before {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                return Err(format!("cold start run {run}: no push request within 30 s").into());
+            }
+            tokio::time::sleep(COLD_POLL).await;
+        }
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
+    // The last run's request is still held: stop the worker so nothing waits on it.
+    workers.stop_all().await?;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(json!({ "runs": runs, "median_ms": percentile(&sorted, 50.0), "ms": times }))
 }
 
-fn millis(ms: f64) -> String {
-    if ms.is_finite() {
-        format!("{ms:.0}")
-    } else {
-        "-".into()
-    }
+/// Holds every push answer for 10 minutes (the request is applied and counted first).
+async fn hold_push_answers(server: &TestServer) -> Result {
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST",
+                              "delay_ms": 600_000, "times": 100_000 }]))
+        .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
 // The bench
 
-struct Sizes {
-    writes: usize,
-    sync_queue: usize,
-    fault_queue: usize,
+#[tokio::test]
+#[ignore = "a benchmark: `cargo xtask bench` runs it"]
+async fn bench_rangersync_vs_workbox() -> Result {
+    let sizes = Sizes::from_env();
+    // xtask passes why the Workbox bundle could not be (re)built; its cells then say so.
+    let workbox_error = std::env::var("RANGERSYNC_BENCH_WORKBOX_ERROR")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .or_else(|| {
+            (!bundle_path().is_file()).then(|| {
+                "bench/dist/workbox-sw.js was not built (npm ci + esbuild in bench/)".to_string()
+            })
+        });
+    let with_workbox = workbox_error.is_none();
+    let www = bench_www(with_workbox)?;
+    let browser = TestBrowser::launch().await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let version = browser_cdp(browser.browser(), "Browser.getVersion", json!({})).await?;
+    let started = Instant::now();
+
+    let rangersync = bench_rangersync(&browser, &workers, www.path(), sizes).await;
+    let workbox = if with_workbox {
+        bench_workbox(&browser, &workers, www.path(), sizes).await
+    } else {
+        let mut results = Map::new();
+        results.insert("error".into(), json!(workbox_error));
+        results
+    };
+    browser.close().await?;
+
+    let results = json!({
+        "browser": version["product"],
+        "user_agent": version["userAgent"],
+        "sizes": {
+            "writes": sizes.writes, "drain": sizes.drain, "drain_large": sizes.drain_large,
+            "cold_runs": sizes.cold_runs, "put_many_batch": PUT_MANY_BATCH,
+        },
+        "seconds": started.elapsed().as_secs_f64(),
+        "server_build": if cfg!(debug_assertions) { "dev" } else { "release" },
+        "rangersync": rangersync,
+        "workbox": workbox,
+    });
+    let out = std::env::var_os("RANGERSYNC_BENCH_RESULTS").map_or_else(
+        || workspace_root().join("target").join("bench-browser.json"),
+        PathBuf::from,
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    println!("bench: results in {}", out.display());
+    Ok(())
 }
 
-/// Page helpers for rangersync: register (a long base retry delay so that only the triggers
-/// under test start a flush), `rsPut` and `rsDrain`.
-const RS_SETUP: &str = r#"(async () => {
-    const { default: init, SyncClient } = await import('/pkg/rangersync_page.js');
-    await init();
-    window.client = await SyncClient.register({
-      swUrl: '/sw.js', serverUrl: location.origin,
-      retry: { baseDelayMs: 60000, maxDelayMs: 60000 },
-    });
-    const value = (id, i) => ({ id, title: 'note ' + i, body: 'x'.repeat(56) });
-    window.rsPut = async (prefix, n, concurrency) => {
-      let next = 0;
-      const lane = async () => {
-        while (next < n) { const i = next++; await client.put('bench', prefix + i, value(prefix + i, i)); }
-      };
-      const t0 = performance.now();
-      await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
-      return { ms: performance.now() - t0 };
-    };
+/// rangersync's page helpers: `rsValue`, `rsDrain` (flush until nothing is pending).
+const RS_HELPERS_JS: &str = r#"
+    window.rsValue = (id, i) => ({ id, title: 'note ' + i, body: 'x'.repeat(56) });
     window.rsDrain = async (timeoutMs) => {
       const t0 = performance.now();
       let s = await client.flush();
@@ -305,559 +618,321 @@ const RS_SETUP: &str = r#"(async () => {
         s = await client.flush();
         if (s.pending >= before) await new Promise((r) => setTimeout(r, 20));
       }
-      return { ms: performance.now() - t0, pending: s.pending, dead: s.dead };
+      return { ms: performance.now() - t0, pending: s.pending };
     };
-    return client.mode;
-  })()"#;
-
-/// 200 puts, one transaction each, with and without `durability: "strict"`; ms per variant.
-const RAW_IDB: &str = r#"(async () => {
-    const db = await new Promise((resolve, reject) => {
-      const open = indexedDB.open('bench-raw', 1);
-      open.onupgradeneeded = () => open.result.createObjectStore('s');
-      open.onsuccess = () => resolve(open.result);
-      open.onerror = () => reject(open.error);
-    });
-    const run = async (durability) => {
-      const t0 = performance.now();
-      for (let i = 0; i < 200; i++) {
-        await new Promise((resolve, reject) => {
-          const tx = db.transaction('s', 'readwrite', durability ? { durability } : {});
-          tx.objectStore('s').put({ id: 'r' + i, title: 'note ' + i, body: 'x'.repeat(56) }, String(durability) + i);
-          tx.oncomplete = resolve;
-          tx.onerror = () => reject(tx.error);
-        });
+    window.rsPutMany = (prefix, n, batch, concurrency) => timed(Math.ceil(n / batch), concurrency, (b) => {
+      const items = [];
+      for (let i = b * batch; i < Math.min(n, (b + 1) * batch); i++) {
+        items.push({ collection: 'bench', key: prefix + i, value: rsValue(prefix + i, i) });
       }
-      return performance.now() - t0;
-    };
-    const strict = await run('strict');
-    const fallback = await run(undefined);
-    db.close();
-    return { strict, default: fallback };
-  })()"#;
+      return client.putMany(items).then((ack) => 'acked ' + ack.seqs.length);
+    });
+    true"#;
 
-struct Tables {
-    enqueue: Table,
-    deliver: Table,
-    sync2: Table,
-    fault: Table,
-}
-
-#[tokio::test]
-#[ignore = "a benchmark: `cargo xtask bench` runs it"]
-async fn bench_rangersync_vs_workbox_queue() -> Result {
-    let sizes = Sizes {
-        writes: env_number("RANGERSYNC_BENCH_WRITES", 2_000),
-        sync_queue: env_number("RANGERSYNC_BENCH_SYNC_QUEUE", 500),
-        fault_queue: env_number("RANGERSYNC_BENCH_FAULT_QUEUE", 200),
-    };
-    let with_workbox = bundle_path().is_file();
-    let www = bench_www(with_workbox)?;
-    let browser = TestBrowser::launch().await?;
-    let workers = ServiceWorkers::enable(&browser).await?;
-    let version = browser_cdp(browser.browser(), "Browser.getVersion", json!({})).await?;
-    let product = version["product"]
-        .as_str()
-        .unwrap_or("Chromium ?")
-        .to_string();
-
-    let n = sizes.writes;
-    let mut tables = Tables {
-        enqueue: Table::new(
-            format!("a) durable enqueue of {n} writes (~100 B JSON), server unreachable unless marked UP"),
-            &[
-                "peer, mode",
-                "ops/s",
-                "ms total",
-                "queued after",
-                "server applied",
-                "duplicates",
-            ],
+/// Opens `/rangersync.html` on a fresh server, registers `SyncClient` (a long retry delay so
+/// that only the triggers under test start a flush; no app-shell caching, which would fetch the
+/// app's own pages), and delivers what `register` queued. Returns the page and what `register`
+/// made the page download.
+async fn rangersync_page(
+    browser: &TestBrowser,
+    workers: &ServiceWorkers,
+    server: &TestServer,
+    timeout_ms: u32,
+) -> Result<(Page, Value)> {
+    let origin = server.url();
+    let page = browser.open(&format!("{origin}/rangersync.html")).await?;
+    eval(&page, TIMED_JS).await?;
+    let register = eval(
+        &page,
+        &format!(
+            r#"(async () => {{
+    const t0 = performance.now();
+    const {{ default: init, SyncClient }} = await import('/pkg/rangersync_page.js');
+    await init();
+    window.client = await SyncClient.register({{
+      swUrl: '/sw.js', serverUrl: location.origin, cacheAppShell: false,
+      retry: {{ baseDelayMs: 60000, maxDelayMs: 60000 }}, timeoutMs: {timeout_ms},
+    }});
+    return {{ mode: client.mode, ms: performance.now() - t0, loaded: {} }};
+  }})()"#,
+            resources_since_js("t0")
         ),
-        deliver: Table::new(
-            format!("b) delivery of the {} entries queued in a)", 2 * n),
-            &[
-                "peer",
-                "ops/s",
-                "ms total",
-                "HTTP requests",
-                "server applied",
-                "duplicates",
-            ],
-        ),
-        sync2: Table::new(
-            format!(
-                "c) two sync events dispatched at once on a queue of {}",
-                sizes.sync_queue
-            ),
-            &[
-                "peer",
-                "ops/s",
-                "ms to drain",
-                "deliveries",
-                "server applied",
-                "duplicates",
-            ],
-        ),
-        fault: Table::new(
-            format!(
-                "d) the server answers 500 to the first {FAULTS} POSTs of a replay of {} entries",
-                sizes.fault_queue
-            ),
-            &[
-                "peer",
-                "500s served",
-                "server applied",
-                "still queued",
-                "dead-lettered",
-                "lost",
-            ],
-        ),
-    };
-
-    tables.enqueue.note(
-        "rangersync is timed in the page (put -> worker -> one strict IndexedDB commit -> ack); \
-         Workbox inside the worker (no page round trip)",
-    );
-    tables.deliver.note(
-        "rangersync pushes batches of 100 (default batchSize) and pulls; \
-         Workbox sends one POST per entry, one at a time",
-    );
-    tables.sync2.note(
-        "ms to drain: wall clock from the two dispatches to the queue drained, polled every \
-         100 ms. Workbox's onSync is gated shut while its queue fills (else Chrome's own sync events \
-         replay mid-fill), then opened: each event runs Workbox's replayRequests()",
-    );
-    tables.fault.note(
-        "Workbox re-queues an entry only when fetch() rejects; a 500 resolves, so the entry is \
-         deleted. rangersync classifies a 500 as retry (its explicit flushes cut the backoff short)",
-    );
-
-    let started = Instant::now();
-    bench_rangersync(&browser, &workers, www.path(), &sizes, &mut tables).await?;
-    if with_workbox {
-        bench_workbox(&browser, &workers, www.path(), &sizes, &mut tables).await?;
-    } else {
-        workbox_from_docs(&mut tables);
+    )
+    .await?;
+    if register["mode"] != "worker" {
+        return Err(format!(
+            "rangersync runs in {} mode, not in the worker",
+            register["mode"]
+        )
+        .into());
     }
-
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "\nrangersync vs Workbox background-sync Queue 7.4.1: {product} headless, {cores} cores, \
-         reference server in-process ({} build), one browser, one origin (own storage) per peer, {:.0} s total",
-        if cfg!(debug_assertions) {
-            "dev"
-        } else {
-            "release"
-        },
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "load average at the end (1, 5, 15 min): {}; other work on these cores shows in every row",
-        load.join(" ")
-    );
-    println!(
-        "duplicates = deliveries of an entry the server already had; rangersync's server discards \
-         them by (client_id, seq), Workbox sends no Idempotency-Key so each one is stored again."
-    );
-    for table in [
-        &tables.enqueue,
-        &tables.deliver,
-        &tables.sync2,
-        &tables.fault,
-    ] {
-        table.print();
-    }
-    browser.close().await?;
-    Ok(())
+    eval(&page, RS_HELPERS_JS).await?;
+    wait_for_controller(&page).await?;
+    workers.activated(&origin).await?;
+    job(&page, "rsDrain(60000)", STEP_TIMEOUT).await?;
+    Ok((page, register))
 }
 
 async fn bench_rangersync(
     browser: &TestBrowser,
     workers: &ServiceWorkers,
     www: &Path,
-    sizes: &Sizes,
-    tables: &mut Tables,
-) -> Result {
-    let n = sizes.writes;
-    let mut server = TestServer::start_serving(www.to_path_buf()).await?;
+    sizes: Sizes,
+) -> Map<String, Value> {
+    let mut results = Map::new();
+    let mut server = match TestServer::start_serving(www.to_path_buf()).await {
+        Ok(server) => server,
+        Err(e) => {
+            results.insert("error".into(), json!(e.to_string()));
+            return results;
+        }
+    };
     let origin = server.url();
-    let page = browser.open(&format!("{origin}/rangersync.html")).await?;
-    let mode = eval(&page, RS_SETUP).await?;
-    if mode != "worker" {
-        return Err(format!("rangersync runs in {mode} mode, not in the worker").into());
-    }
-    wait_for_controller(&page).await?;
-    workers.activated(&origin).await?;
-    // The initial flush and pull of register() are done before anything is measured.
-    job(&page, "rsDrain(60000)", STEP_TIMEOUT).await?;
+    // The client's default reply timeout: the write rows see what an app sees.
+    let (page, register) = match rangersync_page(browser, workers, &server, 10_000).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            results.insert("error".into(), json!(e.to_string()));
+            return results;
+        }
+    };
+    results.insert("register".into(), register);
+    let n = sizes.writes;
 
-    // The page <-> worker round trip alone, to read the enqueue rows against.
-    let round_trip = job(
-        &page,
-        "(async () => { const t0 = performance.now(); for (let i = 0; i < 200; i++) await client.status(); return { ms: (performance.now() - t0) / 200 }; })()",
-        STEP_TIMEOUT,
-    )
-    .await?;
-    tables.enqueue.note(format!(
-        "a rangersync page -> worker round trip with no write (client.status()) took {:.1} ms here",
-        ms_of(&round_trip)
-    ));
-
-    // Raw IndexedDB, one transaction per record, in this page: the floor under any durable
-    // enqueue (rangersync commits with durability "strict", Workbox with the default).
-    let raw = job(&page, RAW_IDB, STEP_TIMEOUT).await?;
-    tables.enqueue.note(format!(
-        "raw IndexedDB in this browser, one put per transaction, 200 records of ~100 B: \
-         {} puts/s with durability \"strict\", {} puts/s with the default",
-        rate(200, raw["strict"].as_f64().unwrap_or(f64::NAN)),
-        rate(200, raw["default"].as_f64().unwrap_or(f64::NAN)),
-    ));
-
-    // a) first, for reference, sequential writes while the server is up (delivering meanwhile).
-    let before = PushCounts::of(&server.stats().await?);
-    let result = job(&page, &format!("rsPut('a-u-', {n}, 1)"), STEP_TIMEOUT).await?;
-    let status = eval(&page, "client.status()").await?;
-    let delta = PushCounts::of(&server.stats().await?).since(before);
-    let ms = ms_of(&result);
-    tables.enqueue.row(vec![
-        "rangersync, sequential, server UP".into(),
-        rate(n as u64, ms),
-        millis(ms),
-        status["pending"].to_string(),
-        delta.applied.to_string(),
-        format!("{} (discarded)", delta.duplicates),
-    ]);
-    job(&page, "rsDrain(600000)", STEP_TIMEOUT).await?;
-
-    // a) enqueue with the server down.
     server.stop().await;
-    for (label, prefix, concurrency) in [
-        ("sequential", "a-s-", 1),
-        ("50 in flight", "a-c-", CONCURRENCY),
-    ] {
-        let result = job(
+    for (key, concurrency) in [("put_sequential", 1), ("put_50", 50), ("put_500", 500)] {
+        record(&mut results, key, async {
+            let run = job(
+                &page,
+                &format!(
+                    "timed({n}, {concurrency}, (i) => client.put('bench', '{key}-' + i, rsValue('{key}-' + i, i)).then(() => 'acked'))"
+                ),
+                STEP_TIMEOUT,
+            )
+            .await?;
+            Ok(timing(&run, n))
+        })
+        .await;
+    }
+    record(&mut results, "put_many", async {
+        let run = job(
             &page,
-            &format!("rsPut('{prefix}', {n}, {concurrency})"),
+            &format!("rsPutMany('many-', {n}, {PUT_MANY_BATCH}, 1)"),
             STEP_TIMEOUT,
         )
         .await?;
-        let status = eval(&page, "client.status()").await?;
-        let ms = ms_of(&result);
-        tables.enqueue.row(vec![
-            format!("rangersync, {label}"),
-            rate(n as u64, ms),
-            millis(ms),
-            status["pending"].to_string(),
-            "0 (offline)".into(),
-            "0".into(),
-        ]);
+        let mut timing = timing(&run, n);
+        timing["batch"] = json!(PUT_MANY_BATCH);
+        Ok(timing)
+    })
+    .await;
+    record(&mut results, "queued_after_writes", async {
+        eval(&page, "client.status().then((s) => s.pending)").await
+    })
+    .await;
+
+    // Cold start: the queue holds what the write rows left; the server holds every answer.
+    // The page is closed first: only the `sync` event may start the worker.
+    let _ = page.close().await;
+    record(&mut results, "cold_start", async {
+        server.restart().await?;
+        hold_push_answers(&server).await?;
+        let cold = measure_cold_start(workers, &server, &origin, SYNC_TAG, sizes.cold_runs).await;
+        server.clear_faults().await?;
+        cold
+    })
+    .await;
+    server.stop().await;
+
+    // Each drain on a fresh origin: an empty outbox, then exactly `n` queued writes.
+    for (key, n) in [("drain", sizes.drain), ("drain_large", sizes.drain_large)] {
+        if n == 0 {
+            continue;
+        }
+        record(&mut results, key, async {
+            let mut server = TestServer::start_serving(www.to_path_buf()).await?;
+            let origin = server.url();
+            // Filling is setup, not a row: one `putMany` of 500 at a time, with a long reply
+            // timeout (4 such calls in flight took over the default 10 s at 100,000 queued).
+            let (page, _) = rangersync_page(browser, workers, &server, 120_000).await?;
+            let before = PushCounts::of(&server).await?;
+            server.stop().await;
+            let fill = job(
+                &page,
+                &format!("rsPutMany('d-', {n}, 500, 1)"),
+                STEP_TIMEOUT,
+            )
+            .await?;
+            let mut drain =
+                measure_drain(browser, workers, &mut server, before, &origin, SYNC_TAG, n).await?;
+            drain["fill"] = timing(&fill, n);
+            let _ = page.close().await;
+            server.stop().await;
+            Ok(drain)
+        })
+        .await;
     }
-
-    // b) deliver everything: flush until pending is 0.
-    server.restart().await?;
-    let before = PushCounts::of(&server.stats().await?);
-    let drained = job(&page, "rsDrain(600000)", STEP_TIMEOUT).await?;
-    let delta = PushCounts::of(&server.stats().await?).since(before);
-    let ms = ms_of(&drained);
-    tables.deliver.row(vec![
-        "rangersync (flush until pending 0)".into(),
-        rate(delta.applied, ms),
-        millis(ms),
-        format!("{} pushes", delta.requests),
-        delta.applied.to_string(),
-        format!("{} (discarded)", delta.duplicates),
-    ]);
-
-    // c) two sync events at once on a queue of `sync_queue`.
-    let q = sizes.sync_queue;
-    server.stop().await;
-    job(
-        &page,
-        &format!("rsPut('c-', {q}, {CONCURRENCY})"),
-        STEP_TIMEOUT,
-    )
-    .await?;
-    server.restart().await?;
-    let before = PushCounts::of(&server.stats().await?);
-    let t0 = Instant::now();
-    let (first, second) = tokio::join!(
-        workers.dispatch_sync(&origin, SYNC_TAG, false),
-        workers.dispatch_sync(&origin, SYNC_TAG, false)
-    );
-    first?;
-    second?;
-    wait_until(
-        "rangersync delivered the sync queue",
-        SYNC_TIMEOUT,
-        || async {
-            let delta = PushCounts::of(&server.stats().await?).since(before);
-            Ok((delta.applied >= q as u64).then_some(()))
-        },
-    )
-    .await?;
-    let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    // Late duplicates, if any, arrive within this grace period.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let delta = PushCounts::of(&server.stats().await?).since(before);
-    tables.sync2.row(vec![
-        "rangersync".into(),
-        rate(delta.applied, ms),
-        millis(ms),
-        format!(
-            "{} in {} pushes",
-            delta.applied + delta.duplicates,
-            delta.requests
-        ),
-        delta.applied.to_string(),
-        format!("{} (discarded)", delta.duplicates),
-    ]);
-
-    // d) 500s during delivery.
-    let d = sizes.fault_queue;
-    server.stop().await;
-    job(
-        &page,
-        &format!("rsPut('d-', {d}, {CONCURRENCY})"),
-        STEP_TIMEOUT,
-    )
-    .await?;
-    server.restart().await?;
-    let before = PushCounts::of(&server.stats().await?);
-    fail_posts(&server, "/api/sync/push", FAULTS).await?;
-    let drained = job(&page, "rsDrain(600000)", STEP_TIMEOUT).await?;
-    let delta = PushCounts::of(&server.stats().await?).since(before);
-    let pending = drained["pending"].as_u64().unwrap_or(0);
-    let dead = drained["dead"].as_u64().unwrap_or(0);
-    tables.fault.row(vec![
-        "rangersync (retries, batches)".into(),
-        delta.faults.to_string(),
-        delta.applied.to_string(),
-        pending.to_string(),
-        dead.to_string(),
-        (d as u64)
-            .saturating_sub(delta.applied + pending + dead)
-            .to_string(),
-    ]);
-
-    page.close().await?;
-    server.stop().await;
-    Ok(())
+    results
 }
 
 async fn bench_workbox(
     browser: &TestBrowser,
     workers: &ServiceWorkers,
     www: &Path,
-    sizes: &Sizes,
-    tables: &mut Tables,
+    sizes: Sizes,
+) -> Map<String, Value> {
+    let mut results = Map::new();
+    if let Err(e) = bench_workbox_into(browser, workers, www, sizes, &mut results).await {
+        results.insert("error".into(), json!(e.to_string()));
+    }
+    results
+}
+
+async fn bench_workbox_into(
+    browser: &TestBrowser,
+    workers: &ServiceWorkers,
+    www: &Path,
+    sizes: Sizes,
+    results: &mut Map<String, Value>,
 ) -> Result {
     let n = sizes.writes;
     let mut server = TestServer::start_serving(www.to_path_buf()).await?;
     let origin = server.url();
     let page = browser.open(&format!("{origin}/workbox.html")).await?;
-    job(&page, "window.ready", Duration::from_secs(60)).await?;
+    eval(&page, TIMED_JS).await?;
+    // register() is a browser API here: what the page loads for it is read the same way.
+    let register = job(
+        &page,
+        &format!(
+            "(async () => {{ const t0 = performance.now(); await window.ready; \
+             return {{ ms: performance.now() - t0, loaded: {} }}; }})()",
+            resources_since_js("0")
+        ),
+        Duration::from_secs(60),
+    )
+    .await?;
+    // The page's own HTML is not part of registering.
+    let mut register = register;
+    if let Some(loaded) = register["loaded"].as_array_mut() {
+        loaded.retain(|r| r["path"] != "/workbox.html");
+    }
+    results.insert("register".into(), register);
     wait_for_controller(&page).await?;
     workers.activated(&origin).await?;
     let wb = |command: Value| format!("wb({command})");
+    let write = |queue: &str, prefix: &str, count: usize, concurrency: usize| {
+        format!("timed({count}, {concurrency}, (i) => wbWrite('{queue}', '{prefix}' + i, i))")
+    };
 
-    // a) enqueue (the queue's sync gate is closed: nothing is replayed meanwhile).
-    for (label, prefix, concurrency) in [
-        ("sequential", "a-s-", 1),
-        ("50 in flight", "a-c-", CONCURRENCY),
-    ] {
-        let result = job(
+    server.stop().await;
+    for (key, concurrency) in [("put_sequential", 1), ("put_50", 50), ("put_500", 500)] {
+        record(results, key, async {
+            let run = job(&page, &write("put", key, n, concurrency), STEP_TIMEOUT).await?;
+            Ok(timing(&run, n))
+        })
+        .await;
+    }
+    record(results, "queued_after_writes", async {
+        Ok(job(
             &page,
-            &wb(
-                json!({ "cmd": "enqueue", "queue": "bench-a", "prefix": prefix, "n": n,
-                        "concurrency": concurrency, "url": "/api/sync/chat" }),
-            ),
+            &wb(json!({ "cmd": "size", "queue": "put" })),
             STEP_TIMEOUT,
         )
-        .await?;
-        let ms = ms_of(&result);
-        let (deliveries, _) = captured(&server.stats().await?, prefix);
-        tables.enqueue.row(vec![
-            format!("Workbox Queue, {label}"),
-            rate(n as u64, ms),
-            millis(ms),
-            result["size"].to_string(),
-            deliveries.to_string(),
-            "0".into(),
-        ]);
-    }
+        .await?["size"]
+            .clone())
+    })
+    .await;
 
-    // b) replayRequests(): one POST per entry.
-    let replayed = job(
-        &page,
-        &wb(json!({ "cmd": "replay", "queue": "bench-a" })),
-        STEP_TIMEOUT,
-    )
-    .await?;
-    let (deliveries, distinct) = captured(&server.stats().await?, "a-");
-    let ms = ms_of(&replayed);
-    let mut label = "Workbox Queue (replayRequests)".to_string();
-    if let Some(error) = replayed["error"].as_str() {
-        label.push_str(&format!(" [failed: {error}]"));
-    }
-    tables.deliver.row(vec![
-        label,
-        rate(distinct, ms),
-        millis(ms),
-        format!("{deliveries} POSTs"),
-        distinct.to_string(),
-        format!("{} (stored)", deliveries - distinct),
-    ]);
-
-    // c) two sync events at once on a queue of `sync_queue`.
-    let q = sizes.sync_queue;
-    job(
-        &page,
-        &wb(
-            json!({ "cmd": "enqueue", "queue": "bench-c", "prefix": "c-", "n": q,
-                    "concurrency": CONCURRENCY, "url": "/api/sync/chat" }),
-        ),
-        STEP_TIMEOUT,
-    )
-    .await?;
-    // Let the sync events Chrome fired for pushRequest's registrations settle (gate closed).
-    wait_until(
-        "no Workbox sync registration is pending",
-        Duration::from_secs(30),
-        || async {
-            let tags = job(
+    // The cold-start queue: one entry per run is lost (Workbox deletes an entry before sending
+    // it, and the worker is stopped while the server holds the answer), so fill it generously.
+    let cold_fill = sizes.cold_runs * 2 + 10;
+    job(&page, &write("cold", "cold-", cold_fill, 1), STEP_TIMEOUT).await?;
+    let drain_fill = if sizes.drain > 0 {
+        Some(
+            job(
                 &page,
-                &wb(json!({ "cmd": "tags" })),
-                Duration::from_secs(30),
+                &write("drain", "d-", sizes.drain, FILL_CONCURRENCY),
+                STEP_TIMEOUT,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    record(results, "cold_start", async {
+        server.restart().await?;
+        hold_push_answers(&server).await?;
+        let tag = format!("{WB_TAG_PREFIX}bench-cold");
+        let cold = measure_cold_start(workers, &server, &origin, &tag, sizes.cold_runs).await;
+        server.clear_faults().await?;
+        // Deliver what is left of the cold-start queue now, or Chrome's own retry of its
+        // (ungated) sync would send it in the middle of the drain below.
+        workers.dispatch_sync(&origin, &tag, false).await?;
+        wait_until(
+            "the cold-start queue is empty",
+            Duration::from_secs(120),
+            || async {
+                let size = eval(&page, &wb(json!({ "cmd": "size", "queue": "cold" }))).await?;
+                Ok((size["size"] == 0).then_some(()))
+            },
+        )
+        .await?;
+        cold
+    })
+    .await;
+
+    if let Some(fill) = drain_fill {
+        let n = sizes.drain;
+        record(results, "drain", async {
+            // Chrome's own sync events for the gated queue resolve without replaying; wait
+            // until none is pending, else one would replay beside ours (and send each twice).
+            wait_until(
+                "no Workbox sync registration is pending",
+                Duration::from_secs(60),
+                || async {
+                    let tags = eval(&page, SYNC_TAGS_JS).await?;
+                    Ok(tags
+                        .as_array()
+                        .is_some_and(|t| {
+                            !t.iter().any(|t| t == "workbox-background-sync:bench-drain")
+                        })
+                        .then_some(()))
+                },
             )
             .await?;
-            Ok(tags["tags"]
-                .as_array()
-                .is_some_and(|t| t.is_empty())
-                .then_some(()))
-        },
-    )
-    .await?;
-    job(
-        &page,
-        &wb(json!({ "cmd": "arm", "queue": "bench-c", "on": true })),
-        Duration::from_secs(30),
-    )
-    .await?;
-    let syncs_before = job(
-        &page,
-        &wb(json!({ "cmd": "syncs" })),
-        Duration::from_secs(30),
-    )
-    .await?;
-    let started_before = syncs_before["started"].as_u64().unwrap_or(0);
-    let tag = format!("{WB_TAG_PREFIX}bench-c");
-    let t0 = Instant::now();
-    let (first, second) = tokio::join!(
-        workers.dispatch_sync(&origin, &tag, false),
-        workers.dispatch_sync(&origin, &tag, false)
-    );
-    first?;
-    second?;
-    wait_until(
-        "both Workbox sync events finished",
-        SYNC_TIMEOUT,
-        || async {
-            let s = eval(&page, &wb(json!({ "cmd": "syncs" }))).await?;
-            let started = s["started"].as_u64().unwrap_or(0);
-            let active = s["active"].as_u64().unwrap_or(1);
-            Ok((started >= started_before + 2 && active == 0).then_some(()))
-        },
-    )
-    .await?;
-    let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (deliveries, distinct) = captured(&server.stats().await?, "c-");
-    tables.sync2.row(vec![
-        "Workbox Queue".into(),
-        rate(distinct, ms),
-        millis(ms),
-        format!("{deliveries} POSTs"),
-        distinct.to_string(),
-        format!("{} (stored)", deliveries - distinct),
-    ]);
-
-    // d) 500s during replay.
-    let d = sizes.fault_queue;
-    job(
-        &page,
-        &wb(
-            json!({ "cmd": "enqueue", "queue": "bench-d", "prefix": "d-", "n": d,
-                    "concurrency": CONCURRENCY, "url": "/api/sync/chat" }),
-        ),
-        STEP_TIMEOUT,
-    )
-    .await?;
-    let faults_before = server.stats().await?["faults_served"].as_u64().unwrap_or(0);
-    fail_posts(&server, "/api/sync/chat", FAULTS).await?;
-    let replayed = job(
-        &page,
-        &wb(json!({ "cmd": "replay", "queue": "bench-d" })),
-        STEP_TIMEOUT,
-    )
-    .await?;
-    let stats = server.stats().await?;
-    let faults = stats["faults_served"].as_u64().unwrap_or(0) - faults_before;
-    let (_, distinct) = captured(&stats, "d-");
-    let still = replayed["size"].as_u64().unwrap_or(0);
-    tables.fault.row(vec![
-        "Workbox Queue (replayRequests)".into(),
-        faults.to_string(),
-        distinct.to_string(),
-        still.to_string(),
-        "-".into(),
-        (d as u64).saturating_sub(distinct + still).to_string(),
-    ]);
-
-    page.close().await?;
+            let queued = job(
+                &page,
+                &wb(json!({ "cmd": "size", "queue": "drain" })),
+                STEP_TIMEOUT,
+            )
+            .await?;
+            job(
+                &page,
+                &wb(json!({ "cmd": "arm", "queue": "drain", "on": true })),
+                STEP_TIMEOUT,
+            )
+            .await?;
+            let tag = format!("{WB_TAG_PREFIX}bench-drain");
+            // The queue replays nothing until armed: nothing is delivered before the event.
+            let before = PushCounts::of(&server).await?;
+            let mut drain =
+                measure_drain(browser, workers, &mut server, before, &origin, &tag, n).await?;
+            drain["fill"] = timing(&fill, n);
+            drain["queued_before"] = queued["size"].clone();
+            Ok(drain)
+        })
+        .await;
+    }
+    if sizes.drain_large > 0 {
+        // Not run: at Workbox's rates a large drain takes many minutes; xtask estimates it from
+        // the measured drain and says so.
+        results.insert(
+            "drain_large".into(),
+            json!({ "skipped": true, "n": sizes.drain_large }),
+        );
+    }
+    let _ = page.close().await;
     server.stop().await;
     Ok(())
-}
-
-/// No bundle: the Workbox numbers measured on this kind of machine, from docs/TOOLCHAIN.md.
-fn workbox_from_docs(tables: &mut Tables) {
-    const FROM: &str = "from docs/TOOLCHAIN.md, measured Nov 2026";
-    println!(
-        "\nnote: bench/dist/workbox-sw.js is missing (npm install + esbuild in bench/ did not run): \
-         the Workbox rows are {FROM}, not measured now"
-    );
-    tables.enqueue.row(vec![
-        format!("Workbox Queue ({FROM})"),
-        "~356".into(),
-        "-".into(),
-        "-".into(),
-        "-".into(),
-        "-".into(),
-    ]);
-    tables.deliver.row(vec![
-        format!("Workbox Queue ({FROM}: 10k in ~78 s)"),
-        "~128".into(),
-        "-".into(),
-        "1 POST per entry".into(),
-        "-".into(),
-        "-".into(),
-    ]);
-    tables.sync2.row(vec![
-        format!("Workbox Queue ({FROM})"),
-        "-".into(),
-        "-".into(),
-        "-".into(),
-        "-".into(),
-        "same entries replayed twice".into(),
-    ]);
-    tables.fault.row(vec![
-        "Workbox Queue (from its source: a 500 is a resolved fetch)".into(),
-        "-".into(),
-        "-".into(),
-        "-".into(),
-        "-".into(),
-        "1 per 500".into(),
-    ]);
 }

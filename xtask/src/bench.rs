@@ -1,19 +1,26 @@
-//! `cargo xtask bench`: throughput tables, printed, never asserted.
+//! `cargo xtask bench`: measured, printed, never asserted.
 //!
 //! 1. Native: spawns the built server on a fresh database, pushes N mutations in batches
 //!    over one keep-alive loopback connection, then sends them all again (every one must come
-//!    back `duplicate`).
-//! 2. Browser: rangersync beside Workbox's background-sync `Queue` (7.4.1, from npm) in the
-//!    same headless Chromium against the same reference server: durable enqueue, delivery, two
-//!    concurrent sync events, a 500 during replay. The measuring code is the `#[ignore]`d test
-//!    `tests/tests/bench_browser.rs`; the Workbox worker is bundled from `bench/` with npm and
-//!    esbuild when `bench/dist/workbox-sw.js` is missing or older than its sources. Without npm
-//!    the Workbox rows are the numbers of `docs/TOOLCHAIN.md`, labelled as such.
+//!    back `duplicate`). Printed only; `cargo xtask bench --server` (PostgreSQL) is separate.
+//! 2. Browser: rangersync beside Workbox 7.4.1 (a `NetworkOnly` route with a
+//!    `BackgroundSyncPlugin`, bundled from npm by `bench/`) in the same headless Chromium against
+//!    the same reference server, both timed from the page. The measuring code is the
+//!    `#[ignore]`d test `tests/tests/bench_browser.rs`; it writes its results as JSON, and this
+//!    module turns them into one table (printed, and written between the
+//!    `<!-- bench:browser -->` markers of `BENCHMARKS.md` with the machine and the versions)
+//!    and the chart `docs/bench-drain-10k.svg`. Workbox is bundled with npm and esbuild when
+//!    `bench/dist/workbox-sw.js` is missing or older than its sources; when that fails, its
+//!    cells say "not measured" (never numbers copied from a document).
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
 
 use crate::server::{self, Server};
 use crate::util::{self, Result};
@@ -23,29 +30,52 @@ struct Options {
     mutations: usize,
     batch: usize,
     release: bool,
-    writes: usize,
     native: bool,
     browser: bool,
     browser_release: bool,
+    sizes: BrowserSizes,
+}
+
+/// The sizes of the browser half.
+#[derive(Debug, Clone, Copy)]
+struct BrowserSizes {
+    writes: usize,
+    drain: usize,
+    drain_large: Option<usize>,
+    cold_runs: usize,
 }
 
 /// Runs the benchmark. Native: `--mutations N` (20,000), `--batch B` (500), `--debug` to
-/// measure the dev-profile server. Browser: `--writes N` (2,000), `--browser-release` to build
-/// the browser harness in release (slower to build; the dev build is what `cargo xtask test`
-/// already compiled). `--native-only` / `--browser-only` run one half.
+/// measure the dev-profile server. Browser: `--writes N` (2,000) for the write rows,
+/// `--drain N` (10,000) and `--drain-large N` (10 × `--drain`; 0 skips it) for the drains,
+/// `--cold-runs N` (20), `--browser-release` to build the browser harness in release (slower to
+/// build; the dev build is what `cargo xtask test` already compiled). `--native-only` /
+/// `--browser-only` run one half.
 pub fn run(args: &[String]) -> Result {
     let mut o = Options {
         mutations: 20_000,
         batch: 500,
         release: true,
-        writes: 2_000,
         native: true,
         browser: true,
         browser_release: false,
+        sizes: BrowserSizes {
+            writes: 2_000,
+            drain: 10_000,
+            drain_large: None,
+            cold_runs: 20,
+        },
     };
     for (flag, value) in util::parse_flags(
         args,
-        &["--mutations", "--batch", "--writes"],
+        &[
+            "--mutations",
+            "--batch",
+            "--writes",
+            "--drain",
+            "--drain-large",
+            "--cold-runs",
+        ],
         &[
             "--debug",
             "--native-only",
@@ -57,20 +87,23 @@ pub fn run(args: &[String]) -> Result {
             value
                 .unwrap_or_default()
                 .parse()
-                .map_err(|_| format!("{flag} needs a positive number"))
+                .map_err(|_| format!("{flag} needs a number"))
         };
         match flag.as_str() {
             "--mutations" => o.mutations = number()?,
             "--batch" => o.batch = number()?,
-            "--writes" => o.writes = number()?,
+            "--writes" => o.sizes.writes = number()?,
+            "--drain" => o.sizes.drain = number()?,
+            "--drain-large" => o.sizes.drain_large = Some(number()?),
+            "--cold-runs" => o.sizes.cold_runs = number()?,
             "--native-only" => o.browser = false,
             "--browser-only" => o.native = false,
             "--browser-release" => o.browser_release = true,
             _ => o.release = false,
         }
     }
-    if o.mutations == 0 || o.batch == 0 || o.writes == 0 {
-        return Err("--mutations, --batch and --writes must be positive".into());
+    if o.mutations == 0 || o.batch == 0 || o.sizes.writes == 0 || o.sizes.cold_runs == 0 {
+        return Err("--mutations, --batch, --writes and --cold-runs must be positive".into());
     }
     if !o.native && !o.browser {
         return Err("--native-only and --browser-only exclude each other".into());
@@ -79,19 +112,22 @@ pub fn run(args: &[String]) -> Result {
         native(o.mutations, o.batch, o.release)?;
     }
     if o.browser {
-        browser(o.writes, o.browser_release)?;
+        browser(o.sizes, o.browser_release)?;
     }
     Ok(())
 }
 
-/// The browser half: builds the wasm, bundles Workbox when possible, runs the ignored test.
-fn browser(writes: usize, release: bool) -> Result {
+/// The browser half: builds the wasm, bundles Workbox when possible, runs the ignored test,
+/// then prints and writes the report.
+fn browser(sizes: BrowserSizes, release: bool) -> Result {
     let chromium = crate::tools::ensure_browser()?.chromium;
     crate::build::build()?;
-    if let Err(message) = ensure_workbox_bundle() {
-        // One line, then the rangersync side alone (Workbox rows from docs/TOOLCHAIN.md).
-        eprintln!("xtask bench: Workbox side skipped: {message}");
+    let workbox_error = ensure_workbox_bundle().err();
+    if let Some(message) = &workbox_error {
+        eprintln!("xtask bench: Workbox not measured: {message}");
     }
+    let results_path = util::target_dir().join("bench-browser.json");
+    let _ = std::fs::remove_file(&results_path);
     let mut test = util::cargo();
     test.args(["test", "-p", "rangersync-e2e"]);
     if release {
@@ -105,39 +141,63 @@ fn browser(writes: usize, release: bool) -> Result {
         "--nocapture",
         "--test-threads=1",
     ])
-    .env("RANGERSYNC_BENCH_WRITES", writes.to_string())
+    .env("RANGERSYNC_BENCH_WRITES", sizes.writes.to_string())
+    .env("RANGERSYNC_BENCH_DRAIN", sizes.drain.to_string())
+    .env(
+        "RANGERSYNC_BENCH_DRAIN_LARGE",
+        sizes.drain_large.unwrap_or(sizes.drain * 10).to_string(),
+    )
+    .env("RANGERSYNC_BENCH_COLD_RUNS", sizes.cold_runs.to_string())
+    .env("RANGERSYNC_BENCH_RESULTS", &results_path)
     .env("RANGERSYNC_WWW", util::root().join("www"))
     .env("CHROMIUM", chromium);
-    util::run(&mut test)
+    if let Some(message) = &workbox_error {
+        test.env("RANGERSYNC_BENCH_WORKBOX_ERROR", message);
+    }
+    util::run(&mut test)?;
+    let text = std::fs::read_to_string(&results_path)
+        .map_err(|e| format!("{}: {e}", results_path.display()))?;
+    let results: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not JSON: {e}", results_path.display()))?;
+    report(&results)
 }
 
-/// `bench/dist/workbox-sw.js`, rebuilt when missing or older than `entry.js` / `package.json`:
-/// `npm install` (npm registry only), then esbuild into a classic-worker IIFE. `Err` is one line.
+/// `bench/dist/workbox-sw.js`, rebuilt when missing or older than its sources: `npm install`
+/// (npm registry only), then esbuild into a classic-worker IIFE. `Err` is one line.
 fn ensure_workbox_bundle() -> Result {
     let bench = util::root().join("bench");
     let bundle = bench.join("dist").join("workbox-sw.js");
     let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
-    let sources = ["entry.js", "package.json"].map(|f| modified(&bench.join(f)));
+    let sources =
+        ["entry.js", "package.json", "package-lock.json"].map(|f| modified(&bench.join(f)));
     if let Some(built) = modified(&bundle) {
         if sources.iter().all(|s| s.is_some_and(|s| s <= built)) {
             return Ok(());
         }
     }
-    let npm = util::which("npm").ok_or(
-        "npm not found (apt-get install npm); Workbox rows are the docs/TOOLCHAIN.md numbers",
-    )?;
+    // A stale bundle must not be measured as if it were the current one.
+    let _ = std::fs::remove_file(&bundle);
+    let npm = util::which("npm").ok_or("npm not found (apt-get install npm)")?;
     let esbuild = bench.join("node_modules").join(".bin").join("esbuild");
-    let installed = bench
-        .join("node_modules")
-        .join("workbox-background-sync")
-        .join("package.json");
-    if !installed.is_file() || !util::is_executable(&esbuild) {
+    let installed = [
+        "workbox-background-sync",
+        "workbox-routing",
+        "workbox-strategies",
+    ]
+    .iter()
+    .all(|p| {
+        bench
+            .join("node_modules")
+            .join(p)
+            .join("package.json")
+            .is_file()
+    });
+    if !installed || !util::is_executable(&esbuild) {
         util::run(
             util::cmd(npm)
                 .current_dir(&bench)
-                .args(["install", "--no-audit", "--no-fund"]),
-        )
-        .map_err(|e| format!("{e}; Workbox rows are the docs/TOOLCHAIN.md numbers"))?;
+                .args(["ci", "--no-audit", "--no-fund"]),
+        )?;
     }
     util::run(util::cmd(&esbuild).current_dir(&bench).args([
         "entry.js",
@@ -147,7 +207,6 @@ fn ensure_workbox_bundle() -> Result {
         "--define:process.env.NODE_ENV=\"production\"",
         "--outfile=dist/workbox-sw.js",
     ]))
-    .map_err(|e| format!("{e}; Workbox rows are the docs/TOOLCHAIN.md numbers"))
 }
 
 /// The native half: push and dedup throughput of the reference server.
@@ -316,5 +375,811 @@ impl Http {
             self.reader.read_exact(&mut body)?;
         }
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The browser report: one table, BENCHMARKS.md, the drain chart
+
+/// The markers of this command's part of `BENCHMARKS.md` (`--server` writes its own part).
+const BEGIN_MARKER: &str = "<!-- bench:browser -->";
+const END_MARKER: &str = "<!-- /bench:browser -->";
+/// The chart of the (small) drain, relative to the repository root.
+const CHART: &str = "docs/bench-drain-10k.svg";
+/// What a worker is made of (`www/sw.js` imports the glue and fetches the wasm).
+const RANGERSYNC_WORKER_FILES: [&str; 3] = [
+    "www/sw.js",
+    "www/pkg/rangersync_sw.js",
+    "www/pkg/rangersync_sw_bg.wasm",
+];
+const WORKBOX_WORKER_FILES: [&str; 1] = ["bench/dist/workbox-sw.js"];
+
+/// A measured number, or why there is none.
+type Measured = std::result::Result<f64, String>;
+
+/// `results[peer][phase][field]`, or the error recorded for the peer or the phase.
+fn measured(peer: &Value, phase: &str, field: &str) -> Measured {
+    if let Some(error) = peer["error"].as_str() {
+        return Err(error.to_string());
+    }
+    let phase_value = &peer[phase];
+    if let Some(error) = phase_value["error"].as_str() {
+        return Err(error.to_string());
+    }
+    phase_value[field]
+        .as_f64()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("no {phase}.{field} in the results"))
+}
+
+/// Which way is better for a row.
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+/// A target from issue 7, checked against the rangersync number (and Workbox's, for ratios).
+#[derive(Clone, Copy)]
+enum Target {
+    None,
+    AtMost(f64, &'static str),
+    AtLeast(f64, &'static str),
+    /// At least this absolute number and this many times Workbox (higher is better).
+    AtLeastAndTimes(f64, f64, &'static str),
+    /// At most this absolute number and this many times better than Workbox (lower is better).
+    AtMostAndTimes(f64, f64, &'static str),
+    /// At most this many times Workbox's number (lower is better).
+    AtMostTimesWorkbox(f64, &'static str),
+    /// A target for another size than this run's: shown, not checked.
+    Text(&'static str),
+}
+
+impl Target {
+    fn cell(self, rangersync: &Measured, workbox: &Measured) -> String {
+        let (met, text) = match (self, rangersync) {
+            (Target::None, _) => return String::new(),
+            (Target::Text(t), _) => return format!("{t} (other size: not checked)"),
+            (Target::AtMost(_, t), Err(_))
+            | (Target::AtLeast(_, t), Err(_))
+            | (Target::AtLeastAndTimes(_, _, t), Err(_))
+            | (Target::AtMostAndTimes(_, _, t), Err(_))
+            | (Target::AtMostTimesWorkbox(_, t), Err(_)) => return t.to_string(),
+            (Target::AtMost(limit, t), Ok(v)) => (*v <= limit, t),
+            (Target::AtLeast(limit, t), Ok(v)) => (*v >= limit, t),
+            (Target::AtLeastAndTimes(limit, times, t), Ok(v)) => (
+                *v >= limit && workbox.as_ref().map_or(true, |w| *v >= times * w),
+                t,
+            ),
+            (Target::AtMostAndTimes(limit, times, t), Ok(v)) => (
+                *v <= limit && workbox.as_ref().map_or(true, |w| *v * times <= *w),
+                t,
+            ),
+            (Target::AtMostTimesWorkbox(times, t), Ok(v)) => match workbox {
+                Ok(w) => (*v <= times * w, t),
+                Err(_) => return format!("{t} (no Workbox number)"),
+            },
+        };
+        format!("{} {text}", if met { "met:" } else { "**missed**:" })
+    }
+}
+
+/// One row of the table.
+struct Row {
+    label: String,
+    rangersync: Measured,
+    workbox: Measured,
+    /// Formats a number of this row.
+    format: fn(f64) -> String,
+    better: Better,
+    target: Target,
+    /// Replaces the Workbox cell's text (the number still feeds the ratio).
+    workbox_text: Option<String>,
+}
+
+impl Row {
+    fn new(label: impl Into<String>, rangersync: Measured, workbox: Measured) -> Row {
+        Row {
+            label: label.into(),
+            rangersync,
+            workbox,
+            format: |v| format!("{v:.0}"),
+            better: Better::Lower,
+            target: Target::None,
+            workbox_text: None,
+        }
+    }
+
+    fn format(mut self, format: fn(f64) -> String) -> Row {
+        self.format = format;
+        self
+    }
+
+    fn higher_is_better(mut self) -> Row {
+        self.better = Better::Higher;
+        self
+    }
+
+    fn target(mut self, target: Target) -> Row {
+        self.target = target;
+        self
+    }
+
+    fn workbox_text(mut self, text: String) -> Row {
+        self.workbox_text = Some(text);
+        self
+    }
+
+    fn cell(&self, value: &Measured) -> String {
+        match value {
+            Ok(v) => (self.format)(*v),
+            Err(reason) => format!("not measured: {}", one_line(reason, 90)),
+        }
+    }
+
+    /// "×N better" / "×N worse" for rangersync against Workbox.
+    fn ratio(&self) -> String {
+        let (Ok(r), Ok(w)) = (&self.rangersync, &self.workbox) else {
+            return "–".into();
+        };
+        if *r <= 0.0 || *w <= 0.0 {
+            return "n/a".into();
+        }
+        let factor = match self.better {
+            Better::Lower => w / r,
+            Better::Higher => r / w,
+        };
+        if factor >= 1.0 {
+            format!("×{} better", significant(factor))
+        } else {
+            format!("×{} worse", significant(1.0 / factor))
+        }
+    }
+
+    fn cells(&self) -> [String; 5] {
+        [
+            self.label.clone(),
+            self.cell(&self.rangersync),
+            self.workbox_text
+                .clone()
+                .unwrap_or_else(|| self.cell(&self.workbox)),
+            self.ratio(),
+            self.target.cell(&self.rangersync, &self.workbox),
+        ]
+    }
+}
+
+/// Two significant figures, at least one decimal below 10: `1.4`, `12`, `250`.
+fn significant(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        let digits = v.log10().floor() as i32 - 1;
+        let scale = 10f64.powi(digits.max(0));
+        format!("{:.0}", (v / scale).round() * scale)
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default().replace('|', "/");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn per_second(v: f64) -> String {
+    format!("{}/s", thousands(v.round() as usize))
+}
+
+fn seconds(v: f64) -> String {
+    format!("{:.1} s", v / 1000.0)
+}
+
+fn count(v: f64) -> String {
+    thousands(v.round() as usize)
+}
+
+fn mebibytes(v: f64) -> String {
+    format!("{:.1} MiB", v / (1024.0 * 1024.0))
+}
+
+fn kilobytes(v: f64) -> String {
+    format!("{:.1} KiB", v / 1024.0)
+}
+
+/// Raw and gzip (-9) bytes of these files (relative to the repository root).
+fn file_sizes<'a>(
+    files: impl IntoIterator<Item = &'a str>,
+) -> std::result::Result<(f64, f64), String> {
+    let (mut raw, mut gzip) = (0, 0);
+    for file in files {
+        let bytes = std::fs::read(util::root().join(file)).map_err(|e| format!("{file}: {e}"))?;
+        raw += bytes.len();
+        gzip += crate::build::gzip_len(&bytes);
+    }
+    Ok((raw as f64, gzip as f64))
+}
+
+/// The files a page loaded for `register` (paths from the browser's resource timing), mapped
+/// back to the repository: the bench serves a copy of `www/` plus `bench/` pages and bundle.
+fn register_files(peer: &Value) -> std::result::Result<Vec<String>, String> {
+    if let Some(error) = peer["error"]
+        .as_str()
+        .or(peer["register"]["error"].as_str())
+    {
+        return Err(error.to_string());
+    }
+    let loaded = peer["register"]["loaded"]
+        .as_array()
+        .ok_or("no register.loaded in the results")?;
+    loaded
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .map(|path| {
+            let path = path.trim_start_matches('/');
+            ["www", "bench", "bench/dist"]
+                .iter()
+                .map(|dir| format!("{dir}/{path}"))
+                .find(|candidate| util::root().join(candidate).is_file())
+                .ok_or_else(|| format!("/{path} was loaded but is not in www/ or bench/"))
+        })
+        .collect()
+}
+
+/// The table's rows, from the test's JSON.
+fn rows(results: &Value) -> Vec<Row> {
+    let rs = &results["rangersync"];
+    let wb = &results["workbox"];
+    let sizes = &results["sizes"];
+    let size = |k: &str| sizes[k].as_u64().unwrap_or(0) as usize;
+    let n = size("writes");
+    let batch = size("put_many_batch");
+    let cold_runs = size("cold_runs");
+    let mut rows = vec![
+        Row::new(
+            format!(
+                "sequential `put`, p50 ({} writes, server down)",
+                thousands(n)
+            ),
+            measured(rs, "put_sequential", "p50_ms"),
+            measured(wb, "put_sequential", "p50_ms"),
+        )
+        .format(ms)
+        .target(Target::AtMost(3.0, "≤ 3 ms")),
+        Row::new(
+            "sequential `put`, p99",
+            measured(rs, "put_sequential", "p99_ms"),
+            measured(wb, "put_sequential", "p99_ms"),
+        )
+        .format(ms)
+        .target(Target::AtMost(10.0, "≤ 10 ms")),
+        Row::new(
+            "sequential `put`, rate",
+            measured(rs, "put_sequential", "rate"),
+            measured(wb, "put_sequential", "rate"),
+        )
+        .format(per_second)
+        .higher_is_better()
+        .target(Target::AtLeast(300.0, "≥ 300/s")),
+        Row::new(
+            "concurrent `put`, 50 in flight",
+            measured(rs, "put_50", "rate"),
+            measured(wb, "put_50", "rate"),
+        )
+        .format(per_second)
+        .higher_is_better()
+        .target(Target::AtLeastAndTimes(
+            5000.0,
+            10.0,
+            "≥ 5,000/s and ≥ 10× Workbox",
+        )),
+        Row::new(
+            "concurrent `put`, 500 in flight",
+            measured(rs, "put_500", "rate"),
+            measured(wb, "put_500", "rate"),
+        )
+        .format(per_second)
+        .higher_is_better()
+        .target(Target::AtLeastAndTimes(
+            5000.0,
+            10.0,
+            "≥ 5,000/s and ≥ 10× Workbox",
+        )),
+    ];
+    // Workbox has no batch API: putMany is compared with its best way of writing many.
+    let best_workbox = ["put_sequential", "put_50", "put_500"]
+        .iter()
+        .filter_map(|phase| measured(wb, phase, "rate").ok())
+        .fold(None, |best: Option<f64>, v| {
+            Some(best.map_or(v, |b| b.max(v)))
+        });
+    let best_workbox: Measured = match best_workbox {
+        Some(v) => Ok(v),
+        None => measured(wb, "put_500", "rate"),
+    };
+    let many = Row::new(
+        format!("`putMany` ({batch} items a call), writes/s"),
+        measured(rs, "put_many", "rate"),
+        best_workbox.clone(),
+    )
+    .format(per_second)
+    .higher_is_better()
+    .target(Target::AtLeastAndTimes(
+        5000.0,
+        10.0,
+        "≥ 5,000/s and ≥ 10× Workbox",
+    ));
+    let many = match &best_workbox {
+        Ok(v) => many.workbox_text(format!(
+            "{} (no batch API: its best concurrent rate)",
+            per_second(*v)
+        )),
+        Err(_) => many,
+    };
+    rows.push(many);
+
+    for (phase, target_size, time_target, other_size) in [
+        (
+            "drain",
+            10_000,
+            Target::AtMostAndTimes(2000.0, 50.0, "≤ 2 s and ≥ 50× Workbox"),
+            Target::Text("≤ 2 s and ≥ 50× Workbox at 10,000"),
+        ),
+        (
+            "drain_large",
+            100_000,
+            Target::AtMost(20_000.0, "≤ 20 s"),
+            Target::Text("≤ 20 s at 100,000"),
+        ),
+    ] {
+        let n = rs[phase]["n"].as_u64().or(wb[phase]["n"].as_u64());
+        let Some(n) = n else { continue };
+        let time_target = if n == target_size {
+            time_target
+        } else {
+            other_size
+        };
+        let label = thousands(n as usize);
+        // Workbox's large drain is not run: estimate it from its measured rates instead.
+        let skipped = wb[phase]["skipped"] == true;
+        let estimate = || -> String {
+            let drain_rate = measured(wb, "drain", "ms")
+                .ok()
+                .zip(wb["drain"]["n"].as_f64())
+                .map(|(ms, k)| k / (ms / 1000.0));
+            let fill_rate = measured(wb, "put_500", "rate").ok();
+            match (drain_rate, fill_rate) {
+                (Some(d), Some(f)) => {
+                    let secs = n as f64 / f + n as f64 / d;
+                    let time = if secs < 120.0 {
+                        format!("{secs:.0} s")
+                    } else {
+                        format!("{:.0} min", secs / 60.0)
+                    };
+                    format!(
+                        "not measured: would take ~{time} (queue at {}, deliver at {} as measured)",
+                        per_second(f),
+                        per_second(d)
+                    )
+                }
+                _ => "not measured (Workbox's smaller drain did not run)".into(),
+            }
+        };
+        let mut time = Row::new(
+            format!("drain of {label} queued writes: time"),
+            measured(rs, phase, "ms"),
+            measured(wb, phase, "ms"),
+        )
+        .format(seconds)
+        .target(time_target);
+        let mut requests = Row::new(
+            format!("drain of {label}: HTTP requests (pushes the server counted)"),
+            measured(rs, phase, "requests"),
+            measured(wb, phase, "requests"),
+        )
+        .format(count);
+        let mut heap = Row::new(
+            format!("drain of {label}: peak worker JS heap"),
+            measured(rs, phase, "heap_peak_bytes"),
+            measured(wb, phase, "heap_peak_bytes"),
+        )
+        .format(mebibytes);
+        if skipped {
+            time = time.workbox_text(estimate());
+            requests = requests.workbox_text(format!(
+                "not measured (would be {}: one per write)",
+                thousands(n as usize)
+            ));
+            heap = heap.workbox_text("not measured".into());
+        }
+        rows.extend([time, requests, heap]);
+    }
+
+    rows.push(
+        Row::new(
+            format!("worker cold start → `sync` handler's first request (median of {cold_runs})"),
+            measured(rs, "cold_start", "median_ms"),
+            measured(wb, "cold_start", "median_ms"),
+        )
+        .format(ms)
+        .target(Target::AtMostTimesWorkbox(2.0, "≤ 2× Workbox")),
+    );
+
+    let page = |peer: &Value| {
+        register_files(peer).and_then(|files| file_sizes(files.iter().map(String::as_str)))
+    };
+    let (rs_page, wb_page) = (page(rs), page(wb));
+    let workbox_page_note = |v: f64| {
+        if v == 0.0 {
+            "0 (`register()` is a browser API; no page library)".to_string()
+        } else {
+            kilobytes(v)
+        }
+    };
+    for (label, pick, target) in [
+        ("bytes a page downloads to `register`, raw", 0, Target::None),
+        (
+            "bytes a page downloads to `register`, gzip",
+            1,
+            Target::AtMost(40.0 * 1024.0, "≤ 40 KB"),
+        ),
+    ] {
+        let get = |sizes: &std::result::Result<(f64, f64), String>| {
+            sizes.clone().map(|s| if pick == 0 { s.0 } else { s.1 })
+        };
+        let mut row = Row::new(label, get(&rs_page), get(&wb_page))
+            .format(kilobytes)
+            .target(target);
+        if let Ok(v) = get(&wb_page) {
+            row = row.workbox_text(workbox_page_note(v));
+        }
+        rows.push(row);
+    }
+    let workbox_built = wb["error"].is_null();
+    let rs_worker = file_sizes(RANGERSYNC_WORKER_FILES);
+    let wb_worker = if workbox_built {
+        file_sizes(WORKBOX_WORKER_FILES)
+    } else {
+        Err(wb["error"].as_str().unwrap_or("not built").to_string())
+    };
+    for (label, pick, target) in [
+        (
+            "bytes of the worker (script + glue + wasm), raw",
+            0,
+            Target::None,
+        ),
+        (
+            "bytes of the worker, gzip",
+            1,
+            Target::AtMost(100.0 * 1024.0, "≤ 100 KB"),
+        ),
+    ] {
+        let get = |sizes: &std::result::Result<(f64, f64), String>| {
+            sizes.clone().map(|s| if pick == 0 { s.0 } else { s.1 })
+        };
+        rows.push(
+            Row::new(label, get(&rs_worker), get(&wb_worker))
+                .format(kilobytes)
+                .target(target),
+        );
+    }
+    rows
+}
+
+/// The table as Markdown.
+fn markdown_table(rows: &[Row], workbox: &str) -> String {
+    let mut out = format!("| | rangersync | {workbox} | ratio | target |\n|---|---|---|---|---|\n");
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.cells().join(" | "));
+    }
+    out
+}
+
+/// The table as aligned text for the terminal.
+fn text_table(rows: &[Row], workbox: &str) -> String {
+    let header = ["", "rangersync", workbox, "ratio", "target"].map(str::to_string);
+    let all: Vec<[String; 5]> = std::iter::once(header)
+        .chain(rows.iter().map(Row::cells))
+        .collect();
+    let mut widths = [0; 5];
+    for cells in &all {
+        for (w, c) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, cells) in all.iter().enumerate() {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "  {}", line.join(" | ").trim_end());
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            let _ = writeln!(out, "  {}", rule.join("-|-"));
+        }
+    }
+    out
+}
+
+/// A field of `/proc/<file>` such as `model name` or `MemTotal`.
+fn proc_field(file: &str, name: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/proc").join(file))
+        .ok()?
+        .lines()
+        .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// `"7.6"` from an npm package's package.json under `bench/node_modules`.
+fn npm_version(package: &str) -> Option<String> {
+    let path = util::root()
+        .join("bench")
+        .join("node_modules")
+        .join(package)
+        .join("package.json");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    manifest["version"].as_str().map(str::to_string)
+}
+
+/// Machine, browser and versions, one Markdown list.
+fn environment(results: &Value) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = proc_field("cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());
+    let memory = proc_field("meminfo", "MemTotal")
+        .and_then(|m| m.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or("unknown".into(), |kib| {
+            format!("{:.1} GiB", kib / 1024.0 / 1024.0)
+        });
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .unwrap_or_else(|| "unknown date".into());
+    let rustc = util::output(
+        Command::new("rustc")
+            .arg("--version")
+            .current_dir(util::root()),
+    )
+    .unwrap_or_else(|| "rustc ?".into());
+    let workbox = match (npm_version("workbox-background-sync"), results["workbox"]["error"].as_str()) {
+        (_, Some(error)) => format!("not measured ({})", one_line(error, 120)),
+        (Some(v), None) => format!(
+            "{v} (workbox-background-sync, workbox-routing {}, workbox-strategies {}; bundled with esbuild {})",
+            npm_version("workbox-routing").unwrap_or_else(|| "?".into()),
+            npm_version("workbox-strategies").unwrap_or_else(|| "?".into()),
+            npm_version("esbuild").unwrap_or_else(|| "?".into()),
+        ),
+        (None, None) => "? (no bench/node_modules)".into(),
+    };
+    let sizes = &results["sizes"];
+    format!(
+        "- run: {date}, {:.0} s in all; load average at the end {} (1, 5, 15 min: other work on these cores shows in every row)\n\
+         - machine: {cpu}, {cores} cores, {memory} memory\n\
+         - browser: {} headless (`{}`)\n\
+         - {rustc}; the in-process reference server is a {} build\n\
+         - Workbox: {workbox}\n\
+         - sizes: {} writes per write row, drains of {} and {}, {} cold starts\n",
+        results["seconds"].as_f64().unwrap_or(0.0),
+        load.join(" "),
+        results["browser"].as_str().unwrap_or("?"),
+        results["user_agent"].as_str().unwrap_or("?"),
+        results["server_build"].as_str().unwrap_or("?"),
+        thousands(sizes["writes"].as_u64().unwrap_or(0) as usize),
+        thousands(sizes["drain"].as_u64().unwrap_or(0) as usize),
+        thousands(sizes["drain_large"].as_u64().unwrap_or(0) as usize),
+        sizes["cold_runs"].as_u64().unwrap_or(0),
+    )
+}
+
+/// How each row is measured, for the reader of BENCHMARKS.md.
+const METHOD: &str = "\
+How each row is measured (`tests/tests/bench_browser.rs`; one browser, one origin and so one storage per peer and per drain):
+
+- Both peers are timed **from the page**, the way an app sees them. rangersync: `await client.put(collection, key, value)` (page → worker → one strict IndexedDB commit → acknowledgement), `await client.putMany(items)`. Workbox: `await fetch('/api/sync/push?q=…', {method: 'POST', body})` through a `NetworkOnly` route with a `BackgroundSyncPlugin`; the server is stopped, so the fetch fails and the plugin stores the request before the page's promise settles. Values are ~100-byte JSON objects; each Workbox body is a one-mutation push, so the server counts both peers' deliveries the same way.
+- Write rows: the server is stopped (nothing is delivered meanwhile); p50/p99 are per-write latencies of the sequential run; rates are writes per second of wall-clock time in the page.
+- Drains: the writes are queued while the server is down (rangersync `putMany`, Workbox fetches 500 in flight), the server is started, and one `sync` event is dispatched (CDP `ServiceWorker.dispatchSyncEvent`); time runs until the server has applied all of them, its count sampled every 50 ms (the chart). Requests are the push requests the server counted (rangersync's pull after a drain is a GET and not counted). The heap is CDP `Runtime.getHeapUsage` (`usedSize`, the JS heap; wasm linear memory is not in it) on the service worker target, every 100 ms.
+- Cold start: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by its running status), a `sync` event is dispatched, and the time runs until the server counts the handler's first push request (polled every 5 ms). The server holds every answer meanwhile so that each run finds the same queue.
+- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Worker bytes: `www/sw.js` + `pkg/rangersync_sw.js` + `pkg/rangersync_sw_bg.wasm`; for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
+";
+
+/// Prints the table and writes BENCHMARKS.md's browser part and the chart.
+fn report(results: &Value) -> Result {
+    let workbox = format!(
+        "Workbox {}",
+        npm_version("workbox-background-sync").unwrap_or_else(|| "7.4".into())
+    );
+    let rows = rows(results);
+    println!("\nrangersync beside {workbox}, timed from the page\n");
+    print!("{}", text_table(&rows, &workbox));
+    let environment = environment(results);
+    println!("\n{environment}");
+
+    let chart_written = match drain_chart(results) {
+        Some(svg) => {
+            let path = util::root().join(CHART);
+            std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("chart: {}", path.display());
+            true
+        }
+        None => false,
+    };
+    let mut section = format!(
+        "{BEGIN_MARKER}\n## Browser: rangersync beside {workbox} (`cargo xtask bench`)\n\n\
+         Written by `cargo xtask bench` from one run; rerun it rather than editing by hand.\n\n\
+         {environment}\n{}\n",
+        markdown_table(&rows, &workbox)
+    );
+    if chart_written {
+        let n = results["sizes"]["drain"].as_u64().unwrap_or(0) as usize;
+        let _ = writeln!(
+            section,
+            "Drain of {} queued writes, items delivered over time (server count every 50 ms):\n\n![drain of {} writes]({CHART})\n",
+            thousands(n),
+            thousands(n)
+        );
+    }
+    section.push_str(METHOD);
+    section.push_str(END_MARKER);
+    let path = util::root().join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    std::fs::write(&path, replace_section(&old, &section))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("written: {}", path.display());
+    Ok(())
+}
+
+/// `old` with the part between the markers (inclusive) replaced by `section`, or with
+/// `section` appended when the markers are absent. Everything else is kept.
+fn replace_section(old: &str, section: &str) -> String {
+    match (old.find(BEGIN_MARKER), old.find(END_MARKER)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{section}{}",
+            &old[..begin],
+            &old[end + END_MARKER.len()..]
+        ),
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
+    }
+}
+
+/// The delivery samples `[[ms, delivered]…]` of a peer's small drain.
+fn samples(peer: &Value) -> Vec<(f64, f64)> {
+    peer["drain"]["samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s[0].as_f64()?, s[1].as_f64()?)))
+        .collect()
+}
+
+/// A hand-written SVG line chart of both peers' small drain: items delivered over time.
+fn drain_chart(results: &Value) -> Option<String> {
+    let series = [
+        ("rangersync", "#1f77b4", samples(&results["rangersync"])),
+        ("Workbox", "#d62728", samples(&results["workbox"])),
+    ];
+    if series.iter().all(|(_, _, s)| s.is_empty()) {
+        return None;
+    }
+    let n = results["sizes"]["drain"].as_f64().unwrap_or(1.0).max(1.0);
+    let max_ms = series
+        .iter()
+        .flat_map(|(_, _, s)| s.iter().map(|p| p.0))
+        .fold(1.0_f64, f64::max);
+    let (width, height) = (760.0, 400.0);
+    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 50.0);
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let x = |ms: f64| left + ms / max_ms * plot_w;
+    let y = |items: f64| top + plot_h - items / n * plot_h;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"22\" font-size=\"15\">Drain of {} queued writes: items the server applied over time</text>\n",
+        thousands(n as usize)
+    );
+    for i in 0..=5 {
+        let items = n * f64::from(i) / 5.0;
+        let ms = max_ms * f64::from(i) / 5.0;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.1} s</text>",
+            left + plot_w,
+            y(items),
+            y(items),
+            left - 6.0,
+            y(items) + 4.0,
+            thousands(items as usize),
+            x(ms),
+            top + plot_h + 18.0,
+            ms / 1000.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{:.1}\" stroke=\"#333\"/>\
+         <line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">time since the sync event (s)</text>",
+        top + plot_h,
+        left + plot_w,
+        top + plot_h,
+        top + plot_h,
+        left + plot_w / 2.0,
+        height - 10.0
+    );
+    for (i, (name, color, points)) in series.iter().enumerate() {
+        if points.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = points
+            .iter()
+            .map(|(ms, items)| format!("{:.1},{:.1}", x(*ms), y(*items)))
+            .collect();
+        let end = points.last().map_or(0.0, |p| p.0) / 1000.0;
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\
+             <rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{color}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{name}: {end:.1} s</text>",
+            path.join(" "),
+            left + plot_w - 200.0,
+            top + plot_h - 40.0 - 20.0 * i as f64,
+            left + plot_w - 182.0,
+            top + plot_h - 30.0 - 20.0 * i as f64
+        );
+    }
+    svg.push_str("</svg>\n");
+    Some(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_browser_part_of_benchmarks_md_is_replaced() {
+        let old = format!("# B\n\nserver part\n\n{BEGIN_MARKER}\nold\n{END_MARKER}\n\ntail\n");
+        let new = replace_section(&old, &format!("{BEGIN_MARKER}\nnew\n{END_MARKER}"));
+        assert_eq!(
+            new,
+            format!("# B\n\nserver part\n\n{BEGIN_MARKER}\nnew\n{END_MARKER}\n\ntail\n")
+        );
+        let appended = replace_section("# B\n", "S");
+        assert_eq!(appended, "# B\n\nS\n");
+    }
+
+    #[test]
+    fn ratios_say_which_peer_is_better() {
+        let row = Row::new("t", Ok(2.0), Ok(20.0));
+        assert_eq!(row.ratio(), "×10 better");
+        let row = Row::new("r", Ok(100.0), Ok(400.0)).higher_is_better();
+        assert_eq!(row.ratio(), "×4.0 worse");
+        let row = Row::new("x", Err("down".into()), Ok(1.0));
+        assert_eq!(row.ratio(), "–");
     }
 }

@@ -8,7 +8,7 @@
 //! | `build` | checks/installs the wasm target and the pinned wasm-bindgen CLI, builds both wasm crates into `www/pkg`, runs `wasm-opt -Oz` when available, prints sizes |
 //! | `test` | the whole CI: fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker, end-to-end tests |
 //! | `pkg` | builds, then assembles an npm-style package in `dist/rangersync/` |
-//! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox's background-sync Queue in headless Chromium |
+//! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
 //!
 //! Prerequisites are installed only from crates.io (`cargo install`) and Debian
 //! (`apt-get`, as root); nothing is ever downloaded from anywhere else. A missing
@@ -38,10 +38,11 @@ commands:
   test [STEP…]           run every check CI runs, or only some steps:
                          fmt clippy clippy-wasm unit browser wasm e2e
   pkg                    build and assemble the npm package in dist/rangersync/
-  bench [--mutations N] [--batch B] [--debug] [--writes N] [--browser-release]
-        [--native-only | --browser-only]
+  bench [--mutations N] [--batch B] [--debug] [--writes N] [--drain N] [--drain-large N]
+        [--cold-runs N] [--browser-release] [--native-only | --browser-only]
                          measure push and dedup throughput of the reference server, then
-                         rangersync beside Workbox's background-sync Queue in Chromium";
+                         rangersync beside Workbox 7.4 in Chromium, timed from the page;
+                         writes BENCHMARKS.md (browser part) and docs/bench-drain-10k.svg";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
