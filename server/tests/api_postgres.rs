@@ -17,6 +17,8 @@ mod captured;
 mod export;
 #[path = "api/faults.rs"]
 mod faults;
+#[path = "api/instances.rs"]
+mod instances;
 #[path = "api/pull.rs"]
 mod pull;
 #[path = "api/push.rs"]

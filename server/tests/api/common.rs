@@ -103,6 +103,20 @@ impl TestServer {
         format!("{}{path}", self.url)
     }
 
+    /// Another server on the same database, as a second instance behind a load balancer.
+    pub async fn another_instance(&self) -> Self {
+        let mut opts = self.opts.clone();
+        opts.listen = "127.0.0.1:0".parse().unwrap();
+        let server = start(opts.clone()).await.expect("a second instance starts");
+        Self {
+            url: server.url(),
+            server: Some(server),
+            opts,
+            http: reqwest::Client::new(),
+            _dir: TempDir::new("instance"),
+        }
+    }
+
     /// Stop, then start again on the same address with the same database.
     pub async fn restart(&mut self) {
         let old = self.server.take().unwrap();

@@ -11,6 +11,7 @@ mod auth_and_cors;
 mod captured;
 mod export;
 mod faults;
+mod instances;
 mod pull;
 mod push;
 mod server;
