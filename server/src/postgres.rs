@@ -19,8 +19,12 @@
 //!   versions become visible in increasing order and a pull can never return version `v`
 //!   while a smaller version is still to commit. The cost: batch tails (one statement and
 //!   the commit) run one at a time across instances.
-//! - **One transaction per batch**, retried whole (a few times) when the database aborts it
-//!   for a deadlock or a serialization failure; a connection lost mid-batch rolls it back.
+//! - **No deadlocks.** A batch first takes a transaction-scoped advisory lock per entity it
+//!   touches, all in one statement in hash order, then claims its seqs in ascending order,
+//!   and takes the counters row last; every transaction waits in that one order, so none
+//!   waits in a cycle (entity row locks are then never contended).
+//! - **One transaction per batch**, retried whole (a few times) if the database still aborts
+//!   it for a deadlock or a serialization failure; a connection lost mid-batch rolls it back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -200,6 +204,7 @@ impl PgStore {
             tx,
             error: None,
             records: Vec::new(),
+            seen: HashMap::new(),
         };
         let outcome = apply_batch(&mut batch, mutations, now).await;
         // A database error that the protocol turned into an ApiError is kept here, so that
@@ -485,9 +490,77 @@ struct PgTx<'a> {
     error: Option<tokio_postgres::Error>,
     /// Outcomes of the claimed mutations, written by `finish` in one statement.
     records: Vec<Record>,
+    /// First outcomes of the batch's seqs seen before, from `begin`.
+    seen: HashMap<i64, Seen>,
 }
 
 impl PgTx<'_> {
+    /// Claims every `(client_id, seq)` of the batch in one statement (rows inserted in seq
+    /// order, so two instances claiming overlapping batches wait for each other in seq
+    /// order), then reads the first outcome of those seen before in a second statement,
+    /// which sees what another instance committed while this one waited on it.
+    async fn claim_all(&mut self, mutations: &[Mutation]) -> Result<(), ApiError> {
+        let Some(first) = mutations.first() else {
+            return Ok(());
+        };
+        let client_id = first.client_id.as_str();
+        let seqs = mutations
+            .iter()
+            .map(|m| to_i64(m.seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        let collections: Vec<&str> = mutations.iter().map(|m| m.collection.as_str()).collect();
+        let keys: Vec<&str> = mutations.iter().map(|m| m.key.as_str()).collect();
+        let ops: Vec<&str> = mutations.iter().map(|m| op_str(m.op)).collect();
+        let claimed = self
+            .tx
+            .query(
+                "INSERT INTO mutations (client_id, seq, status, collection, key, op, received_at)
+                 SELECT $1, seq, 'claimed', collection, key, op, 0
+                 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
+                      WITH ORDINALITY AS d(seq, collection, key, op, n)
+                 ORDER BY n
+                 ON CONFLICT (client_id, seq) DO NOTHING
+                 RETURNING seq",
+                &[&client_id, &seqs, &collections, &keys, &ops],
+            )
+            .await;
+        let claimed: Vec<i64> = match claimed {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let before: Vec<i64> = seqs
+            .iter()
+            .copied()
+            .filter(|s| !claimed.contains(s))
+            .collect();
+        if before.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .tx
+            .query(
+                "SELECT seq, status, reason FROM mutations
+                 WHERE client_id = $1 AND seq = ANY($2)",
+                &[&client_id, &before],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                for r in rows {
+                    self.seen.insert(
+                        r.get(0),
+                        Seen {
+                            status: MutationStatus::parse(r.get(1)),
+                            reason: r.get(2),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
     fn fail(&mut self, e: tokio_postgres::Error) -> ApiError {
         let api = ApiError::internal(format!("database: {e}"));
         self.error.get_or_insert(e);
@@ -520,38 +593,31 @@ impl PgTx<'_> {
 }
 
 impl PushTx for PgTx<'_> {
-    async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError> {
-        let seq = to_i64(m.seq)?;
-        let inserted = self
+    async fn begin(&mut self, mutations: &[Mutation]) -> Result<(), ApiError> {
+        let collections: Vec<&str> = mutations.iter().map(|m| m.collection.as_str()).collect();
+        let keys: Vec<&str> = mutations.iter().map(|m| m.key.as_str()).collect();
+        // Volatile functions in a select list run after ORDER BY, so every transaction takes
+        // these locks in the same (hash) order. A hash collision only serialises more.
+        let locked = self
             .tx
             .execute(
-                "INSERT INTO mutations (client_id, seq, status, collection, key, op, received_at)
-                 VALUES ($1, $2, 'claimed', $3, $4, $5, 0)
-                 ON CONFLICT (client_id, seq) DO NOTHING",
-                &[&m.client_id, &seq, &m.collection, &m.key, &op_str(m.op)],
+                "SELECT pg_advisory_xact_lock(h) FROM (
+                     SELECT DISTINCT hashtextextended(c || chr(1) || k, 0) AS h
+                     FROM unnest($1::text[], $2::text[]) AS d(c, k)
+                 ) AS entity_keys
+                 ORDER BY h",
+                &[&collections, &keys],
             )
             .await;
-        match inserted {
-            Ok(1) => Ok(None),
-            // Seen before (or just committed by another instance, which we waited for).
-            Ok(_) => {
-                let row = self
-                    .tx
-                    .query_one(
-                        "SELECT status, reason FROM mutations WHERE client_id = $1 AND seq = $2",
-                        &[&m.client_id, &seq],
-                    )
-                    .await;
-                match row {
-                    Ok(r) => Ok(Some(Seen {
-                        status: MutationStatus::parse(r.get(0)),
-                        reason: r.get(1),
-                    })),
-                    Err(e) => Err(self.fail(e)),
-                }
-            }
-            Err(e) => Err(self.fail(e)),
+        if let Err(e) = locked {
+            return Err(self.fail(e));
         }
+        self.claim_all(mutations).await
+    }
+
+    async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError> {
+        // `begin` claimed the whole batch.
+        Ok(self.seen.remove(&to_i64(m.seq)?))
     }
 
     async fn record(

@@ -89,6 +89,7 @@ pub async fn apply_batch(
     // that show one of them: those carry the version `finish` gives it.
     let mut written_here: HashMap<(&str, &str), usize> = HashMap::new();
     let mut shows_written: Vec<(usize, usize)> = Vec::new();
+    tx.begin(mutations).await?;
     for m in mutations {
         let seq = m.seq;
         if let Some(seen) = tx.claim(m).await? {

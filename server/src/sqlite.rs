@@ -292,6 +292,10 @@ fn op_str(op: Op) -> &'static str {
 
 /// Every step is a plain statement: `BEGIN IMMEDIATE` already made this the only writer.
 impl PushTx for Store<'_> {
+    async fn begin(&mut self, _: &[Mutation]) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError> {
         self.seen(&m.client_id, m.seq)
     }

@@ -83,6 +83,11 @@ pub enum Written {
 // they need no `Send` bound; the trait is implemented only in this crate.
 #[allow(async_fn_in_trait)]
 pub trait PushTx {
+    /// Called first with the whole batch: take whatever locks the batch's entities need, in
+    /// an order every transaction agrees on, so that batches never deadlock; a backend may
+    /// also claim every `(client_id, seq)` of the batch here, ahead of [`PushTx::claim`].
+    async fn begin(&mut self, mutations: &[Mutation]) -> Result<(), ApiError>;
+
     /// Claim `(m.client_id, m.seq)` for this transaction, or return its first outcome when
     /// it was seen before. A concurrent claim of the same pair waits for this one to end.
     async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError>;

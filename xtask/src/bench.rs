@@ -34,6 +34,9 @@ struct Options {
 /// the browser harness in release (slower to build; the dev build is what `cargo xtask test`
 /// already compiled). `--native-only` / `--browser-only` run one half.
 pub fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--server") {
+        return crate::bench_server::run(args);
+    }
     let mut o = Options {
         mutations: 20_000,
         batch: 500,
