@@ -20,7 +20,9 @@ pub fn run(args: &[String]) -> Result {
     let mut batches = "10".to_owned();
     let mut batch = "40".to_owned();
     for (flag, value) in util::parse_flags(args, &["--batches", "--batch"], &["--server"])? {
-        let value = value.unwrap_or_default();
+        let Some(value) = value else {
+            continue; // --server itself
+        };
         if value.parse::<usize>().map_or(true, |n| n == 0) {
             return Err(format!("{flag} needs a positive number"));
         }
