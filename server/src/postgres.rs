@@ -183,10 +183,10 @@ impl PgStore {
                     attempt += 1;
                     // A little jitter so the two victims do not meet again at once.
                     let pause = 10 * u64::from(attempt);
-                    eprintln!("rangersync-server: push retried ({e})");
+                    eprintln!("rangersync-server: push retried ({})", describe(&e));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                Err(PushError::Retry(e)) => return Err(ApiError::internal(e)),
+                Err(PushError::Retry(e)) => return Err(e.into()),
                 Err(PushError::Api(e)) => return Err(e),
                 Ok(results) => return Ok(results),
             }
@@ -562,7 +562,7 @@ impl PgTx<'_> {
     }
 
     fn fail(&mut self, e: tokio_postgres::Error) -> ApiError {
-        let api = ApiError::internal(format!("database: {e}"));
+        let api = ApiError::internal(format!("database: {}", describe(&e)));
         self.error.get_or_insert(e);
         api
     }
@@ -810,8 +810,17 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The server's own message and SQLSTATE for a database error (tokio-postgres displays
+/// only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::internal(format!("database: {e}"))
+        Self::internal(format!("database: {}", describe(&e)))
     }
 }

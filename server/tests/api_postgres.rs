@@ -19,6 +19,8 @@ mod export;
 mod faults;
 #[path = "api/instances.rs"]
 mod instances;
+#[path = "api/postgres_connection_loss.rs"]
+mod postgres_connection_loss;
 #[path = "api/pull.rs"]
 mod pull;
 #[path = "api/push.rs"]
