@@ -127,11 +127,6 @@ impl SqliteStore {
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Run `f` in one write transaction (`BEGIN IMMEDIATE`) on a blocking thread; commit when
     /// it returns `Ok`, roll back otherwise. The work runs to completion even when the HTTP
     /// request that asked for it goes away.

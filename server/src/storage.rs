@@ -167,22 +167,6 @@ impl Counters {
             ("rejected", self.rejected),
         ]
     }
-
-    /// Counters from stored `(name, value)` pairs; other names are ignored.
-    pub fn from_named(pairs: impl IntoIterator<Item = (String, u64)>) -> Self {
-        let mut c = Self::default();
-        for (name, value) in pairs {
-            match name.as_str() {
-                "push_requests" => c.push_requests = value,
-                "mutations_applied" => c.mutations_applied = value,
-                "duplicates" => c.duplicates = value,
-                "conflicts" => c.conflicts = value,
-                "rejected" => c.rejected = value,
-                _ => {}
-            }
-        }
-        c
-    }
 }
 
 /// The counter that hands out versions (kept by a test reset).
