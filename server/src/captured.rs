@@ -44,9 +44,6 @@ pub async fn store(State(state): State<AppState>, req: Request) -> Result<Json<V
     })?;
     let text = value.to_string();
     let now = now_ms();
-    let stored = state
-        .db
-        .write(move |store| store.insert_captured(&path, &text, key.as_deref(), now))
-        .await?;
+    let stored = state.db.insert_captured(path, text, key, now).await?;
     Ok(Json(json!({ "stored": true, "duplicate": !stored })))
 }

@@ -5,13 +5,21 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::db_location::{DbLocation, DbLocationError};
+
+/// PostgreSQL connections per instance when `--db-pool` is not given.
+pub const DEFAULT_DB_POOL: usize = 16;
+
 /// How to run the server.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Address to listen on; port 0 picks a free port (see [`crate::RunningServer::addr`]).
     pub listen: SocketAddr,
-    /// The SQLite file; its parent directory is created when missing.
-    pub db: PathBuf,
+    /// The database: a SQLite file (its parent directory is created when missing) or a
+    /// PostgreSQL URL.
+    pub db: DbLocation,
+    /// At most this many PostgreSQL connections (unused with SQLite).
+    pub db_pool: usize,
     /// The web app to serve at `/`; `None` serves no files.
     pub www: Option<PathBuf>,
     /// Page origins allowed by CORS (`http://127.0.0.1:8080`); `*` mirrors any origin.
@@ -26,7 +34,8 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
-            db: PathBuf::from("data/rangersync.db"),
+            db: DbLocation::Sqlite(PathBuf::from("data/rangersync.db")),
+            db_pool: DEFAULT_DB_POOL,
             www: Some(PathBuf::from("www")),
             allow_origins: Vec::new(),
             token: None,
@@ -41,6 +50,7 @@ impl std::fmt::Debug for ServerOptions {
         f.debug_struct("ServerOptions")
             .field("listen", &self.listen)
             .field("db", &self.db)
+            .field("db_pool", &self.db_pool)
             .field("www", &self.www)
             .field("allow_origins", &self.allow_origins)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
@@ -58,9 +68,23 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
 
-    /// SQLite database file (created with its directory when missing).
-    #[arg(long, value_name = "PATH", default_value = "data/rangersync.db")]
-    pub db: PathBuf,
+    /// The database: a SQLite file (created with its directory when missing), or a
+    /// postgres://user:password@host:port/dbname URL shared by several instances. Prefer the
+    /// RANGERSYNC_DB environment variable for a URL with a password. Never logged unredacted.
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "RANGERSYNC_DB",
+        hide_env_values = true,
+        default_value = "data/rangersync.db",
+        value_parser = DbLocationParser
+    )]
+    pub db: DbLocation,
+
+    /// PostgreSQL connections this instance may hold (unused with SQLite). Instances ×
+    /// pool must stay under the server's max_connections.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DB_POOL, value_parser = parse_pool_size)]
+    pub db_pool: usize,
 
     /// Directory served at / (the demo app, sw.js and the built wasm under pkg/).
     #[arg(long, value_name = "DIR", default_value = "www")]
@@ -91,6 +115,42 @@ pub struct Cli {
     pub test_endpoints: bool,
 }
 
+/// `--db`: clap's own error for a bad value repeats the value, which may hold a password;
+/// this one says only what is wrong.
+#[derive(Debug, Clone, Copy)]
+struct DbLocationParser;
+
+impl clap::builder::TypedValueParser for DbLocationParser {
+    type Value = DbLocation;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DbLocation, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{message}\n"))
+                .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("--db is not valid UTF-8".to_owned()))?;
+        text.parse()
+            .map_err(|e: DbLocationError| invalid(e.to_string()))
+    }
+}
+
+/// `--db-pool`: a whole number from 1.
+fn parse_pool_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a pool size (a whole number from 1)"
+        )),
+    }
+}
+
 impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.clone().into_options().fmt(f)
@@ -103,6 +163,7 @@ impl Cli {
         ServerOptions {
             listen: self.listen,
             db: self.db,
+            db_pool: self.db_pool,
             www: (!self.no_www).then_some(self.www),
             allow_origins: self.allow_origins,
             token: self.token.filter(|t| !t.is_empty()),
@@ -148,7 +209,28 @@ mod tests {
     fn defaults_match_server_options_default() {
         let cli = Cli::try_parse_from(["rangersync-server"]).unwrap();
         let mut opts = cli.into_options();
-        opts.token = None; // RANGERSYNC_TOKEN may be set in the environment
+        // RANGERSYNC_TOKEN and RANGERSYNC_DB may be set in the environment.
+        opts.token = None;
+        opts.db = ServerOptions::default().db;
         assert_eq!(opts, ServerOptions::default());
+    }
+
+    #[test]
+    fn db_takes_a_postgres_url_and_refuses_other_schemes_with_a_clear_error() {
+        let cli =
+            Cli::try_parse_from(["rangersync-server", "--db", "postgres://rs:pw@h/db"]).unwrap();
+        assert_eq!(
+            cli.into_options().db,
+            DbLocation::Postgres("postgres://rs:pw@h/db".to_owned())
+        );
+        let err = Cli::try_parse_from(["rangersync-server", "--db", "mysql://u@h/db"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("unsupported database URL scheme `mysql://`"),
+            "{err}"
+        );
+        assert!(Cli::try_parse_from(["rangersync-server", "--db-pool", "0"]).is_err());
     }
 }

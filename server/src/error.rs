@@ -103,10 +103,10 @@ impl From<rusqlite::Error> for ApiError {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The database could not be opened, created or migrated.
-    #[error("database {path}: {message}")]
+    #[error("database {location}: {message}")]
     Database {
-        /// The db file.
-        path: String,
+        /// The file, or the URL with its password redacted.
+        location: String,
         /// What went wrong.
         message: String,
     },
@@ -118,7 +118,7 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Another I/O failure (creating the db directory, reading the bound address).
+    /// Another I/O failure (reading the bound address).
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// An option is invalid (an allowed origin that is not a header value, say).

@@ -13,9 +13,9 @@ use rangersync_shared::snapshot::{self, SnapshotSource, MAX_SNAPSHOT_BYTES};
 use serde_json::json;
 
 use crate::body::read_body;
-use crate::db::{BackupInfo, NewBackup};
 use crate::error::{codes, ApiError};
 use crate::pull::query_params;
+use crate::storage::{BackupInfo, NewBackup};
 use crate::{now_ms, AppState};
 
 /// The content type of an encoding.
@@ -50,21 +50,16 @@ pub async fn export(
         }
     };
     let exported_at = now_ms();
-    let text = state
-        .db
-        .read(move |store| {
-            let entities = store.all_entities()?;
-            let snap = snapshot::build(
-                SnapshotSource::Server,
-                None,
-                env!("CARGO_PKG_VERSION"),
-                exported_at,
-                entities,
-                Vec::new(),
-            );
-            Ok(snapshot::encode(&snap, format))
-        })
-        .await?;
+    let entities = state.db.all_entities().await?;
+    let snap = snapshot::build(
+        SnapshotSource::Server,
+        None,
+        env!("CARGO_PKG_VERSION"),
+        exported_at,
+        entities,
+        Vec::new(),
+    );
+    let text = snapshot::encode(&snap, format);
     let disposition = format!(
         "attachment; filename=\"rangersync-export-{exported_at}.{}\"",
         extension(format)
@@ -97,34 +92,30 @@ pub async fn create_backup(
         )
     })?;
     let received_at = now_ms();
-    let stored = state
-        .db
-        .write(move |store| {
-            let snap = snapshot::decode(&text)
-                .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-            let format = if text.trim_start().starts_with('{') {
-                "json"
-            } else {
-                "yaml"
-            };
-            let backup = NewBackup {
-                exported_at: snap.exported_at,
-                checksum: snap.checksum.value.clone(),
-                source: match snap.source {
-                    SnapshotSource::Client => "client".to_owned(),
-                    SnapshotSource::Server => "server".to_owned(),
-                },
-                client_id: snap.client_id.clone(),
-                app_version: snap.app_version.clone(),
-                entities: snap.entities.len() as u64,
-                format: format.to_owned(),
-                body: text,
-                received_at,
-            };
-            let id = store.insert_backup(&backup)?;
-            Ok(json!({ "id": id, "checksum": backup.checksum, "entities": backup.entities }))
-        })
-        .await?;
+    let snap =
+        snapshot::decode(&text).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let format = if text.trim_start().starts_with('{') {
+        "json"
+    } else {
+        "yaml"
+    };
+    let backup = NewBackup {
+        exported_at: snap.exported_at,
+        checksum: snap.checksum.value.clone(),
+        source: match snap.source {
+            SnapshotSource::Client => "client".to_owned(),
+            SnapshotSource::Server => "server".to_owned(),
+        },
+        client_id: snap.client_id.clone(),
+        app_version: snap.app_version.clone(),
+        entities: snap.entities.len() as u64,
+        format: format.to_owned(),
+        body: text,
+        received_at,
+    };
+    let (checksum, entities) = (backup.checksum.clone(), backup.entities);
+    let id = state.db.insert_backup(backup).await?;
+    let stored = json!({ "id": id, "checksum": checksum, "entities": entities });
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
@@ -133,7 +124,7 @@ pub async fn create_backup(
 pub async fn list_backups(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<BackupInfo>>, ApiError> {
-    Ok(Json(state.db.read(|store| store.backups()).await?))
+    Ok(Json(state.db.backups().await?))
 }
 
 /// `GET /api/backups/{id}`: the stored text, as it was sent.
@@ -146,7 +137,7 @@ pub async fn get_backup(
         .map_err(|_| ApiError::not_found(format!("no backup {id:?}")))?;
     let (format, body) = state
         .db
-        .read(move |store| store.backup_body(id))
+        .backup_body(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no backup {id}")))?;
     let ct = if format == "yaml" {

@@ -3,15 +3,16 @@
 //! The reference sync server of rangersync: it receives the writes that the service worker
 //! delivers and applies each `(client_id, seq)` at most once, so that every write is stored
 //! exactly once; it answers pulls, exports snapshots, keeps backups, and serves the web app.
-//! It implements `PROTOCOL.md` (version 1) with axum and SQLite; another backend can
-//! implement the same protocol instead.
+//! It implements `PROTOCOL.md` (version 1) with axum on embedded SQLite (one process) or on
+//! PostgreSQL (any number of stateless instances behind a load balancer); another backend
+//! can implement the same protocol instead.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rangersync_server::ServerError> {
 //! use rangersync_server::{start, ServerOptions};
 //! let server = start(ServerOptions {
 //!     listen: "127.0.0.1:0".parse().unwrap(),
-//!     db: std::env::temp_dir().join("rangersync-doc.db"),
+//!     db: std::env::temp_dir().join("rangersync-doc.db").into(),
 //!     test_endpoints: true,
 //!     ..ServerOptions::default()
 //! })
@@ -32,7 +33,9 @@
 //! | everything else | [`static_files`] |
 //!
 //! Cross-cutting: [`auth`] (bearer token), [`cors`], [`error`] (every error body is
-//! `{"error":{"code","message"}}`), [`db`] (the only module that knows the schema).
+//! `{"error":{"code","message"}}`), [`storage`] (the seam the protocol is written against),
+//! [`sqlite`] and [`postgres`] (the only modules that know a schema), [`db_location`]
+//! (`--db`: a path or a `postgres://` URL).
 //!
 //! Architecture invariant: the server holds no protocol rule of its own. Validation, the
 //! conflict rule and the snapshot format come from `rangersync-shared`, the same code the
@@ -45,12 +48,16 @@ pub mod body;
 pub mod captured;
 pub mod config;
 pub mod cors;
-pub mod db;
+pub mod db_location;
 pub mod error;
 pub mod export;
+pub mod postgres;
 pub mod pull;
 pub mod push;
+pub mod sqlite;
 pub mod static_files;
+pub mod storage;
+pub mod test_postgres;
 pub mod testing;
 
 use std::net::SocketAddr;
@@ -68,6 +75,7 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use config::{Cli, ServerOptions};
+pub use db_location::DbLocation;
 pub use error::{ApiError, ServerError};
 
 /// How long [`RunningServer::stop`] waits for requests in flight before dropping them.
@@ -77,7 +85,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The database.
-    pub db: db::Db,
+    pub db: storage::Db,
     /// The bearer token, when auth is on.
     pub token: Option<Arc<auth::Token>>,
     /// Pending fault rules (used only with test endpoints).
@@ -215,22 +223,14 @@ impl Drop for RunningServer {
     }
 }
 
-/// Open the database (creating its directory), bind `opts.listen` and serve until
-/// [`RunningServer::stop`].
+/// Open the database (creating a SQLite file's directory) and migrate it, bind
+/// `opts.listen` and serve until [`RunningServer::stop`].
 pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
-    if let Some(dir) = opts.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir).await?;
-    }
-    let path = opts.db.clone();
-    let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
+    let db = storage::Db::open(&opts.db, opts.db_pool)
         .await
-        .map_err(|e| ServerError::Database {
-            path: opts.db.display().to_string(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| ServerError::Database {
-            path: opts.db.display().to_string(),
-            message: e.to_string(),
+        .map_err(|message| ServerError::Database {
+            location: opts.db.to_string(),
+            message,
         })?;
     let state = AppState {
         db,

@@ -13,6 +13,8 @@ async fn main() -> std::process::ExitCode {
         "no auth"
     };
     let test = opts.test_endpoints;
+    // Display redacts a password in a postgres:// URL.
+    let db = opts.db.to_string();
     let server = match start(opts).await {
         Ok(s) => s,
         Err(e) => {
@@ -22,7 +24,7 @@ async fn main() -> std::process::ExitCode {
     };
     println!("rangersync-server listening on {}", server.url());
     eprintln!(
-        "rangersync-server: {auth}{}",
+        "rangersync-server: database {db}; {auth}{}",
         if test { "; TEST ENDPOINTS ENABLED" } else { "" }
     );
     shutdown_signal().await;

@@ -68,10 +68,7 @@ pub async fn pull(
     let params = query_params(q)?;
     let since = parse_cursor(params.get("since").map_or("", String::as_str))?;
     let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let mut changes = state
-        .db
-        .read(move |store| store.changes_after(since, limit + 1))
-        .await?;
+    let mut changes = state.db.changes_after(since, limit + 1).await?;
     let has_more = changes.len() > limit;
     changes.truncate(limit);
     let cursor = changes.last().map_or(since, |e| e.version).to_string();

@@ -1,18 +1,19 @@
 //! `POST /api/sync/push`: dedup by `(client_id, seq)`, per-mutation validation, the
 //! last-writer-wins rule, one transaction per batch.
 
+use std::collections::HashMap;
+
 use axum::extract::{Request, State};
 use axum::Json;
-use rangersync_shared::conflict::{self, Stamp, Stored, Verdict};
+use rangersync_shared::conflict::Stored;
 use rangersync_shared::protocol::{
-    CurrentEntity, Mutation, MutationResult, Op, PushRequest, PushResponse,
+    CurrentEntity, Millis, Mutation, MutationResult, PushRequest, PushResponse,
 };
 use rangersync_shared::validate::{self, ValidationError, MAX_BATCH_BYTES};
-use serde_json::Value;
 
 use crate::body::{is_json, read_body};
-use crate::db::{Counters, MutationStatus, Store};
 use crate::error::{codes, ApiError};
+use crate::storage::{Counters, MutationStatus, PushTx, Written};
 use crate::{now_ms, AppState};
 
 /// Bodies up to this size are read and judged by `validate_push` (which refuses anything over
@@ -57,36 +58,41 @@ pub async fn push(
             format!("seq {} is larger than this server stores", m.seq),
         ));
     }
-    let results = state
-        .db
-        .write(move |store| apply_batch(store, &request.mutations, now_ms()))
-        .await?;
+    let results = state.db.push(request.mutations, now_ms()).await?;
     Ok(Json(PushResponse {
         results,
         server_time: now_ms(),
     }))
 }
 
-/// Apply a validated batch inside the caller's transaction.
+/// Apply a validated batch inside the caller's transaction; the caller commits.
 ///
 /// A `(client_id, seq)` seen before changes nothing: an applied one answers `duplicate`; a
 /// rejected one answers `rejected` again with its first reason (so a client that lost the
 /// first answer dead-letters it rather than believing it stored); a conflicted one answers
 /// `conflict` again with the entity's state now (a write that lost once always loses, since
 /// stored stamps only grow).
-pub fn apply_batch(
-    store: &Store<'_>,
+pub async fn apply_batch(
+    tx: &mut impl PushTx,
     mutations: &[Mutation],
-    now: i64,
+    now: Millis,
 ) -> Result<Vec<MutationResult>, ApiError> {
     let mut counts = Counters {
         push_requests: 1,
         ..Counters::default()
     };
     let mut results = Vec::with_capacity(mutations.len());
+    // Indexes into `results` (and the mutations) of the applied ones, whose versions come
+    // from `finish`.
+    let mut applied = Vec::new();
+    // The entities this batch wrote (their last applied position), and the conflict results
+    // that show one of them: those carry the version `finish` gives it.
+    let mut written_here: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut shows_written: Vec<(usize, usize)> = Vec::new();
+    tx.begin(mutations).await?;
     for m in mutations {
         let seq = m.seq;
-        if let Some(seen) = store.seen(&m.client_id, seq)? {
+        if let Some(seen) = tx.claim(m).await? {
             counts.duplicates += 1;
             let result = match seen.status {
                 MutationStatus::Applied => MutationResult::Duplicate { seq },
@@ -94,11 +100,18 @@ pub fn apply_batch(
                     seq,
                     reason: seen.reason.unwrap_or_else(|| "rejected".to_owned()),
                 },
-                MutationStatus::Conflict => match store.entity(&m.collection, &m.key)? {
-                    Some(stored) => MutationResult::Conflict {
-                        seq,
-                        current: current_of(stored),
-                    },
+                MutationStatus::Conflict => match tx.entity(&m.collection, &m.key).await? {
+                    Some(stored) => {
+                        if let Some(&position) =
+                            written_here.get(&(m.collection.as_str(), m.key.as_str()))
+                        {
+                            shows_written.push((results.len(), position));
+                        }
+                        MutationResult::Conflict {
+                            seq,
+                            current: current_of(stored),
+                        }
+                    }
                     None => MutationResult::Duplicate { seq },
                 },
             };
@@ -107,40 +120,27 @@ pub fn apply_batch(
         }
         if let Err(e) = validate::validate_mutation(m) {
             let reason = e.to_string();
-            store.record_mutation(m, MutationStatus::Rejected, None, Some(&reason), now)?;
+            tx.record(m, MutationStatus::Rejected, Some(&reason), now)
+                .await?;
             counts.rejected += 1;
             results.push(MutationResult::Rejected { seq, reason });
             continue;
         }
-        let stored = store.entity(&m.collection, &m.key)?;
-        let incoming = Stamp::of(m);
-        match conflict::decide(stored.as_ref().map(|s| &s.stamp), &incoming) {
-            Verdict::Apply => {
-                let version = store.next_version()?;
-                let deleted = m.op == Op::Delete;
-                let value = if deleted {
-                    Value::Null
-                } else {
-                    m.value.clone()
-                };
-                let state = Stored {
-                    value,
-                    deleted,
-                    stamp: incoming,
-                    version,
-                };
-                store.put_entity(&m.collection, &m.key, &state)?;
-                store.record_mutation(m, MutationStatus::Applied, Some(version), None, now)?;
+        match tx.write_if_newer(m).await? {
+            Written::Applied => {
+                tx.record(m, MutationStatus::Applied, None, now).await?;
                 counts.mutations_applied += 1;
-                results.push(MutationResult::Applied { seq, version });
+                written_here.insert((m.collection.as_str(), m.key.as_str()), applied.len());
+                applied.push(results.len());
+                results.push(MutationResult::Applied { seq, version: 0 });
             }
-            Verdict::Conflict => {
-                // decide() only answers Conflict against a stored write.
-                let Some(stored) = stored else {
-                    return Err(ApiError::internal("conflict without a stored entity"));
-                };
-                store.record_mutation(m, MutationStatus::Conflict, None, None, now)?;
+            Written::Lost(stored) => {
+                tx.record(m, MutationStatus::Conflict, None, now).await?;
                 counts.conflicts += 1;
+                if let Some(&position) = written_here.get(&(m.collection.as_str(), m.key.as_str()))
+                {
+                    shows_written.push((results.len(), position));
+                }
                 results.push(MutationResult::Conflict {
                     seq,
                     current: current_of(stored),
@@ -148,7 +148,25 @@ pub fn apply_batch(
             }
         }
     }
-    store.add_counters(&counts)?;
+    let applied_mutations: Vec<&Mutation> = applied.iter().map(|&i| &mutations[i]).collect();
+    let versions = tx.finish(&applied_mutations, &counts).await?;
+    if versions.len() != applied.len() {
+        return Err(ApiError::internal(format!(
+            "{} versions for {} applied mutations",
+            versions.len(),
+            applied.len()
+        )));
+    }
+    for (result, position) in shows_written {
+        if let MutationResult::Conflict { current, .. } = &mut results[result] {
+            current.version = versions[position];
+        }
+    }
+    for (&i, new_version) in applied.iter().zip(versions) {
+        if let MutationResult::Applied { version, .. } = &mut results[i] {
+            *version = new_version;
+        }
+    }
     Ok(results)
 }
 

@@ -260,10 +260,7 @@ pub async fn clear_faults(State(state): State<AppState>) -> Json<Value> {
 
 /// `GET /api/test/stats`.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (counters, captured) = state
-        .db
-        .read(|store| Ok((store.counters()?, store.captured()?)))
-        .await?;
+    let (counters, captured) = state.db.stats().await?;
     let captured: Vec<Value> = captured
         .into_iter()
         .map(|c| json!({ "path": c.path, "idempotency_key": c.idempotency_key, "body": c.body }))
@@ -290,17 +287,14 @@ pub async fn mutations(
         .filter(|c| !c.is_empty())
         .cloned()
         .ok_or_else(|| ApiError::bad_request(codes::BAD_QUERY, "client_id is required"))?;
-    let rows = state
-        .db
-        .read(move |store| store.mutations_of(&client_id))
-        .await?;
+    let rows = state.db.mutations_of(client_id).await?;
     Ok(Json(json!({ "mutations": rows })))
 }
 
 /// `POST /api/test/reset`.
 pub async fn reset(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.faults.clear();
-    state.db.write(|store| store.wipe()).await?;
+    state.db.wipe().await?;
     Ok(Json(json!({ "reset": true })))
 }
 

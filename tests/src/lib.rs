@@ -40,7 +40,7 @@ use chromiumoxide::cdp::browser_protocol::service_worker::{
 };
 use chromiumoxide::{Command, Method, Page};
 use futures::StreamExt;
-use rangersync_server::{RunningServer, ServerOptions};
+use rangersync_server::{DbLocation, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -131,16 +131,27 @@ impl TestServer {
 
     /// Starts on a free port, serving `www` (the benchmark serves a copy with its own pages).
     pub async fn start_serving(www: PathBuf) -> Result<TestServer> {
+        TestServer::start_with(www, None).await
+    }
+
+    /// Starts on a free port, serving [`www_dir`], on `db` (several instances may share a
+    /// PostgreSQL database).
+    pub async fn start_on(db: DbLocation) -> Result<TestServer> {
+        TestServer::start_with(www_dir()?, Some(db)).await
+    }
+
+    /// On `db`, or on a fresh SQLite file in a temp folder.
+    async fn start_with(www: PathBuf, db: Option<DbLocation>) -> Result<TestServer> {
         let dir = tempfile::Builder::new()
             .prefix("rangersync-e2e-server-")
             .tempdir()?;
         let opts = ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db: dir.path().join("e2e.db"),
+            db: db.unwrap_or_else(|| DbLocation::Sqlite(dir.path().join("e2e.db"))),
             www: Some(www),
             allow_origins: vec!["*".to_string()],
-            token: None,
             test_endpoints: true,
+            ..ServerOptions::default()
         };
         let running = rangersync_server::start(opts.clone())
             .await

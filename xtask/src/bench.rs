@@ -52,6 +52,9 @@ struct BrowserSizes {
 /// build; the dev build is what `cargo xtask test` already compiled). `--native-only` /
 /// `--browser-only` run one half.
 pub fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--server") {
+        return crate::bench_server::run(args);
+    }
     let mut o = Options {
         mutations: 20_000,
         batch: 500,

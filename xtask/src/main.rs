@@ -9,6 +9,7 @@
 //! | `test` | the whole CI: fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker, end-to-end tests |
 //! | `pkg` | builds, then assembles an npm-style package in `dist/rangersync/` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
+//! | `bench --server` | push throughput (new, resent, p99) on SQLite and on 1, 2 and 3 PostgreSQL instances, into `BENCHMARKS.md` |
 //!
 //! Prerequisites are installed only from crates.io (`cargo install`) and Debian
 //! (`apt-get`, as root); nothing is ever downloaded from anywhere else. A missing
@@ -18,9 +19,11 @@
 //! `tidy` holds repository rules checked as tests.
 
 mod bench;
+mod bench_server;
 mod build;
 mod demo;
 mod pkg;
+mod postgres;
 mod server;
 mod test;
 mod tidy;
@@ -42,7 +45,9 @@ commands:
         [--cold-runs N] [--browser-release] [--native-only | --browser-only]
                          measure push and dedup throughput of the reference server, then
                          rangersync beside Workbox 7.4 in Chromium, timed from the page;
-                         writes BENCHMARKS.md (browser part) and docs/bench-drain-10k.svg";
+                         writes BENCHMARKS.md (browser part) and docs/bench-drain-10k.svg
+  bench --server         push throughput of SQLite and of 1, 2, 3 PostgreSQL instances,
+                         50 clients; written into BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -120,6 +120,8 @@ fn clippy_wasm(_: &mut State) -> Result {
 }
 
 fn native_tests(_: &mut State) -> Result {
+    // The server's protocol tests run on SQLite and on PostgreSQL.
+    crate::postgres::ensure_installed()?;
     util::run(util::cargo().args(["test", "--workspace", "--exclude", "rangersync-e2e"]))
 }
 
@@ -192,6 +194,7 @@ fn e2e_tests(state: &mut State) -> Result {
         .clone()
         .ok_or("no browser (step 5 did not run)")?;
     crate::build::build()?;
+    crate::postgres::ensure_installed()?;
     util::run(
         util::cargo()
             .args(["test", "-p", "rangersync-e2e", "--", "--test-threads=1"])

@@ -1,14 +1,36 @@
-//! Helpers: a server on a free port with its own temp database, and request builders.
+//! Helpers: a server on a free port with its own fresh database (a SQLite file in a temp
+//! folder, or a new PostgreSQL database, as the test binary's [`crate::BACKEND`] says), and
+//! request builders.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rangersync_server::{start, RunningServer, ServerOptions};
+use rangersync_server::{start, test_postgres, DbLocation, RunningServer, ServerOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The database a test binary runs the protocol tests against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A new empty database of the test binary's backend (`dir` holds a SQLite file).
+pub async fn fresh_db(dir: &TempDir) -> DbLocation {
+    match crate::BACKEND {
+        // A directory that does not exist yet: start() must create it.
+        Backend::Sqlite => DbLocation::Sqlite(dir.path().join("data").join("rangersync.db")),
+        Backend::Postgres => DbLocation::Postgres(
+            test_postgres::fresh_database()
+                .await
+                .unwrap_or_else(|e| panic!("the PostgreSQL protocol tests need PostgreSQL: {e}")),
+        ),
+    }
+}
 
 /// A fresh directory under the system temp dir; removed when the [`TempDir`] drops.
 pub struct TempDir(pub PathBuf);
@@ -54,8 +76,8 @@ impl TestServer {
         let dir = TempDir::new(name);
         let mut opts = ServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
-            // A directory that does not exist yet: start() must create it.
-            db: dir.path().join("data").join("rangersync.db"),
+            db: fresh_db(&dir).await,
+            db_pool: 4,
             www: None,
             allow_origins: Vec::new(),
             token: None,
@@ -79,6 +101,20 @@ impl TestServer {
 
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// Another server on the same database, as a second instance behind a load balancer.
+    pub async fn another_instance(&self) -> Self {
+        let mut opts = self.opts.clone();
+        opts.listen = "127.0.0.1:0".parse().unwrap();
+        let server = start(opts.clone()).await.expect("a second instance starts");
+        Self {
+            url: server.url(),
+            server: Some(server),
+            opts,
+            http: reqwest::Client::new(),
+            _dir: TempDir::new("instance"),
+        }
     }
 
     /// Stop, then start again on the same address with the same database.

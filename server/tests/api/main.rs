@@ -1,5 +1,9 @@
-//! The server over real HTTP: each test starts its own server on a free port with its own
-//! database, and talks to it with reqwest.
+//! The server over real HTTP on SQLite: each test starts its own server on a free port with
+//! its own database, and talks to it with reqwest. `tests/api_postgres.rs` runs the same
+//! tests on PostgreSQL.
+
+/// The database these tests run against.
+pub const BACKEND: common::Backend = common::Backend::Sqlite;
 
 mod common;
 
@@ -7,6 +11,7 @@ mod auth_and_cors;
 mod captured;
 mod export;
 mod faults;
+mod instances;
 mod pull;
 mod push;
 mod server;

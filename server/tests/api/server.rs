@@ -104,9 +104,13 @@ async fn the_binary_prints_its_address_and_stops_cleanly_on_sigterm_without_logg
     use std::process::{Command, Stdio};
 
     let dir = TempDir::new("binary");
+    let db = match fresh_db(&dir).await {
+        rangersync_server::DbLocation::Sqlite(path) => path.display().to_string(),
+        rangersync_server::DbLocation::Postgres(url) => url,
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_rangersync-server"))
-        .args(["--listen", "127.0.0.1:0", "--no-www", "--db"])
-        .arg(dir.path().join("db/rangersync.db"))
+        .args(["--listen", "127.0.0.1:0", "--no-www"])
+        .env("RANGERSYNC_DB", db)
         .env("RANGERSYNC_TOKEN", "very-secret-token")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -152,4 +156,31 @@ async fn the_binary_prints_its_address_and_stops_cleanly_on_sigterm_without_logg
         .read_to_string(&mut out)
         .unwrap();
     assert!(!out.contains("very-secret-token"), "{out}");
+}
+
+#[test]
+fn the_binary_refuses_a_database_url_it_cannot_serve_and_never_prints_its_password() {
+    use std::process::Command;
+
+    let run = |db: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rangersync-server"))
+            .args(["--listen", "127.0.0.1:0", "--no-www", "--db", db])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{db} must not start");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let mysql = run("mysql://app:hunter2@db.local/app");
+    assert!(
+        mysql.contains("unsupported database URL scheme `mysql://`"),
+        "{mysql}"
+    );
+    assert!(!mysql.contains("hunter2"), "{mysql}");
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let unreachable = run("postgres://app:hunter2@127.0.0.1:1/app");
+    assert!(
+        unreachable.contains("postgres://app:***@127.0.0.1:1/app"),
+        "{unreachable}"
+    );
+    assert!(!unreachable.contains("hunter2"), "{unreachable}");
 }

@@ -1,24 +1,29 @@
-//! The SQLite store: the only module that knows the schema.
+//! The SQLite store: the only module that knows the SQLite schema.
 //!
 //! One connection behind a mutex, used from `spawn_blocking`; WAL mode with `synchronous=FULL`
 //! so that an answered push survives a crash or power loss (the client drops acknowledged
 //! entries, so an acknowledgement must be durable). The schema is upgraded by
 //! `PRAGMA user_version`: [`MIGRATIONS`]`[i]` takes a database from version `i` to `i + 1`.
 //!
-//! Other modules reach the tables only through [`Store`], whose methods run inside one
-//! transaction opened by [`Db::write`] or [`Db::read`].
+//! One process, one writer: `BEGIN IMMEDIATE` serialises every write transaction, so the
+//! dedup claim, the conflict rule and the version counter need no more than plain reads and
+//! writes here (contrast [`crate::postgres`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rangersync_shared::conflict::{Stamp, Stored};
-use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
+use rangersync_shared::conflict::{self, Stamp, Stored, Verdict};
+use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::push::apply_batch;
+use crate::storage::{
+    json_text, parse_json, BackupInfo, CapturedRow, Counters, MutationRow, MutationStatus,
+    NewBackup, PushTx, Seen, Written, VERSION_COUNTER,
+};
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
 pub const MIGRATIONS: &[&str] = &[
@@ -75,26 +80,38 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Counter names in the `counters` table.
-const VERSION: &str = "version";
-
-/// A handle on the database; cheap to clone.
+/// The SQLite database; cheap to clone.
 #[derive(Clone)]
-pub struct Db {
+pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Db {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
+        f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
 
-impl Db {
-    /// Open (creating if needed) and migrate the database at `path`. Blocking.
-    pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
+impl SqliteStore {
+    /// Open (creating the file and its directory if needed) and migrate the database at
+    /// `path`.
+    pub async fn open(path: &Path) -> Result<Self, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let owned = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&owned))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    fn open_blocking(path: &Path) -> Result<Self, rusqlite::Error> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -110,27 +127,22 @@ impl Db {
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Run `f` in one write transaction (`BEGIN IMMEDIATE`) on a blocking thread; commit when
     /// it returns `Ok`, roll back otherwise. The work runs to completion even when the HTTP
     /// request that asked for it goes away.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Store<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         self.run(TransactionBehavior::Immediate, true, f).await
     }
 
     /// Run `f` in one read transaction (a consistent view) on a blocking thread.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Store<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         self.run(TransactionBehavior::Deferred, false, f).await
     }
@@ -143,14 +155,17 @@ impl Db {
     ) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Store<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         let job = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&conn);
             let tx = guard.transaction_with_behavior(behavior)?;
-            let store = Store { tx };
-            let out = f(&store)?;
+            let mut store = Store {
+                tx,
+                versions: Vec::new(),
+            };
+            let out = f(&mut store)?;
             if commit {
                 store.tx.commit()?;
             }
@@ -160,6 +175,75 @@ impl Db {
             Ok(result) => result,
             Err(e) => Err(ApiError::internal(format!("database task failed: {e}"))),
         }
+    }
+
+    /// Apply a validated push batch in one transaction.
+    pub async fn push(
+        &self,
+        mutations: Vec<Mutation>,
+        now: Millis,
+    ) -> Result<Vec<MutationResult>, ApiError> {
+        let runtime = tokio::runtime::Handle::current();
+        // The protocol is async (PostgreSQL's steps are); SQLite's steps never wait, so the
+        // batch is driven to the end right here on the blocking thread.
+        self.write(move |store| runtime.block_on(apply_batch(store, &mutations, now)))
+            .await
+    }
+
+    /// See [`crate::storage::Db::changes_after`].
+    pub async fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+        self.read(move |store| store.changes_after(since, limit))
+            .await
+    }
+
+    /// See [`crate::storage::Db::all_entities`].
+    pub async fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+        self.read(|store| store.all_entities()).await
+    }
+
+    /// See [`crate::storage::Db::insert_backup`].
+    pub async fn insert_backup(&self, backup: NewBackup) -> Result<i64, ApiError> {
+        self.write(move |store| store.insert_backup(&backup)).await
+    }
+
+    /// See [`crate::storage::Db::backups`].
+    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+        self.read(|store| store.backups()).await
+    }
+
+    /// See [`crate::storage::Db::backup_body`].
+    pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+        self.read(move |store| store.backup_body(id)).await
+    }
+
+    /// See [`crate::storage::Db::insert_captured`].
+    pub async fn insert_captured(
+        &self,
+        path: String,
+        body: String,
+        idempotency_key: Option<String>,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        self.write(move |store| {
+            store.insert_captured(&path, &body, idempotency_key.as_deref(), now)
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::stats`].
+    pub async fn stats(&self) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
+        self.read(|store| Ok((store.counters()?, store.captured()?)))
+            .await
+    }
+
+    /// See [`crate::storage::Db::mutations_of`].
+    pub async fn mutations_of(&self, client_id: String) -> Result<Vec<MutationRow>, ApiError> {
+        self.read(move |store| store.mutations_of(&client_id)).await
+    }
+
+    /// See [`crate::storage::Db::wipe`].
+    pub async fn wipe(&self) -> Result<(), ApiError> {
+        self.write(|store| store.wipe()).await
     }
 }
 
@@ -187,155 +271,11 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// How the server answered a `(client_id, seq)` the first time it saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MutationStatus {
-    /// Stored.
-    Applied,
-    /// Lost to a newer write.
-    Conflict,
-    /// Invalid.
-    Rejected,
-}
-
-impl MutationStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Conflict => "conflict",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "applied" => Self::Applied,
-            "conflict" => Self::Conflict,
-            _ => Self::Rejected,
-        }
-    }
-}
-
-/// A `(client_id, seq)` seen before.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    /// Its first outcome.
-    pub status: MutationStatus,
-    /// The rejection reason, for `rejected`.
-    pub reason: Option<String>,
-}
-
-/// One recorded `(client_id, seq)` (for `GET /api/test/mutations`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MutationRow {
-    /// The client.
-    pub client_id: String,
-    /// Its seq.
-    pub seq: u64,
-    /// The first outcome.
-    pub status: MutationStatus,
-    /// As sent.
-    pub collection: String,
-    /// As sent.
-    pub key: String,
-    /// `put` or `delete`.
-    pub op: String,
-    /// The version it made, when applied.
-    pub version: Option<u64>,
-    /// Why, when rejected.
-    pub reason: Option<String>,
-    /// When the server first saw it.
-    pub received_at: Millis,
-}
-
-/// Counts kept across restarts (for `GET /api/test/stats`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    /// Push batches handled (faulted and refused requests excluded).
-    pub push_requests: u64,
-    /// Mutations applied.
-    pub mutations_applied: u64,
-    /// Mutations sent again after a first outcome.
-    pub duplicates: u64,
-    /// Mutations that lost to a newer write.
-    pub conflicts: u64,
-    /// Invalid mutations.
-    pub rejected: u64,
-}
-
-/// A backup to store.
-#[derive(Debug, Clone)]
-pub struct NewBackup {
-    /// From the snapshot.
-    pub exported_at: Millis,
-    /// The verified checksum.
-    pub checksum: String,
-    /// `client` or `server`.
-    pub source: String,
-    /// The client that made it, if any.
-    pub client_id: Option<String>,
-    /// From the snapshot.
-    pub app_version: String,
-    /// Number of entities in it.
-    pub entities: u64,
-    /// `json` or `yaml`.
-    pub format: String,
-    /// The text as received.
-    pub body: String,
-    /// When it was stored.
-    pub received_at: Millis,
-}
-
-/// One stored backup, without its body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BackupInfo {
-    /// Its id.
-    pub id: i64,
-    /// From the snapshot.
-    pub exported_at: Millis,
-    /// The verified checksum.
-    pub checksum: String,
-    /// `client` or `server`.
-    pub source: String,
-    /// The client that made it, if any.
-    pub client_id: Option<String>,
-    /// From the snapshot.
-    pub app_version: String,
-    /// Number of entities in it.
-    pub entities: u64,
-    /// `json` or `yaml`.
-    pub format: String,
-    /// Size of the stored text.
-    pub bytes: u64,
-    /// When it was stored.
-    pub received_at: Millis,
-}
-
-/// One stored captured request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CapturedRow {
-    /// The route.
-    pub path: String,
-    /// The `Idempotency-Key` header, if any.
-    pub idempotency_key: Option<String>,
-    /// The JSON body.
-    pub body: Value,
-    /// When it was stored.
-    pub received_at: Millis,
-}
-
 /// The tables, inside one transaction.
 pub struct Store<'a> {
     tx: rusqlite::Transaction<'a>,
-}
-
-fn json_text(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
-}
-
-fn parse_json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
+    /// The versions taken by this push batch so far, in order.
+    versions: Vec<u64>,
 }
 
 fn op_str(op: Op) -> &'static str {
@@ -345,9 +285,76 @@ fn op_str(op: Op) -> &'static str {
     }
 }
 
+/// Every step is a plain statement: `BEGIN IMMEDIATE` already made this the only writer.
+impl PushTx for Store<'_> {
+    async fn begin(&mut self, _: &[Mutation]) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError> {
+        self.seen(&m.client_id, m.seq)
+    }
+
+    async fn record(
+        &mut self,
+        m: &Mutation,
+        status: MutationStatus,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        let version = match status {
+            MutationStatus::Applied => self.versions.last().copied(),
+            _ => None,
+        };
+        self.record_mutation(m, status, version, reason, now)
+    }
+
+    async fn entity(&mut self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
+        self.stored_entity(collection, key)
+    }
+
+    async fn write_if_newer(&mut self, m: &Mutation) -> Result<Written, ApiError> {
+        let stored = self.stored_entity(&m.collection, &m.key)?;
+        let incoming = Stamp::of(m);
+        match conflict::decide(stored.as_ref().map(|s| &s.stamp), &incoming) {
+            Verdict::Apply => {
+                let version = self.next_version()?;
+                let deleted = m.op == Op::Delete;
+                let state = Stored {
+                    value: if deleted {
+                        Value::Null
+                    } else {
+                        m.value.clone()
+                    },
+                    deleted,
+                    stamp: incoming,
+                    version,
+                };
+                self.put_entity(&m.collection, &m.key, &state)?;
+                self.versions.push(version);
+                Ok(Written::Applied)
+            }
+            // decide() only answers Conflict against a stored write.
+            Verdict::Conflict => stored
+                .map(Written::Lost)
+                .ok_or_else(|| ApiError::internal("conflict without a stored entity")),
+        }
+    }
+
+    async fn finish(
+        &mut self,
+        applied: &[&Mutation],
+        counts: &Counters,
+    ) -> Result<Vec<u64>, ApiError> {
+        debug_assert_eq!(applied.len(), self.versions.len());
+        self.add_counters(counts)?;
+        Ok(std::mem::take(&mut self.versions))
+    }
+}
+
 impl Store<'_> {
     /// The first outcome of `(client_id, seq)`, if it was seen.
-    pub fn seen(&self, client_id: &str, seq: u64) -> Result<Option<Seen>, ApiError> {
+    fn seen(&self, client_id: &str, seq: u64) -> Result<Option<Seen>, ApiError> {
         Ok(self
             .tx
             .query_row(
@@ -364,7 +371,7 @@ impl Store<'_> {
     }
 
     /// Record the first outcome of a mutation.
-    pub fn record_mutation(
+    fn record_mutation(
         &self,
         m: &Mutation,
         status: MutationStatus,
@@ -381,7 +388,7 @@ impl Store<'_> {
     }
 
     /// The stored state of an entity with the stamp of the write that made it.
-    pub fn entity(&self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
+    fn stored_entity(&self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
         Ok(self
             .tx
             .query_row(
@@ -405,18 +412,18 @@ impl Store<'_> {
     }
 
     /// Take the next global version (the pull order).
-    pub fn next_version(&self) -> Result<u64, ApiError> {
+    fn next_version(&self) -> Result<u64, ApiError> {
         Ok(self.tx.query_row(
             "INSERT INTO counters (name, value) VALUES (?1, 1)
              ON CONFLICT (name) DO UPDATE SET value = value + 1
              RETURNING value",
-            params![VERSION],
+            params![VERSION_COUNTER],
             |r| r.get(0),
         )?)
     }
 
     /// Store an entity's new state (a tombstone when `deleted`).
-    pub fn put_entity(&self, collection: &str, key: &str, state: &Stored) -> Result<(), ApiError> {
+    fn put_entity(&self, collection: &str, key: &str, state: &Stored) -> Result<(), ApiError> {
         self.tx.execute(
             "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -438,14 +445,8 @@ impl Store<'_> {
     }
 
     /// Add to the persistent counters.
-    pub fn add_counters(&self, c: &Counters) -> Result<(), ApiError> {
-        for (name, n) in [
-            ("push_requests", c.push_requests),
-            ("mutations_applied", c.mutations_applied),
-            ("duplicates", c.duplicates),
-            ("conflicts", c.conflicts),
-            ("rejected", c.rejected),
-        ] {
+    fn add_counters(&self, c: &Counters) -> Result<(), ApiError> {
+        for (name, n) in c.named() {
             if n > 0 {
                 self.tx.execute(
                     "INSERT INTO counters (name, value) VALUES (?1, ?2)
@@ -458,7 +459,7 @@ impl Store<'_> {
     }
 
     /// The persistent counters.
-    pub fn counters(&self) -> Result<Counters, ApiError> {
+    fn counters(&self) -> Result<Counters, ApiError> {
         let get = |name: &str| -> Result<u64, ApiError> {
             Ok(self
                 .tx
@@ -502,7 +503,7 @@ impl Store<'_> {
     }
 
     /// Up to `limit` entities whose version is greater than `since`, oldest first.
-    pub fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+    fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
         self.entities_where(
             "WHERE version > ?1 ORDER BY version LIMIT ?2",
             params![since, limit],
@@ -510,12 +511,12 @@ impl Store<'_> {
     }
 
     /// Every entity, tombstones included, by `(collection, key)`.
-    pub fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+    fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
         self.entities_where("ORDER BY collection, key", [])
     }
 
     /// Store a backup; returns its id.
-    pub fn insert_backup(&self, b: &NewBackup) -> Result<i64, ApiError> {
+    fn insert_backup(&self, b: &NewBackup) -> Result<i64, ApiError> {
         self.tx.execute(
             "INSERT INTO backups (exported_at, checksum, source, client_id, app_version, entities, format, body, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -535,7 +536,7 @@ impl Store<'_> {
     }
 
     /// Every backup, oldest first, without bodies.
-    pub fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+    fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
         let mut stmt = self.tx.prepare(
             "SELECT id, exported_at, checksum, source, client_id, app_version, entities, format,
                     length(CAST(body AS BLOB)), received_at
@@ -559,7 +560,7 @@ impl Store<'_> {
     }
 
     /// A backup's format and text.
-    pub fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+    fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
         Ok(self
             .tx
             .query_row(
@@ -572,7 +573,7 @@ impl Store<'_> {
 
     /// Store a captured request unless its idempotency key was stored before; returns
     /// whether it was stored.
-    pub fn insert_captured(
+    fn insert_captured(
         &self,
         path: &str,
         body: &str,
@@ -589,7 +590,7 @@ impl Store<'_> {
     }
 
     /// Every captured request, in arrival order.
-    pub fn captured(&self) -> Result<Vec<CapturedRow>, ApiError> {
+    fn captured(&self) -> Result<Vec<CapturedRow>, ApiError> {
         let mut stmt = self.tx.prepare(
             "SELECT path, idempotency_key, body, received_at FROM captured_requests ORDER BY id",
         )?;
@@ -605,7 +606,7 @@ impl Store<'_> {
     }
 
     /// Every recorded `(client_id, seq)` of one client, in seq order.
-    pub fn mutations_of(&self, client_id: &str) -> Result<Vec<MutationRow>, ApiError> {
+    fn mutations_of(&self, client_id: &str) -> Result<Vec<MutationRow>, ApiError> {
         let mut stmt = self.tx.prepare(
             "SELECT client_id, seq, status, collection, key, op, version, reason, received_at
              FROM mutations WHERE client_id = ?1 ORDER BY seq",
@@ -628,7 +629,7 @@ impl Store<'_> {
 
     /// Delete every row of every table, except the global version counter, which keeps
     /// growing so that a client's old cursor never hides new changes.
-    pub fn wipe(&self) -> Result<(), ApiError> {
+    fn wipe(&self) -> Result<(), ApiError> {
         self.tx.execute_batch(
             "DELETE FROM entities;
              DELETE FROM mutations;

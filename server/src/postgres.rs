@@ -1,0 +1,826 @@
+//! The PostgreSQL store: the only module that knows the PostgreSQL schema. Any number of
+//! server instances share one database; every guarantee is kept by the database, none by a
+//! process.
+//!
+//! - **Dedup.** [`PushTx::claim`] inserts the `(client_id, seq)` row first, with
+//!   `ON CONFLICT DO NOTHING`. A second instance claiming the same pair while the first is
+//!   still committing waits on the primary key until the first ends, then finds its row and
+//!   answers from it (`duplicate`, or the first `rejected`/`conflict`); if the first rolled
+//!   back, the second applies it. A mutation is never applied twice and never gets a 500.
+//! - **The conflict rule in the row.** [`PushTx::write_if_newer`] is one
+//!   `INSERT … ON CONFLICT (collection, key) DO UPDATE … WHERE stored stamp < incoming stamp`:
+//!   the comparison runs on the latest committed row under its row lock, so two instances
+//!   racing on an entity converge to the greater stamp. `client_id` is `COLLATE "C"` so that
+//!   the tuple compares like `rangersync_shared::conflict::Stamp` (bytewise).
+//! - **The feed never skips.** Rows are written with version 0 (seen only by their own
+//!   transaction); [`PushTx::finish`] then takes the batch's versions from the one-row
+//!   `counters` table, whose row lock it holds until commit, and sets them in the same
+//!   statement. The next transaction gets its versions only after this one is visible, so
+//!   versions become visible in increasing order and a pull can never return version `v`
+//!   while a smaller version is still to commit. The cost: batch tails (one statement and
+//!   the commit) run one at a time across instances.
+//! - **No deadlocks.** A batch first takes a transaction-scoped advisory lock per entity it
+//!   touches, all in one statement in hash order, then claims its seqs in ascending order,
+//!   and takes the counters row last; every transaction waits in that one order, so none
+//!   waits in a cycle (entity row locks are then never contended).
+//! - **One transaction per batch**, retried whole (a few times) if the database still aborts
+//!   it for a deadlock or a serialization failure; a connection lost mid-batch rolls it back.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use rangersync_shared::conflict::{Stamp, Stored};
+use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use crate::db_location::redact_url;
+use crate::error::ApiError;
+use crate::push::apply_batch;
+use crate::storage::{
+    json_text, parse_json, BackupInfo, CapturedRow, Counters, MutationRow, MutationStatus,
+    NewBackup, PushTx, Seen, Written,
+};
+
+/// Schema migrations, in order. Never edit a released one: append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the SQLite schema's tables, with the counters in one row (the version lock).
+    r#"
+    CREATE TABLE entities (
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,              -- JSON; 'null' for a tombstone
+        deleted    BOOLEAN NOT NULL,
+        updated_at BIGINT NOT NULL,            -- the stamp of the write that made this state
+        client_id  TEXT COLLATE "C" NOT NULL,
+        seq        BIGINT NOT NULL,
+        version    BIGINT NOT NULL,            -- the pull order; 0 only inside its own transaction
+        PRIMARY KEY (collection, key)
+    );
+    CREATE INDEX entities_by_version ON entities (version);
+    CREATE TABLE mutations (
+        client_id   TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('claimed', 'applied', 'conflict', 'rejected')),
+        collection  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        op          TEXT NOT NULL,
+        version     BIGINT,                    -- for 'applied'
+        reason      TEXT,                      -- for 'rejected'
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (client_id, seq)
+    );
+    CREATE TABLE counters (
+        only_row          BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        version           BIGINT NOT NULL DEFAULT 0,
+        push_requests     BIGINT NOT NULL DEFAULT 0,
+        mutations_applied BIGINT NOT NULL DEFAULT 0,
+        duplicates        BIGINT NOT NULL DEFAULT 0,
+        conflicts         BIGINT NOT NULL DEFAULT 0,
+        rejected          BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO counters DEFAULT VALUES;
+    CREATE TABLE backups (
+        id          BIGSERIAL PRIMARY KEY,
+        exported_at BIGINT NOT NULL,
+        checksum    TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        client_id   TEXT,
+        app_version TEXT NOT NULL,
+        entities    BIGINT NOT NULL,
+        format      TEXT NOT NULL,             -- 'json' | 'yaml': how it was sent
+        body        TEXT NOT NULL,             -- the text as received
+        received_at BIGINT NOT NULL
+    );
+    CREATE TABLE captured_requests (
+        id              BIGSERIAL PRIMARY KEY,
+        path            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        received_at     BIGINT NOT NULL
+    );
+    "#,
+];
+
+/// Instances starting together on a new database migrate one at a time under this
+/// transaction-scoped advisory lock (any constant; "rangersync" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x7261_6e67_6572_7379;
+
+/// How many times a batch aborted by a deadlock or a serialization failure is tried.
+const PUSH_ATTEMPTS: u32 = 5;
+
+/// The PostgreSQL database behind a connection pool; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    shown: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.shown)
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connect with a pool of at most `pool_size` connections and run the migrations.
+    pub async fn open(url: &str, pool_size: usize) -> Result<Self, String> {
+        let shown = redact_url(url);
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("invalid PostgreSQL URL {shown}: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if pool_size == 0 {
+            return Err("--db-pool must be at least 1".to_owned());
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|e| format!("connection pool for {shown}: {e}"))?;
+        let store = Self { pool, shown };
+        let mut client = store
+            .pool
+            .get()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", store.shown))?;
+        migrate(&mut client)
+            .await
+            .map_err(|e| format!("migrating {}: {e}", store.shown))?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Object, ApiError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| ApiError::internal(format!("database {}: {e}", self.shown)))
+    }
+
+    /// Apply a validated push batch in one transaction, retried whole when the database
+    /// aborted it for a deadlock (two batches locking the same entities in other orders).
+    pub async fn push(
+        &self,
+        mutations: Vec<Mutation>,
+        now: Millis,
+    ) -> Result<Vec<MutationResult>, ApiError> {
+        let mut attempt = 1;
+        loop {
+            match self.push_once(&mutations, now).await {
+                Err(PushError::Retry(e)) if attempt < PUSH_ATTEMPTS => {
+                    attempt += 1;
+                    // A little jitter so the two victims do not meet again at once.
+                    let pause = 10 * u64::from(attempt);
+                    eprintln!("rangersync-server: push retried ({})", describe(&e));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(PushError::Retry(e)) => return Err(e.into()),
+                Err(PushError::Api(e)) => return Err(e),
+                Ok(results) => return Ok(results),
+            }
+        }
+    }
+
+    async fn push_once(
+        &self,
+        mutations: &[Mutation],
+        now: Millis,
+    ) -> Result<Vec<MutationResult>, PushError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut batch = PgTx {
+            tx,
+            error: None,
+            records: Vec::new(),
+            seen: HashMap::new(),
+        };
+        let outcome = apply_batch(&mut batch, mutations, now).await;
+        // A database error that the protocol turned into an ApiError is kept here, so that
+        // a deadlock can be told apart and retried.
+        if let Some(e) = batch.error.take() {
+            return Err(e.into());
+        }
+        let results = outcome?;
+        batch.tx.commit().await?;
+        Ok(results)
+    }
+
+    /// See [`crate::storage::Db::changes_after`].
+    pub async fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT collection, key, value, deleted, updated_at, version FROM entities
+                 WHERE version > $1 ORDER BY version LIMIT $2",
+                &[&to_i64(since)?, &to_i64(limit as u64)?],
+            )
+            .await?;
+        rows.iter().map(entity_of).collect()
+    }
+
+    /// See [`crate::storage::Db::all_entities`].
+    pub async fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT collection, key, value, deleted, updated_at, version FROM entities
+                 ORDER BY collection COLLATE \"C\", key COLLATE \"C\"",
+                &[],
+            )
+            .await?;
+        rows.iter().map(entity_of).collect()
+    }
+
+    /// See [`crate::storage::Db::insert_backup`].
+    pub async fn insert_backup(&self, b: NewBackup) -> Result<i64, ApiError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
+                                      entities, format, body, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                &[
+                    &b.exported_at,
+                    &b.checksum,
+                    &b.source,
+                    &b.client_id,
+                    &b.app_version,
+                    &to_i64(b.entities)?,
+                    &b.format,
+                    &b.body,
+                    &b.received_at,
+                ],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// See [`crate::storage::Db::backups`].
+    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, exported_at, checksum, source, client_id, app_version, entities,
+                        format, octet_length(body)::BIGINT, received_at
+                 FROM backups ORDER BY id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| BackupInfo {
+                id: r.get(0),
+                exported_at: r.get(1),
+                checksum: r.get(2),
+                source: r.get(3),
+                client_id: r.get(4),
+                app_version: r.get(5),
+                entities: to_u64(r.get(6)),
+                format: r.get(7),
+                bytes: to_u64(r.get(8)),
+                received_at: r.get(9),
+            })
+            .collect())
+    }
+
+    /// See [`crate::storage::Db::backup_body`].
+    pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT format, body FROM backups WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// See [`crate::storage::Db::insert_captured`].
+    pub async fn insert_captured(
+        &self,
+        path: String,
+        body: String,
+        idempotency_key: Option<String>,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO captured_requests (path, body, idempotency_key, received_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+                &[&path, &body, &idempotency_key, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// See [`crate::storage::Db::stats`].
+    pub async fn stats(&self) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
+        let mut client = self.client().await?;
+        // One snapshot for both reads.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let c = tx
+            .query_one(
+                "SELECT push_requests, mutations_applied, duplicates, conflicts, rejected
+                 FROM counters",
+                &[],
+            )
+            .await?;
+        let counters = Counters {
+            push_requests: to_u64(c.get(0)),
+            mutations_applied: to_u64(c.get(1)),
+            duplicates: to_u64(c.get(2)),
+            conflicts: to_u64(c.get(3)),
+            rejected: to_u64(c.get(4)),
+        };
+        let rows = tx
+            .query(
+                "SELECT path, idempotency_key, body, received_at FROM captured_requests
+                 ORDER BY id",
+                &[],
+            )
+            .await?;
+        let captured = rows
+            .iter()
+            .map(|r| CapturedRow {
+                path: r.get(0),
+                idempotency_key: r.get(1),
+                body: parse_json(r.get(2)),
+                received_at: r.get(3),
+            })
+            .collect();
+        tx.commit().await?;
+        Ok((counters, captured))
+    }
+
+    /// See [`crate::storage::Db::mutations_of`].
+    pub async fn mutations_of(&self, client_id: String) -> Result<Vec<MutationRow>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT client_id, seq, status, collection, key, op, version, reason, received_at
+                 FROM mutations WHERE client_id = $1 ORDER BY seq",
+                &[&client_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MutationRow {
+                client_id: r.get(0),
+                seq: to_u64(r.get(1)),
+                status: MutationStatus::parse(r.get(2)),
+                collection: r.get(3),
+                key: r.get(4),
+                op: r.get(5),
+                version: r.get::<_, Option<i64>>(6).map(to_u64),
+                reason: r.get(7),
+                received_at: r.get(8),
+            })
+            .collect())
+    }
+
+    /// See [`crate::storage::Db::wipe`].
+    pub async fn wipe(&self) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        client
+            .batch_execute(
+                "BEGIN;
+                 DELETE FROM entities;
+                 DELETE FROM mutations;
+                 DELETE FROM backups;
+                 DELETE FROM captured_requests;
+                 UPDATE counters SET push_requests = 0, mutations_applied = 0, duplicates = 0,
+                                     conflicts = 0, rejected = 0;
+                 COMMIT;",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+async fn migrate(client: &mut Object) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS rangersync_schema (
+             only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+             version  INTEGER NOT NULL
+         );
+         INSERT INTO rangersync_schema (version) VALUES (0) ON CONFLICT DO NOTHING;",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one("SELECT version FROM rangersync_schema", &[])
+        .await?
+        .get(0);
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        // Refuse rather than run against a schema this build does not know.
+        tx.batch_execute(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'database schema version {current} is newer than this server ({})'; END $$",
+            MIGRATIONS.len()
+        ))
+        .await?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.batch_execute(sql).await?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute("UPDATE rangersync_schema SET version = $1", &[&version])
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Why one attempt at a batch failed.
+enum PushError {
+    /// The database aborted the transaction (deadlock, serialization failure): try again.
+    Retry(tokio_postgres::Error),
+    /// Anything else: answer it.
+    Api(ApiError),
+}
+
+impl From<tokio_postgres::Error> for PushError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(code)
+                if *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                Self::Retry(e)
+            }
+            _ => Self::Api(e.into()),
+        }
+    }
+}
+
+impl From<ApiError> for PushError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+/// An outcome to write at [`PushTx::finish`].
+struct Record {
+    client_id: String,
+    seq: i64,
+    status: MutationStatus,
+    reason: Option<String>,
+    received_at: Millis,
+}
+
+/// One push batch's transaction.
+struct PgTx<'a> {
+    tx: Transaction<'a>,
+    /// The first database error, kept whole (an [`ApiError`] only says "internal").
+    error: Option<tokio_postgres::Error>,
+    /// Outcomes of the claimed mutations, written by `finish` in one statement.
+    records: Vec<Record>,
+    /// First outcomes of the batch's seqs seen before, from `begin`.
+    seen: HashMap<i64, Seen>,
+}
+
+impl PgTx<'_> {
+    /// Claims every `(client_id, seq)` of the batch in one statement (rows inserted in seq
+    /// order, so two instances claiming overlapping batches wait for each other in seq
+    /// order), then reads the first outcome of those seen before in a second statement,
+    /// which sees what another instance committed while this one waited on it.
+    async fn claim_all(&mut self, mutations: &[Mutation]) -> Result<(), ApiError> {
+        let Some(first) = mutations.first() else {
+            return Ok(());
+        };
+        let client_id = first.client_id.as_str();
+        let seqs = mutations
+            .iter()
+            .map(|m| to_i64(m.seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        let collections: Vec<&str> = mutations.iter().map(|m| m.collection.as_str()).collect();
+        let keys: Vec<&str> = mutations.iter().map(|m| m.key.as_str()).collect();
+        let ops: Vec<&str> = mutations.iter().map(|m| op_str(m.op)).collect();
+        let claimed = self
+            .tx
+            .query(
+                "INSERT INTO mutations (client_id, seq, status, collection, key, op, received_at)
+                 SELECT $1, seq, 'claimed', collection, key, op, 0
+                 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
+                      WITH ORDINALITY AS d(seq, collection, key, op, n)
+                 ORDER BY n
+                 ON CONFLICT (client_id, seq) DO NOTHING
+                 RETURNING seq",
+                &[&client_id, &seqs, &collections, &keys, &ops],
+            )
+            .await;
+        let claimed: Vec<i64> = match claimed {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let before: Vec<i64> = seqs
+            .iter()
+            .copied()
+            .filter(|s| !claimed.contains(s))
+            .collect();
+        if before.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .tx
+            .query(
+                "SELECT seq, status, reason FROM mutations
+                 WHERE client_id = $1 AND seq = ANY($2)",
+                &[&client_id, &before],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                for r in rows {
+                    self.seen.insert(
+                        r.get(0),
+                        Seen {
+                            status: MutationStatus::parse(r.get(1)),
+                            reason: r.get(2),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn fail(&mut self, e: tokio_postgres::Error) -> ApiError {
+        let api = ApiError::internal(format!("database: {}", describe(&e)));
+        self.error.get_or_insert(e);
+        api
+    }
+
+    async fn stored(&mut self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT value, deleted, updated_at, client_id, seq, version
+                 FROM entities WHERE collection = $1 AND key = $2",
+                &[&collection, &key],
+            )
+            .await;
+        match row {
+            Ok(row) => Ok(row.map(|r| Stored {
+                value: parse_json(r.get(0)),
+                deleted: r.get(1),
+                stamp: Stamp {
+                    updated_at: r.get(2),
+                    client_id: r.get(3),
+                    seq: to_u64(r.get(4)),
+                },
+                version: to_u64(r.get(5)),
+            })),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+}
+
+impl PushTx for PgTx<'_> {
+    async fn begin(&mut self, mutations: &[Mutation]) -> Result<(), ApiError> {
+        let collections: Vec<&str> = mutations.iter().map(|m| m.collection.as_str()).collect();
+        let keys: Vec<&str> = mutations.iter().map(|m| m.key.as_str()).collect();
+        // Volatile functions in a select list run after ORDER BY, so every transaction takes
+        // these locks in the same (hash) order. A hash collision only serialises more.
+        let locked = self
+            .tx
+            .execute(
+                "SELECT pg_advisory_xact_lock(h) FROM (
+                     SELECT DISTINCT hashtextextended(c || chr(1) || k, 0) AS h
+                     FROM unnest($1::text[], $2::text[]) AS d(c, k)
+                 ) AS entity_keys
+                 ORDER BY h",
+                &[&collections, &keys],
+            )
+            .await;
+        if let Err(e) = locked {
+            return Err(self.fail(e));
+        }
+        self.claim_all(mutations).await
+    }
+
+    async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError> {
+        // `begin` claimed the whole batch.
+        Ok(self.seen.remove(&to_i64(m.seq)?))
+    }
+
+    async fn record(
+        &mut self,
+        m: &Mutation,
+        status: MutationStatus,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        self.records.push(Record {
+            client_id: m.client_id.clone(),
+            seq: to_i64(m.seq)?,
+            status,
+            reason: reason.map(str::to_owned),
+            received_at: now,
+        });
+        Ok(())
+    }
+
+    async fn entity(&mut self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
+        self.stored(collection, key).await
+    }
+
+    async fn write_if_newer(&mut self, m: &Mutation) -> Result<Written, ApiError> {
+        let deleted = m.op == Op::Delete;
+        let value = if deleted {
+            "null".to_owned()
+        } else {
+            json_text(&m.value)
+        };
+        let written = self
+            .tx
+            .execute(
+                "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0)
+                 ON CONFLICT (collection, key) DO UPDATE SET
+                   value = excluded.value, deleted = excluded.deleted,
+                   updated_at = excluded.updated_at, client_id = excluded.client_id,
+                   seq = excluded.seq, version = 0
+                 WHERE (entities.updated_at, entities.client_id, entities.seq)
+                     < (excluded.updated_at, excluded.client_id, excluded.seq)",
+                &[
+                    &m.collection,
+                    &m.key,
+                    &value,
+                    &deleted,
+                    &m.updated_at,
+                    &m.client_id,
+                    &to_i64(m.seq)?,
+                ],
+            )
+            .await;
+        match written {
+            Ok(1) => Ok(Written::Applied),
+            // The row exists, is newer, and is locked by this transaction now.
+            Ok(_) => self
+                .stored(&m.collection, &m.key)
+                .await?
+                .map(Written::Lost)
+                .ok_or_else(|| ApiError::internal("conflict without a stored entity")),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    async fn finish(
+        &mut self,
+        applied: &[&Mutation],
+        counts: &Counters,
+    ) -> Result<Vec<u64>, ApiError> {
+        // Positions (1-based) of the applied mutations; an entity takes its last one.
+        let mut last_of_entity: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut position_of: HashMap<(&str, i64), i64> = HashMap::new();
+        for (i, m) in applied.iter().enumerate() {
+            let position = i64::try_from(i + 1).unwrap_or(i64::MAX);
+            last_of_entity.insert((m.collection.as_str(), m.key.as_str()), position);
+            position_of.insert((m.client_id.as_str(), to_i64(m.seq)?), position);
+        }
+        let (e_collections, e_keys, e_positions) = last_of_entity.into_iter().fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |(mut c, mut k, mut p), ((collection, key), position)| {
+                c.push(collection);
+                k.push(key);
+                p.push(position);
+                (c, k, p)
+            },
+        );
+        let mut m_clients = Vec::with_capacity(self.records.len());
+        let mut m_seqs = Vec::with_capacity(self.records.len());
+        let mut m_statuses = Vec::with_capacity(self.records.len());
+        let mut m_reasons = Vec::with_capacity(self.records.len());
+        let mut m_positions = Vec::with_capacity(self.records.len());
+        let mut m_received = Vec::with_capacity(self.records.len());
+        for r in &self.records {
+            m_received.push(r.received_at);
+            m_clients.push(r.client_id.as_str());
+            m_seqs.push(r.seq);
+            m_statuses.push(r.status.as_str());
+            m_reasons.push(r.reason.as_deref());
+            m_positions.push(
+                position_of
+                    .get(&(r.client_id.as_str(), r.seq))
+                    .copied()
+                    .unwrap_or(0),
+            );
+        }
+        let n = i64::try_from(applied.len()).unwrap_or(i64::MAX);
+        // One statement: take the versions under the counters row lock (held until commit),
+        // then stamp them on the entities and record every outcome.
+        let row = self
+            .tx
+            .query_one(
+                "WITH taken AS (
+                     UPDATE counters SET version = version + $1,
+                         push_requests = push_requests + $2,
+                         mutations_applied = mutations_applied + $3,
+                         duplicates = duplicates + $4,
+                         conflicts = conflicts + $5,
+                         rejected = rejected + $6
+                     RETURNING version - $1 AS base
+                 ),
+                 stamped AS (
+                     UPDATE entities e SET version = (SELECT base FROM taken) + d.position
+                     FROM unnest($7::text[], $8::text[], $9::bigint[]) AS d(collection, key, position)
+                     WHERE e.collection = d.collection AND e.key = d.key
+                 ),
+                 recorded AS (
+                     UPDATE mutations m SET status = d.status, reason = d.reason,
+                         received_at = d.received_at,
+                         version = CASE WHEN d.position > 0
+                                        THEN (SELECT base FROM taken) + d.position END
+                     FROM unnest($10::text[], $11::bigint[], $12::text[], $13::text[],
+                                 $14::bigint[], $15::bigint[])
+                          AS d(client_id, seq, status, reason, position, received_at)
+                     WHERE m.client_id = d.client_id AND m.seq = d.seq
+                 )
+                 SELECT base FROM taken",
+                &[
+                    &n,
+                    &to_i64(counts.push_requests)?,
+                    &to_i64(counts.mutations_applied)?,
+                    &to_i64(counts.duplicates)?,
+                    &to_i64(counts.conflicts)?,
+                    &to_i64(counts.rejected)?,
+                    &e_collections,
+                    &e_keys,
+                    &e_positions,
+                    &m_clients,
+                    &m_seqs,
+                    &m_statuses,
+                    &m_reasons,
+                    &m_positions,
+                    &m_received,
+                ],
+            )
+            .await;
+        let base: i64 = match row {
+            Ok(r) => r.get(0),
+            Err(e) => return Err(self.fail(e)),
+        };
+        Ok((1..=n).map(|i| to_u64(base + i)).collect())
+    }
+}
+
+fn op_str(op: Op) -> &'static str {
+    match op {
+        Op::Put => "put",
+        Op::Delete => "delete",
+    }
+}
+
+fn entity_of(r: &Row) -> Result<Entity, ApiError> {
+    Ok(Entity {
+        collection: r.get(0),
+        key: r.get(1),
+        value: parse_json(r.get(2)),
+        deleted: r.get(3),
+        updated_at: r.get(4),
+        version: to_u64(r.get(5)),
+    })
+}
+
+/// Seqs, versions and counts are stored as BIGINT; the push handler already refused seqs
+/// above `i64::MAX`.
+fn to_i64(n: u64) -> Result<i64, ApiError> {
+    i64::try_from(n).map_err(|_| ApiError::internal(format!("{n} does not fit in a BIGINT")))
+}
+
+/// Stored numbers are never negative (versions start at 1, seqs are checked on the way in).
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The server's own message and SQLSTATE for a database error (tokio-postgres displays
+/// only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::internal(format!("database: {}", describe(&e)))
+    }
+}

@@ -1,0 +1,356 @@
+//! The storage seam: what the protocol needs from a database, and the two databases that
+//! provide it ([`crate::sqlite`], embedded, one process; [`crate::postgres`], shared by any
+//! number of instances).
+//!
+//! The protocol is written once against this module: [`crate::push::apply_batch`] over a
+//! [`PushTx`] (dedup, validation, the conflict rule, per-mutation results, counters), and the
+//! other handlers over [`Db`]'s typed reads and writes. A backend only says how a step is
+//! done in its SQL, never what the answer to a client is.
+//!
+//! Invariants every backend keeps (tested against both by `server/tests/api`):
+//! - one push batch is one transaction: all of it is stored, or none of it;
+//! - a `(client_id, seq)` is claimed once: while one transaction holds a claim, another that
+//!   claims the same pair waits, then sees its first outcome;
+//! - an entity changes only when the incoming `(updated_at, client_id, seq)` is greater than
+//!   its stored one (`rangersync_shared::conflict`);
+//! - versions are handed out in commit order, so a pull that returned version `v` has already
+//!   seen every change that will ever carry a version below `v` (the feed never skips).
+
+use rangersync_shared::conflict::Stored;
+use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::db_location::DbLocation;
+use crate::error::ApiError;
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+
+/// How the server answered a `(client_id, seq)` the first time it saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationStatus {
+    /// Stored.
+    Applied,
+    /// Lost to a newer write.
+    Conflict,
+    /// Invalid.
+    Rejected,
+}
+
+impl MutationStatus {
+    /// The name stored in the `mutations.status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Conflict => "conflict",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// The status a stored name stands for.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "applied" => Self::Applied,
+            "conflict" => Self::Conflict,
+            _ => Self::Rejected,
+        }
+    }
+}
+
+/// A `(client_id, seq)` seen before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Its first outcome.
+    pub status: MutationStatus,
+    /// The rejection reason, for `rejected`.
+    pub reason: Option<String>,
+}
+
+/// What [`PushTx::write_if_newer`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The entity now holds the incoming write; its version is handed out by
+    /// [`PushTx::finish`].
+    Applied,
+    /// The stored write is newer (or the same stamp); nothing changed.
+    Lost(Stored),
+}
+
+/// The steps of one push batch, inside one transaction. The transaction commits only when
+/// the caller commits it after [`PushTx::finish`]; dropping it rolls everything back.
+// The futures are awaited where the transaction lives (SQLite's on a blocking thread), so
+// they need no `Send` bound; the trait is implemented only in this crate.
+#[allow(async_fn_in_trait)]
+pub trait PushTx {
+    /// Called first with the whole batch: take whatever locks the batch's entities need, in
+    /// an order every transaction agrees on, so that batches never deadlock; a backend may
+    /// also claim every `(client_id, seq)` of the batch here, ahead of [`PushTx::claim`].
+    async fn begin(&mut self, mutations: &[Mutation]) -> Result<(), ApiError>;
+
+    /// Claim `(m.client_id, m.seq)` for this transaction, or return its first outcome when
+    /// it was seen before. A concurrent claim of the same pair waits for this one to end.
+    async fn claim(&mut self, m: &Mutation) -> Result<Option<Seen>, ApiError>;
+
+    /// Record the outcome of a claimed mutation (`version` is set later for `applied`).
+    async fn record(
+        &mut self,
+        m: &Mutation,
+        status: MutationStatus,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), ApiError>;
+
+    /// The stored state of an entity.
+    async fn entity(&mut self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError>;
+
+    /// Store `m` in its entity if its stamp is greater than the stored one (the conflict rule
+    /// of `rangersync_shared::conflict`), atomically with respect to other transactions.
+    async fn write_if_newer(&mut self, m: &Mutation) -> Result<Written, ApiError>;
+
+    /// Give the applied mutations their versions, in the order given (which is the order they
+    /// were applied), add the counters, and return the versions. Versions are handed out in
+    /// commit order: none is taken by a transaction that may commit after a later one.
+    async fn finish(
+        &mut self,
+        applied: &[&Mutation],
+        counts: &Counters,
+    ) -> Result<Vec<u64>, ApiError>;
+}
+
+/// One recorded `(client_id, seq)` (for `GET /api/test/mutations`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MutationRow {
+    /// The client.
+    pub client_id: String,
+    /// Its seq.
+    pub seq: u64,
+    /// The first outcome.
+    pub status: MutationStatus,
+    /// As sent.
+    pub collection: String,
+    /// As sent.
+    pub key: String,
+    /// `put` or `delete`.
+    pub op: String,
+    /// The version it made, when applied.
+    pub version: Option<u64>,
+    /// Why, when rejected.
+    pub reason: Option<String>,
+    /// When the server first saw it.
+    pub received_at: Millis,
+}
+
+/// Counts kept across restarts (for `GET /api/test/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Push batches handled (faulted and refused requests excluded).
+    pub push_requests: u64,
+    /// Mutations applied.
+    pub mutations_applied: u64,
+    /// Mutations sent again after a first outcome.
+    pub duplicates: u64,
+    /// Mutations that lost to a newer write.
+    pub conflicts: u64,
+    /// Invalid mutations.
+    pub rejected: u64,
+}
+
+impl Counters {
+    /// `(name, value)` pairs as stored in the `counters` table.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("push_requests", self.push_requests),
+            ("mutations_applied", self.mutations_applied),
+            ("duplicates", self.duplicates),
+            ("conflicts", self.conflicts),
+            ("rejected", self.rejected),
+        ]
+    }
+}
+
+/// The counter that hands out versions (kept by a test reset).
+pub const VERSION_COUNTER: &str = "version";
+
+/// A backup to store.
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    /// From the snapshot.
+    pub exported_at: Millis,
+    /// The verified checksum.
+    pub checksum: String,
+    /// `client` or `server`.
+    pub source: String,
+    /// The client that made it, if any.
+    pub client_id: Option<String>,
+    /// From the snapshot.
+    pub app_version: String,
+    /// Number of entities in it.
+    pub entities: u64,
+    /// `json` or `yaml`.
+    pub format: String,
+    /// The text as received.
+    pub body: String,
+    /// When it was stored.
+    pub received_at: Millis,
+}
+
+/// One stored backup, without its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupInfo {
+    /// Its id.
+    pub id: i64,
+    /// From the snapshot.
+    pub exported_at: Millis,
+    /// The verified checksum.
+    pub checksum: String,
+    /// `client` or `server`.
+    pub source: String,
+    /// The client that made it, if any.
+    pub client_id: Option<String>,
+    /// From the snapshot.
+    pub app_version: String,
+    /// Number of entities in it.
+    pub entities: u64,
+    /// `json` or `yaml`.
+    pub format: String,
+    /// Size of the stored text.
+    pub bytes: u64,
+    /// When it was stored.
+    pub received_at: Millis,
+}
+
+/// One stored captured request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapturedRow {
+    /// The route.
+    pub path: String,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+    /// When it was stored.
+    pub received_at: Millis,
+}
+
+/// JSON as stored in a text column.
+pub fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// A text column back to JSON.
+pub fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// The opened database; cheap to clone. Each method is one transaction.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// The embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database (possibly shared with other instances).
+    Postgres(PgStore),
+}
+
+impl Db {
+    /// Open `location` (creating a SQLite file and its directory when missing), run the
+    /// migrations; `pool` is the PostgreSQL connection pool size.
+    pub async fn open(location: &DbLocation, pool: usize) -> Result<Self, String> {
+        match location {
+            DbLocation::Sqlite(path) => Ok(Self::Sqlite(SqliteStore::open(path).await?)),
+            DbLocation::Postgres(url) => Ok(Self::Postgres(PgStore::open(url, pool).await?)),
+        }
+    }
+
+    /// Apply a validated push batch in one transaction.
+    pub async fn push(
+        &self,
+        mutations: Vec<Mutation>,
+        now: Millis,
+    ) -> Result<Vec<MutationResult>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.push(mutations, now).await,
+            Self::Postgres(p) => p.push(mutations, now).await,
+        }
+    }
+
+    /// Up to `limit` entities whose version is greater than `since`, oldest first.
+    pub async fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.changes_after(since, limit).await,
+            Self::Postgres(p) => p.changes_after(since, limit).await,
+        }
+    }
+
+    /// Every entity, tombstones included, by `(collection, key)`.
+    pub async fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.all_entities().await,
+            Self::Postgres(p) => p.all_entities().await,
+        }
+    }
+
+    /// Store a backup; returns its id.
+    pub async fn insert_backup(&self, backup: NewBackup) -> Result<i64, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.insert_backup(backup).await,
+            Self::Postgres(p) => p.insert_backup(backup).await,
+        }
+    }
+
+    /// Every backup, oldest first, without bodies.
+    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.backups().await,
+            Self::Postgres(p) => p.backups().await,
+        }
+    }
+
+    /// A backup's format and text.
+    pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.backup_body(id).await,
+            Self::Postgres(p) => p.backup_body(id).await,
+        }
+    }
+
+    /// Store a captured request unless its idempotency key was stored before; returns
+    /// whether it was stored.
+    pub async fn insert_captured(
+        &self,
+        path: String,
+        body: String,
+        idempotency_key: Option<String>,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.insert_captured(path, body, idempotency_key, now).await,
+            Self::Postgres(p) => p.insert_captured(path, body, idempotency_key, now).await,
+        }
+    }
+
+    /// The persistent counters and every captured request, in arrival order.
+    pub async fn stats(&self) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
+        match self {
+            Self::Sqlite(s) => s.stats().await,
+            Self::Postgres(p) => p.stats().await,
+        }
+    }
+
+    /// Every recorded `(client_id, seq)` of one client, in seq order.
+    pub async fn mutations_of(&self, client_id: String) -> Result<Vec<MutationRow>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.mutations_of(client_id).await,
+            Self::Postgres(p) => p.mutations_of(client_id).await,
+        }
+    }
+
+    /// Delete every row of every table, except the version counter, which keeps growing so
+    /// that a client's old cursor never hides new changes.
+    pub async fn wipe(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Sqlite(s) => s.wipe().await,
+            Self::Postgres(p) => p.wipe().await,
+        }
+    }
+}
