@@ -5,19 +5,11 @@
 use std::time::Duration;
 
 use rangersync_e2e::{
-    eval, serial, wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
-    SYNC_TAG,
+    eval, register_client, serial, wait_for_controller, wait_until, Result, ServiceWorkers,
+    TestBrowser, TestServer, SYNC_TAG,
 };
 use rangersync_server::{test_postgres, DbLocation};
 use serde_json::Value;
-
-/// Registers through the page API and keeps the client in `window.client`.
-const REGISTER: &str = r#"(async () => {
-    const { default: init, SyncClient } = await import('/pkg/rangersync_page.js');
-    await init();
-    window.client = await SyncClient.register({ swUrl: '/sw.js', serverUrl: location.origin });
-    return window.client.mode;
-})()"#;
 
 #[tokio::test]
 async fn a_write_made_offline_reaches_one_postgres_instance_and_is_served_once_by_the_other(
@@ -30,7 +22,7 @@ async fn a_write_made_offline_reaches_one_postgres_instance_and_is_served_once_b
     let workers = ServiceWorkers::enable(&browser).await?;
 
     let page = browser.open(&format!("{}/", front.url())).await?;
-    assert_eq!(eval(&page, REGISTER).await?, "worker");
+    assert_eq!(register_client(&page, "{}").await?, "worker");
     wait_for_controller(&page).await?;
     front.stop().await;
     let ack = eval(
