@@ -3,6 +3,7 @@
 //! entity once, after the acknowledgements have gone out.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 
 use rangersync_shared::messages::Broadcast;
 use rangersync_shared::status::Status;
@@ -16,7 +17,10 @@ use crate::js::Timeout;
 pub(super) struct Coalescer {
     scheduled: RefCell<Option<Timeout>>,
     status_dirty: Cell<bool>,
+    /// In the order they changed; `announced` answers "already in?" without a scan, since a
+    /// `write_many` of 10,000 keys lands here in one macrotask.
     changes: RefCell<Vec<(String, String)>>,
+    announced: RefCell<BTreeSet<(String, String)>>,
     last_status: RefCell<Option<Status>>,
 }
 
@@ -25,6 +29,7 @@ impl Coalescer {
     pub(super) fn cancel(&self) {
         self.scheduled.borrow_mut().take();
         self.changes.borrow_mut().clear();
+        self.announced.borrow_mut().clear();
         self.status_dirty.set(false);
     }
 }
@@ -38,11 +43,9 @@ impl Engine {
 
     /// `(collection, key)` changed locally: tell every tab at the end of this macrotask.
     pub(super) fn broadcast_change(&self, collection: &str, key: &str) {
-        {
-            let mut changes = self.broadcast.changes.borrow_mut();
-            if !changes.iter().any(|(c, k)| c == collection && k == key) {
-                changes.push((collection.to_owned(), key.to_owned()));
-            }
+        let entity = (collection.to_owned(), key.to_owned());
+        if self.broadcast.announced.borrow_mut().insert(entity.clone()) {
+            self.broadcast.changes.borrow_mut().push(entity);
         }
         self.schedule_broadcast();
     }
@@ -64,6 +67,7 @@ impl Engine {
     fn send_broadcasts(&self) {
         self.broadcast.scheduled.borrow_mut().take();
         let changes = std::mem::take(&mut *self.broadcast.changes.borrow_mut());
+        self.broadcast.announced.borrow_mut().clear();
         for (collection, key) in changes {
             (self.notify)(&Broadcast::Change { collection, key });
         }
