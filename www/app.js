@@ -80,12 +80,13 @@ function debounce(fn, ms) {
 
 // ---------- status indicator ----------
 
-/** The one word a person needs: Saved / Syncing… / Pending N / Offline / Error / Auth error. */
+/** The one word a person needs: Saved / Syncing… / Pending N / Offline / Error / Auth error / Config error. */
 function describeStatus(s) {
   if (!s) return { cls: 'loading', text: 'Starting…' };
   const pending = s.pending || 0;
   switch (s.state) {
     case 'auth_error': return { cls: 'error', text: 'Auth error' };
+    case 'config_error': return { cls: 'error', text: 'Config error' };
     case 'error': return { cls: 'error', text: 'Error' };
     case 'offline': return { cls: 'offline', text: pending ? `Offline · ${pending} pending` : 'Offline' };
     case 'syncing': return { cls: 'syncing', text: 'Syncing…' };
@@ -104,7 +105,7 @@ function notify(text) {
 
 function renderStatus(previous) {
   const s = state.status;
-  if (s && previous && previous.state !== s.state && (s.state === 'error' || s.state === 'auth_error')) {
+  if (s && previous && previous.state !== s.state && (s.state === 'error' || s.state === 'auth_error' || s.state === 'config_error')) {
     notify(s.state === 'auth_error' ? 'Sync stopped: the server refused the sign-in.' : `Sync failed: ${s.last_error ? friendly(s.last_error) : 'unknown error'}`);
   }
   const d = describeStatus(s);
@@ -124,7 +125,7 @@ function renderStatus(previous) {
   $('pending-count').textContent = s.in_flight ? `${s.pending} (${s.in_flight} sending)` : String(s.pending);
   renderTimes();
   const err = $('last-error');
-  if (s.last_error && (s.state === 'error' || s.state === 'auth_error' || s.state === 'waiting_retry' || s.state === 'offline')) {
+  if (s.last_error && (s.state === 'error' || s.state === 'auth_error' || s.state === 'config_error' || s.state === 'waiting_retry' || s.state === 'offline')) {
     err.hidden = false;
     const retry = s.next_retry_at ? ` Retrying ${ago(s.next_retry_at)}.` : '';
     err.textContent = `${friendly(s.last_error)}${retry}`;

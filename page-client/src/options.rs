@@ -52,6 +52,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "retry",
     "forcePageMode",
     "timeoutMs",
+    "requestTimeoutMs",
     "controllerTimeoutMs",
     "cacheAppShell",
 ];
@@ -112,6 +113,8 @@ impl ClientOptions {
         };
         let periodic_interval_ms = opt_positive(map, "periodicIntervalMs")?;
         let export_interval_ms = opt_positive(map, "exportIntervalMs")?;
+        let request_timeout_ms =
+            opt_positive(map, "requestTimeoutMs")?.unwrap_or(defaults.request_timeout_ms);
         let retry = parse_retry(map.get("retry"))?;
         let force_page_mode = match map.get("forcePageMode") {
             None | Some(Value::Null) => false,
@@ -138,6 +141,7 @@ impl ClientOptions {
             retry,
             periodic_interval_ms,
             export_interval_ms,
+            request_timeout_ms,
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.

@@ -40,6 +40,8 @@ export interface SyncClientOptions {
   forcePageMode?: boolean;
   /** Longest wait for one reply of the worker, ms (flush/export/restore: 6×). Default 10000. */
   timeoutMs?: number;
+  /** Longest time one HTTP request of the outbox (push, pull, replay) may take, body included, before it is aborted and retried with backoff, ms (100..600000). Default 30000. */
+  requestTimeoutMs?: number;
   /** Longest wait for a new worker to control the page before page mode, ms. Default 10000. */
   controllerTimeoutMs?: number;
   /** Once a worker controls the page, put the page's own files (same origin, not /api/) into
@@ -48,7 +50,7 @@ export interface SyncClientOptions {
 }
 
 export type SyncState =
-  | "idle" | "saving" | "syncing" | "waiting_retry" | "offline" | "auth_error" | "error";
+  | "idle" | "saving" | "syncing" | "waiting_retry" | "offline" | "auth_error" | "config_error" | "error";
 
 /** The status object (times in ms since the epoch). */
 export interface SyncStatus {

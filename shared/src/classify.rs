@@ -46,7 +46,7 @@ pub enum PushAction {
         message: String,
     },
     /// Transient failure (network, 408, 5xx, 429/503 without Retry-After, a garbled 2xx,
-    /// a misrouted 404/405/415): retry with backoff and report `code`.
+    /// a 2xx with the wrong number of results): retry with backoff and report `code`.
     Backoff { code: &'static str, message: String },
     /// The batch was too large or held something malformed (413, or 400 with more than one
     /// mutation): send half as many next time to isolate it.
@@ -56,6 +56,12 @@ pub enum PushAction {
     DeadLetter { reason: String },
     /// 401/403: stop sending and report an auth error until the configuration changes.
     AuthStop { status: u16, message: String },
+    /// The URL does not lead to a rangersync sync endpoint: 404, 405, 415 or any other status
+    /// the protocol never uses, a 2xx that is not a push response (an HTML page, a proxy's
+    /// login form), a 400/422 without the protocol's error body. Nothing is wrong with the
+    /// entries: report `config_error` (`message` says what came back), back off, count nothing
+    /// toward `max_attempts`, dead-letter nothing.
+    ConfigError { message: String },
 }
 
 /// Classify the answer to a push of `batch_len` mutations.
@@ -84,39 +90,157 @@ pub fn classify_push(outcome: &HttpOutcome, batch_len: usize, now: Millis) -> Pu
                     response.results.len()
                 ),
             },
-            Err(e) => PushAction::Backoff {
-                code: "bad_response",
-                message: format!("the server answered HTTP {status} with an unreadable body: {e}"),
+            Err(e) => PushAction::ConfigError {
+                message: format!(
+                    "answered HTTP {status} with {} instead of a push response ({e})",
+                    what_came_back(body)
+                ),
             },
         },
-        400 | 422 => refuse(batch_len, "bad_request", status, body, &said, "refused the batch as malformed"),
-        413 => refuse(batch_len, "payload_too_large", status, body, &said, "refused the batch as too large"),
-        401 | 403 => PushAction::AuthStop { status, message: auth_detail(body) },
+        400 | 422 if error_detail(body).is_none() => PushAction::ConfigError {
+            message: format!("answered HTTP {status} with {}", what_came_back(body)),
+        },
+        400 | 422 => refuse(
+            batch_len,
+            "bad_request",
+            status,
+            body,
+            &said,
+            "refused the batch as malformed",
+        ),
+        413 => refuse(
+            batch_len,
+            "payload_too_large",
+            status,
+            body,
+            &said,
+            "refused the batch as too large",
+        ),
+        401 | 403 => PushAction::AuthStop {
+            status,
+            message: auth_detail(body),
+        },
         429 | 503 => {
-            let (code, what) = if status == 429 { ("rate_limited", "is rate limiting") } else { ("unavailable", "is unavailable") };
+            let (code, what) = if status == 429 {
+                ("rate_limited", "is rate limiting")
+            } else {
+                ("unavailable", "is unavailable")
+            };
             match retry_after.and_then(|h| parse_retry_after(h, now)) {
                 Some(delay_ms) => PushAction::RetryAfter {
                     delay_ms,
                     code,
-                    message: format!("the server {what} (HTTP {status}){said}; retrying in {} s", delay_ms.div_ceil(1000)),
+                    message: format!(
+                        "the server {what} (HTTP {status}){said}; retrying in {} s",
+                        delay_ms.div_ceil(1000)
+                    ),
                 },
-                None => PushAction::Backoff { code, message: format!("the server {what} (HTTP {status}){said}") },
+                None => PushAction::Backoff {
+                    code,
+                    message: format!("the server {what} (HTTP {status}){said}"),
+                },
             }
         }
-        408 => PushAction::Backoff { code: "timeout", message: format!("the server timed out (HTTP 408){said}") },
+        408 => PushAction::Backoff {
+            code: "timeout",
+            message: format!("the server timed out (HTTP 408){said}"),
+        },
         500..=599 => PushAction::Backoff {
             code: "server_error",
             message: format!("the server failed (HTTP {status}){said}"),
         },
-        415 => PushAction::Backoff {
-            code: "unsupported_media_type",
-            message: format!("the server does not accept the push's content type (HTTP 415){said}; check the server URL"),
-        },
-        _ => PushAction::Backoff {
-            code: "bad_endpoint",
-            message: format!("the sync endpoint answered HTTP {status}{said}; check the server URL"),
+        _ => PushAction::ConfigError {
+            message: format!("answered HTTP {status} with {}", what_came_back(body)),
         },
     }
+}
+
+/// What a pull answer means: `Ok(body)` for a 2xx (the caller parses it; an unreadable one is
+/// [`pull_unreadable`]), else `Err((code, message))` for the status: `network` (no answer),
+/// `auth` (401/403), `server_error` / `unavailable` / `rate_limited` (5xx, 429), and
+/// `config_error` for anything that shows `url` is not a rangersync pull route (404, 405,
+/// 415, another status the protocol never uses).
+pub fn classify_pull(outcome: HttpOutcome, url: &str) -> Result<String, (&'static str, String)> {
+    let (status, body) = match outcome {
+        HttpOutcome::Network { message } => {
+            return Err(("network", format!("network error: {message}")))
+        }
+        HttpOutcome::Response { status, body, .. } => (status, body),
+    };
+    let said = server_says(&body);
+    match status {
+        200..=299 => Ok(body),
+        401 | 403 => Err((
+            "auth",
+            format!("the server refused the credentials for GET {url} (HTTP {status}){said}"),
+        )),
+        429 => Err((
+            "rate_limited",
+            format!("the server is rate limiting (HTTP 429){said}"),
+        )),
+        503 => Err((
+            "unavailable",
+            format!("the server is unavailable (HTTP 503){said}"),
+        )),
+        408 | 500..=599 => Err((
+            "server_error",
+            format!("the pull failed (HTTP {status}){said}"),
+        )),
+        _ => Err((
+            "config_error",
+            format!(
+                "GET {url} answered HTTP {status} with {}: the server URL does not lead to a rangersync sync server",
+                what_came_back(&body)
+            ),
+        )),
+    }
+}
+
+/// A 2xx pull answer that is not the protocol's: a `config_error` naming what came back.
+pub fn pull_unreadable(url: &str, body: &str, error: &str) -> (&'static str, String) {
+    (
+        "config_error",
+        format!(
+            "GET {url} answered with {} instead of a pull response ({error}): the server URL does not lead to a rangersync sync server",
+            what_came_back(body)
+        ),
+    )
+}
+
+/// Longest excerpt of an unexpected body carried into a `config_error` message.
+const MAX_EXCERPT_CHARS: usize = 120;
+
+/// What an unexpected answer held, for a person: `an empty body`, `an HTML page titled "…"`,
+/// the protocol's error (`code: message`), or the first characters of the text.
+pub fn what_came_back(body: &str) -> String {
+    let text = body.trim();
+    if text.is_empty() {
+        return "an empty body".to_owned();
+    }
+    if let Some(said) = server_says(text).strip_prefix(": ") {
+        return format!("the error {said:?}");
+    }
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = collapsed.to_ascii_lowercase();
+    if lower.starts_with("<!doctype html") || lower.starts_with("<html") || lower.contains("<body")
+    {
+        let title = lower
+            .find("<title>")
+            .map(|i| i + "<title>".len())
+            .and_then(|start| {
+                let end = start + lower[start..].find("</title>")?;
+                collapsed.get(start..end).map(str::trim)
+            })
+            .filter(|t| !t.is_empty());
+        return match title {
+            Some(t) => format!(
+                "an HTML page titled {:?}",
+                truncate_chars(t, MAX_EXCERPT_CHARS)
+            ),
+            None => "an HTML page".to_owned(),
+        };
+    }
+    format!("{:?}", truncate_chars(&collapsed, MAX_EXCERPT_CHARS))
 }
 
 /// 400/413/422: halve a batch of several, dead-letter a batch of one. An empty batch (which
@@ -335,6 +459,7 @@ mod tests {
             PushAction::Results(_) => "results",
             PushAction::DeadLetter { .. } => "dead_letter",
             PushAction::AuthStop { .. } => "auth",
+            PushAction::ConfigError { .. } => "config_error",
         }
     }
 
@@ -380,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_or_empty_2xx_backs_off_and_never_acknowledges() {
+    fn a_garbled_empty_or_html_2xx_is_a_config_error_and_never_acknowledges() {
         for body in [
             "",
             "<html>ok</html>",
@@ -390,14 +515,78 @@ mod tests {
         ] {
             assert_eq!(
                 code_of(&classify_push(&resp(200, body), 1, NOW)),
-                "bad_response",
+                "config_error",
                 "{body:?}"
             );
         }
         assert_eq!(
             code_of(&classify_push(&resp(204, ""), 1, NOW)),
-            "bad_response"
+            "config_error"
         );
+    }
+
+    #[test]
+    fn a_400_or_422_without_the_protocols_error_body_is_a_config_error_not_a_dead_letter() {
+        for status in [400, 422] {
+            for body in ["", "<html><title>Bad Request</title></html>", "Bad Request"] {
+                assert_eq!(
+                    code_of(&classify_push(&resp(status, body), 1, NOW)),
+                    "config_error",
+                    "{status} {body:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pull_answered_404_or_html_is_a_config_error_not_a_network_error() {
+        let url = "http://x/api/sync/pull?since=&limit=500";
+        assert_eq!(
+            classify_pull(resp(404, "<html></html>"), url)
+                .unwrap_err()
+                .0,
+            "config_error"
+        );
+        assert_eq!(
+            classify_pull(resp(405, ""), url).unwrap_err().0,
+            "config_error"
+        );
+        assert_eq!(
+            classify_pull(resp(500, ""), url).unwrap_err().0,
+            "server_error"
+        );
+        assert_eq!(classify_pull(resp(401, ""), url).unwrap_err().0, "auth");
+        let net = HttpOutcome::Network {
+            message: "refused".into(),
+        };
+        assert_eq!(classify_pull(net, url).unwrap_err().0, "network");
+        assert_eq!(classify_pull(resp(200, "{}"), url).unwrap(), "{}");
+        let (code, message) =
+            pull_unreadable(url, "<!doctype html><title>App</title>", "expected value");
+        assert_eq!(code, "config_error");
+        assert!(message.contains("HTML page titled \"App\""), "{message}");
+    }
+
+    #[test]
+    fn what_came_back_names_an_html_pages_title_or_quotes_the_text() {
+        assert_eq!(what_came_back("  "), "an empty body");
+        assert_eq!(
+            what_came_back("<!DOCTYPE html>\n<html><head><title> Vite  App </title></head><body></body></html>"),
+            "an HTML page titled \"Vite App\""
+        );
+        assert_eq!(
+            what_came_back("<html><body>x</body></html>"),
+            "an HTML page"
+        );
+        assert_eq!(
+            what_came_back("Cannot POST /api/sync/push"),
+            "\"Cannot POST /api/sync/push\""
+        );
+        assert_eq!(
+            what_came_back(&error_body("not_found", "no route")),
+            "the error \"not_found: no route\""
+        );
+        assert!(what_came_back(&"x".repeat(1000)).chars().count() < 130);
     }
 
     #[test]
@@ -439,7 +628,7 @@ mod tests {
     #[test]
     fn a_dead_letter_reason_falls_back_to_the_truncated_body_text() {
         let long = "é".repeat(800);
-        match classify_push(&resp(400, &long), 1, NOW) {
+        match classify_push(&resp(413, &long), 1, NOW) {
             PushAction::DeadLetter { reason } => {
                 assert_eq!(reason.chars().count(), MAX_REASON_CHARS + 1);
                 assert!(reason.ends_with('…'));
@@ -447,15 +636,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            classify_push(&resp(400, "  bad  "), 1, NOW),
+            classify_push(&resp(413, "  bad  "), 1, NOW),
             PushAction::DeadLetter {
                 reason: "bad".into()
             }
         );
         assert_eq!(
-            classify_push(&resp(400, ""), 1, NOW),
+            classify_push(&resp(413, ""), 1, NOW),
             PushAction::DeadLetter {
-                reason: "HTTP 400".into()
+                reason: "HTTP 413".into()
             }
         );
     }
@@ -481,14 +670,14 @@ mod tests {
     #[test]
     fn a_422_is_treated_like_a_400() {
         assert!(matches!(
-            classify_push(&resp(422, ""), 10, NOW),
+            classify_push(&resp(422, &error_body("invalid", "bad")), 10, NOW),
             PushAction::HalveBatch {
                 code: "bad_request",
                 ..
             }
         ));
         assert!(matches!(
-            classify_push(&resp(422, ""), 1, NOW),
+            classify_push(&resp(422, &error_body("invalid", "bad")), 1, NOW),
             PushAction::DeadLetter { .. }
         ));
     }
@@ -496,9 +685,9 @@ mod tests {
     #[test]
     fn an_empty_batch_refused_as_a_whole_backs_off_instead_of_dead_lettering_nothing() {
         assert!(matches!(
-            classify_push(&resp(400, ""), 0, NOW),
+            classify_push(&resp(413, ""), 0, NOW),
             PushAction::Backoff {
-                code: "bad_request",
+                code: "payload_too_large",
                 ..
             }
         ));
@@ -598,31 +787,30 @@ mod tests {
     }
 
     #[test]
-    fn a_misconfigured_url_never_dead_letters_data() {
-        assert_eq!(
-            code_of(&classify_push(&resp(404, "<h1>Not Found</h1>"), 1, NOW)),
-            "bad_endpoint"
-        );
-        assert_eq!(
-            code_of(&classify_push(&resp(405, ""), 1, NOW)),
-            "bad_endpoint"
-        );
-        assert_eq!(
-            code_of(&classify_push(&resp(415, ""), 1, NOW)),
-            "unsupported_media_type"
-        );
-        for status in [0, 100, 301, 302, 304, 409, 410, 418, 451, 600, u16::MAX] {
-            let a = classify_push(&resp(status, ""), 1, NOW);
-            assert!(
-                matches!(
-                    a,
-                    PushAction::Backoff {
-                        code: "bad_endpoint",
-                        ..
-                    }
-                ),
-                "{status}: {a:?}"
-            );
+    fn a_misconfigured_url_is_a_config_error_that_never_dead_letters_data() {
+        for status in [
+            404,
+            405,
+            415,
+            0,
+            100,
+            301,
+            302,
+            304,
+            409,
+            410,
+            418,
+            451,
+            600,
+            u16::MAX,
+        ] {
+            let a = classify_push(&resp(status, "<h1>Not Found</h1>"), 1, NOW);
+            match a {
+                PushAction::ConfigError { message } => {
+                    assert!(message.contains(&format!("HTTP {status}")), "{message}")
+                }
+                other => panic!("{status}: {other:?}"),
+            }
         }
     }
 

@@ -40,6 +40,10 @@ pub mod codes {
     pub const BAD_SNAPSHOT: &str = "bad_snapshot";
     pub const CHECKSUM_MISMATCH: &str = "checksum_mismatch";
     pub const TIMEOUT: &str = "timeout";
+    /// The server URL does not lead to a rangersync sync endpoint (404, 405, 415, an HTML or
+    /// non-protocol answer), or the stored configuration cannot be read: nothing is sent and
+    /// nothing is dead-lettered until it answers properly or a page sends a valid config.
+    pub const CONFIG_ERROR: &str = "config_error";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -62,6 +66,10 @@ pub fn message_limit(request: &Request) -> usize {
 pub const MIN_BASE_DELAY_MS: u64 = 100;
 /// Smallest periodic-sync or scheduled-export interval a worker accepts (one minute).
 pub const MIN_INTERVAL_MS: u64 = 60_000;
+/// Default `request_timeout_ms`: how long one HTTP request may take before it is aborted.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Smallest and largest `request_timeout_ms` a worker accepts.
+pub const REQUEST_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// Configuration set by the page and persisted by the worker in `meta`,
 /// so the worker can sync with no page open.
@@ -82,6 +90,9 @@ pub struct Config {
     pub periodic_interval_ms: Option<u64>,
     /// Scheduled export interval; `None` disables scheduled exports.
     pub export_interval_ms: Option<u64>,
+    /// How long one HTTP request (push, pull, replay) may take, body included, before it is
+    /// aborted and counted as a network failure (retried with backoff).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -94,6 +105,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             periodic_interval_ms: None,
             export_interval_ms: None,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }
     }
 }
@@ -154,6 +166,14 @@ impl Config {
                     "{name} must be at least {MIN_INTERVAL_MS} ms or absent (got {ms})"
                 ));
             }
+        }
+        if !REQUEST_TIMEOUT_RANGE_MS.contains(&self.request_timeout_ms) {
+            return Err(format!(
+                "request_timeout_ms must be {}..={} (got {})",
+                REQUEST_TIMEOUT_RANGE_MS.start(),
+                REQUEST_TIMEOUT_RANGE_MS.end(),
+                self.request_timeout_ms
+            ));
         }
         if self
             .token
@@ -538,6 +558,9 @@ mod tests {
         bad(&|c| c.batch_size = 1001);
         bad(&|c| c.periodic_interval_ms = Some(59_999));
         bad(&|c| c.export_interval_ms = Some(1));
+        bad(&|c| c.request_timeout_ms = 0);
+        bad(&|c| c.request_timeout_ms = 99);
+        bad(&|c| c.request_timeout_ms = 600_001);
         bad(&|c| c.server_url = "ftp://x".into());
         bad(&|c| c.server_url = "http://".into());
         bad(&|c| c.server_url = "sync.example".into());

@@ -22,7 +22,16 @@
 //! - entries are sent in seq order; a captured REST request is sent alone, in its place;
 //! - `413` / `400` halve the batch down to one entry, which is then dead-lettered;
 //! - `Retry-After` is a floor no trigger may jump; plain backoff (full jitter via
-//!   [`RetryPolicy`]) may be cut short by an explicit trigger (sync event, online, manual);
+//!   [`RetryPolicy`]) may be cut short only by a manual flush or a periodic sync, and by a
+//!   sync event or the `online` event after a failure that got no answer at all (the browser
+//!   fires those when the network is back). A worker start, a page event, a write or a sync
+//!   event after an HTTP failure never send before the backoff is over;
+//! - the backoff (attempt, next retry, `Retry-After` floor) is persisted with every failed
+//!   attempt ([`RecordPlan::backoff`]) and restored by a restarted shell
+//!   ([`Flusher::restore_backoff`]), so a worker woken 20 times does not send 20 times;
+//! - an answer that shows the URL does not lead to a rangersync endpoint (404, 405, 415, HTML,
+//!   a non-protocol body; [`PushAction::ConfigError`]) is a `config_error`: it backs off like
+//!   an outage, counts nothing toward `max_attempts` and dead-letters nothing;
 //! - entries that ran out of attempts or age are dead-lettered before being sent;
 //! - `401` / `403` on a push stop everything until the configuration changes (on a captured
 //!   request they dead-letter it: its frozen `Authorization` header will never get better);
@@ -109,13 +118,34 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    /// Explicit triggers may cut a plain backoff short (never a `Retry-After`).
-    fn is_explicit(self) -> bool {
-        matches!(
-            self,
-            Self::Sync { .. } | Self::PeriodicSync | Self::Online | Self::Manual
-        )
+    /// Whether this trigger may cut a plain backoff short (never a `Retry-After` floor):
+    /// always for a manual flush and a periodic sync; for a sync event or `online` only when
+    /// the last failure got no answer at all (`unreachable`), since the browser fires those
+    /// when the network comes back, which says nothing about a server answering 500.
+    fn cuts_backoff(self, unreachable: bool) -> bool {
+        match self {
+            Self::Manual | Self::PeriodicSync => true,
+            Self::Sync { .. } | Self::Online => unreachable,
+            Self::Write | Self::WorkerStart | Self::PageEvent | Self::Offline | Self::Timer => {
+                false
+            }
+        }
     }
+}
+
+/// The backoff a failed attempt leaves behind, persisted so that a restarted worker honours
+/// it (see [`RecordPlan::backoff`], [`Flusher::restore_backoff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// Consecutive failed attempts (the backoff exponent).
+    pub attempt: u32,
+    /// No flush starts on its own before this time (ms since the epoch).
+    pub retry_at: Millis,
+    /// The `Retry-After` floor: no trigger at all may start a flush before it.
+    pub not_before: Millis,
+    /// The last failure got no HTTP answer (a sync event or `online` may cut the wait short).
+    #[serde(default)]
+    pub unreachable: bool,
 }
 
 /// What to send.
@@ -150,9 +180,10 @@ pub struct RecordPlan {
     /// Every seq that was sent in this attempt (whatever came of it): each one's delivery-try
     /// counter goes up by one, so a dead letter reports how often it was really tried.
     pub tried: Vec<u64>,
-    /// A `Retry-After` floor to persist (`meta`), so that a restarted worker honours it too;
-    /// `None` clears it.
-    pub not_before: Option<Millis>,
+    /// The backoff to persist (`meta`), so that a restarted worker honours it too: the
+    /// attempt count, the next retry time and the `Retry-After` floor. `None` clears it (the
+    /// attempt succeeded, or nothing is waiting).
+    pub backoff: Option<Backoff>,
 }
 
 impl RecordPlan {
@@ -247,6 +278,10 @@ pub struct Flusher {
     last_error: Option<LastError>,
     last_synced_at: Option<Millis>,
     last_attempt_failed: bool,
+    /// The last failure got no HTTP answer at all.
+    last_failure_unreachable: bool,
+    /// The push URL, for messages.
+    endpoint: String,
     flushes: u64,
 }
 
@@ -268,8 +303,15 @@ impl Flusher {
             last_error: None,
             last_synced_at: None,
             last_attempt_failed: false,
+            last_failure_unreachable: false,
+            endpoint: String::new(),
             flushes: 0,
         }
+    }
+
+    /// The URL pushes go to (named in `config_error` messages).
+    pub fn set_endpoint(&mut self, url: impl Into<String>) {
+        self.endpoint = url.into();
     }
 
     /// Seed the history persisted by the shell (after a restart).
@@ -304,7 +346,8 @@ impl Flusher {
                 false
             }
             State::WaitingRetry { until, floor } => {
-                if now >= until || (trigger.is_explicit() && now >= floor) {
+                let cut = trigger.cuts_backoff(self.last_failure_unreachable);
+                if now >= until || (cut && now >= floor) {
                     self.start();
                     true
                 } else {
@@ -394,6 +437,7 @@ impl Flusher {
         };
         let batch = batch.clone();
         let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+        self.last_failure_unreachable = matches!(outcome, HttpOutcome::Network { .. });
         match classify_push(outcome, batch.len(), now) {
             PushAction::Results(resp) => {
                 let matches = resp.results.len() == seqs.len()
@@ -483,6 +527,18 @@ impl Flusher {
                 self.succeed(now, &seqs, plan);
             }
             PushAction::AuthStop { status, message } => self.auth_stop(now, status, message),
+            PushAction::ConfigError { message } => {
+                let url = if self.endpoint.is_empty() {
+                    "the sync endpoint".to_owned()
+                } else {
+                    format!("POST {}", self.endpoint)
+                };
+                let message = format!(
+                    "{url} {message}: the server URL does not lead to a rangersync sync server; \
+                     nothing is dead-lettered, delivery resumes once it answers properly"
+                );
+                self.fail(now, &seqs, codes::CONFIG_ERROR, message, None, false, rng);
+            }
         }
     }
 
@@ -497,6 +553,7 @@ impl Flusher {
             return;
         };
         let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+        self.last_failure_unreachable = matches!(outcome, HttpOutcome::Network { .. });
         match classify_captured(outcome, now) {
             CapturedAction::Ack => {
                 let plan = RecordPlan {
@@ -572,8 +629,9 @@ impl Flusher {
         }
     }
 
-    /// The pull after a flush finished (`Err(message)` is reported but not retried).
-    pub fn handle_pulled(&mut self, now: Millis, result: Result<(), String>) {
+    /// The pull after a flush finished (`Err((code, message))`, see
+    /// [`crate::classify::classify_pull`], is reported but not retried).
+    pub fn handle_pulled(&mut self, now: Millis, result: Result<(), (&str, String)>) {
         if !matches!(self.state, State::Pulling) {
             return;
         }
@@ -587,7 +645,7 @@ impl Flusher {
                     self.last_error = None;
                 }
             }
-            Err(message) => self.set_error(now, codes::NETWORK, message),
+            Err((code, message)) => self.set_error(now, code, message),
         }
         self.state = State::Idle;
         if std::mem::take(&mut self.again) {
@@ -603,8 +661,9 @@ impl Flusher {
     }
 
     /// The configuration changed. `endpoint_changed`: the server URL or the token differs, so
-    /// a `Retry-After` floor of the old server no longer applies. Otherwise a plain backoff is
-    /// cut short but the floor is kept (pages send their config on every load).
+    /// the old server's backoff (even a `Retry-After` floor) no longer applies. Otherwise the
+    /// backoff is kept whole: pages send their config on every load, and a reload must not
+    /// send before the next retry time.
     pub fn handle_config_update(
         &mut self,
         batch_size: u32,
@@ -615,15 +674,8 @@ impl Flusher {
             batch_size.clamp(1, crate::validate::MAX_BATCH_MUTATIONS as u32) as usize;
         self.batch_limit = self.config_batch;
         self.policy = policy;
-        if let State::WaitingRetry { floor, .. } = self.state {
-            if !endpoint_changed {
-                self.state = State::WaitingRetry {
-                    until: floor,
-                    floor,
-                };
-                self.attempt = 0;
-                return;
-            }
+        if matches!(self.state, State::WaitingRetry { .. }) && !endpoint_changed {
+            return;
         }
         if matches!(self.state, State::AuthStopped | State::WaitingRetry { .. }) {
             self.state = State::Idle;
@@ -661,16 +713,24 @@ impl Flusher {
         self.actions.push_back(Action::RegisterSync);
     }
 
-    /// Seed a persisted `Retry-After` floor (after a restart): while `now` is before it, no
-    /// trigger starts a flush; the wake-up is at the floor.
-    pub fn restore_not_before(&mut self, now: Millis, not_before: Option<Millis>) {
-        if let (Some(at), State::Idle) = (not_before, &self.state) {
-            if at > now {
-                self.state = State::WaitingRetry {
-                    until: at,
-                    floor: at,
-                };
-            }
+    /// Seed the backoff persisted by a previous run (after a restart): the attempt count
+    /// carries on, and while `now` is before `retry_at` only the triggers that may cut a
+    /// backoff short start a flush (never before `not_before`); the wake-up is at `retry_at`.
+    pub fn restore_backoff(&mut self, now: Millis, backoff: Option<Backoff>) {
+        let (Some(b), State::Idle) = (backoff, &self.state) else {
+            return;
+        };
+        self.attempt = b.attempt;
+        self.last_failure_unreachable = b.unreachable;
+        if b.attempt > 0 {
+            self.last_attempt_failed = true;
+        }
+        let until = b.retry_at.max(b.not_before);
+        if until > now {
+            self.state = State::WaitingRetry {
+                until,
+                floor: b.not_before,
+            };
         }
     }
 
@@ -759,6 +819,12 @@ impl Flusher {
     pub fn flushes_started(&self) -> u64 {
         self.flushes
     }
+    /// Forget the last error if it has this code (the shell fixed what it described).
+    pub fn clear_error(&mut self, code: &str) {
+        if self.last_error.as_ref().is_some_and(|e| e.code == code) {
+            self.last_error = None;
+        }
+    }
     /// Record an error the shell saw (e.g. the browser gave up a sync).
     pub fn report_error(&mut self, now: Millis, code: &str, message: impl Into<String>) {
         self.set_error(now, code, message.into());
@@ -844,6 +910,7 @@ impl Flusher {
         };
         self.attempt = 0;
         self.last_attempt_failed = false;
+        self.last_failure_unreachable = false;
         self.last_synced_at = Some(now);
         if self
             .last_error
@@ -881,7 +948,12 @@ impl Flusher {
         let plan = RecordPlan {
             bump_attempts: if counts { seqs.to_vec() } else { Vec::new() },
             tried: seqs.to_vec(),
-            not_before: (floor > now).then_some(floor),
+            backoff: Some(Backoff {
+                attempt: self.attempt,
+                retry_at: until,
+                not_before: floor,
+                unreachable: self.last_failure_unreachable,
+            }),
             ..RecordPlan::default()
         };
         self.state = State::Recording {
@@ -939,6 +1011,7 @@ pub fn derive_status(
     mode: Mode,
 ) -> Status {
     let network_error = last_error.is_some_and(|e| e.code == codes::NETWORK);
+    let config_error = last_error.is_some_and(|e| e.code == codes::CONFIG_ERROR);
     let (sync_state, in_flight, next_retry_at) = match state {
         FlusherState::AuthStopped => (SyncState::AuthError, 0, None),
         FlusherState::Sending { batch } => (SyncState::Syncing, batch.len() as u64, None),
@@ -946,7 +1019,9 @@ pub fn derive_status(
             (SyncState::Syncing, 0, None)
         }
         FlusherState::WaitingRetry { until } => {
-            let s = if !online || network_error {
+            let s = if config_error {
+                SyncState::ConfigError
+            } else if !online || network_error {
                 SyncState::Offline
             } else {
                 SyncState::WaitingRetry
@@ -958,6 +1033,8 @@ pub fn derive_status(
                 SyncState::Saving
             } else if !online {
                 SyncState::Offline
+            } else if config_error {
+                SyncState::ConfigError
             } else if counts.pending > 0 && last_error.is_some() {
                 SyncState::Error
             } else {

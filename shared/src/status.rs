@@ -22,6 +22,11 @@ pub enum SyncState {
     Offline,
     /// The server refused the credentials (401/403); nothing is sent until the config changes.
     AuthError,
+    /// The server URL does not lead to a rangersync endpoint (404, 405, 415, HTML…), or the
+    /// stored configuration cannot be read. `last_error` says what came back from which URL.
+    /// Nothing counts toward `max_attempts`; delivery resumes by itself (checked at the
+    /// normal backoff) once the endpoint answers properly, or when a page sends a valid config.
+    ConfigError,
     /// Something else went wrong; see `last_error`.
     Error,
 }

@@ -19,6 +19,7 @@
 //! |---|---|
 //! | `schema` | the IndexedDB schema, the only place that does (names, versions, keys, upgrade) |
 //! | `store` | typed operations, one transaction each |
+//! | `lock` | the exclusive Web Lock an engine holds while it flushes (one engine per outbox) |
 //! | [`engine`] | the [`Engine`]: messages, group commit, the flusher loop, pull, status |
 //! | [`bindings`] | hand-written `SyncManager` / `PeriodicSyncManager` / `SyncEvent` bindings |
 //! | [`worker`] | the `#[wasm_bindgen]` entry points for `sw.js` (feature `worker`) |
@@ -47,6 +48,7 @@ pub mod engine;
 pub mod error;
 mod idb;
 mod js;
+mod lock;
 mod schema;
 mod store;
 #[cfg(feature = "worker")]

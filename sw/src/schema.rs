@@ -3,7 +3,7 @@
 //!
 //! | store       | key                           | value                                               |
 //! |-------------|-------------------------------|-----------------------------------------------------|
-//! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config`, `last_*`, `not_before`, `capture_barrier` |
+//! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config` (`{v, config}`), `last_*`, `backoff`, `capture_barrier` |
 //! | `outbox`    | `seq` (a JS number, never BigInt) | a mutation or a captured request, `attempts`, `created_at`; index `by_entity` on `[collection, key]` |
 //! | `entities`  | `[collection, key]`           | `value`, `deleted`, `updated_at`, `version`, `pending` |
 //! | `dead`      | `seq`                         | the entry, `reason`, `dead_at`, `attempts`          |
@@ -43,8 +43,15 @@ pub mod meta {
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
     pub const LAST_EXPORTED_AT: &str = "last_exported_at";
     pub const LAST_ERROR: &str = "last_error";
-    /// A persisted `Retry-After` floor (ms since the epoch): no flush before it.
+    /// A `Retry-After` floor (ms since the epoch) written by older versions; read once as a
+    /// backoff, then replaced by [`BACKOFF`].
     pub const NOT_BEFORE: &str = "not_before";
+    /// The backoff of the last failed attempt (`shared::outbox::Backoff`: attempt, next
+    /// retry, `Retry-After` floor); absent after a success.
+    pub const BACKOFF: &str = "backoff";
+    /// A stored `config` record this version could not read, kept as it was for diagnosis
+    /// (the status shows `config_error` until a page sends a valid config).
+    pub const CONFIG_UNREADABLE: &str = "config_unreadable";
     /// The highest seq ever given to a captured request: no write coalesces an entry at or
     /// below it (every entry below a delivered captured request has left the outbox).
     pub const CAPTURE_BARRIER: &str = "capture_barrier";

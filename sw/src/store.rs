@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use js_sys::Array;
 use rangersync_shared::messages::Config;
 use rangersync_shared::outbox::{
-    coalescable, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
+    coalescable, Backoff, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
 };
 use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
 use rangersync_shared::status::LastError;
@@ -243,8 +243,11 @@ pub struct MetaState {
     pub last_synced_at: Option<Millis>,
     pub last_exported_at: Option<Millis>,
     pub last_error: Option<LastError>,
-    /// A persisted `Retry-After` floor.
-    pub not_before: Option<Millis>,
+    /// The persisted backoff of the last failed attempt.
+    pub backoff: Option<Backoff>,
+    /// Why the stored config could not be used (it is kept as it was): the engine reports
+    /// `config_error` and sends nothing until a page sends a valid config.
+    pub config_problem: Option<String>,
 }
 
 fn as_u64(v: &JsValue) -> Option<u64> {
@@ -259,6 +262,54 @@ fn as_millis(v: &JsValue) -> Option<Millis> {
 
 fn keys_of(v: &JsValue) -> Vec<u64> {
     Array::from(v).iter().filter_map(|k| as_u64(&k)).collect()
+}
+
+/// The version of the stored `config` record: `{ "v": 2, "config": {…} }`. Version 1 (before
+/// the field existed) was the bare `Config` object; it is migrated when read.
+pub const CONFIG_SCHEMA_VERSION: u64 = 2;
+
+/// What the `config` record of `meta` holds.
+#[derive(Debug, PartialEq)]
+enum StoredConfig {
+    Absent,
+    Current(Config),
+    /// A version-1 record (a bare `Config`), to be rewritten as the current version.
+    Legacy(Config),
+    /// Undecodable, or written by a newer version: why.
+    Unreadable(String),
+}
+
+impl StoredConfig {
+    fn record(config: &Config) -> Value {
+        serde_json::json!({ "v": CONFIG_SCHEMA_VERSION, "config": config })
+    }
+
+    fn read(value: Option<Value>) -> Self {
+        let Some(value) = value else {
+            return Self::Unreadable("the stored configuration is not a JSON value".into());
+        };
+        let decode = |v: Value| {
+            serde_json::from_value::<Config>(v).map_err(|e| {
+                format!("the stored configuration could not be read ({e}); it is kept as it was under meta \"config_unreadable\": send a valid config")
+            })
+        };
+        match value.get("v").map(Value::as_u64) {
+            None => match decode(value) {
+                Ok(c) => Self::Legacy(c),
+                Err(why) => Self::Unreadable(why),
+            },
+            Some(Some(CONFIG_SCHEMA_VERSION)) => {
+                match decode(value.get("config").cloned().unwrap_or(Value::Null)) {
+                    Ok(c) => Self::Current(c),
+                    Err(why) => Self::Unreadable(why),
+                }
+            }
+            Some(v) => Self::Unreadable(format!(
+                "the stored configuration has schema version {} but this worker reads {CONFIG_SCHEMA_VERSION} (written by a newer rangersync?); it is kept under meta \"config_unreadable\": send a valid config",
+                v.map_or_else(|| "?".to_owned(), |v| v.to_string())
+            )),
+        }
+    }
 }
 
 /// The typed stores over one open database.
@@ -288,7 +339,8 @@ impl Store {
         let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
         let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
         let last_error = get(meta::LAST_ERROR).await?;
-        let not_before = as_millis(&get(meta::NOT_BEFORE).await?);
+        let backoff = get(meta::BACKOFF).await?;
+        let legacy_not_before = as_millis(&get(meta::NOT_BEFORE).await?);
         let client_id = match client_id {
             Some(id) => id,
             None => {
@@ -298,12 +350,37 @@ impl Store {
                 id
             }
         };
-        tx.commit().await?;
-        let config = if config.is_undefined() {
-            Config::default()
+        let stored = if config.is_undefined() {
+            StoredConfig::Absent
         } else {
-            from_js(config).unwrap_or_default()
+            StoredConfig::read(from_js::<Value>(config.clone()).ok())
         };
+        let (config, config_problem) = match stored {
+            StoredConfig::Absent => (Config::default(), None),
+            StoredConfig::Current(c) => (c, None),
+            StoredConfig::Legacy(c) => {
+                // Migrate in this transaction: the next reader sees the versioned record.
+                req(m.put_with_key(&to_js(&StoredConfig::record(&c))?, &meta::CONFIG.into()))
+                    .await?;
+                (c, None)
+            }
+            StoredConfig::Unreadable(why) => {
+                // Keep the record as it was, beside the one a page will write.
+                req(m.put_with_key(&config, &meta::CONFIG_UNREADABLE.into())).await?;
+                (Config::default(), Some(why))
+            }
+        };
+        let backoff = if backoff.is_undefined() || backoff.is_null() {
+            legacy_not_before.map(|at| Backoff {
+                attempt: 0,
+                retry_at: at,
+                not_before: at,
+                unreachable: false,
+            })
+        } else {
+            from_js::<Backoff>(backoff).ok()
+        };
+        tx.commit().await?;
         let last_error = if last_error.is_undefined() || last_error.is_null() {
             None
         } else {
@@ -316,8 +393,15 @@ impl Store {
             last_synced_at,
             last_exported_at,
             last_error,
-            not_before,
+            backoff,
+            config_problem,
         })
+    }
+
+    /// Store a page's config as the current versioned record.
+    pub async fn put_config(&self, config: &Config) -> Result<()> {
+        self.put_meta(meta::CONFIG, &to_js(&StoredConfig::record(config))?)
+            .await
     }
 
     /// Put one `meta` value.
@@ -711,10 +795,11 @@ impl Store {
             Some(e) => issue(m.put_with_key(&to_js(e)?, &meta::LAST_ERROR.into()))?,
             None => issue(m.delete(&meta::LAST_ERROR.into()))?,
         };
-        match plan.not_before {
-            Some(t) => issue(m.put_with_key(&(t as f64).into(), &meta::NOT_BEFORE.into()))?,
-            None => issue(m.delete(&meta::NOT_BEFORE.into()))?,
+        match &plan.backoff {
+            Some(b) => issue(m.put_with_key(&to_js(b)?, &meta::BACKOFF.into()))?,
+            None => issue(m.delete(&meta::BACKOFF.into()))?,
         };
+        issue(m.delete(&meta::NOT_BEFORE.into()))?;
         if reset_cursor {
             issue(m.delete(&meta::CURSOR.into()))?;
         }
@@ -843,8 +928,18 @@ impl Store {
     }
 
     /// Put a dead letter back into the outbox under a NEW seq (the server may remember the
-    /// old one as rejected). Returns the new seq, or `None` when there is no such letter.
-    pub async fn requeue_dead(&self, seq: u64, now: Millis) -> Result<Option<u64>> {
+    /// old one as rejected). Returns the new seq and the letter's entity, or `None` when there
+    /// is no such letter.
+    ///
+    /// The local copy shows the letter's write again only when nothing newer is there: an
+    /// entity with writes still pending, or stamped later than the letter, keeps its newer
+    /// state (the re-sent write keeps its old `updated_at`, so the server's last-writer-wins
+    /// rule does not let it overwrite the newer one there either).
+    pub async fn requeue_dead(
+        &self,
+        seq: u64,
+        now: Millis,
+    ) -> Result<Option<(u64, Option<(String, String)>)>> {
         let tx = Tx::new(&self.db, &[META, OUTBOX, DEAD, ENTITIES], true)?;
         let (m, outbox, dead, entities) = (
             tx.store(META)?,
@@ -871,15 +966,21 @@ impl Store {
         if r.kind == "request" {
             req(m.put_with_key(&(next as f64).into(), &meta::CAPTURE_BARRIER.into())).await?;
         }
+        let entity = r.entity();
         if let (Some((c, k)), Some(op)) = (r.entity(), r.op) {
-            // The local copy shows the write again (a refused one was undone).
             let prev = req(entities.get(&entity_key(&c, &k))).await?;
-            let version = if prev.is_undefined() {
-                0
+            let prev = if prev.is_undefined() {
+                None
             } else {
-                from_js::<EntityRecord>(prev).map_or(0, |p| p.version)
+                from_js::<EntityRecord>(prev).ok()
             };
-            let e = EntityRecord {
+            let stamp = r.updated_at.unwrap_or(now);
+            let newer_here = prev
+                .as_ref()
+                .is_some_and(|p| p.pending || p.updated_at > stamp);
+            let version = prev.as_ref().map_or(0, |p| p.version);
+            // The local copy shows the write again (a refused one was undone), unless newer.
+            let e = (!newer_here).then_some(EntityRecord {
                 collection: c,
                 key: k,
                 value: if op == Op::Delete {
@@ -888,25 +989,35 @@ impl Store {
                     r.value.clone()
                 },
                 deleted: op == Op::Delete,
-                updated_at: r.updated_at.unwrap_or(now),
+                updated_at: stamp,
                 version,
                 pending: true,
-            };
-            req(entities.put(&to_js(&e)?)).await?;
+            });
+            if let Some(e) = e {
+                req(entities.put(&to_js(&e)?)).await?;
+            }
         }
         req(m.put_with_key(&((next + 1) as f64).into(), &meta::NEXT_SEQ.into())).await?;
         tx.commit().await?;
-        Ok(Some(next))
+        Ok(Some((next, entity)))
     }
 
-    /// Forget a dead letter. Returns whether it existed.
-    pub async fn discard_dead(&self, seq: u64) -> Result<bool> {
+    /// Forget a dead letter. Returns its entity (`None` inside for a captured request), or
+    /// `None` when there is no such letter.
+    pub async fn discard_dead(&self, seq: u64) -> Result<Option<Option<(String, String)>>> {
         let tx = Tx::new(&self.db, &[DEAD], true)?;
         let store = tx.store(DEAD)?;
-        let n = as_u64(&req(store.count_with_key(&seq_key(seq))).await?).unwrap_or(0);
+        let v = req(store.get(&seq_key(seq))).await?;
+        if v.is_undefined() {
+            return Ok(None);
+        }
+        let entity = from_js::<DeadRecord>(v)
+            .ok()
+            .and_then(|d| serde_json::from_value::<OutboxRecord>(d.record).ok())
+            .and_then(|r| r.entity());
         req(store.delete(&seq_key(seq))).await?;
         tx.commit().await?;
-        Ok(n > 0)
+        Ok(Some(entity))
     }
 
     /// Keep a scheduled export (the last 3).

@@ -1359,3 +1359,259 @@ async fn a_snapshot_over_two_mib_can_be_restored_through_a_message() {
     engine.close();
     other.close();
 }
+
+// ---- hardening: timeouts, config_error, stored config, dead-letter retry ----
+
+/// Put `value` under `key` of the `meta` store of database `name`, bypassing the engine (a
+/// record written by another version, or damaged).
+async fn put_raw_meta(name: &str, key: &str, value: &JsValue) {
+    let factory: web_sys::IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
+        .unwrap()
+        .unchecked_into();
+    let open = factory.open(name).unwrap();
+    let opened = Promise::new(&mut |res, _| open.set_onsuccess(Some(&res)));
+    JsFuture::from(opened).await.unwrap();
+    let db: web_sys::IdbDatabase = open.result().unwrap().unchecked_into();
+    let tx = db
+        .transaction_with_str_and_mode("meta", web_sys::IdbTransactionMode::Readwrite)
+        .unwrap();
+    tx.object_store("meta")
+        .unwrap()
+        .put_with_key(value, &key.into())
+        .unwrap();
+    let done = Promise::new(&mut |res, _| tx.set_oncomplete(Some(&res)));
+    JsFuture::from(done).await.unwrap();
+    db.close();
+}
+
+async fn get_raw_meta(name: &str, key: &str) -> JsValue {
+    let factory: web_sys::IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
+        .unwrap()
+        .unchecked_into();
+    let open = factory.open(name).unwrap();
+    let opened = Promise::new(&mut |res, _| open.set_onsuccess(Some(&res)));
+    JsFuture::from(opened).await.unwrap();
+    let db: web_sys::IdbDatabase = open.result().unwrap().unchecked_into();
+    let tx = db.transaction_with_str("meta").unwrap();
+    let request = tx.object_store("meta").unwrap().get(&key.into()).unwrap();
+    let got = Promise::new(&mut |res, _| request.set_onsuccess(Some(&res)));
+    JsFuture::from(got).await.unwrap();
+    let value = request.result().unwrap();
+    db.close();
+    value
+}
+
+#[wasm_bindgen_test]
+async fn a_request_the_server_never_answers_is_aborted_after_the_timeout_and_later_writes_go_through(
+) {
+    reset_server().await;
+    let (engine, _) = fresh("t-hang").await;
+    configure(
+        &engine,
+        Config {
+            request_timeout_ms: 500,
+            ..fast_config()
+        },
+    )
+    .await;
+    // The server accepts the push and holds it for ten minutes.
+    fault(json!([{"path": "/api/sync/push", "status": 503, "delay_ms": 600_000, "times": 1}]))
+        .await;
+    put(&engine, "k", json!(1)).await;
+    let t0 = now();
+    let status = flush(&engine).await;
+    assert!(
+        now() - t0 < 5_000,
+        "the flush did not wait for the hung request"
+    );
+    assert_eq!(
+        status["last_error"]["code"],
+        json!(codes::NETWORK),
+        "{status}"
+    );
+    let message = status["last_error"]["message"].as_str().unwrap();
+    assert!(message.contains("within 500 ms"), "{message}");
+    put(&engine, "later", json!(2)).await;
+    sleep(1_500).await;
+    flush(&engine).await;
+    assert_eq!(engine.status().pending, 0, "{:?}", engine.status());
+    assert_eq!(stats().await["mutations_applied"], json!(2));
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_404_or_an_html_page_on_the_push_route_is_a_config_error_that_dead_letters_nothing() {
+    for (status_code, body) in [
+        (
+            404u16,
+            "<!DOCTYPE html><html><head><title>Not Found</title></head></html>",
+        ),
+        (
+            200,
+            "<!doctype html><html><head><title>My App</title></head><body></body></html>",
+        ),
+        (405, ""),
+    ] {
+        reset_server().await;
+        let (engine, _) = fresh("t-config-error").await;
+        let config = Config {
+            retry: RetryPolicy {
+                base_delay_ms: 100,
+                max_delay_ms: 100,
+                max_attempts: 2,
+                max_age_ms: 0,
+            },
+            ..fast_config()
+        };
+        configure(&engine, config).await;
+        fault(json!([{"path": "/api/sync/push", "status": status_code, "body": body, "times": 6}]))
+            .await;
+        put(&engine, "k", json!(1)).await;
+        let status = flush(&engine).await;
+        assert_eq!(status["state"], json!("config_error"), "{status}");
+        let message = status["last_error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(&format!("POST {}/api/sync/push", server()))
+                && message.contains(&format!("HTTP {status_code}")),
+            "{message}"
+        );
+        // Six refusals, far beyond max_attempts = 2: nothing is dead-lettered, and the next
+        // proper answer delivers it.
+        sleep(1_500).await;
+        flush(&engine).await;
+        let status = engine.status();
+        assert_eq!(
+            (status.pending, status.dead),
+            (0, 0),
+            "{status_code}: {status:?}"
+        );
+        assert_eq!(status.state, SyncState::Idle);
+        assert!(status.last_error.is_none(), "cleared when it recovers");
+        assert_eq!(stats().await["mutations_applied"], json!(1));
+        engine.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_undecodable_stored_config_is_a_config_error_kept_as_it_was_until_a_page_sends_one() {
+    reset_server().await;
+    let (engine, _) = fresh("t-bad-config").await;
+    configure(&engine, fast_config()).await;
+    engine.close();
+    let damaged = js_sys::JSON::parse(r#"{"v":2,"config":{"server_url":42}}"#).unwrap();
+    put_raw_meta("t-bad-config", "config", &damaged).await;
+    let (engine, _) = reopen("t-bad-config").await;
+    let status = engine.status();
+    assert_eq!(status.state, SyncState::ConfigError, "{status:?}");
+    assert_eq!(
+        status.last_error.as_ref().unwrap().code,
+        codes::CONFIG_ERROR
+    );
+    // Saved locally, never sent with a made-up default; a sync event is not "done".
+    put(&engine, "k", json!(1)).await;
+    let sync = engine.handle_sync(false).await.unwrap_err();
+    assert_eq!(sync.code, codes::CONFIG_ERROR);
+    assert_eq!(stats().await["push_requests"], json!(0));
+    let kept = get_raw_meta("t-bad-config", "config_unreadable").await;
+    assert_eq!(
+        js_sys::JSON::stringify(&kept).unwrap().as_string().unwrap(),
+        r#"{"v":2,"config":{"server_url":42}}"#
+    );
+    configure(&engine, fast_config()).await;
+    let status = engine.status();
+    assert_eq!(
+        (status.state, status.pending),
+        (SyncState::Idle, 0),
+        "{status:?}"
+    );
+    let stored = get_raw_meta("t-bad-config", "config").await;
+    assert_eq!(
+        js_sys::Reflect::get(&stored, &"v".into()).unwrap(),
+        JsValue::from(2)
+    );
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_config_stored_by_the_previous_version_is_migrated_to_the_versioned_record() {
+    reset_server().await;
+    let (engine, _) = fresh("t-legacy-config").await;
+    engine.close();
+    let legacy = js_sys::JSON::parse(
+        &serde_json::to_string(&json!({ "server_url": server(), "batch_size": 7 })).unwrap(),
+    )
+    .unwrap();
+    put_raw_meta("t-legacy-config", "config", &legacy).await;
+    let (engine, _) = reopen("t-legacy-config").await;
+    assert_eq!(engine.config().server_url, server());
+    assert_eq!(engine.config().batch_size, 7);
+    let stored = get_raw_meta("t-legacy-config", "config").await;
+    assert_eq!(
+        js_sys::Reflect::get(&stored, &"v".into()).unwrap(),
+        JsValue::from(2)
+    );
+    put(&engine, "k", json!(1)).await;
+    flush(&engine).await;
+    assert_eq!(engine.status().pending, 0);
+    engine.close();
+}
+
+#[wasm_bindgen_test]
+async fn retrying_a_dead_letter_never_overwrites_a_newer_pending_write_and_broadcasts_the_change() {
+    reset_server().await;
+    let (engine, seen) = fresh("t-retry-newer").await;
+    configure(&engine, fast_config()).await;
+    fault(json!([{"path": "/api/sync/push", "status": 400, "times": 1}])).await;
+    let old = put(&engine, "k", json!("old")).await;
+    flush(&engine).await;
+    assert_eq!(engine.status().dead, 1);
+    // A newer write waits (the server is unavailable for a while).
+    fault(json!([{"path": "/api/sync/push", "status": 503, "retry_after": "1", "times": 1}])).await;
+    put(&engine, "k", json!("new")).await;
+    flush(&engine).await;
+    assert_eq!(engine.status().pending, 1);
+    seen.borrow_mut().clear();
+    engine
+        .handle(Request::RetryDead { seq: old })
+        .await
+        .unwrap();
+    sleep(50).await; // broadcasts leave once per macrotask
+    assert_eq!(
+        get(&engine, "k").await["value"],
+        json!("new"),
+        "the newer write stays"
+    );
+    assert!(
+        seen.borrow()
+            .iter()
+            .any(|b| matches!(b, Broadcast::Change { key, .. } if key == "k")),
+        "retry broadcasts the change"
+    );
+    sleep(1_300).await;
+    flush(&engine).await;
+    assert_eq!(engine.status().pending, 0, "{:?}", engine.status());
+    let pulled = api("GET", "/api/sync/pull?since=&limit=500", None).await;
+    let on_server: Vec<&Value> = pulled["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["key"] == json!("k"))
+        .collect();
+    assert_eq!(on_server.last().unwrap()["value"], json!("new"), "{pulled}");
+    assert_eq!(get(&engine, "k").await["value"], json!("new"));
+    // Discarding a letter broadcasts its entity too.
+    fault(json!([{"path": "/api/sync/push", "status": 400, "times": 1}])).await;
+    let gone = put(&engine, "d", json!(1)).await;
+    flush(&engine).await;
+    seen.borrow_mut().clear();
+    engine
+        .handle(Request::DiscardDead { seq: gone })
+        .await
+        .unwrap();
+    sleep(50).await; // broadcasts leave once per macrotask
+    assert!(seen
+        .borrow()
+        .iter()
+        .any(|b| matches!(b, Broadcast::Change { key, .. } if key == "d")));
+    engine.close();
+}

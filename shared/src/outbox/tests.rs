@@ -1111,7 +1111,11 @@ fn a_retry_after_floor_is_persisted_and_survives_a_config_update_a_restart_and_a
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
     f.handle_push_outcome(T0, &respond(503, Some("30"), "{}"), &mut SplitMix64(26));
     let plan = record_plan(&drain(&mut f));
-    assert_eq!(plan.not_before, Some(floor), "persisted with the attempt");
+    assert_eq!(
+        plan.backoff.map(|b| b.not_before),
+        Some(floor),
+        "persisted with the attempt"
+    );
     f.handle_recorded(T0, Ok(()));
     drain(&mut f);
     // Same server, same token: the page's Configure on load keeps the floor.
@@ -1130,12 +1134,28 @@ fn a_retry_after_floor_is_persisted_and_survives_a_config_update_a_restart_and_a
     assert!(f.handle_trigger(T0 + 1_000, Trigger::Manual));
     // A restarted worker restores it.
     let mut f = flusher(10);
-    f.restore_not_before(T0, Some(floor));
+    f.restore_backoff(
+        T0,
+        Some(Backoff {
+            attempt: 1,
+            retry_at: floor,
+            not_before: floor,
+            unreachable: false,
+        }),
+    );
     assert!(!f.handle_trigger(T0, Trigger::WorkerStart));
     assert!(!f.handle_trigger(T0, Trigger::Sync { last_chance: false }));
     assert_eq!(f.poll_timeout(), Some(floor));
     let mut f = flusher(10);
-    f.restore_not_before(T0, Some(T0 - 1));
+    f.restore_backoff(
+        T0,
+        Some(Backoff {
+            attempt: 1,
+            retry_at: T0 - 1,
+            not_before: T0 - 1,
+            unreachable: false,
+        }),
+    );
     assert!(
         f.handle_trigger(T0, Trigger::WorkerStart),
         "a past floor is void"
@@ -1218,4 +1238,210 @@ fn a_dead_letter_counts_the_attempt_that_killed_it() {
         "{}",
         plan.dead[0].1
     );
+}
+
+/// Fail one attempt of `mutation(1, "a")` with `outcome` at T0 and commit the record; returns
+/// the persisted backoff.
+fn fail_once(f: &mut Flusher, outcome: &HttpOutcome, seed: u64) -> Option<Backoff> {
+    start_and_load(f, T0, vec![mutation(1, "a")]);
+    f.handle_push_outcome(T0, outcome, &mut SplitMix64(seed));
+    let plan = record_plan(&drain(f));
+    f.handle_recorded(T0, Ok(()));
+    drain(f);
+    plan.backoff
+}
+
+#[test]
+fn after_a_server_error_neither_a_worker_start_a_page_event_nor_a_sync_event_sends_before_the_retry_time(
+) {
+    // Seeds whose first backoff is not 0 ms (full jitter may draw 0).
+    for seed in 1..40 {
+        let mut f = flusher(10);
+        let backoff = fail_once(&mut f, &respond(500, None, "{}"), seed).expect("persisted");
+        let until = f.poll_timeout().unwrap();
+        assert_eq!(backoff.retry_at, until);
+        if until == T0 {
+            continue;
+        }
+        for trigger in [
+            Trigger::WorkerStart,
+            Trigger::PageEvent,
+            Trigger::Write,
+            Trigger::Sync { last_chance: false },
+            Trigger::Sync { last_chance: true },
+            Trigger::Online,
+        ] {
+            assert!(!f.handle_trigger(until - 1, trigger), "{trigger:?}");
+        }
+        assert!(f.handle_trigger(until - 1, Trigger::Manual), "a person may");
+        return;
+    }
+    panic!("no seed drew a non-zero backoff");
+}
+
+#[test]
+fn after_no_answer_at_all_a_sync_event_or_online_may_cut_the_backoff_short() {
+    for trigger in [Trigger::Sync { last_chance: false }, Trigger::Online] {
+        let mut f = flusher(10);
+        let b = fail_once(
+            &mut f,
+            &HttpOutcome::Network {
+                message: "refused".into(),
+            },
+            3,
+        )
+        .unwrap();
+        assert!(b.unreachable);
+        assert!(!f.handle_trigger(T0, Trigger::WorkerStart) || b.retry_at == T0);
+        assert!(f.handle_trigger(T0, trigger), "{trigger:?}");
+    }
+}
+
+#[test]
+fn every_failure_persists_its_backoff_and_a_success_clears_it() {
+    let mut f = flusher(10);
+    let first = fail_once(&mut f, &respond(500, None, "{}"), 5).unwrap();
+    assert_eq!(first.attempt, 1);
+    assert!(!first.unreachable);
+    assert_eq!(first.not_before, T0, "no Retry-After: no floor");
+    let until = f.poll_timeout().unwrap();
+    assert!(f.handle_timeout(until));
+    drain(&mut f);
+    f.handle_batch_loaded(until, vec![mutation(1, "a")]);
+    drain(&mut f);
+    f.handle_push_outcome(until, &respond(500, None, "{}"), &mut SplitMix64(6));
+    let second = record_plan(&drain(&mut f)).backoff.unwrap();
+    assert_eq!(second.attempt, 2);
+    f.handle_recorded(until, Ok(()));
+    drain(&mut f);
+    let t = f.poll_timeout().unwrap();
+    assert!(f.handle_timeout(t));
+    drain(&mut f);
+    f.handle_batch_loaded(t, vec![mutation(1, "a")]);
+    drain(&mut f);
+    f.handle_push_outcome(t, &applied(&[1]), &mut SplitMix64(7));
+    assert_eq!(record_plan(&drain(&mut f)).backoff, None, "cleared");
+}
+
+#[test]
+fn a_restored_backoff_carries_the_attempt_count_on_and_waits_for_its_retry_time() {
+    let mut f = flusher(10);
+    f.restore_backoff(
+        T0,
+        Some(Backoff {
+            attempt: 7,
+            retry_at: T0 + 40_000,
+            not_before: T0,
+            unreachable: false,
+        }),
+    );
+    assert_eq!(f.poll_timeout(), Some(T0 + 40_000));
+    assert!(!f.handle_trigger(T0 + 1, Trigger::WorkerStart));
+    assert!(!f.handle_trigger(T0 + 1, Trigger::Sync { last_chance: false }));
+    assert!(f.handle_timeout(T0 + 40_000));
+    drain(&mut f);
+    f.handle_batch_loaded(T0 + 40_000, vec![mutation(1, "a")]);
+    drain(&mut f);
+    f.handle_push_outcome(T0 + 40_000, &respond(500, None, "{}"), &mut SplitMix64(8));
+    let b = record_plan(&drain(&mut f)).backoff.unwrap();
+    assert_eq!(b.attempt, 8, "the exponent carries on across the restart");
+    // An elapsed one lets the start flush at once, still counting attempts on.
+    let mut f = flusher(10);
+    f.restore_backoff(
+        T0,
+        Some(Backoff {
+            attempt: 3,
+            retry_at: T0 - 1,
+            not_before: T0 - 1,
+            unreachable: false,
+        }),
+    );
+    assert!(f.handle_trigger(T0, Trigger::WorkerStart));
+}
+
+#[test]
+fn a_page_load_sending_the_same_config_keeps_the_whole_backoff() {
+    for seed in 1..40 {
+        let mut f = flusher(10);
+        fail_once(&mut f, &respond(500, None, "{}"), seed);
+        let until = f.poll_timeout().unwrap();
+        if until == T0 {
+            continue;
+        }
+        f.handle_config_update(10, policy(), false);
+        assert_eq!(f.poll_timeout(), Some(until));
+        assert!(!f.handle_trigger(T0, Trigger::PageEvent));
+        // Another server: its backoff does not apply.
+        f.handle_config_update(10, policy(), true);
+        assert!(f.handle_trigger(T0, Trigger::PageEvent));
+        return;
+    }
+    panic!("no seed drew a non-zero backoff");
+}
+
+#[test]
+fn a_404_405_415_or_html_answer_is_a_config_error_that_counts_nothing_and_dead_letters_nothing() {
+    for outcome in [
+        respond(404, None, "<!DOCTYPE html><title>Not Found</title>"),
+        respond(405, None, ""),
+        respond(415, None, "Unsupported"),
+        respond(200, None, "<html><body>Vite</body></html>"),
+    ] {
+        let mut f = flusher(10);
+        f.set_endpoint("http://127.0.0.1:3000/api/sync/push");
+        start_and_load(&mut f, T0, vec![mutation(1, "a"), mutation(2, "b")]);
+        f.handle_push_outcome(T0, &outcome, &mut SplitMix64(9));
+        let plan = record_plan(&drain(&mut f));
+        assert!(plan.bump_attempts.is_empty(), "{outcome:?}");
+        assert!(plan.dead.is_empty() && plan.ack.is_empty(), "{outcome:?}");
+        assert!(plan.backoff.is_some());
+        f.handle_recorded(T0, Ok(()));
+        drain(&mut f);
+        let e = f.last_error().unwrap();
+        assert_eq!(e.code, codes::CONFIG_ERROR);
+        assert!(
+            e.message
+                .contains("POST http://127.0.0.1:3000/api/sync/push answered HTTP"),
+            "{}",
+            e.message
+        );
+        let status = f.status(
+            &StoreCounts {
+                pending: 2,
+                ..StoreCounts::default()
+            },
+            crate::status::Mode::Worker,
+        );
+        assert_eq!(status.state, crate::status::SyncState::ConfigError);
+        // It keeps checking at the normal backoff, and resumes when the server answers.
+        let until = f.poll_timeout().unwrap();
+        assert!(f.handle_timeout(until));
+        drain(&mut f);
+        f.handle_batch_loaded(until, vec![mutation(1, "a"), mutation(2, "b")]);
+        drain(&mut f);
+        f.handle_push_outcome(until, &applied(&[1, 2]), &mut SplitMix64(10));
+        assert_eq!(record_plan(&drain(&mut f)).ack, vec![1, 2]);
+        f.handle_recorded(until, Ok(()));
+        assert!(f.last_error().is_none(), "cleared when it recovers");
+    }
+}
+
+#[test]
+fn a_config_error_never_exhausts_max_attempts() {
+    let mut f = flusher(10);
+    let mut now = T0;
+    start_and_load(&mut f, now, vec![mutation(1, "a")]);
+    for i in 0..50 {
+        f.handle_push_outcome(now, &respond(404, None, ""), &mut SplitMix64(i));
+        let plan = record_plan(&drain(&mut f));
+        assert!(plan.dead.is_empty() && plan.bump_attempts.is_empty());
+        f.handle_recorded(now, Ok(()));
+        drain(&mut f);
+        now = f.poll_timeout().unwrap();
+        assert!(f.handle_timeout(now));
+        drain(&mut f);
+        // The entry's stored attempts stay 0: it is never given up.
+        f.handle_batch_loaded(now, vec![mutation(1, "a")]);
+        assert!(matches!(drain(&mut f).as_slice(), [Action::Send(_)]));
+    }
 }

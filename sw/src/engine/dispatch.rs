@@ -15,7 +15,7 @@ use wasm_bindgen::JsValue;
 use super::{validate_config, Engine};
 use crate::bindings;
 use crate::error::SwError;
-use crate::js::{self, now};
+use crate::js::now;
 use crate::schema::meta;
 use crate::store::NewEntry;
 
@@ -46,15 +46,12 @@ impl Engine {
         match request {
             Request::Configure { config } => {
                 validate_config(&config)?;
-                self.store
-                    .put_meta(meta::CONFIG, &js::to_js(&config)?)
-                    .await?;
-                let endpoint_changed = self.config.borrow().endpoint_differs(&config);
+                self.store.put_config(&config).await?;
+                let was_broken = self.config_problem.borrow_mut().take().is_some();
+                let endpoint_changed = was_broken || self.config.borrow().endpoint_differs(&config);
                 if endpoint_changed {
-                    // Another server: the old one's Retry-After does not apply.
-                    self.store
-                        .put_meta(meta::NOT_BEFORE, &JsValue::NULL)
-                        .await?;
+                    // Another server: the old one's backoff does not apply.
+                    self.store.put_meta(meta::BACKOFF, &JsValue::NULL).await?;
                 }
                 self.flusher.borrow_mut().handle_config_update(
                     config.batch_size,
@@ -63,9 +60,20 @@ impl Engine {
                 );
                 let periodic = config.periodic_interval_ms;
                 *self.config.borrow_mut() = config;
+                let url = self.push_url();
+                self.flusher.borrow_mut().set_endpoint(url);
+                if was_broken {
+                    self.flusher.borrow_mut().clear_error(codes::CONFIG_ERROR);
+                }
                 bindings::set_periodic(periodic).await;
                 self.broadcast_status();
-                self.kick(Trigger::Manual);
+                // Pages send their config on every load: the same one must not cut a backoff
+                // short (a reload is a page event); a new server is tried at once.
+                self.kick(if endpoint_changed {
+                    Trigger::Manual
+                } else {
+                    Trigger::PageEvent
+                });
                 self.status_json()
             }
             Request::Put {
@@ -163,26 +171,33 @@ impl Engine {
                 Ok(json!(letters))
             }
             Request::RetryDead { seq } => {
-                let new_seq = self.store.requeue_dead(seq, now()).await?.ok_or_else(|| {
-                    SwError::coded(codes::NOT_FOUND, format!("no dead letter {seq}"))
-                })?;
+                let (new_seq, entity) =
+                    self.store.requeue_dead(seq, now()).await?.ok_or_else(|| {
+                        SwError::coded(codes::NOT_FOUND, format!("no dead letter {seq}"))
+                    })?;
                 self.update_counts(|c| {
                     c.pending += 1;
                     c.dead = c.dead.saturating_sub(1);
                 });
                 self.broadcast_status();
+                if let Some((collection, key)) = entity {
+                    self.broadcast_change(&collection, &key);
+                }
                 self.kick(Trigger::Manual);
                 Ok(json!({ "seq": new_seq }))
             }
             Request::DiscardDead { seq } => {
-                if !self.store.discard_dead(seq).await? {
+                let Some(entity) = self.store.discard_dead(seq).await? else {
                     return Err(SwError::coded(
                         codes::NOT_FOUND,
                         format!("no dead letter {seq}"),
                     ));
-                }
+                };
                 self.update_counts(|c| c.dead = c.dead.saturating_sub(1));
                 self.broadcast_status();
+                if let Some((collection, key)) = entity {
+                    self.broadcast_change(&collection, &key);
+                }
                 Ok(json!({ "discarded": seq }))
             }
             Request::Export { format } => {

@@ -20,6 +20,7 @@ use super::Engine;
 use crate::bindings;
 use crate::error::SwError;
 use crate::js::{self, now, MathRandom, Signal, Timeout};
+use crate::lock::FlushLock;
 use crate::schema::meta;
 
 /// How long after a `lastChance` sync handler the engine registers a new sync.
@@ -118,6 +119,14 @@ impl Engine {
     pub async fn handle_sync(self: &Rc<Self>, last_chance: bool) -> Result<(), ErrorDetail> {
         // The registration fired: a later write needs a new one.
         self.flush.sync_requested.set(false);
+        if let Some(why) = self.config_problem.borrow().clone() {
+            // Not done: the browser keeps the registration and retries once a page has
+            // sent a valid config.
+            return Err(ErrorDetail {
+                code: codes::CONFIG_ERROR.into(),
+                message: why,
+            });
+        }
         if self.config.borrow().server_url.is_empty() {
             return Ok(());
         }
@@ -183,7 +192,9 @@ impl Engine {
     }
 
     pub(super) fn kick(self: &Rc<Self>, trigger: Trigger) {
-        if self.config.borrow().server_url.is_empty() && trigger != Trigger::Offline {
+        let unusable =
+            self.config.borrow().server_url.is_empty() || self.config_problem.borrow().is_some();
+        if unusable && trigger != Trigger::Offline {
             return;
         }
         let started = self.flusher.borrow_mut().handle_trigger(now(), trigger);
@@ -207,12 +218,19 @@ impl Engine {
         if self.flush.driving.replace(true) {
             return;
         }
+        // One engine per outbox: the worker and a page-mode engine never flush at once.
+        let (lock, waited) = FlushLock::acquire(&self.lock_name).await;
+        if waited {
+            // The holder delivered (or dead-lettered) entries under this engine.
+            self.recount().await;
+        }
         loop {
             let action = self.flusher.borrow_mut().poll_action();
             let Some(action) = action else { break };
             self.execute(action).await;
             self.broadcast_status();
         }
+        drop(lock);
         self.flush.driving.set(false);
         // Nothing is on the wire: a batch read ahead of it is no longer guarded.
         self.flush.prefetch.borrow_mut().take();

@@ -1,6 +1,14 @@
 //! Requests to the server: the sync push, the replay of a captured request, GETs. Every
 //! outcome is an [`HttpOutcome`] for `shared::classify` to judge; nothing here decides.
+//!
+//! Every request goes through `gloo-net` with an `AbortSignal`: after the configured
+//! `request_timeout_ms` (body included) it is aborted and becomes a network failure, so a
+//! server that accepts the connection and never answers cannot hold the flusher.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
+use gloo_net::http::{Headers, Method, RequestBuilder};
 use js_sys::Uint8Array;
 use rangersync_shared::classify::HttpOutcome;
 use rangersync_shared::outbox::CapturedRequest;
@@ -8,12 +16,35 @@ use rangersync_shared::protocol::PushRequest;
 use wasm_bindgen::JsValue;
 
 use super::Engine;
-use crate::error::SwError;
-use crate::js;
+use crate::js::Timeout;
 
 fn network(message: impl Into<String>) -> HttpOutcome {
     HttpOutcome::Network {
         message: message.into(),
+    }
+}
+
+/// Aborts its request when the timer fires; dropping it (the answer came) clears the timer.
+struct Deadline {
+    controller: web_sys::AbortController,
+    fired: Rc<Cell<bool>>,
+    _timer: Timeout,
+}
+
+impl Deadline {
+    fn start(ms: u64) -> Option<Self> {
+        let controller = web_sys::AbortController::new().ok()?;
+        let fired = Rc::new(Cell::new(false));
+        let (c, f) = (controller.clone(), fired.clone());
+        let timer = Timeout::new(i64::try_from(ms).unwrap_or(i64::MAX), move || {
+            f.set(true);
+            c.abort();
+        });
+        Some(Self {
+            controller,
+            fired,
+            _timer: timer,
+        })
     }
 }
 
@@ -26,75 +57,86 @@ impl Engine {
             .to_owned()
     }
 
-    fn auth_headers(&self) -> Result<web_sys::Headers, JsValue> {
-        let headers = web_sys::Headers::new()?;
+    /// The URL pushes go to.
+    pub(super) fn push_url(&self) -> String {
+        format!("{}/api/sync/push", self.base_url())
+    }
+
+    fn auth_headers(&self) -> Headers {
+        let headers = Headers::new();
         if let Some(token) = self.config.borrow().token.as_deref() {
-            headers.set("authorization", &format!("Bearer {token}"))?;
+            headers.set("authorization", &format!("Bearer {token}"));
         }
-        Ok(headers)
+        headers
     }
 
     async fn send_http(
         &self,
-        method: &str,
+        method: Method,
         url: &str,
-        headers: &web_sys::Headers,
-        body: Option<&JsValue>,
+        headers: Headers,
+        body: Option<JsValue>,
     ) -> HttpOutcome {
-        let init = web_sys::RequestInit::new();
-        init.set_method(method);
-        init.set_headers(headers);
-        if let Some(b) = body {
-            init.set_body(b);
-        }
-        let request = match web_sys::Request::new_with_str_and_init(url, &init) {
-            Ok(r) => r,
-            Err(e) => return network(SwError::from_js(&e).to_string()),
+        let timeout_ms = self.config.borrow().request_timeout_ms;
+        let deadline = Deadline::start(timeout_ms);
+        let builder = RequestBuilder::new(url)
+            .method(method)
+            .headers(headers)
+            .abort_signal(deadline.as_ref().map(|d| d.controller.signal()).as_ref());
+        let request = match body {
+            Some(b) => builder.body(b),
+            None => builder.build(),
         };
-        match js::fetch(&request).await {
-            Err(message) => network(message),
-            Ok(resp) => {
-                let retry_after = resp.headers().get("retry-after").ok().flatten();
-                let body = match resp.text() {
-                    Ok(p) => js::await_promise(p)
-                        .await
-                        .ok()
-                        .and_then(|v| v.as_string())
-                        .unwrap_or_default(),
-                    Err(_) => String::new(),
-                };
-                HttpOutcome::Response {
-                    status: resp.status(),
-                    retry_after,
-                    body,
-                }
+        let timed_out = || deadline.as_ref().is_some_and(|d| d.fired.get());
+        let no_answer = |e: gloo_net::Error| {
+            if timed_out() {
+                network(format!("no answer from {url} within {timeout_ms} ms"))
+            } else {
+                network(e.to_string())
             }
+        };
+        let response = match request {
+            Ok(r) => match r.send().await {
+                Ok(resp) => resp,
+                Err(e) => return no_answer(e),
+            },
+            Err(e) => return network(e.to_string()),
+        };
+        let retry_after = response.headers().get("retry-after");
+        let body = match response.text().await {
+            Ok(text) => text,
+            // The status came, the body did not (cut off or too slow): no answer to judge.
+            Err(e) => return no_answer(e),
+        };
+        HttpOutcome::Response {
+            status: response.status(),
+            retry_after,
+            body,
         }
     }
 
     /// `GET url` with the configured credentials.
     pub(super) async fn get(&self, url: &str) -> HttpOutcome {
-        match self.auth_headers() {
-            Ok(headers) => self.send_http("GET", url, &headers, None).await,
-            Err(e) => network(SwError::from_js(&e).to_string()),
-        }
+        self.send_http(Method::GET, url, self.auth_headers(), None)
+            .await
     }
 
     /// `POST /api/sync/push` with one batch.
     pub(super) async fn push(&self, body: &PushRequest) -> HttpOutcome {
         self.pushes.set(self.pushes.get() + 1);
-        let url = format!("{}/api/sync/push", self.base_url());
         let text = match serde_json::to_string(body) {
             Ok(t) => t,
             Err(e) => return network(e.to_string()),
         };
-        let headers = match self.auth_headers() {
-            Ok(h) => h,
-            Err(e) => return network(SwError::from_js(&e).to_string()),
-        };
-        let _ = headers.set("content-type", "application/json");
-        self.send_http("POST", &url, &headers, Some(&JsValue::from_str(&text)))
-            .await
+        let headers = self.auth_headers();
+        headers.set("content-type", "application/json");
+        self.send_http(
+            Method::POST,
+            &self.push_url(),
+            headers,
+            Some(JsValue::from_str(&text)),
+        )
+        .await
     }
 
     /// Send a captured request again, as it was, with its `Idempotency-Key`.
@@ -103,20 +145,20 @@ impl Engine {
         request: &CapturedRequest,
         idempotency_key: &str,
     ) -> HttpOutcome {
-        let Ok(headers) = web_sys::Headers::new() else {
-            return network("Headers unavailable");
-        };
+        let headers = Headers::new();
         for (k, v) in &request.headers {
-            let _ = headers.append(k, v);
+            headers.append(k, v);
         }
-        let _ = headers.set("idempotency-key", idempotency_key);
-        let method = request.method.to_ascii_uppercase();
-        let body: Option<JsValue> = if matches!(method.as_str(), "GET" | "HEAD") {
+        headers.set("idempotency-key", idempotency_key);
+        let method_name = request.method.to_ascii_uppercase();
+        let Ok(method) = Method::from_bytes(method_name.as_bytes()) else {
+            return network(format!("{method_name:?} is not an HTTP method"));
+        };
+        let body: Option<JsValue> = if matches!(method_name.as_str(), "GET" | "HEAD") {
             None
         } else {
             Some(Uint8Array::from(&request.body[..]).into())
         };
-        self.send_http(&method, &request.url, &headers, body.as_ref())
-            .await
+        self.send_http(method, &request.url, headers, body).await
     }
 }

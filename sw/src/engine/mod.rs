@@ -56,6 +56,11 @@ pub struct Engine {
     flush: flush::Driver,
     broadcast: broadcast::Coalescer,
     pushes: Cell<u64>,
+    /// The stored config could not be read (kept as it was): nothing is sent, the status says
+    /// `config_error`, until a page sends a valid config.
+    config_problem: RefCell<Option<String>>,
+    /// The Web Lock held while flushing (`rangersync-flush:<database>`).
+    lock_name: String,
 }
 
 fn invalid_config(message: impl Into<String>) -> SwError {
@@ -92,8 +97,11 @@ impl Engine {
             m.config.retry.clone(),
         );
         flusher.restore_history(m.last_error.clone(), m.last_synced_at);
-        // A Retry-After floor outlives the worker: a restarted one honours it.
-        flusher.restore_not_before(now(), m.not_before);
+        // The backoff outlives the worker: a restarted one waits for the same retry time.
+        flusher.restore_backoff(now(), m.backoff);
+        if let Some(why) = &m.config_problem {
+            flusher.report_error(now(), codes::CONFIG_ERROR, why.clone());
+        }
         let counts = StoreCounts {
             pending,
             dead,
@@ -114,7 +122,11 @@ impl Engine {
             flush: flush::Driver::default(),
             broadcast: broadcast::Coalescer::default(),
             pushes: Cell::new(0),
+            config_problem: RefCell::new(m.config_problem),
+            lock_name: format!("rangersync-flush:{name}"),
         });
+        let url = engine.push_url();
+        engine.flusher.borrow_mut().set_endpoint(url);
         *engine.me.borrow_mut() = Rc::downgrade(&engine);
         engine.arm_timer();
         Ok(engine)
@@ -132,7 +144,11 @@ impl Engine {
 
     /// The status object right now.
     pub fn status(&self) -> Status {
-        self.flusher.borrow().status(&self.counts.get(), self.mode)
+        let mut status = self.flusher.borrow().status(&self.counts.get(), self.mode);
+        if self.config_problem.borrow().is_some() {
+            status.state = rangersync_shared::status::SyncState::ConfigError;
+        }
+        status
     }
 
     /// The flusher's state (tests, diagnostics).

@@ -2,7 +2,8 @@
 
 use std::rc::Rc;
 
-use rangersync_shared::classify::HttpOutcome;
+use rangersync_shared::classify::{classify_pull, pull_unreadable};
+use rangersync_shared::messages::codes;
 use rangersync_shared::protocol::PullResponse;
 
 use super::Engine;
@@ -13,28 +14,24 @@ const PULL_PAGE: u32 = 500;
 const PULL_PAGES_PER_FLUSH: usize = 100;
 
 impl Engine {
-    pub(super) async fn pull(self: &Rc<Self>) -> Result<(), String> {
-        let mut cursor = self.store.cursor().await.map_err(|e| e.to_string())?;
+    /// `Err((code, message))` as [`classify_pull`] says, or a storage error.
+    pub(super) async fn pull(self: &Rc<Self>) -> Result<(), (&'static str, String)> {
+        let storage = |e: crate::error::SwError| (codes::STORAGE_ERROR, e.to_string());
+        let mut cursor = self.store.cursor().await.map_err(storage)?;
         for _ in 0..PULL_PAGES_PER_FLUSH {
             let since: String = js_sys::encode_uri_component(&cursor).into();
             let url = format!(
                 "{}/api/sync/pull?since={since}&limit={PULL_PAGE}",
                 self.base_url()
             );
-            let body = match self.get(&url).await {
-                HttpOutcome::Network { message } => return Err(message),
-                HttpOutcome::Response { status, body, .. } if (200..300).contains(&status) => body,
-                HttpOutcome::Response { status, .. } => {
-                    return Err(format!("pull answered HTTP {status}"))
-                }
-            };
+            let body = classify_pull(self.get(&url).await, &url)?;
             let page: PullResponse = serde_json::from_str(&body)
-                .map_err(|e| format!("pull answer is malformed: {e}"))?;
+                .map_err(|e| pull_unreadable(&url, &body, &e.to_string()))?;
             let (changed, skipped) = self
                 .store
                 .apply_pull(&page.changes, &page.cursor)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(storage)?;
             for (collection, key) in changed {
                 self.broadcast_change(&collection, &key);
             }
