@@ -76,7 +76,8 @@ pub fn files_with_extensions(root: &Path, extensions: &[&str]) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
+            // Not `path.is_dir()`: a symlinked folder is not followed (no cycles).
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 if !name.starts_with('.')
                     && !SKIPPED_NAMES.contains(&name.as_str())
                     && !ignored.contains(&path)
