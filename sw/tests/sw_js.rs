@@ -1,5 +1,8 @@
 //! `www/sw.js`, the bootstrap, run in Node with a stub service-worker global: the request that
-//! wakes the worker (before the wasm is ready) is still captured. Skipped when `node` is absent.
+//! wakes the worker (before the wasm is ready) is still captured.
+//!
+//! Needs Node: `$NODE`, else `node` on `PATH`. `cargo xtask test` installs Debian's `nodejs`
+//! when it is missing and sets `NODE`; without Node this test fails saying so, it never skips.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
@@ -56,18 +59,20 @@ async function scenario(wasmLoads, method, path) {
 #[test]
 fn the_first_request_after_the_worker_wakes_is_captured_once_the_wasm_is_ready() {
     let sw_js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/sw.js");
-    let output = match Command::new("node")
+    let node = std::env::var_os("NODE")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let output = Command::new(&node)
         .arg("-e")
         .arg(HARNESS)
         .arg(&sw_js)
         .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("skipped: node is not available ({e})");
-            return;
-        }
-    };
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {node:?} ({e}): this test needs Node. Install it \
+                 (`apt-get install -y nodejs`; `cargo xtask test` does so as root) or set NODE"
+            )
+        });
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -104,7 +104,8 @@ pub fn chromium_path() -> Result<PathBuf> {
         Ok(path)
     } else {
         Err(format!(
-            "{} not found: `apt-get install chromium chromium-driver` or set CHROMIUM",
+            "{} not found: `apt-get install -y chromium` (`cargo xtask test` does so as root) \
+             or set CHROMIUM to a Chromium binary",
             path.display()
         )
         .into())

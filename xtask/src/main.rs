@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `demo [--listen ADDR]` | builds the wasm and the server, serves the demo app until Ctrl-C |
 //! | `build` | checks/installs the wasm target and the pinned wasm-bindgen CLI, builds both wasm crates into `www/pkg`, runs `wasm-opt -Oz` when available, prints sizes |
-//! | `test` | the whole CI: fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker, end-to-end tests |
+//! | `docs` | every relative link, anchor and cited file in the docs resolves; every test the README's "Guarantees and their tests" names exists |
+//! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker, end-to-end tests |
 //! | `pkg` | builds, then assembles an npm-style package in `dist/rangersync/` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
 //! | `bench --server` | push throughput (new, resent, p99) on SQLite and on 1, 2 and 3 PostgreSQL instances, into `BENCHMARKS.md` |
@@ -22,6 +23,7 @@ mod bench;
 mod bench_server;
 mod build;
 mod demo;
+mod docs;
 mod pkg;
 mod postgres;
 mod server;
@@ -38,8 +40,9 @@ usage: cargo xtask <command>
 commands:
   demo [--listen ADDR]   build everything and serve the demo app (default 127.0.0.1:8787)
   build                  build the service worker and page wasm into www/pkg
+  docs                   check the docs: links, anchors, cited files, the README's guarantee tests
   test [STEP…]           run every check CI runs, or only some steps:
-                         fmt clippy clippy-wasm unit browser wasm e2e
+                         docs fmt clippy clippy-wasm unit browser wasm e2e
   pkg                    build and assemble the npm package in dist/rangersync/
   bench [--mutations N] [--batch B] [--debug] [--writes N] [--drain N] [--drain-large N]
         [--cold-runs N] [--browser-release] [--native-only | --browser-only]
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "demo" => demo::run(rest),
+        "docs" => docs::run(rest),
         "build" => build::run(rest),
         "test" => test::run(rest),
         "pkg" => pkg::run(rest),

@@ -18,6 +18,19 @@ const FILES: [(&str, &str); 8] = [
     ("www/pkg", "rangersync_sw_bg.wasm"),
 ];
 
+/// The README the package ships (as `README.md`), when it exists; its relative links must stay
+/// inside the package (checked in `docs.rs`).
+pub const README_SOURCE: &str = "page-client/README.md";
+
+/// The package's top-level files, as a README in it may link to them.
+pub fn package_files() -> Vec<String> {
+    FILES
+        .iter()
+        .map(|(_, name)| name.to_string())
+        .chain(["README.md".to_string(), "package.json".to_string()])
+        .collect()
+}
+
 /// Builds, then writes `dist/rangersync/` afresh.
 pub fn run(args: &[String]) -> Result {
     util::parse_flags(args, &[], &[])?;
@@ -52,7 +65,7 @@ pub fn run(args: &[String]) -> Result {
     let text =
         std::fs::read_to_string(&sw).map_err(|e| format!("cannot read {}: {e}", sw.display()))?;
     write(&sw, &text.replace("'/pkg/", "'./"))?;
-    let readme = root.join("page-client").join("README.md");
+    let readme = root.join(README_SOURCE);
     if readme.is_file() {
         copy(&readme, &out.join("README.md"))?;
     } else {

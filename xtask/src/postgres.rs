@@ -48,12 +48,7 @@ pub fn ensure_installed() -> Result {
              (or set {SERVER_ENV}=postgres://user@host:port/db)"
         ));
     }
-    util::run(Command::new("apt-get").arg("update"))?;
-    util::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", DEBIAN_PACKAGE]),
-    )?;
+    crate::tools::apt_get_install(DEBIAN_PACKAGE)?;
     bin_dir().map(drop).ok_or_else(|| {
         format!("apt-get installed {DEBIAN_PACKAGE} but initdb and pg_ctl are still missing")
     })

@@ -23,7 +23,8 @@ struct State {
 /// A step: its id (for `cargo xtask test ID…`), its name, what it does.
 type Step = (&'static str, &'static str, fn(&mut State) -> Result);
 
-const STEPS: [Step; 7] = [
+const STEPS: [Step; 8] = [
+    ("docs", "docs (links, guarantee tests)", docs),
     ("fmt", "fmt", fmt),
     ("clippy", "clippy (native)", clippy_native),
     ("clippy-wasm", "clippy (wasm32)", clippy_wasm),
@@ -80,6 +81,12 @@ pub fn run(args: &[String]) -> Result {
     }
 }
 
+/// First, because it takes a second and compiles nothing: a broken link or a guarantee whose
+/// test was renamed fails here, not after ten minutes. (`cargo test -p xtask` checks the same.)
+fn docs(_: &mut State) -> Result {
+    crate::docs::run(&[])
+}
+
 fn fmt(_: &mut State) -> Result {
     tools::ensure_component("rustfmt")?;
     util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))
@@ -122,7 +129,13 @@ fn clippy_wasm(_: &mut State) -> Result {
 fn native_tests(_: &mut State) -> Result {
     // The server's protocol tests run on SQLite and on PostgreSQL.
     crate::postgres::ensure_installed()?;
-    util::run(util::cargo().args(["test", "--workspace", "--exclude", "rangersync-e2e"]))
+    // `sw/tests/sw_js.rs` runs `www/sw.js` in Node; it fails (never skips) without it.
+    let node = tools::ensure_node()?;
+    util::run(
+        util::cargo()
+            .args(["test", "--workspace", "--exclude", "rangersync-e2e"])
+            .env(tools::NODE_ENV, node),
+    )
 }
 
 fn browser(state: &mut State) -> Result {
@@ -143,7 +156,7 @@ fn wasm_tests(state: &mut State) -> Result {
     let browser = state
         .browser
         .clone()
-        .ok_or("no browser (step 5 did not run)")?;
+        .ok_or("no browser (the browser step did not run)")?;
     // The page module's tests in page mode import `/rangersync_page_extras.js`: the runner
     // serves files it did not generate from its working directory, so build `www/pkg` and run
     // the runner there.
@@ -192,7 +205,7 @@ fn e2e_tests(state: &mut State) -> Result {
     let browser = state
         .browser
         .clone()
-        .ok_or("no browser (step 5 did not run)")?;
+        .ok_or("no browser (the browser step did not run)")?;
     crate::build::build()?;
     crate::postgres::ensure_installed()?;
     util::run(

@@ -146,13 +146,7 @@ pub fn ensure_browser() -> Result<Browser> {
             browser.chromedriver.display()
         ));
     }
-    util::run(Command::new("apt-get").arg("update"))?;
-    util::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(DEBIAN_PACKAGES.split(' ')),
-    )?;
+    apt_get_install(DEBIAN_PACKAGES)?;
     if present(&browser) {
         Ok(browser)
     } else {
@@ -162,6 +156,53 @@ pub fn ensure_browser() -> Result<Browser> {
             browser.chromedriver.display()
         ))
     }
+}
+
+/// `apt-get update`, then `apt-get install -y PACKAGES` (space-separated), non-interactive.
+/// Only from Debian's archive; the caller checks that we are root.
+pub fn apt_get_install(packages: &str) -> Result {
+    util::run(Command::new("apt-get").arg("update"))?;
+    util::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(packages.split(' ')),
+    )
+}
+
+/// The variable naming the `node` binary for the tests that run JavaScript outside a browser
+/// (`sw/tests/sw_js.rs`); `cargo xtask test` sets it.
+pub const NODE_ENV: &str = "NODE";
+
+/// The Debian package that provides `node`.
+pub const NODE_PACKAGE: &str = "nodejs";
+
+/// Finds Node (`$NODE`, else `node` on `PATH`); as root, installs Debian's `nodejs` when it is
+/// missing; otherwise says what to install.
+pub fn ensure_node() -> Result<PathBuf> {
+    let find = || match std::env::var_os(NODE_ENV).filter(|v| !v.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| util::is_executable(p)),
+        None => util::which("node"),
+    };
+    if let Some(node) = find() {
+        if let Some(version) = util::output(Command::new(&node).arg("--version")) {
+            println!("Node {version}: {}", node.display());
+            return Ok(node);
+        }
+    }
+    if std::env::var_os(NODE_ENV).is_some_and(|v| !v.is_empty()) {
+        return Err(format!(
+            "{NODE_ENV} names no working node binary: unset it, or point it at one"
+        ));
+    }
+    if !util::is_root() {
+        return Err(format!(
+            "node is missing: run `sudo apt-get install -y {NODE_PACKAGE}` (or set {NODE_ENV}=/path/to/node)"
+        ));
+    }
+    apt_get_install(NODE_PACKAGE)?;
+    find()
+        .ok_or_else(|| format!("apt-get installed {NODE_PACKAGE} but `node` is still not on PATH"))
 }
 
 #[cfg(test)]
