@@ -8,6 +8,7 @@ use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise, JSON};
 use rangersync_shared::messages::{codes, ExportFormat, PageEvent, Request, MESSAGE_VERSION};
+use rangersync_shared::outbox::VISIBLE_PROBE_MS;
 use rangersync_shared::status::Mode;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -62,10 +63,15 @@ struct Inner {
     /// The page-mode switch in progress (or done), so that it happens once.
     fallback: RefCell<Option<Promise>>,
     relay: RefCell<Option<BroadcastChannel>>,
+    /// The wake-up timer of a visible page (see [`Inner::arm_wake`]): its id and callback.
+    wake: RefCell<Option<(JsValue, Closure<dyn FnMut()>)>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some((id, _)) = self.wake.get_mut().take() {
+            js::clear_timeout(&id);
+        }
         if let Some(channel) = self.relay.get_mut().take() {
             channel.set_onmessage(None);
             channel.close();
@@ -89,6 +95,7 @@ impl Inner {
             dom: RefCell::new(Vec::new()),
             fallback: RefCell::new(None),
             relay: RefCell::new(None),
+            wake: RefCell::new(None),
         })
     }
 
@@ -281,6 +288,7 @@ impl Inner {
         }
         match b {
             Incoming::Status(status) => {
+                self.arm_wake(status, 0.0);
                 *self.last_status.borrow_mut() = Some(status.clone());
                 let js_status = js::from_json(status);
                 let listeners = self.status_listeners.borrow().clone();
@@ -308,6 +316,63 @@ impl Inner {
                         inner.refresh_status().await;
                     }
                 });
+            }
+        }
+    }
+
+    /// While this page is visible and writes wait for a retry, wake the outbox at the retry
+    /// time, and at least every [`VISIBLE_PROBE_MS`] while the server did not answer at all
+    /// (`offline`). The worker may have been stopped with its own timer (Firefox stops an idle
+    /// worker after about 30 s): the wake-up message starts it again. The worker decides
+    /// whether to send: it never probes a server answering 5xx faster than its backoff.
+    /// `floor_ms`: the shortest wait (a re-arm after a wake-up the worker did not act on must
+    /// not spin).
+    fn arm_wake(self: &Rc<Self>, status: &Value, floor_ms: f64) {
+        if let Some((id, _)) = self.wake.borrow_mut().take() {
+            js::clear_timeout(&id);
+        }
+        let visible = web_sys::window()
+            .and_then(|w| w.document())
+            .is_some_and(|d| d.visibility_state() == VisibilityState::Visible);
+        let waiting = status["pending"].as_u64().unwrap_or(0) > 0;
+        let Some(retry_at) = status["next_retry_at"].as_f64() else {
+            return;
+        };
+        if !visible || !waiting {
+            return;
+        }
+        let now = js_sys::Date::now();
+        let mut delay = (retry_at - now).max(0.0) + 100.0;
+        delay = delay.max(floor_ms);
+        if status["state"] == "offline" {
+            delay = delay.min(VISIBLE_PROBE_MS as f64);
+        }
+        let weak = Rc::downgrade(self);
+        // Outside the timer's own call (a microtask later), so that replacing the timer may
+        // drop this closure.
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                spawn_local(async move { inner.on_wake() });
+            }
+        });
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let ms = delay.min(f64::from(i32::MAX)) as u32;
+        let id = js::set_timeout(callback.as_ref().unchecked_ref(), ms);
+        *self.wake.borrow_mut() = Some((id, callback));
+    }
+
+    /// The wake-up timer fired: nudge the outbox if the page is still visible.
+    fn on_wake(self: &Rc<Self>) {
+        self.wake.borrow_mut().take();
+        let visible = web_sys::window()
+            .and_then(|w| w.document())
+            .is_some_and(|d| d.visibility_state() == VisibilityState::Visible);
+        if visible {
+            self.page_event(PageEvent::Visible);
+            // A new status re-arms it; if none comes (nothing changed), check again.
+            let last = self.last_status.borrow().clone();
+            if let Some(last) = last {
+                self.arm_wake(&last, 1_000.0);
             }
         }
     }
@@ -388,7 +453,13 @@ impl Inner {
                     let Some(inner) = weak.upgrade() else { return };
                     match doc.visibility_state() {
                         VisibilityState::Hidden => inner.page_event(PageEvent::Hidden),
-                        VisibilityState::Visible => inner.page_event(PageEvent::Visible),
+                        VisibilityState::Visible => {
+                            inner.page_event(PageEvent::Visible);
+                            let last = inner.last_status.borrow().clone();
+                            if let Some(last) = last {
+                                inner.arm_wake(&last, 1_000.0);
+                            }
+                        }
                         _ => {}
                     }
                 },

@@ -4,6 +4,7 @@
 //! Pure: it reads a `serde_json::Value` (the options object as JSON), so every rule is tested
 //! natively. An unknown key or a wrong type is an `invalid_config` error, never ignored.
 
+use rangersync_shared::capture::CaptureRoute;
 use rangersync_shared::messages::Config;
 use rangersync_shared::retry::RetryPolicy;
 use rangersync_shared::validate::MAX_BATCH_MUTATIONS;
@@ -80,23 +81,32 @@ impl ClientOptions {
                 REGISTER_KEYS.join(", ")
             )));
         }
-        let server_url = opt_string(map, "serverUrl")?.unwrap_or_else(|| origin.to_owned());
-        let server_url = check_server_url(&server_url)?;
+        // Absent: the page's origin. `null`: no sync server (capture only: nothing is pushed
+        // or pulled, and `put()` is refused).
+        let server_url = match map.get("serverUrl") {
+            Some(Value::Null) => String::new(),
+            _ => check_server_url(
+                &opt_string(map, "serverUrl")?.unwrap_or_else(|| origin.to_owned()),
+            )?,
+        };
         let token = match map.get("token") {
             None | Some(Value::Null) => None,
             Some(Value::String(t)) if t.is_empty() => None,
             Some(Value::String(t)) => Some(t.clone()),
             Some(_) => return Err(ClientError::config("token must be a string")),
         };
-        let capture_routes = match map.get("captureRoutes") {
+        let capture_routes: Vec<CaptureRoute> = match map.get("captureRoutes") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|item| match item {
-                    Value::String(s) if s.starts_with('/') => Ok(s.clone()),
-                    _ => Err(ClientError::config(
-                        "captureRoutes must be path patterns starting with \"/\", such as \"/api/sync/chat\" or \"/api/sync/*\"",
-                    )),
+                .map(|item| {
+                    let route: CaptureRoute = serde_json::from_value(item.clone()).map_err(|_| {
+                        ClientError::config(
+                            "each of captureRoutes must be a path pattern (\"/api/sync/*\"), a URL pattern (\"http://localhost:3000/api/sync/*\") or { origin, path }",
+                        )
+                    })?;
+                    route.parts().map_err(ClientError::config)?;
+                    Ok::<_, ClientError>(route)
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(ClientError::config("captureRoutes must be an array of strings")),
@@ -296,6 +306,31 @@ mod tests {
     }
 
     #[test]
+    fn capture_routes_may_name_another_api_origin_and_server_url_null_means_capture_only() {
+        let o = ClientOptions::parse(
+            &json!({
+                "serverUrl": null,
+                "captureRoutes": [
+                    "http://localhost:3000/api/sync/chat",
+                    { "origin": "http://localhost:3000", "path": "/api/sync/settings" }
+                ]
+            }),
+            ORIGIN,
+        )
+        .unwrap();
+        assert_eq!(o.config.server_url, "");
+        assert_eq!(o.config.capture_routes.len(), 2);
+        for bad in [
+            json!({ "captureRoutes": ["api/*"] }),
+            json!({ "captureRoutes": [{ "origin": "http://x/y", "path": "/a" }] }),
+            json!({ "captureRoutes": [5] }),
+        ] {
+            let e = ClientOptions::parse(&bad, ORIGIN).unwrap_err();
+            assert_eq!(e.code, "invalid_config", "{bad}");
+        }
+    }
+
+    #[test]
     fn camel_case_options_map_to_the_snake_case_config() {
         let o = ClientOptions::parse(
             &json!({
@@ -313,7 +348,10 @@ mod tests {
         assert_eq!(o.config.token.as_deref(), Some("t0k"));
         assert_eq!(
             o.config.capture_routes,
-            ["/api/sync/chat", "/api/sync/settings"]
+            [
+                CaptureRoute::from("/api/sync/chat"),
+                CaptureRoute::from("/api/sync/settings")
+            ]
         );
         assert_eq!(o.config.batch_size, 50);
         assert_eq!(o.config.periodic_interval_ms, Some(3_600_000));

@@ -22,12 +22,12 @@ export interface SyncError extends Error {
 export interface SyncClientOptions {
   /** Service worker script, registered at scope "/". Default "/sw.js". */
   swUrl?: string;
-  /** Base URL of the sync server. Default: the page's origin. */
-  serverUrl?: string;
+  /** Base URL of the sync server. Default: the page's origin. `null`: no sync server (capture only; `put()` is refused). */
+  serverUrl?: string | null;
   /** Bearer token for the sync server (kept by the worker so it can sync with no page open). */
   token?: string | null;
-  /** Path patterns of existing REST routes whose failed/offline requests are queued, e.g. "/api/sync/*". */
-  captureRoutes?: string[];
+  /** Existing REST routes whose unanswered requests are queued and replayed in order: a path pattern for the page's or the sync server's origin ("/api/sync/*"), a URL pattern for another API origin ("http://localhost:3000/api/sync/*"), or { origin, path }. `*` matches anything; the query string and one trailing slash are ignored. */
+  captureRoutes?: (string | { origin: string; path: string })[];
   /** Most mutations per push (1..1000). Default 100. */
   batchSize?: number;
   /** Periodic Background Sync interval in ms (Chromium, installed apps). */

@@ -384,10 +384,16 @@ pub fn classify_captured(outcome: &HttpOutcome, now: Millis) -> CapturedAction {
         } => (*status, retry_after.as_deref(), body.as_str()),
     };
     let retry_after_ms = retry_after.and_then(|h| parse_retry_after(h, now));
+    // The API's own words: its error body, or what else it answered (an Express stack
+    // trace, an HTML error page's title), so a person can see why.
+    let said = match server_says(body) {
+        s if s.is_empty() && !body.trim().is_empty() => format!(": {}", what_came_back(body)),
+        s => s,
+    };
     let retry = |code: &'static str, what: &str| CapturedAction::Retry {
         retry_after_ms,
         code,
-        message: format!("{what} (HTTP {status}){}", server_says(body)),
+        message: format!("{what} (HTTP {status}){said}"),
     };
     match status {
         200..=299 => CapturedAction::Ack,

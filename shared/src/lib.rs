@@ -1,13 +1,14 @@
 //! # rangersync-shared
 //!
 //! Everything of rangersync that needs no browser: the wire types of PROTOCOL.md, the page ⇄
-//! worker messages, the status object, input validation, the retry policy, response
+//! worker messages, which requests are captured, the status object, input validation, the retry policy, response
 //! classification, the conflict rule, the snapshot format, and the outbox as a sans-IO state
 //! machine ([`outbox`]) that the service worker and the page fallback drive.
 //!
 //! Nothing here touches IndexedDB, the network or a clock: time and randomness are passed in,
 //! so every rule is tested natively, deterministically, in milliseconds.
 
+pub mod capture;
 pub mod classify;
 pub mod conflict;
 pub mod messages;

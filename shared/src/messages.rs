@@ -80,8 +80,10 @@ pub struct Config {
     pub server_url: String,
     /// Optional bearer token sent as `Authorization: Bearer …`. Never logged.
     pub token: Option<String>,
-    /// URL path patterns of existing REST routes to capture (`*` matches any run of characters).
-    pub capture_routes: Vec<String>,
+    /// Existing REST routes whose requests the worker captures when they get no answer (see
+    /// [`crate::capture`]): path patterns for the page's or the sync server's origin, full URL
+    /// patterns or `{origin, path}` for any other API origin.
+    pub capture_routes: Vec<crate::capture::CaptureRoute>,
     /// Most mutations per push request (1..=1000).
     pub batch_size: u32,
     /// Backoff and give-up limits.
@@ -139,10 +141,8 @@ impl Config {
                 ));
             }
         }
-        if let Some(r) = self.capture_routes.iter().find(|r| !r.starts_with('/')) {
-            return Err(format!(
-                "capture route {r:?} must be a path starting with /"
-            ));
+        for route in &self.capture_routes {
+            route.parts()?;
         }
         let retry = &self.retry;
         if retry.base_delay_ms < MIN_BASE_DELAY_MS {
@@ -566,6 +566,7 @@ mod tests {
         bad(&|c| c.server_url = "sync.example".into());
         bad(&|c| c.capture_routes = vec!["*".into()]);
         bad(&|c| c.capture_routes = vec!["api/*".into()]);
+        bad(&|c| c.capture_routes = vec!["ftp://h/api/*".into()]);
         bad(&|c| c.token = Some("a\nb".into()));
         let mut ok = valid();
         ok.retry.base_delay_ms = 100;

@@ -105,8 +105,13 @@ pub enum Trigger {
     PeriodicSync,
     /// The worker (or the page fallback) started.
     WorkerStart,
-    /// A page said it is visible, hidden or unloading.
+    /// A page said it is hidden or unloading (or sent any other message).
     PageEvent,
+    /// A visible page asks (it became visible, or its wake-up timer fired at the next retry
+    /// time). After a failure that got no answer at all it may cut the backoff short, at most
+    /// once per [`VISIBLE_PROBE_MS`]: a server that comes back is noticed within that while a
+    /// page is open, and a server answering 5xx is never probed faster than its backoff.
+    PageVisible,
     /// The network came back.
     Online,
     /// The network went away (no flush; status shows offline).
@@ -126,12 +131,18 @@ impl Trigger {
         match self {
             Self::Manual | Self::PeriodicSync => true,
             Self::Sync { .. } | Self::Online => unreachable,
+            // Rate-limited by the flusher (see `Flusher::handle_trigger`).
+            Self::PageVisible => unreachable,
             Self::Write | Self::WorkerStart | Self::PageEvent | Self::Offline | Self::Timer => {
                 false
             }
         }
     }
 }
+
+/// How often a visible page may probe a server that did not answer (see
+/// [`Trigger::PageVisible`]).
+pub const VISIBLE_PROBE_MS: Millis = 10_000;
 
 /// The backoff a failed attempt leaves behind, persisted so that a restarted worker honours
 /// it (see [`RecordPlan::backoff`], [`Flusher::restore_backoff`]).
@@ -282,6 +293,8 @@ pub struct Flusher {
     last_failure_unreachable: bool,
     /// The push URL, for messages.
     endpoint: String,
+    /// When a visible page last cut a backoff short.
+    last_visible_probe: Option<Millis>,
     flushes: u64,
 }
 
@@ -305,6 +318,7 @@ impl Flusher {
             last_attempt_failed: false,
             last_failure_unreachable: false,
             endpoint: String::new(),
+            last_visible_probe: None,
             flushes: 0,
         }
     }
@@ -346,7 +360,16 @@ impl Flusher {
                 false
             }
             State::WaitingRetry { until, floor } => {
-                let cut = trigger.cuts_backoff(self.last_failure_unreachable);
+                let mut cut = trigger.cuts_backoff(self.last_failure_unreachable);
+                if cut && trigger == Trigger::PageVisible {
+                    let recent = self
+                        .last_visible_probe
+                        .is_some_and(|at| now.saturating_sub(at) < VISIBLE_PROBE_MS);
+                    cut = !recent;
+                    if cut && now >= floor && now < until {
+                        self.last_visible_probe = Some(now);
+                    }
+                }
                 if now >= until || (cut && now >= floor) {
                     self.start();
                     true
@@ -553,8 +576,28 @@ impl Flusher {
             return;
         };
         let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+        let failures = batch.first().map_or(0, |e| e.attempts).saturating_add(1);
         self.last_failure_unreachable = matches!(outcome, HttpOutcome::Network { .. });
         match classify_captured(outcome, now) {
+            CapturedAction::Retry { code, message, .. }
+                if code == codes::SERVER_ERROR
+                    && self.policy.max_server_errors > 0
+                    && failures >= self.policy.max_server_errors =>
+            {
+                // A poison request: the API fails it every time. It leaves the queue with
+                // the API's own words, so the requests behind it go on.
+                let reason = format!("the API failed it {failures} times: {message}");
+                let plan = RecordPlan {
+                    dead: seqs.iter().map(|s| (*s, reason.clone())).collect(),
+                    ..RecordPlan::default()
+                };
+                self.succeed(now, &seqs, plan);
+                self.set_error(
+                    now,
+                    codes::SERVER_ERROR,
+                    format!("a captured request was moved to the dead letters: {reason}"),
+                );
+            }
             CapturedAction::Ack => {
                 let plan = RecordPlan {
                     ack: seqs.clone(),
@@ -1139,26 +1182,6 @@ pub fn coalesce(entries: Vec<QueuedEntry>, in_flight: &[u64]) -> Vec<QueuedEntry
             None => true,
         })
         .collect()
-}
-
-/// Whether a URL path matches a capture pattern (`*` matches any run of characters).
-pub fn route_matches(pattern: &str, path: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == path;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !path.starts_with(first) || path.len() < first.len() + last.len() || !path.ends_with(last) {
-        return false;
-    }
-    let mut rest = &path[first.len()..path.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]

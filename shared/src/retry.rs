@@ -54,16 +54,22 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Age (since the write) after which an entry goes to the dead-letter store (0: never).
     pub max_age_ms: u64,
+    /// Replays of a captured request answered with a server error (500, 501, 505…; never an
+    /// outage's 502/503/504) after which it goes to the dead-letter store with the server's
+    /// text (0: only `max_attempts` applies). A request the API fails every time must not
+    /// hold the requests behind it for hours.
+    pub max_server_errors: u32,
 }
 
 impl Default for RetryPolicy {
-    /// Base 1 s, cap 5 min, 25 attempts, 7 days.
+    /// Base 1 s, cap 5 min, 25 attempts, 7 days, 5 server errors for a captured request.
     fn default() -> Self {
         Self {
             base_delay_ms: SECOND_MS,
             max_delay_ms: 300_000,
             max_attempts: 25,
             max_age_ms: 7 * DAY_MS,
+            max_server_errors: 5,
         }
     }
 }
@@ -425,6 +431,7 @@ mod tests {
             max_delay_ms: u64::MAX,
             max_attempts: 0,
             max_age_ms: 0,
+            max_server_errors: 0,
         };
         for attempt in [1, 2, 63, 64, 65, 1000, u32::MAX] {
             assert_eq!(p.backoff_ceiling_ms(attempt), u64::MAX);

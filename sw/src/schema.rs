@@ -4,7 +4,7 @@
 //! | store       | key                           | value                                               |
 //! |-------------|-------------------------------|-----------------------------------------------------|
 //! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config` (`{v, config}`), `last_*`, `backoff`, `capture_barrier` |
-//! | `outbox`    | `seq` (a JS number, never BigInt) | a mutation or a captured request, `attempts`, `created_at`; index `by_entity` on `[collection, key]` |
+//! | `outbox`    | `seq` (a JS number, never BigInt) | a mutation or a captured request, `attempts`, `created_at`; indexes `by_entity` on `[collection, key]`, `by_kind` on `kind` |
 //! | `entities`  | `[collection, key]`           | `value`, `deleted`, `updated_at`, `version`, `pending` |
 //! | `dead`      | `seq`                         | the entry, `reason`, `dead_at`, `attempts`          |
 //! | `snapshots` | `exported_at`                 | scheduled exports                                   |
@@ -22,8 +22,8 @@ use crate::js;
 
 /// Database name.
 pub const DB_NAME: &str = "rangersync";
-/// Current schema version.
-pub const DB_VERSION: u32 = 1;
+/// Current schema version (2: the `by_kind` index of `outbox`).
+pub const DB_VERSION: u32 = 2;
 
 pub const META: &str = "meta";
 pub const OUTBOX: &str = "outbox";
@@ -32,6 +32,11 @@ pub const DEAD: &str = "dead";
 pub const SNAPSHOTS: &str = "snapshots";
 /// Index of `outbox` on `[collection, key]`.
 pub const BY_ENTITY: &str = "by_entity";
+/// Index of `outbox` on `kind` (`"mutation"` / `"request"`): the captured requests waiting,
+/// read at start without scanning the mutations.
+pub const BY_KIND: &str = "by_kind";
+/// The `kind` of an outbox record holding a captured request.
+pub const KIND_REQUEST: &str = "request";
 
 /// Keys of the `meta` store.
 pub mod meta {
@@ -101,8 +106,13 @@ fn factory() -> Result<IdbFactory> {
         })
 }
 
-/// Create or upgrade the stores from `old_version` to [`DB_VERSION`].
-fn upgrade(db: &IdbDatabase, old_version: u32) -> std::result::Result<(), JsValue> {
+/// Create or upgrade the stores from `old_version` to [`DB_VERSION`], inside the
+/// `versionchange` transaction `tx`.
+fn upgrade(
+    db: &IdbDatabase,
+    tx: &web_sys::IdbTransaction,
+    old_version: u32,
+) -> std::result::Result<(), JsValue> {
     if old_version < 1 {
         db.create_object_store(META)?;
         let p = IdbObjectStoreParameters::new();
@@ -127,7 +137,15 @@ fn upgrade(db: &IdbDatabase, old_version: u32) -> std::result::Result<(), JsValu
         p.set_key_path(&"exported_at".into());
         db.create_object_store_with_optional_parameters(SNAPSHOTS, &p)?;
     }
-    // Future versions: `if old_version < 2 { … }`.
+    if old_version < 2 {
+        tx.object_store(OUTBOX)?
+            .create_index_with_str_and_optional_parameters(
+                BY_KIND,
+                "kind",
+                &web_sys::IdbIndexParameters::new(),
+            )?;
+    }
+    // Future versions: `if old_version < 3 { … }`.
     Ok(())
 }
 
@@ -145,7 +163,12 @@ pub async fn open(name: &str) -> Result<IdbDatabase> {
             let result = r
                 .result()
                 .and_then(|db| db.dyn_into::<IdbDatabase>())
-                .and_then(|db| upgrade(&db, old));
+                .and_then(|db| {
+                    let tx = r
+                        .transaction()
+                        .ok_or_else(|| JsValue::from_str("no versionchange transaction"))?;
+                    upgrade(&db, &tx, old)
+                });
             if let Err(err) = result {
                 *slot.borrow_mut() = Some(err);
                 if let Some(tx) = r.transaction() {

@@ -1002,6 +1002,22 @@ impl Store {
         Ok(Some((next, entity)))
     }
 
+    /// The captured requests waiting in the outbox: `(seq, url)`, through the `by_kind` index
+    /// (the mutations are not read).
+    pub async fn captured_requests(&self) -> Result<Vec<(u64, String)>> {
+        let tx = Tx::new(&self.db, &[OUTBOX], false)?;
+        let index = tx
+            .store(OUTBOX)?
+            .index(schema::BY_KIND)
+            .map_err(|e| SwError::from_js(&e))?;
+        let all = req(index.get_all_with_key(&schema::KIND_REQUEST.into())).await?;
+        Ok(Array::from(&all)
+            .iter()
+            .filter_map(|v| from_js::<OutboxRecord>(v).ok())
+            .filter_map(|r| Some((r.seq, r.url?)))
+            .collect())
+    }
+
     /// Forget a dead letter. Returns its entity (`None` inside for a captured request), or
     /// `None` when there is no such letter.
     pub async fn discard_dead(&self, seq: u64) -> Result<Option<Option<(String, String)>>> {

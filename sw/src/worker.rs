@@ -20,7 +20,7 @@ use web_sys::{
 };
 
 use crate::bindings::{PERIODIC_TAG, SYNC_TAG};
-use crate::engine::{headers_to_vec, same_origin, Engine};
+use crate::engine::{headers_to_vec, own_origin, same_origin, Engine};
 use crate::error::SwError;
 use crate::js;
 
@@ -38,13 +38,6 @@ fn engine() -> Result<Rc<Engine>, JsValue> {
     ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| {
         SwError::coded(codes::WORKER_UNAVAILABLE, "the worker has not started").into()
     })
-}
-
-fn own_origin() -> String {
-    js::global_prop("location")
-        .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()).ok())
-        .and_then(|o| o.as_string())
-        .unwrap_or_default()
 }
 
 /// Post a message to every window client of the origin (controlled or not). Messages posted
@@ -250,12 +243,19 @@ fn json_response(status: u16, body: &serde_json::Value) -> Result<web_sys::Respo
 }
 
 /// `fetch` for a captured route: pass through when the server answers; when there is no
-/// answer, queue method, URL, headers and body and answer `202 {"queued":true,"seq":N}`.
+/// answer, or while an earlier request of the same route still waits in the outbox, queue
+/// method, URL, headers and body and answer `202 {"queued":true,"seq":N}`.
 #[wasm_bindgen]
 pub async fn on_fetch(request: web_sys::Request) -> Result<web_sys::Response, JsValue> {
     let engine = engine()?;
     let copy = request.clone()?;
-    match js::fetch(&request).await {
+    // While a captured request of this route waits, a newer call must not overtake it.
+    let sent = if engine.must_queue_behind(&request.url()) {
+        Err("queued behind an earlier captured request of this route".to_owned())
+    } else {
+        js::fetch(&request).await
+    };
+    match sent {
         Ok(resp) => Ok(resp),
         Err(_network) => {
             let buf = JsFuture::from(copy.array_buffer()?).await?;

@@ -116,6 +116,7 @@ fn fast_config() -> Config {
             max_delay_ms: 400,
             max_attempts: 20,
             max_age_ms: 0,
+            ..RetryPolicy::default()
         },
         ..Config::default()
     }
@@ -640,6 +641,7 @@ async fn entries_out_of_attempts_are_dead_lettered() {
             max_delay_ms: 100,
             max_attempts: 2,
             max_age_ms: 0,
+            ..RetryPolicy::default()
         },
         ..fast_config()
     };
@@ -1243,6 +1245,7 @@ async fn after_a_last_chance_sync_a_new_sync_is_registered_once_the_handler_sett
             max_delay_ms: 60_000,
             max_attempts: 0,
             max_age_ms: 0,
+            ..RetryPolicy::default()
         },
         ..fast_config()
     };
@@ -1460,6 +1463,7 @@ async fn a_404_or_an_html_page_on_the_push_route_is_a_config_error_that_dead_let
                 max_delay_ms: 100,
                 max_attempts: 2,
                 max_age_ms: 0,
+                ..RetryPolicy::default()
             },
             ..fast_config()
         };

@@ -16,6 +16,7 @@ fn policy() -> RetryPolicy {
         max_delay_ms: 60_000,
         max_attempts: 5,
         max_age_ms: 0,
+        max_server_errors: 0,
     }
 }
 
@@ -714,17 +715,6 @@ fn coalescing_keeps_the_newest_write_of_each_entity_in_seq_order() {
 fn a_new_write_supersedes_only_queued_entries_that_are_not_in_flight() {
     assert_eq!(superseded(&[3, 7, 9], &[7]), vec![3, 9]);
     assert!(superseded(&[], &[1]).is_empty());
-}
-
-#[test]
-fn capture_patterns_match_paths_with_stars() {
-    assert!(route_matches("/api/sync/chat", "/api/sync/chat"));
-    assert!(!route_matches("/api/sync/chat", "/api/sync/chats"));
-    assert!(route_matches("/api/sync/*", "/api/sync/settings"));
-    assert!(route_matches("/api/*/chat", "/api/v2/sync/chat"));
-    assert!(!route_matches("/api/*/chat", "/api/chat"));
-    assert!(route_matches("*", "/anything"));
-    assert!(!route_matches("/a*b*c", "/ac"));
 }
 
 /// A fake shell: an outbox in a BTreeMap, a server that applies each (client, seq) once and
@@ -1444,4 +1434,128 @@ fn a_config_error_never_exhausts_max_attempts() {
         f.handle_batch_loaded(now, vec![mutation(1, "a")]);
         assert!(matches!(drain(&mut f).as_slice(), [Action::Send(_)]));
     }
+}
+
+#[test]
+fn a_visible_page_probes_a_server_that_did_not_answer_at_most_every_ten_seconds_and_never_a_failing_one(
+) {
+    // Seeds whose backoff is long enough to see the probes.
+    let down = HttpOutcome::Network {
+        message: "refused".into(),
+    };
+    for seed in 1..40 {
+        let mut f = flusher(10);
+        f.handle_config_update(
+            10,
+            RetryPolicy {
+                base_delay_ms: 600_000,
+                max_delay_ms: 600_000,
+                ..policy()
+            },
+            true,
+        );
+        fail_once(&mut f, &down, seed);
+        let until = f.poll_timeout().unwrap();
+        if until < T0 + 60_000 {
+            continue;
+        }
+        assert!(
+            f.handle_trigger(T0 + 1, Trigger::PageVisible),
+            "the first probe"
+        );
+        drain(&mut f);
+        f.handle_batch_loaded(T0 + 1, vec![mutation(1, "a")]);
+        drain(&mut f);
+        f.handle_push_outcome(T0 + 1, &down, &mut SplitMix64(seed));
+        drain(&mut f);
+        f.handle_recorded(T0 + 1, Ok(()));
+        drain(&mut f);
+        assert!(
+            !f.handle_trigger(T0 + 5_000, Trigger::PageVisible),
+            "too soon"
+        );
+        assert!(
+            f.handle_trigger(T0 + 10_001, Trigger::PageVisible),
+            "ten seconds on"
+        );
+        // A server that answered 500 is not probed by a visible page.
+        let mut g = flusher(10);
+        fail_once(&mut g, &respond(500, None, "{}"), seed);
+        if g.poll_timeout().unwrap() > T0 + 1 {
+            assert!(!g.handle_trigger(T0 + 1, Trigger::PageVisible));
+        }
+        return;
+    }
+    panic!("no seed drew a long backoff");
+}
+
+#[test]
+fn a_captured_request_the_api_fails_every_time_is_dead_lettered_after_max_server_errors_with_its_words(
+) {
+    let mut f = Flusher::new(
+        "c1",
+        10,
+        RetryPolicy {
+            max_server_errors: 5,
+            ..policy()
+        },
+    );
+    let poison = |attempts: u32| QueuedEntry {
+        attempts,
+        ..captured(1)
+    };
+    let fail = respond(
+        500,
+        None,
+        "Error: SQLITE_CONSTRAINT: NOT NULL constraint failed",
+    );
+    // Four failures: retried with backoff, the attempt counted.
+    start_and_load(&mut f, T0, vec![poison(3)]);
+    f.handle_captured_outcome(T0, &fail, &mut SplitMix64(1));
+    let plan = record_plan(&drain(&mut f));
+    assert!(plan.dead.is_empty());
+    assert_eq!(plan.bump_attempts, vec![1]);
+    let message = f.last_error().unwrap().message.clone();
+    assert!(message.contains("SQLITE_CONSTRAINT"), "{message}");
+    f.handle_recorded(T0, Ok(()));
+    drain(&mut f);
+    // The fifth: dead, with the API's text, and the flush goes on.
+    let until = f.poll_timeout().unwrap();
+    assert!(f.handle_timeout(until));
+    drain(&mut f);
+    f.handle_batch_loaded(until, vec![poison(4), mutation(2, "a")]);
+    drain(&mut f);
+    f.handle_captured_outcome(until, &fail, &mut SplitMix64(2));
+    let actions = drain(&mut f);
+    let plan = record_plan(&actions);
+    assert_eq!(plan.dead.len(), 1);
+    assert!(
+        plan.dead[0].1.contains("failed it 5 times"),
+        "{:?}",
+        plan.dead
+    );
+    assert!(
+        plan.dead[0].1.contains("SQLITE_CONSTRAINT"),
+        "{:?}",
+        plan.dead
+    );
+    let shown = f.last_error().unwrap();
+    assert!(shown.message.contains("SQLITE_CONSTRAINT"), "{shown:?}");
+    f.handle_recorded(until, Ok(()));
+    assert!(
+        matches!(drain(&mut f).as_slice(), [Action::LoadBatch { .. }]),
+        "the entries behind it go on at once"
+    );
+    // An outage's 503 never makes a request poison.
+    let mut f = Flusher::new(
+        "c1",
+        10,
+        RetryPolicy {
+            max_server_errors: 5,
+            ..policy()
+        },
+    );
+    start_and_load(&mut f, T0, vec![poison(4)]);
+    f.handle_captured_outcome(T0, &respond(503, None, ""), &mut SplitMix64(3));
+    assert!(record_plan(&drain(&mut f)).dead.is_empty());
 }

@@ -1,20 +1,45 @@
-//! Fetch capture: which requests the worker's fetch handler takes over, and queueing one when
-//! the network does not answer.
+//! Fetch capture: which requests the worker's fetch handler takes over, keeping them in order
+//! behind queued ones, and queueing one when the network does not answer.
 
 use std::rc::Rc;
 
 use js_sys::Array;
-use rangersync_shared::outbox::{route_matches, CapturedRequest};
+use rangersync_shared::capture::{matching_route, split_url};
+use rangersync_shared::outbox::CapturedRequest;
 use rangersync_shared::protocol::ErrorDetail;
 
 use super::Engine;
 use crate::js;
 use crate::store::NewEntry;
 
+/// This worker's (or page's) origin.
+pub fn own_origin() -> String {
+    js::global_prop("location")
+        .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()).ok())
+        .and_then(|o| o.as_string())
+        .unwrap_or_default()
+}
+
 impl Engine {
-    /// Whether the fetch handler should capture this request: a non-GET to a configured route,
-    /// of this worker's own origin or the configured server's (never a third party's: its
-    /// `Authorization` header would be stored and replayed).
+    /// The index of the capture route `url` falls under, if any: path routes apply to this
+    /// worker's own origin and the configured sync server's, URL and `{origin, path}` routes to
+    /// their own origin (never anything else: a third party's `Authorization` header must not
+    /// be stored and replayed).
+    fn route_of(&self, url: &str) -> Option<usize> {
+        let config = self.config.borrow();
+        if config.capture_routes.is_empty() {
+            return None;
+        }
+        let server = split_url(&config.server_url).map(|(origin, _)| origin);
+        matching_route(
+            &config.capture_routes,
+            url,
+            &own_origin(),
+            server.as_deref(),
+        )
+    }
+
+    /// Whether the fetch handler should capture this request: a non-GET to a configured route.
     pub fn wants(&self, url: &str, method: &str) -> bool {
         if matches!(
             method.to_ascii_uppercase().as_str(),
@@ -22,35 +47,38 @@ impl Engine {
         ) {
             return false;
         }
-        let config = self.config.borrow();
-        if config.capture_routes.is_empty() {
-            return false;
-        }
-        let Ok(u) = web_sys::Url::new(url) else {
+        self.route_of(url).is_some()
+    }
+
+    /// Whether a captured request of the same route is still waiting in the outbox: then a new
+    /// call to that route must queue behind it instead of passing through (else the newer call
+    /// reaches the API first and the older one, replayed later, overwrites it).
+    pub fn must_queue_behind(&self, url: &str) -> bool {
+        let Some(route) = self.route_of(url) else {
             return false;
         };
-        let origin = u.origin();
-        let own = js::global_prop("location")
-            .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()).ok())
-            .and_then(|o| o.as_string());
-        let server = web_sys::Url::new(&config.server_url)
-            .ok()
-            .map(|s| s.origin());
-        if own.as_deref() != Some(origin.as_str()) && server.as_deref() != Some(origin.as_str()) {
-            return false;
-        }
-        let path = u.pathname();
-        config
-            .capture_routes
-            .iter()
-            .any(|p| route_matches(p, &path))
+        self.captured
+            .borrow()
+            .values()
+            .any(|queued| self.route_of(queued) == Some(route))
     }
 
     /// Queue a captured REST request (the fetch handler's offline path). Returns its seq.
     pub async fn capture(self: &Rc<Self>, request: CapturedRequest) -> Result<u64, ErrorDetail> {
-        self.write_one(NewEntry::Captured(request))
+        let url = request.url.clone();
+        let seq = self
+            .write_one(NewEntry::Captured(request))
             .await
-            .map_err(|e| e.detail())
+            .map_err(|e| e.detail())?;
+        self.captured.borrow_mut().insert(seq, url);
+        Ok(seq)
+    }
+
+    /// Re-read which captured requests wait (after a restore or corrupt records).
+    pub(super) async fn reload_captured(&self) {
+        if let Ok(list) = self.store.captured_requests().await {
+            *self.captured.borrow_mut() = list.into_iter().collect();
+        }
     }
 }
 

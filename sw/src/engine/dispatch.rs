@@ -76,6 +76,14 @@ impl Engine {
                 });
                 self.status_json()
             }
+            Request::Put { .. } | Request::Delete { .. } | Request::WriteMany { .. }
+                if self.capture_only() =>
+            {
+                Err(SwError::coded(
+                    codes::INVALID_CONFIG,
+                    "this client has no serverUrl (capture only): a put or delete would have nowhere to go; set serverUrl to a rangersync server",
+                ))
+            }
             Request::Put {
                 collection,
                 key,
@@ -182,6 +190,9 @@ impl Engine {
                 self.broadcast_status();
                 if let Some((collection, key)) = entity {
                     self.broadcast_change(&collection, &key);
+                } else {
+                    // A captured request went back into the outbox.
+                    self.reload_captured().await;
                 }
                 self.kick(Trigger::Manual);
                 Ok(json!({ "seq": new_seq }))
@@ -207,19 +218,30 @@ impl Engine {
                     "checksum": snap.checksum.value, "counts": snap.counts,
                 }))
             }
-            Request::Restore { text, dry_run } => self.restore(&text, dry_run).await,
+            Request::Restore { text, dry_run } => {
+                let report = self.restore(&text, dry_run).await;
+                if !dry_run {
+                    self.reload_captured().await;
+                }
+                report
+            }
             Request::PageEvent { event } => {
                 let trigger = match event {
                     PageEvent::Online => Trigger::Online,
                     PageEvent::Offline => Trigger::Offline,
-                    PageEvent::Visible | PageEvent::Hidden | PageEvent::Pagehide => {
-                        Trigger::PageEvent
-                    }
+                    PageEvent::Visible => Trigger::PageVisible,
+                    PageEvent::Hidden | PageEvent::Pagehide => Trigger::PageEvent,
                 };
                 self.kick(trigger);
                 self.status_json()
             }
         }
+    }
+
+    /// No sync server, only captured routes.
+    fn capture_only(&self) -> bool {
+        let c = self.config.borrow();
+        c.server_url.is_empty() && !c.capture_routes.is_empty()
     }
 
     pub(super) fn status_json(&self) -> Result<Value, SwError> {

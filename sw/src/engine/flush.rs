@@ -127,8 +127,11 @@ impl Engine {
                 message: why,
             });
         }
-        if self.config.borrow().server_url.is_empty() {
-            return Ok(());
+        {
+            let c = self.config.borrow();
+            if c.server_url.is_empty() && c.capture_routes.is_empty() {
+                return Ok(());
+            }
         }
         self.flush.in_sync_handler.set(true);
         self.trigger(Trigger::Sync { last_chance }).await;
@@ -192,8 +195,11 @@ impl Engine {
     }
 
     pub(super) fn kick(self: &Rc<Self>, trigger: Trigger) {
-        let unusable =
-            self.config.borrow().server_url.is_empty() || self.config_problem.borrow().is_some();
+        let unusable = {
+            let c = self.config.borrow();
+            (c.server_url.is_empty() && c.capture_routes.is_empty())
+                || self.config_problem.borrow().is_some()
+        };
         if unusable && trigger != Trigger::Offline {
             return;
         }
@@ -302,6 +308,7 @@ impl Engine {
                     }
                     // Corrupt records moved to `dead`: how many is only known to the store.
                     self.recount().await;
+                    self.reload_captured().await;
                 }
                 entries
             }
@@ -359,6 +366,12 @@ impl Engine {
                     .await;
                 let result = match result {
                     Ok(recorded) => {
+                        {
+                            let mut captured = self.captured.borrow_mut();
+                            for seq in plan.removed() {
+                                captured.remove(&seq);
+                            }
+                        }
                         self.update_counts(|c| {
                             c.pending = c.pending.saturating_sub(recorded.removed);
                             c.dead += recorded.dead;
@@ -373,7 +386,12 @@ impl Engine {
                 self.flusher.borrow_mut().handle_recorded(now(), result);
             }
             Action::Pull => {
-                let result = self.pull().await;
+                // Capture only (no sync server): nothing to pull.
+                let result = if self.config.borrow().server_url.is_empty() {
+                    Ok(())
+                } else {
+                    self.pull().await
+                };
                 self.flusher.borrow_mut().handle_pulled(now(), result);
             }
             Action::ScheduleWake { .. } => {}

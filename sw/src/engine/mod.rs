@@ -38,7 +38,7 @@ use crate::js::{self, now};
 use crate::schema;
 use crate::store::Store;
 
-pub use capture::{headers_to_vec, same_origin};
+pub use capture::{headers_to_vec, own_origin, same_origin};
 
 /// The outbox engine. Create with [`Engine::open`]; share as `Rc<Engine>`.
 pub struct Engine {
@@ -61,6 +61,9 @@ pub struct Engine {
     config_problem: RefCell<Option<String>>,
     /// The Web Lock held while flushing (`rangersync-flush:<database>`).
     lock_name: String,
+    /// The captured requests waiting in the outbox (seq → URL): a new call to one of their
+    /// routes queues behind them.
+    captured: RefCell<std::collections::BTreeMap<u64, String>>,
 }
 
 fn invalid_config(message: impl Into<String>) -> SwError {
@@ -91,6 +94,12 @@ impl Engine {
         let store = Store::open(name).await.map_err(|e| e.detail())?;
         let m = store.init(js::random_id).await.map_err(|e| e.detail())?;
         let (pending, dead) = store.counts().await.map_err(|e| e.detail())?;
+        let captured = store
+            .captured_requests()
+            .await
+            .map_err(|e| e.detail())?
+            .into_iter()
+            .collect();
         let mut flusher = Flusher::new(
             m.client_id.clone(),
             m.config.batch_size,
@@ -124,6 +133,7 @@ impl Engine {
             pushes: Cell::new(0),
             config_problem: RefCell::new(m.config_problem),
             lock_name: format!("rangersync-flush:{name}"),
+            captured: RefCell::new(captured),
         });
         let url = engine.push_url();
         engine.flusher.borrow_mut().set_endpoint(url);

@@ -1,0 +1,264 @@
+//! Which requests the worker captures: the `captureRoutes` of the config, and matching a
+//! request URL against them. Pure, so the rules are tested natively.
+//!
+//! A route is one of:
+//! - a path pattern, `"/api/sync/*"`: requests to the page's own origin or the sync server's;
+//! - a full URL pattern, `"http://localhost:3000/api/sync/*"`: requests to that origin;
+//! - `{ "origin": "http://localhost:3000", "path": "/api/sync/*" }`: the same, spelled out.
+//!
+//! `*` matches any run of characters (slashes included). Matching looks at the path only: a
+//! query string never keeps a request from matching, and one trailing slash is ignored on both
+//! sides (`/api/sync/chat/` matches `/api/sync/chat`). Origins compare as browsers print them
+//! (scheme and host lower-cased, default ports dropped).
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of `captureRoutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CaptureRoute {
+    /// A path pattern, or a full URL pattern (`http(s)://host[:port]/path`).
+    Pattern(String),
+    /// An origin and a path pattern.
+    At { origin: String, path: String },
+}
+
+impl From<&str> for CaptureRoute {
+    fn from(s: &str) -> Self {
+        Self::Pattern(s.to_owned())
+    }
+}
+
+/// A route split into the origin it is for (`None`: the page's or the sync server's) and its
+/// path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteParts {
+    pub origin: Option<String>,
+    pub path: String,
+}
+
+impl CaptureRoute {
+    /// The route's origin and path pattern, or why it is not a valid route.
+    pub fn parts(&self) -> Result<RouteParts, String> {
+        match self {
+            Self::Pattern(p) if p.starts_with('/') => Ok(RouteParts {
+                origin: None,
+                path: p.clone(),
+            }),
+            Self::Pattern(p) => {
+                let (origin, path) = split_url(p).ok_or_else(|| {
+                    format!(
+                        "capture route {p:?} must be a path starting with / or an http(s) URL (e.g. \"http://localhost:3000/api/sync/*\")"
+                    )
+                })?;
+                Ok(RouteParts {
+                    origin: Some(origin),
+                    path,
+                })
+            }
+            Self::At { origin, path } => {
+                let (o, rest) = split_url(origin).ok_or_else(|| {
+                    format!("capture route origin {origin:?} must be an http(s) origin such as \"http://localhost:3000\"")
+                })?;
+                if rest != "/" {
+                    return Err(format!(
+                        "capture route origin {origin:?} must not have a path (put it in \"path\")"
+                    ));
+                }
+                if !path.starts_with('/') {
+                    return Err(format!("capture route path {path:?} must start with /"));
+                }
+                Ok(RouteParts {
+                    origin: Some(o),
+                    path: path.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// `http(s)://host[:port]<path>` → (normalized origin, path or `/`). `None` when not such a
+/// URL.
+pub fn split_url(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..end].to_ascii_lowercase();
+    if host.is_empty() || host.contains(['@', ' ']) || host.chars().any(char::is_control) {
+        return None;
+    }
+    let default_port = if scheme == "http" { ":80" } else { ":443" };
+    let host = host.strip_suffix(default_port).unwrap_or(&host);
+    let after = &rest[end..];
+    let path = after.split(['?', '#']).next().unwrap_or("");
+    let path = if path.is_empty() { "/" } else { path };
+    Some((format!("{scheme}://{host}"), path.to_owned()))
+}
+
+/// Whether a URL path matches a pattern (`*` matches any run of characters; one trailing
+/// slash ignored on both sides).
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let trim = |s: &str| -> String {
+        if s.len() > 1 {
+            s.strip_suffix('/').unwrap_or(s).to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let (pattern, path) = (trim(pattern), trim(path));
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == path;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !path.starts_with(first) || path.len() < first.len() + last.len() || !path.ends_with(last) {
+        return false;
+    }
+    let mut rest = &path[first.len()..path.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The index of the first route that captures `url`, or `None`. `own_origin` is the worker's
+/// (the page's) origin, `server_origin` the sync server's (if any): path-only routes apply to
+/// those two.
+pub fn matching_route(
+    routes: &[CaptureRoute],
+    url: &str,
+    own_origin: &str,
+    server_origin: Option<&str>,
+) -> Option<usize> {
+    let (origin, path) = split_url(url)?;
+    routes.iter().position(|r| {
+        let Ok(parts) = r.parts() else { return false };
+        let origin_ok = match &parts.origin {
+            Some(o) => *o == origin,
+            None => origin == own_origin || server_origin == Some(origin.as_str()),
+        };
+        origin_ok && path_matches(&parts.path, &path)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(list: &[&str]) -> Vec<CaptureRoute> {
+        list.iter().map(|s| CaptureRoute::from(*s)).collect()
+    }
+
+    const OWN: &str = "http://localhost:5173";
+
+    #[test]
+    fn a_path_route_captures_the_pages_origin_and_the_sync_servers_only() {
+        let r = routes(&["/api/sync/*"]);
+        let server = Some("http://127.0.0.1:8787");
+        assert_eq!(
+            matching_route(&r, "http://localhost:5173/api/sync/chat", OWN, server),
+            Some(0)
+        );
+        assert_eq!(
+            matching_route(&r, "http://127.0.0.1:8787/api/sync/chat", OWN, server),
+            Some(0)
+        );
+        assert_eq!(
+            matching_route(&r, "http://evil.example/api/sync/chat", OWN, server),
+            None
+        );
+    }
+
+    #[test]
+    fn a_full_url_or_an_origin_and_path_route_captures_another_api_origin() {
+        let r = vec![
+            CaptureRoute::from("http://localhost:3000/api/sync/chat"),
+            CaptureRoute::At {
+                origin: "HTTP://LocalHost:3000".into(),
+                path: "/api/sync/settings".into(),
+            },
+        ];
+        assert_eq!(
+            matching_route(&r, "http://localhost:3000/api/sync/chat", OWN, None),
+            Some(0)
+        );
+        assert_eq!(
+            matching_route(&r, "http://localhost:3000/api/sync/settings", OWN, None),
+            Some(1)
+        );
+        assert_eq!(
+            matching_route(&r, "http://localhost:5173/api/sync/chat", OWN, None),
+            None
+        );
+        assert_eq!(
+            matching_route(&r, "http://localhost:3001/api/sync/chat", OWN, None),
+            None
+        );
+    }
+
+    #[test]
+    fn trailing_slashes_query_strings_and_default_ports_match_as_a_user_expects() {
+        let r = routes(&["http://example.com:80/api/sync/chat/"]);
+        for url in [
+            "http://example.com/api/sync/chat",
+            "http://example.com/api/sync/chat/",
+            "http://example.com/api/sync/chat?x=1",
+            "http://example.com/api/sync/chat/#frag",
+        ] {
+            assert_eq!(matching_route(&r, url, OWN, None), Some(0), "{url}");
+        }
+        assert_eq!(
+            matching_route(&r, "http://example.com/api/sync/chats", OWN, None),
+            None
+        );
+        assert!(path_matches("/api/*/x", "/api/a/b/x"));
+        assert!(path_matches("/", "/"));
+    }
+
+    #[test]
+    fn invalid_routes_say_what_is_wrong() {
+        for bad in ["api/*", "*", "ftp://x/a", "http:///a"] {
+            assert!(CaptureRoute::from(bad).parts().is_err(), "{bad}");
+        }
+        let with_path = CaptureRoute::At {
+            origin: "http://x:3000/api".into(),
+            path: "/a".into(),
+        };
+        assert!(with_path
+            .parts()
+            .unwrap_err()
+            .contains("must not have a path"));
+        let relative = CaptureRoute::At {
+            origin: "http://x:3000".into(),
+            path: "a".into(),
+        };
+        assert!(relative.parts().is_err());
+    }
+
+    #[test]
+    fn routes_read_from_json_strings_or_objects() {
+        let r: Vec<CaptureRoute> = serde_json::from_str(
+            r#"["/a/*", "http://h:1/b", {"origin": "http://h:1", "path": "/c"}]"#,
+        )
+        .unwrap();
+        assert_eq!(r.len(), 3);
+        assert!(matches!(r[2], CaptureRoute::At { .. }));
+    }
+
+    #[test]
+    fn capture_patterns_match_paths_with_stars() {
+        assert!(path_matches("/api/sync/chat", "/api/sync/chat"));
+        assert!(!path_matches("/api/sync/chat", "/api/sync/chats"));
+        assert!(path_matches("/api/sync/*", "/api/sync/settings"));
+        assert!(path_matches("/api/*/chat", "/api/v2/sync/chat"));
+        assert!(!path_matches("/api/*/chat", "/api/chat"));
+        assert!(path_matches("*", "/anything"));
+        assert!(!path_matches("/a*b*c", "/ac"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Captured calls to another API origin (RangerPlex's Express API beside the rangersync
+//! server), through a real page `fetch` and the worker's fetch handler: a newer call never
+//! overtakes a queued one, and a request the API fails every time does not hold the queue.
+
+use std::time::Duration;
+
+use chromiumoxide::Page;
+use rangersync_e2e::{
+    bare_page_url, eval, register_client, serial, wait_for_controller, wait_until, Result,
+    TestBrowser, TestServer,
+};
+use serde_json::{json, Value};
+
+/// `fetch(url, POST json body)` from the page: `{ status, body }`.
+async fn post_from_page(page: &Page, url: &str, body: Value) -> Result<Value> {
+    eval(
+        page,
+        &format!(
+            "fetch({url:?}, {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify({body}) }})\
+             .then(async r => ({{ status: r.status, body: await r.text() }}), e => ({{ status: 0, body: String(e) }}))"
+        ),
+    )
+    .await
+}
+
+/// The bodies the API stored for `path`, in arrival order.
+async fn stored(api: &TestServer, path: &str) -> Result<Vec<Value>> {
+    let stats = api.stats().await?;
+    Ok(stats["captured"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["path"] == path)
+        .map(|c| c["body"].clone())
+        .collect())
+}
+
+async fn app_with_api(
+    browser: &TestBrowser,
+    server: &TestServer,
+    api: &TestServer,
+    extra: &str,
+) -> Result<Page> {
+    let page = browser.open(&bare_page_url(server)).await?;
+    let options = format!("{{ captureRoutes: ['{}/api/sync/*'], {extra} }}", api.url());
+    assert_eq!(register_client(&page, &options).await?, "worker");
+    wait_for_controller(&page).await?;
+    Ok(page)
+}
+
+#[tokio::test]
+async fn a_newer_call_to_a_route_waits_behind_a_queued_one_so_the_api_ends_with_the_newer_value(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let mut api = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = app_with_api(&browser, &server, &api, "").await?;
+    let chat = format!("{}/api/sync/chat", api.url());
+
+    // Chat A v1 while the API is down: queued.
+    api.stop().await;
+    let v1 = post_from_page(&page, &chat, json!({ "id": "A", "v": 1 })).await?;
+    assert_eq!(v1["status"], 202, "queued: {v1}");
+    // The API comes back; the app sends A v2 at once.
+    api.restart().await?;
+    let v2 = post_from_page(&page, &chat, json!({ "id": "A", "v": 2 })).await?;
+    assert_eq!(
+        v2["status"], 202,
+        "queued behind v1, not passed through: {v2}"
+    );
+    let arrived = wait_until("both reached the API", Duration::from_secs(30), || async {
+        let bodies = stored(&api, "/api/sync/chat").await?;
+        Ok((bodies.len() >= 2).then_some(bodies))
+    })
+    .await?;
+    let versions: Vec<Value> = arrived
+        .iter()
+        .map(|b| match b.as_str() {
+            Some(text) => serde_json::from_str::<Value>(text).unwrap_or(Value::Null)["v"].clone(),
+            None => b["v"].clone(),
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [json!(1), json!(2)],
+        "in order, once each: {arrived:?}"
+    );
+    // Nothing queued any more: the next call passes straight through.
+    wait_until("the outbox is empty", Duration::from_secs(20), || async {
+        let s = eval(&page, "client.status()").await?;
+        Ok((s["pending"] == 0).then_some(()))
+    })
+    .await?;
+    let v3 = post_from_page(&page, &chat, json!({ "id": "A", "v": 3 })).await?;
+    assert_eq!(v3["status"], 200, "{v3}");
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_the_api_fails_every_time_is_dead_lettered_with_its_error_and_the_others_arrive(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let mut api = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = app_with_api(
+        &browser,
+        &server,
+        &api,
+        "retry: { baseDelayMs: 200, maxDelayMs: 1000 }",
+    )
+    .await?;
+    let chat = format!("{}/api/sync/chat", api.url());
+    let settings = format!("{}/api/sync/settings", api.url());
+
+    api.stop().await;
+    assert_eq!(
+        post_from_page(&page, &chat, json!({ "poison": true })).await?["status"],
+        202
+    );
+    for i in 0..3 {
+        let r = post_from_page(&page, &settings, json!({ "theme": i })).await?;
+        assert_eq!(r["status"], 202, "{r}");
+    }
+    api.restart().await?;
+    // The API fails the chat request every time, with its own words.
+    api.add_faults(json!([{
+        "path": "/api/sync/chat", "status": 500,
+        "body": "Error: SQLITE_CONSTRAINT: NOT NULL constraint failed: chats.title",
+        "times": 1000
+    }]))
+    .await?;
+    let arrived = wait_until(
+        "the other requests arrived",
+        Duration::from_secs(40),
+        || async {
+            let bodies = stored(&api, "/api/sync/settings").await?;
+            Ok((bodies.len() >= 3).then_some(bodies))
+        },
+    )
+    .await?;
+    assert_eq!(arrived.len(), 3, "once each: {arrived:?}");
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["dead"], 1, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    let dead = eval(&page, "client.deadLetters()").await?;
+    let reason = dead[0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.contains("SQLITE_CONSTRAINT"),
+        "the API's own words: {dead}"
+    );
+    assert!(
+        reason.contains("5 times"),
+        "after 5 server errors: {reason}"
+    );
+    browser.close().await?;
+    Ok(())
+}
