@@ -41,6 +41,9 @@ struct PageLink {
     _on_broadcast: Closure<dyn Fn(String)>,
 }
 
+/// A `setTimeout` id and the callback it holds.
+type WakeTimer = (JsValue, Closure<dyn FnMut()>);
+
 /// Where a broadcast came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -64,7 +67,7 @@ struct Inner {
     fallback: RefCell<Option<Promise>>,
     relay: RefCell<Option<BroadcastChannel>>,
     /// The wake-up timer of a visible page (see [`Inner::arm_wake`]): its id and callback.
-    wake: RefCell<Option<(JsValue, Closure<dyn FnMut()>)>>,
+    wake: RefCell<Option<WakeTimer>>,
 }
 
 impl Drop for Inner {
