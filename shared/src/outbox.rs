@@ -1078,8 +1078,14 @@ pub fn derive_status(
                 SyncState::Offline
             } else if config_error {
                 SyncState::ConfigError
-            } else if counts.pending > 0 && last_error.is_some() {
+            } else if counts.pending > 0 && last_error.is_some_and(|e| is_local_failure(&e.code)) {
+                // Idle with writes waiting is the moment between a commit and its flush: only
+                // a failure of this device's storage is an error then. A server's or the
+                // network's last failure is re-judged by the flush that follows (no `error`
+                // flash on every captured request).
                 SyncState::Error
+            } else if counts.pending > 0 && network_error {
+                SyncState::Offline
             } else {
                 SyncState::Idle
             };
@@ -1103,6 +1109,14 @@ pub fn derive_status(
         next_retry_at,
         mode,
     }
+}
+
+/// Errors of this device (its storage), not of the server or the network.
+fn is_local_failure(code: &str) -> bool {
+    matches!(
+        code,
+        codes::STORAGE_ERROR | codes::CORRUPT_RECORD | codes::QUOTA_EXCEEDED
+    )
 }
 
 /// The coalescing rule for one new write: of the queued entries of the same entity

@@ -1559,3 +1559,33 @@ fn a_captured_request_the_api_fails_every_time_is_dead_lettered_after_max_server
     f.handle_captured_outcome(T0, &respond(503, None, ""), &mut SplitMix64(3));
     assert!(record_plan(&drain(&mut f)).dead.is_empty());
 }
+
+#[test]
+fn a_write_queued_after_a_failed_attempt_shows_no_error_flash_but_a_storage_failure_does() {
+    let counts = StoreCounts {
+        pending: 1,
+        ..StoreCounts::default()
+    };
+    let error = |code: &str| LastError {
+        code: code.into(),
+        message: "m".into(),
+        at: T0,
+    };
+    let state = |code: &str| {
+        derive_status(
+            &FlusherState::Idle,
+            true,
+            Some(&error(code)),
+            None,
+            &counts,
+            crate::status::Mode::Worker,
+        )
+        .state
+    };
+    use crate::status::SyncState;
+    assert_eq!(state(codes::SERVER_ERROR), SyncState::Idle);
+    assert_eq!(state(codes::NETWORK), SyncState::Offline);
+    assert_eq!(state(codes::CONFIG_ERROR), SyncState::ConfigError);
+    assert_eq!(state(codes::STORAGE_ERROR), SyncState::Error);
+    assert_eq!(state(codes::CORRUPT_RECORD), SyncState::Error);
+}
