@@ -90,6 +90,8 @@ pub struct AppState {
     pub token: Option<Arc<auth::Token>>,
     /// Pending fault rules (used only with test endpoints).
     pub faults: Arc<testing::Faults>,
+    /// Backups kept per client ([`ServerOptions::keep_backups`]).
+    pub keep_backups: usize,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -226,6 +228,13 @@ impl Drop for RunningServer {
 /// Open the database (creating a SQLite file's directory) and migrate it, bind
 /// `opts.listen` and serve until [`RunningServer::stop`].
 pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
+    if !(1..=config::MAX_KEEP_BACKUPS).contains(&opts.keep_backups) {
+        return Err(ServerError::Config(format!(
+            "keep_backups must be from 1 to {} (got {})",
+            config::MAX_KEEP_BACKUPS,
+            opts.keep_backups
+        )));
+    }
     let db = storage::Db::open(&opts.db, opts.db_pool)
         .await
         .map_err(|message| ServerError::Database {
@@ -240,6 +249,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
             .filter(|t| !t.is_empty())
             .map(|t| Arc::new(auth::Token::new(t))),
         faults: Arc::new(testing::Faults::default()),
+        keep_backups: opts.keep_backups,
     };
     let app = router(state, &opts)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)

@@ -39,8 +39,8 @@ use crate::db_location::redact_url;
 use crate::error::ApiError;
 use crate::push::apply_batch;
 use crate::storage::{
-    json_text, parse_json, BackupInfo, CapturedRow, Counters, MutationRow, MutationStatus,
-    NewBackup, PushTx, Seen, Written,
+    counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
+    Counters, MutationRow, MutationStatus, NewBackup, PushTx, Seen, Written,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -101,7 +101,43 @@ pub const MIGRATIONS: &[&str] = &[
         received_at     BIGINT NOT NULL
     );
     "#,
+    // 2: as SQLite's migration 2: backups keep their size and counts, one row per (client,
+    //    checksum), rows stored before made to agree (their counts are filled in at start).
+    r#"
+    ALTER TABLE backups ADD COLUMN size BIGINT NOT NULL DEFAULT 0;     -- bytes of body
+    ALTER TABLE backups ADD COLUMN counts TEXT;                        -- JSON {collection: n}
+    UPDATE backups SET size = octet_length(body), checksum = lower(checksum),
+                       client_id = nullif(client_id, '');
+    DELETE FROM backups WHERE id NOT IN (
+        SELECT min(id) FROM backups GROUP BY coalesce(client_id, ''), checksum
+    );
+    CREATE UNIQUE INDEX backups_by_content ON backups ((coalesce(client_id, '')), checksum);
+    "#,
 ];
+
+/// The columns [`backup_info`] reads, in its order.
+const BACKUP_COLUMNS: &str =
+    "id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
+
+fn backup_info(r: &Row) -> BackupInfo {
+    BackupInfo {
+        id: r.get(0),
+        client_id: r.get(1),
+        exported_at: r.get(2),
+        received_at: r.get(3),
+        size: to_u64(r.get(4)),
+        checksum: r.get(5),
+        counts: parse_counts(r.get(6)),
+        entities: to_u64(r.get(7)),
+        source: r.get(8),
+        app_version: r.get(9),
+        format: r.get(10),
+    }
+}
+
+/// The first key of the two-key advisory locks that serialise the backups of one client
+/// (two-key locks never collide with the one-key entity locks of a push).
+const BACKUP_LOCK_CLASS: i32 = 0x6261_636b; // "back"
 
 /// Instances starting together on a new database migrate one at a time under this
 /// transaction-scoped advisory lock (any constant; "rangersync" in ASCII, truncated).
@@ -243,56 +279,87 @@ impl PgStore {
         rows.iter().map(entity_of).collect()
     }
 
-    /// See [`crate::storage::Db::insert_backup`].
-    pub async fn insert_backup(&self, b: NewBackup) -> Result<i64, ApiError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
-                                      entities, format, body, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                &[
-                    &b.exported_at,
-                    &b.checksum,
-                    &b.source,
-                    &b.client_id,
-                    &b.app_version,
-                    &to_i64(b.entities)?,
-                    &b.format,
-                    &b.body,
-                    &b.received_at,
-                ],
+    /// See [`crate::storage::Db::insert_backup`]. The client's backups are serialised by a
+    /// transaction-scoped advisory lock, so that the check, the insert and the pruning of
+    /// two concurrent uploads do not interleave (the unique index is the backstop).
+    pub async fn insert_backup(&self, b: NewBackup, keep: usize) -> Result<BackupStored, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let owner = b.client_id.as_deref().unwrap_or("");
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&BACKUP_LOCK_CLASS, &owner],
+        )
+        .await?;
+        let existing = tx
+            .query_opt(
+                "SELECT id FROM backups WHERE coalesce(client_id, '') = $1 AND checksum = $2",
+                &[&owner, &b.checksum],
             )
             .await?;
-        Ok(row.get(0))
+        let (id, created): (i64, bool) = match existing {
+            Some(row) => (row.get(0), false),
+            None => {
+                let row = tx
+                    .query_one(
+                        "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
+                                              entities, counts, format, body, size, received_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                        &[
+                            &b.exported_at,
+                            &b.checksum,
+                            &b.source,
+                            &b.client_id,
+                            &b.app_version,
+                            &to_i64(b.entities)?,
+                            &counts_text(&b.counts),
+                            &b.format,
+                            &b.body,
+                            &to_i64(b.body.len() as u64)?,
+                            &b.received_at,
+                        ],
+                    )
+                    .await?;
+                tx.execute(
+                    "DELETE FROM backups WHERE coalesce(client_id, '') = $1 AND id NOT IN (
+                         SELECT id FROM backups WHERE coalesce(client_id, '') = $1
+                         ORDER BY id DESC LIMIT $2
+                     )",
+                    &[&owner, &to_i64(keep as u64)?],
+                )
+                .await?;
+                (row.get(0), true)
+            }
+        };
+        let info = tx
+            .query_one(
+                &format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        let info = backup_info(&info);
+        tx.commit().await?;
+        Ok(BackupStored { info, created })
     }
 
     /// See [`crate::storage::Db::backups`].
-    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+    pub async fn backups(
+        &self,
+        client_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BackupInfo>, ApiError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, exported_at, checksum, source, client_id, app_version, entities,
-                        format, octet_length(body)::BIGINT, received_at
-                 FROM backups ORDER BY id",
-                &[],
+                &format!(
+                    "SELECT {BACKUP_COLUMNS} FROM backups
+                     WHERE $1::TEXT IS NULL OR coalesce(client_id, '') = $1
+                     ORDER BY id DESC LIMIT $2"
+                ),
+                &[&client_id, &to_i64(limit as u64)?],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| BackupInfo {
-                id: r.get(0),
-                exported_at: r.get(1),
-                checksum: r.get(2),
-                source: r.get(3),
-                client_id: r.get(4),
-                app_version: r.get(5),
-                entities: to_u64(r.get(6)),
-                format: r.get(7),
-                bytes: to_u64(r.get(8)),
-                received_at: r.get(9),
-            })
-            .collect())
+        Ok(rows.iter().map(backup_info).collect())
     }
 
     /// See [`crate::storage::Db::backup_body`].
@@ -302,6 +369,30 @@ impl PgStore {
             .query_opt("SELECT format, body FROM backups WHERE id = $1", &[&id])
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Ids of the backups with no counts.
+    pub async fn backups_without_counts(&self) -> Result<Vec<i64>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM backups WHERE counts IS NULL ORDER BY id",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Set a backup's counts (JSON text).
+    pub async fn set_backup_counts(&self, id: i64, counts: String) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE backups SET counts = $2 WHERE id = $1",
+                &[&id, &counts],
+            )
+            .await?;
+        Ok(())
     }
 
     /// See [`crate::storage::Db::insert_captured`].

@@ -11,6 +11,8 @@ mod common;
 
 #[path = "api/auth_and_cors.rs"]
 mod auth_and_cors;
+#[path = "api/backups.rs"]
+mod backups;
 #[path = "api/captured.rs"]
 mod captured;
 #[path = "api/export.rs"]

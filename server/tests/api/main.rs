@@ -8,6 +8,7 @@ pub const BACKEND: common::Backend = common::Backend::Sqlite;
 mod common;
 
 mod auth_and_cors;
+mod backups;
 mod captured;
 mod export;
 mod faults;
