@@ -28,6 +28,7 @@
 //! | `GET /api/sync/pull` | [`pull`] |
 //! | `GET /api/health` | here |
 //! | `GET /api/export`, `POST/GET /api/backups`, `GET /api/backups/{id}` | [`export`] |
+//! | `POST /api/restore` | [`restore`] |
 //! | `POST /api/sync/chat`, `POST /api/sync/settings` | [`captured`] |
 //! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
 //! | everything else | [`static_files`] |
@@ -54,6 +55,7 @@ pub mod export;
 pub mod postgres;
 pub mod pull;
 pub mod push;
+pub mod restore;
 pub mod sqlite;
 pub mod static_files;
 pub mod storage;
@@ -136,7 +138,8 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             "/api/backups",
             post(export::create_backup).get(export::list_backups),
         )
-        .route("/api/backups/{id}", get(export::get_backup));
+        .route("/api/backups/{id}", get(export::get_backup))
+        .route("/api/restore", post(restore::restore));
     for path in captured::CAPTURED_ROUTES {
         api = api.route(path, post(captured::store));
     }

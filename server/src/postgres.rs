@@ -32,15 +32,17 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use rangersync_shared::conflict::{Stamp, Stored};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
+use rangersync_shared::snapshot::Snapshot;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use crate::db_location::redact_url;
 use crate::error::ApiError;
 use crate::push::apply_batch;
+use crate::restore::{apply_restore, RestoreOutcome};
 use crate::storage::{
     counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
-    Counters, MutationRow, MutationStatus, NewBackup, PushTx, Seen, Written,
+    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -138,6 +140,9 @@ fn backup_info(r: &Row) -> BackupInfo {
 /// The first key of the two-key advisory locks that serialise the backups of one client
 /// (two-key locks never collide with the one-key entity locks of a push).
 const BACKUP_LOCK_CLASS: i32 = 0x6261_636b; // "back"
+
+/// Rows per statement when a restore writes entities.
+const RESTORE_CHUNK: usize = 2000;
 
 /// Instances starting together on a new database migrate one at a time under this
 /// transaction-scoped advisory lock (any constant; "rangersync" in ASCII, truncated).
@@ -395,6 +400,36 @@ impl PgStore {
         Ok(())
     }
 
+    /// See [`crate::storage::Db::restore`]: a dry run reads one consistent snapshot
+    /// (REPEATABLE READ, read only) and commits nothing; a real restore runs in one READ
+    /// COMMITTED transaction that first shuts out every other writer of entities.
+    pub async fn restore(
+        &self,
+        snapshot: Snapshot,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<RestoreOutcome, ApiError> {
+        let mut client = self.client().await?;
+        let tx = if dry_run {
+            client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?
+        } else {
+            client.transaction().await?
+        };
+        let mut restore = PgRestore { tx };
+        let outcome = apply_restore(&mut restore, &snapshot, dry_run, now).await?;
+        if dry_run {
+            restore.tx.rollback().await?;
+        } else {
+            restore.tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
     /// See [`crate::storage::Db::insert_captured`].
     pub async fn insert_captured(
         &self,
@@ -535,6 +570,118 @@ async fn migrate(client: &mut Object) -> Result<(), tokio_postgres::Error> {
             .await?;
     }
     tx.commit().await
+}
+
+/// One restore's transaction.
+struct PgRestore<'a> {
+    tx: Transaction<'a>,
+}
+
+impl RestoreTx for PgRestore<'_> {
+    /// `SHARE ROW EXCLUSIVE` on `entities` conflicts with the `ROW EXCLUSIVE` lock every
+    /// statement that writes it takes (and with itself): it waits for the pushes that already
+    /// wrote an entity to commit, then holds new writers (and other restores) until this
+    /// transaction ends; pulls and exports still read. No cycle: this transaction holds
+    /// nothing while it waits, and a push takes `entities` before the counters row (even its
+    /// finishing statement names `entities` before it locks that row).
+    async fn exclude_writers(&mut self) -> Result<(), ApiError> {
+        self.tx
+            .batch_execute("LOCK TABLE entities IN SHARE ROW EXCLUSIVE MODE")
+            .await?;
+        Ok(())
+    }
+
+    async fn stored(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Stored>, ApiError> {
+        let collections: Vec<&str> = keys.iter().map(|k| k.0).collect();
+        let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let rows = self
+            .tx
+            .query(
+                "SELECT e.collection, e.key, e.value, e.deleted, e.updated_at, e.client_id,
+                        e.seq, e.version
+                 FROM entities e
+                 JOIN unnest($1::text[], $2::text[]) AS d(collection, key)
+                   ON e.collection = d.collection AND e.key = d.key",
+                &[&collections, &names],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get(0), r.get(1)),
+                    Stored {
+                        value: parse_json(r.get(2)),
+                        deleted: r.get(3),
+                        stamp: Stamp {
+                            updated_at: r.get(4),
+                            client_id: r.get(5),
+                            seq: to_u64(r.get(6)),
+                        },
+                        version: to_u64(r.get(7)),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The versions are taken first, from the counters row, whose lock this transaction then
+    /// holds until it commits (as [`PushTx::finish`] does): versions become visible in
+    /// increasing order.
+    async fn overwrite(&mut self, rows: &[Overwrite]) -> Result<Vec<u64>, ApiError> {
+        let n = to_i64(rows.len() as u64)?;
+        let base: i64 = self
+            .tx
+            .query_one(
+                "UPDATE counters SET version = version + $1 RETURNING version - $1",
+                &[&n],
+            )
+            .await?
+            .get(0);
+        for (i, chunk) in rows.chunks(RESTORE_CHUNK).enumerate() {
+            let first = base + to_i64((i * RESTORE_CHUNK) as u64)? + 1;
+            let collections: Vec<&str> = chunk.iter().map(|r| r.collection.as_str()).collect();
+            let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+            let values: Vec<String> = chunk.iter().map(|r| json_text(&r.value)).collect();
+            let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
+            let updated_at: Vec<i64> = chunk.iter().map(|r| r.stamp.updated_at).collect();
+            let client_ids: Vec<&str> = chunk.iter().map(|r| r.stamp.client_id.as_str()).collect();
+            let seqs = chunk
+                .iter()
+                .map(|r| to_i64(r.stamp.seq))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.tx
+                .execute(
+                    "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id,
+                                           seq, version)
+                     SELECT d.collection, d.key, d.value, d.deleted, d.updated_at, d.client_id,
+                            d.seq, $8 + d.n - 1
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[],
+                                 $6::text[], $7::bigint[])
+                          WITH ORDINALITY AS d(collection, key, value, deleted, updated_at,
+                                               client_id, seq, n)
+                     ON CONFLICT (collection, key) DO UPDATE SET
+                       value = excluded.value, deleted = excluded.deleted,
+                       updated_at = excluded.updated_at, client_id = excluded.client_id,
+                       seq = excluded.seq, version = excluded.version",
+                    &[
+                        &collections,
+                        &keys,
+                        &values,
+                        &deleted,
+                        &updated_at,
+                        &client_ids,
+                        &seqs,
+                        &first,
+                    ],
+                )
+                .await?;
+        }
+        Ok((1..=n).map(|i| to_u64(base + i)).collect())
+    }
 }
 
 /// Why one attempt at a batch failed.

@@ -9,20 +9,24 @@
 //! dedup claim, the conflict rule and the version counter need no more than plain reads and
 //! writes here (contrast [`crate::postgres`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rangersync_shared::conflict::{self, Stamp, Stored, Verdict};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
+use rangersync_shared::snapshot::Snapshot;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::push::apply_batch;
+use crate::restore::{apply_restore, RestoreOutcome};
 use crate::storage::{
     counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
-    Counters, MutationRow, MutationStatus, NewBackup, PushTx, Seen, Written, VERSION_COUNTER,
+    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
+    VERSION_COUNTER,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -284,6 +288,25 @@ impl SqliteStore {
         .await
     }
 
+    /// See [`crate::storage::Db::restore`]: a dry run in a read transaction, a real restore
+    /// in a write transaction (`BEGIN IMMEDIATE`: the only writer until it commits).
+    pub async fn restore(
+        &self,
+        snapshot: Snapshot,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<RestoreOutcome, ApiError> {
+        let runtime = tokio::runtime::Handle::current();
+        let job = move |store: &mut Store<'_>| {
+            runtime.block_on(apply_restore(store, &snapshot, dry_run, now))
+        };
+        if dry_run {
+            self.read(job).await
+        } else {
+            self.write(job).await
+        }
+    }
+
     /// See [`crate::storage::Db::insert_captured`].
     pub async fn insert_captured(
         &self,
@@ -417,6 +440,78 @@ impl PushTx for Store<'_> {
         debug_assert_eq!(applied.len(), self.versions.len());
         self.add_counters(counts)?;
         Ok(std::mem::take(&mut self.versions))
+    }
+}
+
+/// `BEGIN IMMEDIATE` already made a real restore the only writer.
+impl RestoreTx for Store<'_> {
+    async fn exclude_writers(&mut self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn stored(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Stored>, ApiError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT value, deleted, updated_at, client_id, seq, version
+             FROM entities WHERE collection = ?1 AND key = ?2",
+        )?;
+        let mut found = HashMap::new();
+        for &(collection, key) in keys {
+            let row = stmt
+                .query_row(params![collection, key], |r| {
+                    Ok(Stored {
+                        value: parse_json(&r.get::<_, String>(0)?),
+                        deleted: r.get(1)?,
+                        stamp: Stamp {
+                            updated_at: r.get(2)?,
+                            client_id: r.get(3)?,
+                            seq: r.get(4)?,
+                        },
+                        version: r.get(5)?,
+                    })
+                })
+                .optional()?;
+            if let Some(stored) = row {
+                found.insert((collection.to_owned(), key.to_owned()), stored);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn overwrite(&mut self, rows: &[Overwrite]) -> Result<Vec<u64>, ApiError> {
+        let n = rows.len() as u64;
+        let last: u64 = self.tx.query_row(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+             RETURNING value",
+            params![VERSION_COUNTER, n],
+            |r| r.get(0),
+        )?;
+        let base = last - n;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (collection, key) DO UPDATE SET
+               value = excluded.value, deleted = excluded.deleted, updated_at = excluded.updated_at,
+               client_id = excluded.client_id, seq = excluded.seq, version = excluded.version",
+        )?;
+        let mut versions = Vec::with_capacity(rows.len());
+        for (row, version) in rows.iter().zip(base + 1..) {
+            stmt.execute(params![
+                row.collection,
+                row.key,
+                json_text(&row.value),
+                row.deleted,
+                row.stamp.updated_at,
+                row.stamp.client_id,
+                row.stamp.seq,
+                version
+            ])?;
+            versions.push(version);
+        }
+        Ok(versions)
     }
 }
 

@@ -3,32 +3,36 @@
 //! number of instances).
 //!
 //! The protocol is written once against this module: [`crate::push::apply_batch`] over a
-//! [`PushTx`] (dedup, validation, the conflict rule, per-mutation results, counters), and the
-//! other handlers over [`Db`]'s typed reads and writes. A backend only says how a step is
-//! done in its SQL, never what the answer to a client is.
+//! [`PushTx`] (dedup, validation, the conflict rule, per-mutation results, counters),
+//! [`crate::restore::apply_restore`] over a [`RestoreTx`] (the plan, the authoritative stamps),
+//! and the other handlers over [`Db`]'s typed reads and writes. A backend only says how a step
+//! is done in its SQL, never what the answer to a client is.
 //!
 //! Invariants every backend keeps (tested against both by `server/tests/api`):
 //! - one push batch is one transaction: all of it is stored, or none of it;
 //! - a `(client_id, seq)` is claimed once: while one transaction holds a claim, another that
 //!   claims the same pair waits, then sees its first outcome;
 //! - an entity changes only when the incoming `(updated_at, client_id, seq)` is greater than
-//!   its stored one (`rangersync_shared::conflict`);
+//!   its stored one (`rangersync_shared::conflict`), except by an operator's restore, which
+//!   overwrites with a stamp greater than the one it replaces;
+//! - a restore is one transaction that no other writer of entities interleaves with;
 //! - a client keeps at most `keep` backups, one per checksum, pruned in the transaction that
 //!   stores a new one;
 //! - versions are handed out in commit order, so a pull that returned version `v` has already
 //!   seen every change that will ever carry a version below `v` (the feed never skips).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use rangersync_shared::conflict::Stored;
+use rangersync_shared::conflict::{Stamp, Stored};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult};
-use rangersync_shared::snapshot;
+use rangersync_shared::snapshot::{self, Snapshot};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::db_location::DbLocation;
 use crate::error::ApiError;
 use crate::postgres::PgStore;
+use crate::restore::RestoreOutcome;
 use crate::sqlite::SqliteStore;
 
 /// How the server answered a `(client_id, seq)` the first time it saw it.
@@ -249,6 +253,42 @@ pub fn counts_text(counts: &BTreeMap<String, u64>) -> String {
     serde_json::to_string(counts).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// An entity state a restore writes, whatever is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overwrite {
+    /// The collection.
+    pub collection: String,
+    /// The key.
+    pub key: String,
+    /// The value (`null` for a tombstone).
+    pub value: Value,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The stamp stored with it, which later pushes are compared against.
+    pub stamp: Stamp,
+}
+
+/// The steps of a restore, inside one transaction. The transaction commits only when the
+/// caller commits it; dropping it rolls everything back. A dry run calls only
+/// [`RestoreTx::stored`].
+#[allow(async_fn_in_trait)]
+pub trait RestoreTx {
+    /// Make this transaction the only one that writes entities until it ends: a push that
+    /// would write one waits. Called before anything is read.
+    async fn exclude_writers(&mut self) -> Result<(), ApiError>;
+
+    /// The stored state of these entities, by `(collection, key)`; absent ones are left out.
+    async fn stored(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Stored>, ApiError>;
+
+    /// Store each row whatever the stored stamp, giving them new versions in the order given,
+    /// and return the versions. Versions are handed out in commit order, as by
+    /// [`PushTx::finish`], so the change feed carries the restored states.
+    async fn overwrite(&mut self, rows: &[Overwrite]) -> Result<Vec<u64>, ApiError>;
+}
+
 /// One stored captured request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CapturedRow {
@@ -392,6 +432,21 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Restore `snapshot` (verified, and with no entity `plan_restore` refuses) in one
+    /// transaction with [`crate::restore::apply_restore`]: a dry run only reads, and commits
+    /// nothing; a real restore commits only when every write succeeded.
+    pub async fn restore(
+        &self,
+        snapshot: Snapshot,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<RestoreOutcome, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.restore(snapshot, dry_run, now).await,
+            Self::Postgres(p) => p.restore(snapshot, dry_run, now).await,
+        }
     }
 
     /// Store a captured request unless its idempotency key was stored before; returns

@@ -27,5 +27,7 @@ mod postgres_connection_loss;
 mod pull;
 #[path = "api/push.rs"]
 mod push;
+#[path = "api/restore.rs"]
+mod restore;
 #[path = "api/server.rs"]
 mod server;

@@ -295,4 +295,21 @@ impl TestServer {
         assert_eq!(status, StatusCode::OK, "{body}");
         body.as_array().unwrap().clone()
     }
+
+    /// Every change after `since`, following `has_more`; with the final cursor.
+    pub async fn pull_all(&self, since: &str) -> (Vec<Value>, String) {
+        let mut cursor = since.to_owned();
+        let mut changes = Vec::new();
+        loop {
+            let (status, page) = self
+                .get_json(&format!("/api/sync/pull?since={cursor}&limit=1000"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            changes.extend(page["changes"].as_array().unwrap().iter().cloned());
+            cursor = page["cursor"].as_str().unwrap().to_owned();
+            if !page["has_more"].as_bool().unwrap() {
+                return (changes, cursor);
+            }
+        }
+    }
 }

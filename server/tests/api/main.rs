@@ -15,4 +15,5 @@ mod faults;
 mod instances;
 mod pull;
 mod push;
+mod restore;
 mod server;
