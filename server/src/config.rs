@@ -10,6 +10,12 @@ use crate::db_location::{DbLocation, DbLocationError};
 /// PostgreSQL connections per instance when `--db-pool` is not given.
 pub const DEFAULT_DB_POOL: usize = 16;
 
+/// Backups kept per client when `--keep-backups` is not given.
+pub const DEFAULT_KEEP_BACKUPS: usize = 14;
+
+/// The most `--keep-backups` accepts (a backup may be 64 MiB).
+pub const MAX_KEEP_BACKUPS: usize = 1000;
+
 /// How to run the server.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -28,6 +34,9 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// Mount the `/api/test/*` endpoints (fault injection, stats, reset). Never in production.
     pub test_endpoints: bool,
+    /// How many backups `POST /api/backups` keeps per `client_id` (server exports, which
+    /// have none, count as one more client); storing one more deletes the oldest.
+    pub keep_backups: usize,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +49,7 @@ impl Default for ServerOptions {
             allow_origins: Vec::new(),
             token: None,
             test_endpoints: false,
+            keep_backups: DEFAULT_KEEP_BACKUPS,
         }
     }
 }
@@ -55,6 +65,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("allow_origins", &self.allow_origins)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("test_endpoints", &self.test_endpoints)
+            .field("keep_backups", &self.keep_backups)
             .finish()
     }
 }
@@ -113,6 +124,12 @@ pub struct Cli {
     /// For tests only: anyone who can reach the server can wipe it.
     #[arg(long)]
     pub test_endpoints: bool,
+
+    /// Backups kept per client by POST /api/backups: storing one more deletes that client's
+    /// oldest, in the same transaction (server exports, with no client_id, count as one
+    /// client). From 1 to 1000; re-uploading a stored backup uses no slot.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_BACKUPS, value_parser = parse_keep_backups)]
+    pub keep_backups: usize,
 }
 
 /// `--db`: clap's own error for a bad value repeats the value, which may hold a password;
@@ -151,6 +168,17 @@ fn parse_pool_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--keep-backups`: a whole number from 1 to [`MAX_KEEP_BACKUPS`]. Zero is refused: a
+/// server that keeps no backups would answer an upload with an id it no longer has.
+fn parse_keep_backups(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_KEEP_BACKUPS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of backups to keep (a whole number from 1 to {MAX_KEEP_BACKUPS})"
+        )),
+    }
+}
+
 impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.clone().into_options().fmt(f)
@@ -168,6 +196,7 @@ impl Cli {
             allow_origins: self.allow_origins,
             token: self.token.filter(|t| !t.is_empty()),
             test_endpoints: self.test_endpoints,
+            keep_backups: self.keep_backups,
         }
     }
 }
@@ -232,5 +261,24 @@ mod tests {
             "{err}"
         );
         assert!(Cli::try_parse_from(["rangersync-server", "--db-pool", "0"]).is_err());
+    }
+
+    #[test]
+    fn keep_backups_defaults_to_14_and_takes_1_to_1000() {
+        let keep = |args: &[&str]| {
+            Cli::try_parse_from(["rangersync-server"].iter().chain(args))
+                .map(|c| c.into_options().keep_backups)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(keep(&[]), Ok(14));
+        assert_eq!(keep(&["--keep-backups", "1"]), Ok(1));
+        assert_eq!(keep(&["--keep-backups", "1000"]), Ok(1000));
+        for bad in ["0", "1001", "many"] {
+            let err = keep(&["--keep-backups", bad]).unwrap_err();
+            assert!(
+                err.contains("a whole number from 1 to 1000"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

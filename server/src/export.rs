@@ -1,5 +1,6 @@
-//! `GET /api/export` (a server-side snapshot of every entity) and `/api/backups` (a place
-//! where clients store their scheduled snapshots as a server-side copy).
+//! `GET /api/export` (a server-side snapshot of every entity) and `/api/backups` (where
+//! clients store their snapshots as a copy off the device: verified, deduplicated by
+//! checksum, the newest `--keep-backups` per client kept).
 
 use std::collections::HashMap;
 
@@ -9,8 +10,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rangersync_shared::messages::ExportFormat;
-use rangersync_shared::snapshot::{self, SnapshotSource, MAX_SNAPSHOT_BYTES};
-use serde_json::json;
+use rangersync_shared::snapshot::{
+    self, Snapshot, SnapshotError, SnapshotSource, MAX_SNAPSHOT_BYTES,
+};
 
 use crate::body::read_body;
 use crate::error::{codes, ApiError};
@@ -77,23 +79,44 @@ pub async fn export(
     Ok(resp)
 }
 
+/// Decode and verify a snapshot text (`shared::snapshot::decode`): `400 bad_snapshot` or
+/// `400 checksum_mismatch`, `413` over 64 MiB.
+pub fn decode_snapshot(text: &str) -> Result<Snapshot, ApiError> {
+    snapshot::decode(text).map_err(|e| match e {
+        SnapshotError::TooLarge { .. } => {
+            ApiError::too_large(codes::PAYLOAD_TOO_LARGE, e.to_string())
+        }
+        _ => ApiError::bad_request(e.code(), e.to_string()),
+    })
+}
+
+/// A backup id as written in a path or a query: a positive whole number.
+pub fn parse_backup_id(text: &str) -> Result<i64, String> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0 && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("{text:?} is not a backup id"))
+}
+
 /// `POST /api/backups`: a JSON or YAML snapshot (at most 64 MiB), verified before it is
-/// stored. `201 {id, checksum, entities}`; `400 bad_snapshot` / `400 checksum_mismatch`.
+/// stored, kept with the newest `--keep-backups` of its client. `201` with the stored
+/// backup's [`BackupInfo`] (and a `Location`); `200` with the stored one when the same
+/// client had already stored the same checksum (nothing changes). `400 bad_snapshot` /
+/// `400 checksum_mismatch` / `413`, and nothing is stored.
 pub async fn create_backup(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, MAX_SNAPSHOT_BYTES).await?;
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+    let text = String::from_utf8(bytes.into()).map_err(|_| {
         ApiError::bad_request(
             rangersync_shared::messages::codes::BAD_SNAPSHOT,
             "snapshot is not UTF-8 text",
         )
     })?;
     let received_at = now_ms();
-    let snap =
-        snapshot::decode(&text).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let snap = decode_snapshot(&text)?;
     let format = if text.trim_start().starts_with('{') {
         "json"
     } else {
@@ -101,49 +124,96 @@ pub async fn create_backup(
     };
     let backup = NewBackup {
         exported_at: snap.exported_at,
-        checksum: snap.checksum.value.clone(),
+        checksum: snap.checksum.value.to_ascii_lowercase(),
         source: match snap.source {
             SnapshotSource::Client => "client".to_owned(),
             SnapshotSource::Server => "server".to_owned(),
         },
-        client_id: snap.client_id.clone(),
-        app_version: snap.app_version.clone(),
+        client_id: snap.client_id.filter(|c| !c.is_empty()),
+        app_version: snap.app_version,
         entities: snap.entities.len() as u64,
+        counts: snap.counts,
         format: format.to_owned(),
         body: text,
         received_at,
     };
-    let (checksum, entities) = (backup.checksum.clone(), backup.entities);
-    let id = state.db.insert_backup(backup).await?;
-    let stored = json!({ "id": id, "checksum": checksum, "entities": entities });
-    Ok((StatusCode::CREATED, Json(stored)).into_response())
+    let stored = state.db.insert_backup(backup, state.keep_backups).await?;
+    let status = if stored.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/api/backups/{}", stored.info.id);
+    let mut resp = (status, Json(stored.info)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
 }
 
-/// `GET /api/backups`: `[ {id, exported_at, checksum, source, client_id, app_version,
-/// entities, format, bytes, received_at} ]`, oldest first.
+/// Backups listed when `limit` is not given.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Most backups one list answers.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// `GET /api/backups?client_id=X&limit=N`: `[BackupInfo]`, newest (last stored) first,
+/// without the documents; only `client_id`'s when given; `limit` from 1 (default 100,
+/// clamped to 1000).
 pub async fn list_backups(
     State(state): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Vec<BackupInfo>>, ApiError> {
-    Ok(Json(state.db.backups().await?))
+    let params = query_params(q)?;
+    let client_id = match params.get("client_id") {
+        None => None,
+        Some(c) if c.is_empty() => {
+            return Err(ApiError::bad_request(
+                codes::BAD_QUERY,
+                "client_id must not be empty (leave it out to list every client's backups)",
+            ))
+        }
+        Some(c) => Some(c.clone()),
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if n >= 1 => usize::try_from(n).map_or(MAX_LIST_LIMIT, |n| n.min(MAX_LIST_LIMIT)),
+            _ => {
+                return Err(ApiError::bad_request(
+                    codes::BAD_QUERY,
+                    format!(
+                        "limit must be a whole number from 1 to {MAX_LIST_LIMIT} (got {text:?})"
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(Json(state.db.backups(client_id, limit).await?))
 }
 
-/// `GET /api/backups/{id}`: the stored text, as it was sent.
+/// `GET /api/backups/{id}`: the stored text exactly as it was sent, as `application/json`
+/// or `application/yaml`; `404 not_found` when there is no such backup.
 pub async fn get_backup(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no backup {id:?}")))?;
+    let id = parse_backup_id(&id).map_err(ApiError::not_found)?;
     let (format, body) = state
         .db
         .backup_body(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no backup {id}")))?;
     let ct = if format == "yaml" {
-        "application/yaml"
+        content_type(ExportFormat::Yaml)
     } else {
-        "application/json"
+        content_type(ExportFormat::Json)
     };
-    Ok(([(header::CONTENT_TYPE, ct)], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -28,6 +28,7 @@
 //! | `GET /api/sync/pull` | [`pull`] |
 //! | `GET /api/health` | here |
 //! | `GET /api/export`, `POST/GET /api/backups`, `GET /api/backups/{id}` | [`export`] |
+//! | `POST /api/restore` | [`restore`] |
 //! | `POST /api/sync/chat`, `POST /api/sync/settings` | [`captured`] |
 //! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
 //! | everything else | [`static_files`] |
@@ -54,6 +55,7 @@ pub mod export;
 pub mod postgres;
 pub mod pull;
 pub mod push;
+pub mod restore;
 pub mod sqlite;
 pub mod static_files;
 pub mod storage;
@@ -90,6 +92,8 @@ pub struct AppState {
     pub token: Option<Arc<auth::Token>>,
     /// Pending fault rules (used only with test endpoints).
     pub faults: Arc<testing::Faults>,
+    /// Backups kept per client ([`ServerOptions::keep_backups`]).
+    pub keep_backups: usize,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -134,7 +138,8 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             "/api/backups",
             post(export::create_backup).get(export::list_backups),
         )
-        .route("/api/backups/{id}", get(export::get_backup));
+        .route("/api/backups/{id}", get(export::get_backup))
+        .route("/api/restore", post(restore::restore));
     for path in captured::CAPTURED_ROUTES {
         api = api.route(path, post(captured::store));
     }
@@ -226,6 +231,13 @@ impl Drop for RunningServer {
 /// Open the database (creating a SQLite file's directory) and migrate it, bind
 /// `opts.listen` and serve until [`RunningServer::stop`].
 pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
+    if !(1..=config::MAX_KEEP_BACKUPS).contains(&opts.keep_backups) {
+        return Err(ServerError::Config(format!(
+            "keep_backups must be from 1 to {} (got {})",
+            config::MAX_KEEP_BACKUPS,
+            opts.keep_backups
+        )));
+    }
     let db = storage::Db::open(&opts.db, opts.db_pool)
         .await
         .map_err(|message| ServerError::Database {
@@ -240,6 +252,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
             .filter(|t| !t.is_empty())
             .map(|t| Arc::new(auth::Token::new(t))),
         faults: Arc::new(testing::Faults::default()),
+        keep_backups: opts.keep_backups,
     };
     let app = router(state, &opts)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)

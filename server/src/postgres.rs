@@ -32,15 +32,17 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use rangersync_shared::conflict::{Stamp, Stored};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
+use rangersync_shared::snapshot::Snapshot;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use crate::db_location::redact_url;
 use crate::error::ApiError;
 use crate::push::apply_batch;
+use crate::restore::{apply_restore, RestoreOutcome};
 use crate::storage::{
-    json_text, parse_json, BackupInfo, CapturedRow, Counters, MutationRow, MutationStatus,
-    NewBackup, PushTx, Seen, Written,
+    counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
+    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -101,7 +103,46 @@ pub const MIGRATIONS: &[&str] = &[
         received_at     BIGINT NOT NULL
     );
     "#,
+    // 2: as SQLite's migration 2: backups keep their size and counts, one row per (client,
+    //    checksum), rows stored before made to agree (their counts are filled in at start).
+    r#"
+    ALTER TABLE backups ADD COLUMN size BIGINT NOT NULL DEFAULT 0;     -- bytes of body
+    ALTER TABLE backups ADD COLUMN counts TEXT;                        -- JSON {collection: n}
+    UPDATE backups SET size = octet_length(body), checksum = lower(checksum),
+                       client_id = nullif(client_id, '');
+    DELETE FROM backups WHERE id NOT IN (
+        SELECT min(id) FROM backups GROUP BY coalesce(client_id, ''), checksum
+    );
+    CREATE UNIQUE INDEX backups_by_content ON backups ((coalesce(client_id, '')), checksum);
+    "#,
 ];
+
+/// The columns [`backup_info`] reads, in its order.
+const BACKUP_COLUMNS: &str =
+    "id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
+
+fn backup_info(r: &Row) -> BackupInfo {
+    BackupInfo {
+        id: r.get(0),
+        client_id: r.get(1),
+        exported_at: r.get(2),
+        received_at: r.get(3),
+        size: to_u64(r.get(4)),
+        checksum: r.get(5),
+        counts: parse_counts(r.get(6)),
+        entities: to_u64(r.get(7)),
+        source: r.get(8),
+        app_version: r.get(9),
+        format: r.get(10),
+    }
+}
+
+/// The first key of the two-key advisory locks that serialise the backups of one client
+/// (two-key locks never collide with the one-key entity locks of a push).
+const BACKUP_LOCK_CLASS: i32 = 0x6261_636b; // "back"
+
+/// Rows per statement when a restore writes entities.
+const RESTORE_CHUNK: usize = 2000;
 
 /// Instances starting together on a new database migrate one at a time under this
 /// transaction-scoped advisory lock (any constant; "rangersync" in ASCII, truncated).
@@ -243,56 +284,87 @@ impl PgStore {
         rows.iter().map(entity_of).collect()
     }
 
-    /// See [`crate::storage::Db::insert_backup`].
-    pub async fn insert_backup(&self, b: NewBackup) -> Result<i64, ApiError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
-                                      entities, format, body, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                &[
-                    &b.exported_at,
-                    &b.checksum,
-                    &b.source,
-                    &b.client_id,
-                    &b.app_version,
-                    &to_i64(b.entities)?,
-                    &b.format,
-                    &b.body,
-                    &b.received_at,
-                ],
+    /// See [`crate::storage::Db::insert_backup`]. The client's backups are serialised by a
+    /// transaction-scoped advisory lock, so that the check, the insert and the pruning of
+    /// two concurrent uploads do not interleave (the unique index is the backstop).
+    pub async fn insert_backup(&self, b: NewBackup, keep: usize) -> Result<BackupStored, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let owner = b.client_id.as_deref().unwrap_or("");
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&BACKUP_LOCK_CLASS, &owner],
+        )
+        .await?;
+        let existing = tx
+            .query_opt(
+                "SELECT id FROM backups WHERE coalesce(client_id, '') = $1 AND checksum = $2",
+                &[&owner, &b.checksum],
             )
             .await?;
-        Ok(row.get(0))
+        let (id, created): (i64, bool) = match existing {
+            Some(row) => (row.get(0), false),
+            None => {
+                let row = tx
+                    .query_one(
+                        "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
+                                              entities, counts, format, body, size, received_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                        &[
+                            &b.exported_at,
+                            &b.checksum,
+                            &b.source,
+                            &b.client_id,
+                            &b.app_version,
+                            &to_i64(b.entities)?,
+                            &counts_text(&b.counts),
+                            &b.format,
+                            &b.body,
+                            &to_i64(b.body.len() as u64)?,
+                            &b.received_at,
+                        ],
+                    )
+                    .await?;
+                tx.execute(
+                    "DELETE FROM backups WHERE coalesce(client_id, '') = $1 AND id NOT IN (
+                         SELECT id FROM backups WHERE coalesce(client_id, '') = $1
+                         ORDER BY id DESC LIMIT $2
+                     )",
+                    &[&owner, &to_i64(keep as u64)?],
+                )
+                .await?;
+                (row.get(0), true)
+            }
+        };
+        let info = tx
+            .query_one(
+                &format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        let info = backup_info(&info);
+        tx.commit().await?;
+        Ok(BackupStored { info, created })
     }
 
     /// See [`crate::storage::Db::backups`].
-    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+    pub async fn backups(
+        &self,
+        client_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BackupInfo>, ApiError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, exported_at, checksum, source, client_id, app_version, entities,
-                        format, octet_length(body)::BIGINT, received_at
-                 FROM backups ORDER BY id",
-                &[],
+                &format!(
+                    "SELECT {BACKUP_COLUMNS} FROM backups
+                     WHERE $1::TEXT IS NULL OR coalesce(client_id, '') = $1
+                     ORDER BY id DESC LIMIT $2"
+                ),
+                &[&client_id, &to_i64(limit as u64)?],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| BackupInfo {
-                id: r.get(0),
-                exported_at: r.get(1),
-                checksum: r.get(2),
-                source: r.get(3),
-                client_id: r.get(4),
-                app_version: r.get(5),
-                entities: to_u64(r.get(6)),
-                format: r.get(7),
-                bytes: to_u64(r.get(8)),
-                received_at: r.get(9),
-            })
-            .collect())
+        Ok(rows.iter().map(backup_info).collect())
     }
 
     /// See [`crate::storage::Db::backup_body`].
@@ -302,6 +374,60 @@ impl PgStore {
             .query_opt("SELECT format, body FROM backups WHERE id = $1", &[&id])
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Ids of the backups with no counts.
+    pub async fn backups_without_counts(&self) -> Result<Vec<i64>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM backups WHERE counts IS NULL ORDER BY id",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Set a backup's counts (JSON text).
+    pub async fn set_backup_counts(&self, id: i64, counts: String) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE backups SET counts = $2 WHERE id = $1",
+                &[&id, &counts],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// See [`crate::storage::Db::restore`]: a dry run reads one consistent snapshot
+    /// (REPEATABLE READ, read only) and commits nothing; a real restore runs in one READ
+    /// COMMITTED transaction that first shuts out every other writer of entities.
+    pub async fn restore(
+        &self,
+        snapshot: Snapshot,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<RestoreOutcome, ApiError> {
+        let mut client = self.client().await?;
+        let tx = if dry_run {
+            client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?
+        } else {
+            client.transaction().await?
+        };
+        let mut restore = PgRestore { tx };
+        let outcome = apply_restore(&mut restore, &snapshot, dry_run, now).await?;
+        if dry_run {
+            restore.tx.rollback().await?;
+        } else {
+            restore.tx.commit().await?;
+        }
+        Ok(outcome)
     }
 
     /// See [`crate::storage::Db::insert_captured`].
@@ -444,6 +570,118 @@ async fn migrate(client: &mut Object) -> Result<(), tokio_postgres::Error> {
             .await?;
     }
     tx.commit().await
+}
+
+/// One restore's transaction.
+struct PgRestore<'a> {
+    tx: Transaction<'a>,
+}
+
+impl RestoreTx for PgRestore<'_> {
+    /// `SHARE ROW EXCLUSIVE` on `entities` conflicts with the `ROW EXCLUSIVE` lock every
+    /// statement that writes it takes (and with itself): it waits for the pushes that already
+    /// wrote an entity to commit, then holds new writers (and other restores) until this
+    /// transaction ends; pulls and exports still read. No cycle: this transaction holds
+    /// nothing while it waits, and a push takes `entities` before the counters row (even its
+    /// finishing statement names `entities` before it locks that row).
+    async fn exclude_writers(&mut self) -> Result<(), ApiError> {
+        self.tx
+            .batch_execute("LOCK TABLE entities IN SHARE ROW EXCLUSIVE MODE")
+            .await?;
+        Ok(())
+    }
+
+    async fn stored(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Stored>, ApiError> {
+        let collections: Vec<&str> = keys.iter().map(|k| k.0).collect();
+        let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let rows = self
+            .tx
+            .query(
+                "SELECT e.collection, e.key, e.value, e.deleted, e.updated_at, e.client_id,
+                        e.seq, e.version
+                 FROM entities e
+                 JOIN unnest($1::text[], $2::text[]) AS d(collection, key)
+                   ON e.collection = d.collection AND e.key = d.key",
+                &[&collections, &names],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get(0), r.get(1)),
+                    Stored {
+                        value: parse_json(r.get(2)),
+                        deleted: r.get(3),
+                        stamp: Stamp {
+                            updated_at: r.get(4),
+                            client_id: r.get(5),
+                            seq: to_u64(r.get(6)),
+                        },
+                        version: to_u64(r.get(7)),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The versions are taken first, from the counters row, whose lock this transaction then
+    /// holds until it commits (as [`PushTx::finish`] does): versions become visible in
+    /// increasing order.
+    async fn overwrite(&mut self, rows: &[Overwrite]) -> Result<Vec<u64>, ApiError> {
+        let n = to_i64(rows.len() as u64)?;
+        let base: i64 = self
+            .tx
+            .query_one(
+                "UPDATE counters SET version = version + $1 RETURNING version - $1",
+                &[&n],
+            )
+            .await?
+            .get(0);
+        for (i, chunk) in rows.chunks(RESTORE_CHUNK).enumerate() {
+            let first = base + to_i64((i * RESTORE_CHUNK) as u64)? + 1;
+            let collections: Vec<&str> = chunk.iter().map(|r| r.collection.as_str()).collect();
+            let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+            let values: Vec<String> = chunk.iter().map(|r| json_text(&r.value)).collect();
+            let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
+            let updated_at: Vec<i64> = chunk.iter().map(|r| r.stamp.updated_at).collect();
+            let client_ids: Vec<&str> = chunk.iter().map(|r| r.stamp.client_id.as_str()).collect();
+            let seqs = chunk
+                .iter()
+                .map(|r| to_i64(r.stamp.seq))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.tx
+                .execute(
+                    "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id,
+                                           seq, version)
+                     SELECT d.collection, d.key, d.value, d.deleted, d.updated_at, d.client_id,
+                            d.seq, $8 + d.n - 1
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[],
+                                 $6::text[], $7::bigint[])
+                          WITH ORDINALITY AS d(collection, key, value, deleted, updated_at,
+                                               client_id, seq, n)
+                     ON CONFLICT (collection, key) DO UPDATE SET
+                       value = excluded.value, deleted = excluded.deleted,
+                       updated_at = excluded.updated_at, client_id = excluded.client_id,
+                       seq = excluded.seq, version = excluded.version",
+                    &[
+                        &collections,
+                        &keys,
+                        &values,
+                        &deleted,
+                        &updated_at,
+                        &client_ids,
+                        &seqs,
+                        &first,
+                    ],
+                )
+                .await?;
+        }
+        Ok((1..=n).map(|i| to_u64(base + i)).collect())
+    }
 }
 
 /// Why one attempt at a batch failed.

@@ -9,20 +9,24 @@
 //! dedup claim, the conflict rule and the version counter need no more than plain reads and
 //! writes here (contrast [`crate::postgres`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rangersync_shared::conflict::{self, Stamp, Stored, Verdict};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
+use rangersync_shared::snapshot::Snapshot;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::push::apply_batch;
+use crate::restore::{apply_restore, RestoreOutcome};
 use crate::storage::{
-    json_text, parse_json, BackupInfo, CapturedRow, Counters, MutationRow, MutationStatus,
-    NewBackup, PushTx, Seen, Written, VERSION_COUNTER,
+    counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
+    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
+    VERSION_COUNTER,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -77,7 +81,41 @@ pub const MIGRATIONS: &[&str] = &[
         received_at     INTEGER NOT NULL
     );
     ",
+    // 2: backups keep their size and counts; one row per (client, checksum), so that an
+    //    upload of a stored document is answered with it. Rows stored before are made to
+    //    agree: lower-case checksums, no empty client id, the first of each duplicate kept.
+    //    Their counts are filled in from their text at start (`Db::open`).
+    "
+    ALTER TABLE backups ADD COLUMN size INTEGER NOT NULL DEFAULT 0;   -- bytes of body
+    ALTER TABLE backups ADD COLUMN counts TEXT;                       -- JSON {collection: n}
+    UPDATE backups SET size = length(CAST(body AS BLOB)), checksum = lower(checksum),
+                       client_id = nullif(client_id, '');
+    DELETE FROM backups WHERE id NOT IN (
+        SELECT min(id) FROM backups GROUP BY coalesce(client_id, ''), checksum
+    );
+    CREATE UNIQUE INDEX backups_by_content ON backups (coalesce(client_id, ''), checksum);
+    ",
 ];
+
+/// The columns [`backup_info`] reads, in its order.
+const BACKUP_COLUMNS: &str =
+    "id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
+
+fn backup_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupInfo> {
+    Ok(BackupInfo {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        exported_at: r.get(2)?,
+        received_at: r.get(3)?,
+        size: r.get(4)?,
+        checksum: r.get(5)?,
+        counts: parse_counts(r.get::<_, Option<String>>(6)?.as_deref()),
+        entities: r.get(7)?,
+        source: r.get(8)?,
+        app_version: r.get(9)?,
+        format: r.get(10)?,
+    })
+}
 
 /// Counter names in the `counters` table.
 /// The SQLite database; cheap to clone.
@@ -202,18 +240,71 @@ impl SqliteStore {
     }
 
     /// See [`crate::storage::Db::insert_backup`].
-    pub async fn insert_backup(&self, backup: NewBackup) -> Result<i64, ApiError> {
-        self.write(move |store| store.insert_backup(&backup)).await
+    pub async fn insert_backup(
+        &self,
+        backup: NewBackup,
+        keep: usize,
+    ) -> Result<BackupStored, ApiError> {
+        self.write(move |store| store.insert_backup(&backup, keep))
+            .await
     }
 
     /// See [`crate::storage::Db::backups`].
-    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
-        self.read(|store| store.backups()).await
+    pub async fn backups(
+        &self,
+        client_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BackupInfo>, ApiError> {
+        self.read(move |store| store.backups(client_id.as_deref(), limit))
+            .await
     }
 
     /// See [`crate::storage::Db::backup_body`].
     pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
         self.read(move |store| store.backup_body(id)).await
+    }
+
+    /// Ids of the backups with no counts.
+    pub async fn backups_without_counts(&self) -> Result<Vec<i64>, ApiError> {
+        self.read(|store| {
+            let mut stmt = store
+                .tx
+                .prepare("SELECT id FROM backups WHERE counts IS NULL ORDER BY id")?;
+            let ids = stmt.query_map([], |r| r.get(0))?;
+            Ok(ids.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Set a backup's counts (JSON text).
+    pub async fn set_backup_counts(&self, id: i64, counts: String) -> Result<(), ApiError> {
+        self.write(move |store| {
+            store.tx.execute(
+                "UPDATE backups SET counts = ?2 WHERE id = ?1",
+                params![id, counts],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::restore`]: a dry run in a read transaction, a real restore
+    /// in a write transaction (`BEGIN IMMEDIATE`: the only writer until it commits).
+    pub async fn restore(
+        &self,
+        snapshot: Snapshot,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<RestoreOutcome, ApiError> {
+        let runtime = tokio::runtime::Handle::current();
+        let job = move |store: &mut Store<'_>| {
+            runtime.block_on(apply_restore(store, &snapshot, dry_run, now))
+        };
+        if dry_run {
+            self.read(job).await
+        } else {
+            self.write(job).await
+        }
     }
 
     /// See [`crate::storage::Db::insert_captured`].
@@ -349,6 +440,78 @@ impl PushTx for Store<'_> {
         debug_assert_eq!(applied.len(), self.versions.len());
         self.add_counters(counts)?;
         Ok(std::mem::take(&mut self.versions))
+    }
+}
+
+/// `BEGIN IMMEDIATE` already made a real restore the only writer.
+impl RestoreTx for Store<'_> {
+    async fn exclude_writers(&mut self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn stored(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Stored>, ApiError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT value, deleted, updated_at, client_id, seq, version
+             FROM entities WHERE collection = ?1 AND key = ?2",
+        )?;
+        let mut found = HashMap::new();
+        for &(collection, key) in keys {
+            let row = stmt
+                .query_row(params![collection, key], |r| {
+                    Ok(Stored {
+                        value: parse_json(&r.get::<_, String>(0)?),
+                        deleted: r.get(1)?,
+                        stamp: Stamp {
+                            updated_at: r.get(2)?,
+                            client_id: r.get(3)?,
+                            seq: r.get(4)?,
+                        },
+                        version: r.get(5)?,
+                    })
+                })
+                .optional()?;
+            if let Some(stored) = row {
+                found.insert((collection.to_owned(), key.to_owned()), stored);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn overwrite(&mut self, rows: &[Overwrite]) -> Result<Vec<u64>, ApiError> {
+        let n = rows.len() as u64;
+        let last: u64 = self.tx.query_row(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+             RETURNING value",
+            params![VERSION_COUNTER, n],
+            |r| r.get(0),
+        )?;
+        let base = last - n;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (collection, key) DO UPDATE SET
+               value = excluded.value, deleted = excluded.deleted, updated_at = excluded.updated_at,
+               client_id = excluded.client_id, seq = excluded.seq, version = excluded.version",
+        )?;
+        let mut versions = Vec::with_capacity(rows.len());
+        for (row, version) in rows.iter().zip(base + 1..) {
+            stmt.execute(params![
+                row.collection,
+                row.key,
+                json_text(&row.value),
+                row.deleted,
+                row.stamp.updated_at,
+                row.stamp.client_id,
+                row.stamp.seq,
+                version
+            ])?;
+            versions.push(version);
+        }
+        Ok(versions)
     }
 }
 
@@ -515,47 +678,71 @@ impl Store<'_> {
         self.entities_where("ORDER BY collection, key", [])
     }
 
-    /// Store a backup; returns its id.
-    fn insert_backup(&self, b: &NewBackup) -> Result<i64, ApiError> {
-        self.tx.execute(
-            "INSERT INTO backups (exported_at, checksum, source, client_id, app_version, entities, format, body, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                b.exported_at,
-                b.checksum,
-                b.source,
-                b.client_id,
-                b.app_version,
-                b.entities,
-                b.format,
-                b.body,
-                b.received_at
-            ],
-        )?;
-        Ok(self.tx.last_insert_rowid())
+    /// See [`crate::storage::Db::insert_backup`]. `BEGIN IMMEDIATE` makes the check, the
+    /// insert and the pruning one step.
+    fn insert_backup(&self, b: &NewBackup, keep: usize) -> Result<BackupStored, ApiError> {
+        let owner = b.client_id.as_deref().unwrap_or("");
+        let existing: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT id FROM backups WHERE coalesce(client_id, '') = ?1 AND checksum = ?2",
+                params![owner, b.checksum],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let (id, created) = match existing {
+            Some(id) => (id, false),
+            None => {
+                self.tx.execute(
+                    "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
+                                          entities, counts, format, body, size, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![
+                        b.exported_at,
+                        b.checksum,
+                        b.source,
+                        b.client_id,
+                        b.app_version,
+                        b.entities,
+                        counts_text(&b.counts),
+                        b.format,
+                        b.body,
+                        b.body.len() as u64,
+                        b.received_at
+                    ],
+                )?;
+                let id = self.tx.last_insert_rowid();
+                self.tx.execute(
+                    "DELETE FROM backups WHERE coalesce(client_id, '') = ?1 AND id NOT IN (
+                         SELECT id FROM backups WHERE coalesce(client_id, '') = ?1
+                         ORDER BY id DESC LIMIT ?2
+                     )",
+                    params![owner, keep as u64],
+                )?;
+                (id, true)
+            }
+        };
+        let info = self
+            .tx
+            .query_row(
+                &format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE id = ?1"),
+                params![id],
+                backup_info,
+            )
+            .optional()?
+            .ok_or_else(|| ApiError::internal(format!("backup {id} vanished")))?;
+        Ok(BackupStored { info, created })
     }
 
-    /// Every backup, oldest first, without bodies.
-    fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
-        let mut stmt = self.tx.prepare(
-            "SELECT id, exported_at, checksum, source, client_id, app_version, entities, format,
-                    length(CAST(body AS BLOB)), received_at
-             FROM backups ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(BackupInfo {
-                id: r.get(0)?,
-                exported_at: r.get(1)?,
-                checksum: r.get(2)?,
-                source: r.get(3)?,
-                client_id: r.get(4)?,
-                app_version: r.get(5)?,
-                entities: r.get(6)?,
-                format: r.get(7)?,
-                bytes: r.get(8)?,
-                received_at: r.get(9)?,
-            })
-        })?;
+    /// See [`crate::storage::Db::backups`].
+    fn backups(&self, client_id: Option<&str>, limit: usize) -> Result<Vec<BackupInfo>, ApiError> {
+        let sql = format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups
+             WHERE ?1 IS NULL OR coalesce(client_id, '') = ?1
+             ORDER BY id DESC LIMIT ?2"
+        );
+        let mut stmt = self.tx.prepare(&sql)?;
+        let rows = stmt.query_map(params![client_id, limit as u64], backup_info)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

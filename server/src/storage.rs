@@ -3,27 +3,36 @@
 //! number of instances).
 //!
 //! The protocol is written once against this module: [`crate::push::apply_batch`] over a
-//! [`PushTx`] (dedup, validation, the conflict rule, per-mutation results, counters), and the
-//! other handlers over [`Db`]'s typed reads and writes. A backend only says how a step is
-//! done in its SQL, never what the answer to a client is.
+//! [`PushTx`] (dedup, validation, the conflict rule, per-mutation results, counters),
+//! [`crate::restore::apply_restore`] over a [`RestoreTx`] (the plan, the authoritative stamps),
+//! and the other handlers over [`Db`]'s typed reads and writes. A backend only says how a step
+//! is done in its SQL, never what the answer to a client is.
 //!
 //! Invariants every backend keeps (tested against both by `server/tests/api`):
 //! - one push batch is one transaction: all of it is stored, or none of it;
 //! - a `(client_id, seq)` is claimed once: while one transaction holds a claim, another that
 //!   claims the same pair waits, then sees its first outcome;
 //! - an entity changes only when the incoming `(updated_at, client_id, seq)` is greater than
-//!   its stored one (`rangersync_shared::conflict`);
+//!   its stored one (`rangersync_shared::conflict`), except by an operator's restore, which
+//!   overwrites with a stamp greater than the one it replaces;
+//! - a restore is one transaction that no other writer of entities interleaves with;
+//! - a client keeps at most `keep` backups, one per checksum, pruned in the transaction that
+//!   stores a new one;
 //! - versions are handed out in commit order, so a pull that returned version `v` has already
 //!   seen every change that will ever carry a version below `v` (the feed never skips).
 
-use rangersync_shared::conflict::Stored;
+use std::collections::{BTreeMap, HashMap};
+
+use rangersync_shared::conflict::{Stamp, Stored};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult};
+use rangersync_shared::snapshot::{self, Snapshot};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::db_location::DbLocation;
 use crate::error::ApiError;
 use crate::postgres::PgStore;
+use crate::restore::RestoreOutcome;
 use crate::sqlite::SqliteStore;
 
 /// How the server answered a `(client_id, seq)` the first time it saw it.
@@ -172,21 +181,23 @@ impl Counters {
 /// The counter that hands out versions (kept by a test reset).
 pub const VERSION_COUNTER: &str = "version";
 
-/// A backup to store.
+/// A verified backup to store.
 #[derive(Debug, Clone)]
 pub struct NewBackup {
     /// From the snapshot.
     pub exported_at: Millis,
-    /// The verified checksum.
+    /// The verified checksum, lower-case hex.
     pub checksum: String,
     /// `client` or `server`.
     pub source: String,
-    /// The client that made it, if any.
+    /// The client that made it; `None` for a server export (and for an empty id).
     pub client_id: Option<String>,
     /// From the snapshot.
     pub app_version: String,
-    /// Number of entities in it.
+    /// Number of entities in it (tombstones included).
     pub entities: u64,
+    /// Live entities per collection, as the snapshot states (and verification checked).
+    pub counts: BTreeMap<String, u64>,
     /// `json` or `yaml`.
     pub format: String,
     /// The text as received.
@@ -200,24 +211,82 @@ pub struct NewBackup {
 pub struct BackupInfo {
     /// Its id.
     pub id: i64,
-    /// From the snapshot.
-    pub exported_at: Millis,
-    /// The verified checksum.
-    pub checksum: String,
-    /// `client` or `server`.
-    pub source: String,
-    /// The client that made it, if any.
+    /// The client that made it (`null` for a server export).
     pub client_id: Option<String>,
     /// From the snapshot.
-    pub app_version: String,
-    /// Number of entities in it.
-    pub entities: u64,
-    /// `json` or `yaml`.
-    pub format: String,
-    /// Size of the stored text.
-    pub bytes: u64,
-    /// When it was stored.
+    pub exported_at: Millis,
+    /// When the server stored it.
     pub received_at: Millis,
+    /// Bytes of the stored text.
+    pub size: u64,
+    /// The verified checksum (SHA-256, lower-case hex).
+    pub checksum: String,
+    /// Live entities per collection; `null` only for a backup stored by an older server
+    /// whose text no longer decodes.
+    pub counts: Option<BTreeMap<String, u64>>,
+    /// Number of entities in it (tombstones included).
+    pub entities: u64,
+    /// `client` or `server`.
+    pub source: String,
+    /// From the snapshot.
+    pub app_version: String,
+    /// `json` or `yaml`: how it was sent, and how it is given back.
+    pub format: String,
+}
+
+/// What [`Db::insert_backup`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupStored {
+    /// The stored backup: the new one, or the one already holding this document.
+    pub info: BackupInfo,
+    /// Whether it was stored now (`false`: the same client had stored the same checksum).
+    pub created: bool,
+}
+
+/// A counts column back to its map (`None` for NULL or anything unreadable).
+pub fn parse_counts(text: Option<&str>) -> Option<BTreeMap<String, u64>> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// A counts map as stored in its column.
+pub fn counts_text(counts: &BTreeMap<String, u64>) -> String {
+    serde_json::to_string(counts).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// An entity state a restore writes, whatever is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overwrite {
+    /// The collection.
+    pub collection: String,
+    /// The key.
+    pub key: String,
+    /// The value (`null` for a tombstone).
+    pub value: Value,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The stamp stored with it, which later pushes are compared against.
+    pub stamp: Stamp,
+}
+
+/// The steps of a restore, inside one transaction. The transaction commits only when the
+/// caller commits it; dropping it rolls everything back. A dry run calls only
+/// [`RestoreTx::stored`].
+#[allow(async_fn_in_trait)]
+pub trait RestoreTx {
+    /// Make this transaction the only one that writes entities until it ends: a push that
+    /// would write one waits. Called before anything is read.
+    async fn exclude_writers(&mut self) -> Result<(), ApiError>;
+
+    /// The stored state of these entities, by `(collection, key)`; absent ones are left out.
+    async fn stored(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Stored>, ApiError>;
+
+    /// Store each row whatever the stored stamp, giving them new versions in the order given,
+    /// and return the versions. Versions are handed out in commit order, as by
+    /// [`PushTx::finish`], so the change feed carries the restored states.
+    async fn overwrite(&mut self, rows: &[Overwrite]) -> Result<Vec<u64>, ApiError>;
 }
 
 /// One stored captured request.
@@ -256,10 +325,14 @@ impl Db {
     /// Open `location` (creating a SQLite file and its directory when missing), run the
     /// migrations; `pool` is the PostgreSQL connection pool size.
     pub async fn open(location: &DbLocation, pool: usize) -> Result<Self, String> {
-        match location {
-            DbLocation::Sqlite(path) => Ok(Self::Sqlite(SqliteStore::open(path).await?)),
-            DbLocation::Postgres(url) => Ok(Self::Postgres(PgStore::open(url, pool).await?)),
-        }
+        let db = match location {
+            DbLocation::Sqlite(path) => Self::Sqlite(SqliteStore::open(path).await?),
+            DbLocation::Postgres(url) => Self::Postgres(PgStore::open(url, pool).await?),
+        };
+        db.backfill_backup_counts()
+            .await
+            .map_err(|e| format!("filling in backup counts: {}", e.message))?;
+        Ok(db)
     }
 
     /// Apply a validated push batch in one transaction.
@@ -290,19 +363,31 @@ impl Db {
         }
     }
 
-    /// Store a backup; returns its id.
-    pub async fn insert_backup(&self, backup: NewBackup) -> Result<i64, ApiError> {
+    /// Store a verified backup unless the same client already stored the same checksum
+    /// (then nothing changes and the stored one is returned), and delete that client's
+    /// oldest backups beyond the newest `keep`, in the same transaction. Backups with no
+    /// client id are one more client.
+    pub async fn insert_backup(
+        &self,
+        backup: NewBackup,
+        keep: usize,
+    ) -> Result<BackupStored, ApiError> {
         match self {
-            Self::Sqlite(s) => s.insert_backup(backup).await,
-            Self::Postgres(p) => p.insert_backup(backup).await,
+            Self::Sqlite(s) => s.insert_backup(backup, keep).await,
+            Self::Postgres(p) => p.insert_backup(backup, keep).await,
         }
     }
 
-    /// Every backup, oldest first, without bodies.
-    pub async fn backups(&self) -> Result<Vec<BackupInfo>, ApiError> {
+    /// Up to `limit` backups, newest (last stored) first, without bodies; only those of
+    /// `client_id` when given.
+    pub async fn backups(
+        &self,
+        client_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<BackupInfo>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.backups().await,
-            Self::Postgres(p) => p.backups().await,
+            Self::Sqlite(s) => s.backups(client_id, limit).await,
+            Self::Postgres(p) => p.backups(client_id, limit).await,
         }
     }
 
@@ -311,6 +396,56 @@ impl Db {
         match self {
             Self::Sqlite(s) => s.backup_body(id).await,
             Self::Postgres(p) => p.backup_body(id).await,
+        }
+    }
+
+    /// Ids of the backups stored without counts (by a server older than the counts column).
+    async fn backups_without_counts(&self) -> Result<Vec<i64>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.backups_without_counts().await,
+            Self::Postgres(p) => p.backups_without_counts().await,
+        }
+    }
+
+    /// Set a backup's counts.
+    async fn set_backup_counts(&self, id: i64, counts: String) -> Result<(), ApiError> {
+        match self {
+            Self::Sqlite(s) => s.set_backup_counts(id, counts).await,
+            Self::Postgres(p) => p.set_backup_counts(id, counts).await,
+        }
+    }
+
+    /// Fill in the counts of backups stored before there was a counts column, from their
+    /// text (verified again). One at a time: a backup may be 64 MiB. One that no longer
+    /// decodes keeps no counts and is named on stderr.
+    async fn backfill_backup_counts(&self) -> Result<(), ApiError> {
+        for id in self.backups_without_counts().await? {
+            let Some((_, body)) = self.backup_body(id).await? else {
+                continue;
+            };
+            match snapshot::decode(&body) {
+                Ok(snap) => {
+                    self.set_backup_counts(id, counts_text(&snap.counts))
+                        .await?
+                }
+                Err(e) => eprintln!("rangersync-server: backup {id} has no counts: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Restore `snapshot` (verified, and with no entity `plan_restore` refuses) in one
+    /// transaction with [`crate::restore::apply_restore`]: a dry run only reads, and commits
+    /// nothing; a real restore commits only when every write succeeded.
+    pub async fn restore(
+        &self,
+        snapshot: Snapshot,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<RestoreOutcome, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.restore(snapshot, dry_run, now).await,
+            Self::Postgres(p) => p.restore(snapshot, dry_run, now).await,
         }
     }
 

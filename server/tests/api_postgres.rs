@@ -11,6 +11,8 @@ mod common;
 
 #[path = "api/auth_and_cors.rs"]
 mod auth_and_cors;
+#[path = "api/backups.rs"]
+mod backups;
 #[path = "api/captured.rs"]
 mod captured;
 #[path = "api/export.rs"]
@@ -25,5 +27,7 @@ mod postgres_connection_loss;
 mod pull;
 #[path = "api/push.rs"]
 mod push;
+#[path = "api/restore.rs"]
+mod restore;
 #[path = "api/server.rs"]
 mod server;

@@ -65,6 +65,80 @@ async fn with_a_token_api_routes_need_it_and_health_stays_open() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn with_a_token_uploading_listing_fetching_and_restoring_backups_need_it() {
+    let s = TestServer::start("auth-backups", |o| o.token = Some("s3cret-token".into())).await;
+    let text = json_of(&client_snapshot(
+        "client-a",
+        T0,
+        vec![snap_entity("k", json!(1), false)],
+        0,
+    ));
+    let requests = |token: Option<&str>| {
+        let with = |req: reqwest::RequestBuilder| match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        vec![
+            with(s.http.post(s.at("/api/backups")).body(text.clone())),
+            with(s.http.get(s.at("/api/backups"))),
+            with(s.http.get(s.at("/api/backups/1"))),
+            with(
+                s.http
+                    .post(s.at("/api/restore?dry_run=true"))
+                    .body(text.clone()),
+            ),
+            with(
+                s.http
+                    .post(s.at("/api/restore?dry_run=false"))
+                    .body(text.clone()),
+            ),
+        ]
+    };
+    for token in [None, Some("wrong")] {
+        for req in requests(token) {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+            let err: Value = resp.json().await.unwrap();
+            assert_eq!(code(&err), "unauthorized");
+        }
+    }
+    let (_, feed) = {
+        let resp = s
+            .http
+            .get(s.at("/api/sync/pull"))
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        feed["changes"],
+        json!([]),
+        "refused requests changed nothing"
+    );
+
+    let statuses: Vec<StatusCode> = {
+        let mut out = Vec::new();
+        for req in requests(Some("s3cret-token")) {
+            out.push(req.send().await.unwrap().status());
+        }
+        out
+    };
+    assert_eq!(
+        statuses,
+        vec![
+            StatusCode::CREATED,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK
+        ]
+    );
+    s.stop().await;
+}
+
 async fn preflight(s: &TestServer, origin: &str) -> reqwest::Response {
     s.http
         .request(reqwest::Method::OPTIONS, s.at("/api/sync/push"))

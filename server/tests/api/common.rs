@@ -82,6 +82,7 @@ impl TestServer {
             allow_origins: Vec::new(),
             token: None,
             test_endpoints: true,
+            keep_backups: rangersync_server::config::DEFAULT_KEEP_BACKUPS,
         };
         tweak(&mut opts);
         let server = start(opts.clone()).await.expect("server starts");
@@ -214,3 +215,101 @@ pub fn code(body: &Value) -> &str {
 }
 
 pub const T0: i64 = 1_764_000_000_000;
+
+/// An entity of a snapshot in collection `notes`.
+pub fn snap_entity(key: &str, value: Value, deleted: bool) -> rangersync_shared::protocol::Entity {
+    rangersync_shared::protocol::Entity {
+        collection: "notes".to_owned(),
+        key: key.to_owned(),
+        value,
+        deleted,
+        updated_at: T0,
+        version: 1,
+    }
+}
+
+/// A client's snapshot (with `pending` outbox entries of that client), as its worker builds it.
+pub fn client_snapshot(
+    client_id: &str,
+    exported_at: i64,
+    entities: Vec<rangersync_shared::protocol::Entity>,
+    pending: usize,
+) -> rangersync_shared::snapshot::Snapshot {
+    let outbox = (1..=pending as u64)
+        .map(|seq| {
+            serde_json::from_value(put(client_id, seq, &format!("p{seq}"), json!(seq), T0)).unwrap()
+        })
+        .collect();
+    rangersync_shared::snapshot::build(
+        rangersync_shared::snapshot::SnapshotSource::Client,
+        Some(client_id.to_owned()),
+        "test",
+        exported_at,
+        entities,
+        outbox,
+    )
+}
+
+/// The JSON text of a snapshot.
+pub fn json_of(snap: &rangersync_shared::snapshot::Snapshot) -> String {
+    rangersync_shared::snapshot::encode(snap, rangersync_shared::messages::ExportFormat::Json)
+}
+
+/// The YAML text of a snapshot.
+pub fn yaml_of(snap: &rangersync_shared::snapshot::Snapshot) -> String {
+    rangersync_shared::snapshot::encode(snap, rangersync_shared::messages::ExportFormat::Yaml)
+}
+
+impl TestServer {
+    /// POST a text body with a content type; the status, the headers and the JSON answer.
+    pub async fn post_text(
+        &self,
+        path: &str,
+        text: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .http
+            .post(self.at(path))
+            .header("content-type", content_type)
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        (status, headers, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Upload a backup as JSON; the status and the answer.
+    pub async fn upload(&self, text: String) -> (StatusCode, Value) {
+        let (status, _, body) = self
+            .post_text("/api/backups", text, "application/json")
+            .await;
+        (status, body)
+    }
+
+    /// The backup list at `query` (`""` for all), expecting a 200.
+    pub async fn backups(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get_json(&format!("/api/backups{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body.as_array().unwrap().clone()
+    }
+
+    /// Every change after `since`, following `has_more`; with the final cursor.
+    pub async fn pull_all(&self, since: &str) -> (Vec<Value>, String) {
+        let mut cursor = since.to_owned();
+        let mut changes = Vec::new();
+        loop {
+            let (status, page) = self
+                .get_json(&format!("/api/sync/pull?since={cursor}&limit=1000"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            changes.extend(page["changes"].as_array().unwrap().iter().cloned());
+            cursor = page["cursor"].as_str().unwrap().to_owned();
+            if !page["has_more"].as_bool().unwrap() {
+                return (changes, cursor);
+            }
+        }
+    }
+}

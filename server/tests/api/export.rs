@@ -66,6 +66,8 @@ async fn json_and_yaml_exports_carry_the_same_checksum_and_both_store_as_backups
         "tombstones are exported but not counted"
     );
 
+    // A millisecond later, so the YAML export is another snapshot (another checksum).
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let (ct, cd, yaml_text) = export(&s, "yaml").await;
     assert!(ct.starts_with("application/yaml"), "{ct}");
     assert!(cd.contains(".yaml"), "{cd}");
@@ -99,8 +101,8 @@ async fn json_and_yaml_exports_carry_the_same_checksum_and_both_store_as_backups
     assert_eq!(status, StatusCode::OK);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["id"], from_json["id"]);
-    assert_eq!(list[1]["format"], "yaml");
+    assert_eq!(list[1]["id"], from_json["id"], "newest first");
+    assert_eq!(list[0]["format"], "yaml");
     for b in list {
         assert_eq!(b["source"], "server");
         assert_eq!(b["client_id"], Value::Null);

@@ -8,10 +8,12 @@ pub const BACKEND: common::Backend = common::Backend::Sqlite;
 mod common;
 
 mod auth_and_cors;
+mod backups;
 mod captured;
 mod export;
 mod faults;
 mod instances;
 mod pull;
 mod push;
+mod restore;
 mod server;
