@@ -184,7 +184,11 @@ impl PgStore {
             config,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A connection the database ended (a restart, a failover, an operator's
+                // pg_terminate_backend) is found at checkout by one empty query, not by the
+                // request that would get it and answer 500 (`Fast` only sees a connection
+                // the client already knows is closed).
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)
