@@ -734,6 +734,15 @@ async fn a_captured_request_is_replayed_in_order_with_an_idempotency_key() {
     assert!(engine.wants(&format!("{}/api/sync/chat", own_origin()), "POST"));
     assert!(!engine.wants(&format!("{}/api/sync/chat", own_origin()), "GET"));
     assert!(!engine.wants(&format!("{}/api/other", own_origin()), "POST"));
+    // Queued while the server is down (nothing listens on port 9).
+    configure(
+        &engine,
+        Config {
+            server_url: "http://127.0.0.1:9".into(),
+            ..config.clone()
+        },
+    )
+    .await;
     put(&engine, "before", json!(1)).await;
     let seq = engine
         .capture(CapturedRequest {
@@ -1113,10 +1122,12 @@ async fn a_captured_request_answered_401_is_dead_lettered_and_the_outbox_goes_on
     let (engine, _) = fresh("t-capture-401").await;
     let mut config = fast_config();
     config.capture_routes = vec!["/api/sync/chat".into()];
+    fault(json!([{"path": "/api/sync/chat", "status": 401, "times": 1}])).await;
+    // Queued while the server is down (nothing listens on port 9).
     configure(
         &engine,
         Config {
-            server_url: String::new(),
+            server_url: "http://127.0.0.1:9".into(),
             ..config.clone()
         },
     )
@@ -1131,7 +1142,6 @@ async fn a_captured_request_answered_401_is_dead_lettered_and_the_outbox_goes_on
         .await
         .expect("captured");
     put(&engine, "after", json!(1)).await;
-    fault(json!([{"path": "/api/sync/chat", "status": 401, "times": 1}])).await;
     configure(&engine, config).await;
     let status = engine.status();
     assert_ne!(status.state, SyncState::AuthError, "{status:?}");
