@@ -527,6 +527,23 @@ async function syncNow() {
 const refreshAll = debounce(() => { refreshNotes(); refreshChat(); refreshSettings(); }, 150);
 const refreshers = { notes: debounce(refreshNotes, 80), chat: debounce(refreshChat, 80), settings: debounce(refreshSettings, 80) };
 
+/**
+ * The files this app needs to open with no network: the worker caches them when it installs.
+ * (The page module's snippet folder is named by a build hash, so it is taken from what this
+ * page loaded; page mode's extras are left out: they load only when a worker cannot run.)
+ */
+function appShellFiles() {
+  const snippets = performance.getEntriesByType('resource')
+    .map((entry) => new URL(entry.name))
+    .filter((url) => url.origin === location.origin && url.pathname.startsWith('/pkg/snippets/'))
+    .map((url) => url.pathname);
+  return [
+    '/', '/app.js', '/style.css', '/manifest.webmanifest',
+    '/pkg/rangersync_page.js', '/pkg/rangersync_page_bg.wasm',
+    ...new Set(snippets),
+  ];
+}
+
 async function start() {
   try {
     await init();
@@ -538,6 +555,7 @@ async function start() {
       captureRoutes: ['/api/sync/chat', '/api/sync/settings'],
       exportIntervalMs: 24 * 60 * 60 * 1000,
       forcePageMode: params.has('page'),
+      appShell: { files: appShellFiles() },
     });
   } catch (e) {
     $('status-pill').className = 'pill pill-error';

@@ -20,7 +20,7 @@ use crate::extras::{self, error_from_js, PageEngine};
 use crate::js::{self, call_listener, describe, Listener};
 use crate::options::{parse_restore_options, ClientOptions, SLOW_REQUEST_FACTOR};
 use crate::request::{self, Incoming};
-use crate::worker::{warm_shell_cache, LinkError, WorkerLink};
+use crate::worker::{LinkError, WorkerLink};
 
 /// Name of the `BroadcastChannel` that page-mode tabs use to tell each other about changes.
 const RELAY_CHANNEL: &str = "rangersync-page";
@@ -563,20 +563,13 @@ impl SyncClient {
         if inner.options.force_page_mode {
             inner.fall_back("forcePageMode").await?;
         } else {
-            let (sw_url, wait) = (&inner.options.sw_url, inner.options.controller_timeout_ms);
-            match WorkerLink::connect(&window, sw_url, wait).await {
+            let (sw_url, wait) = (
+                inner.options.worker_url(),
+                inner.options.controller_timeout_ms,
+            );
+            match WorkerLink::connect(&window, &sw_url, wait).await {
                 Ok(link) => {
                     inner.attach_worker(&link);
-                    if inner.options.cache_app_shell {
-                        let (window, sw_url) = (window.clone(), sw_url.clone());
-                        spawn_local(async move {
-                            if let Err(e) = warm_shell_cache(&window, &sw_url).await {
-                                web_sys::console::warn_1(&JsValue::from_str(&format!(
-                                    "rangersync: caching the app shell failed: {e}"
-                                )));
-                            }
-                        });
-                    }
                     let configure = Request::Configure {
                         config: inner.options.config.clone(),
                     };

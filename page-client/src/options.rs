@@ -30,11 +30,29 @@ pub struct ClientOptions {
     /// Longest wait for a new worker to take control of the page before falling back to page
     /// mode (`controllerTimeoutMs`).
     pub controller_timeout_ms: u32,
-    /// Put the page's own files into Cache Storage once a worker controls the page, so the app
-    /// opens with the server down (`cacheAppShell`, default `true`).
-    pub cache_app_shell: bool,
+    /// The files the worker precaches at install so the app opens offline (`appShell`); none
+    /// when absent.
+    pub app_shell: Option<AppShell>,
     /// What the worker (or the page engine) persists and syncs with.
     pub config: Config,
+}
+
+/// Most files `appShell.files` may list (`rangersync-worker.js` checks the same bounds).
+pub const MAX_SHELL_FILES: usize = 100;
+/// Longest path in `appShell.files`.
+pub const MAX_SHELL_PATH: usize = 1024;
+/// Longest `appShell.version`.
+pub const MAX_SHELL_VERSION: usize = 64;
+
+/// The `appShell` option: what the worker caches at install, for opening the app offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppShell {
+    /// Same-origin paths (`/`, `/app.js`, `/index.html?v=2`), in order, without duplicates.
+    pub files: Vec<String>,
+    /// A name for this set of files: change it to ship new contents under the same paths.
+    pub version: Option<String>,
+    /// What a navigation to a path that is not listed gets offline (default: the first file).
+    pub fallback: Option<String>,
 }
 
 /// Flush, export and restore may do real work (network, large snapshots): their timeout is
@@ -55,8 +73,10 @@ pub const REGISTER_KEYS: &[&str] = &[
     "timeoutMs",
     "requestTimeoutMs",
     "controllerTimeoutMs",
-    "cacheAppShell",
+    "appShell",
 ];
+
+const APP_SHELL_KEYS: &[&str] = &["files", "version", "fallback"];
 
 const RETRY_KEYS: &[(&str, &str)] = &[
     ("baseDelayMs", "base_delay_ms"),
@@ -75,6 +95,12 @@ impl ClientOptions {
             Value::Object(map) => map,
             _ => return Err(ClientError::config("options must be an object")),
         };
+        if map.contains_key("cacheAppShell") {
+            return Err(ClientError::config(
+                "cacheAppShell was removed: nothing is cached unless you list the files, \
+                 appShell: { files: ['/', '/app.js', …], version?: '1' }",
+            ));
+        }
         if let Some(unknown) = map.keys().find(|k| !REGISTER_KEYS.contains(&k.as_str())) {
             return Err(ClientError::config(format!(
                 "unknown option {unknown:?} (known: {})",
@@ -131,11 +157,7 @@ impl ClientOptions {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(ClientError::config("forcePageMode must be true or false")),
         };
-        let cache_app_shell = match map.get("cacheAppShell") {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ClientError::config("cacheAppShell must be true or false")),
-        };
+        let app_shell = parse_app_shell(map.get("appShell"))?;
         let timeout_ms = opt_millis(map, "timeoutMs")?.unwrap_or(DEFAULT_TIMEOUT_MS);
         let controller_timeout_ms =
             opt_millis(map, "controllerTimeoutMs")?.unwrap_or(DEFAULT_CONTROLLER_TIMEOUT_MS);
@@ -161,10 +183,146 @@ impl ClientOptions {
             force_page_mode,
             timeout_ms,
             controller_timeout_ms,
-            cache_app_shell,
+            app_shell,
             config,
         })
     }
+
+    /// The worker script URL to register: `swUrl`, plus the app shell as JSON in its query
+    /// (`/sw.js?appShell=%7B…%7D`), so that a changed list or version is a new worker version.
+    pub fn worker_url(&self) -> String {
+        let Some(shell) = &self.app_shell else {
+            return self.sw_url.clone();
+        };
+        let mut json = serde_json::Map::new();
+        json.insert("files".into(), shell.files.clone().into());
+        if let Some(version) = &shell.version {
+            json.insert("version".into(), version.clone().into());
+        }
+        if let Some(fallback) = &shell.fallback {
+            json.insert("fallback".into(), fallback.clone().into());
+        }
+        let (path, fragment) = match self.sw_url.split_once('#') {
+            Some((path, fragment)) => (path, Some(fragment)),
+            None => (self.sw_url.as_str(), None),
+        };
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut url = format!(
+            "{path}{separator}appShell={}",
+            encode_uri_component(&Value::Object(json).to_string())
+        );
+        if let Some(fragment) = fragment {
+            url.push('#');
+            url.push_str(fragment);
+        }
+        url
+    }
+}
+
+/// The `appShell` option: `{ files: [...], version?, fallback? }`, checked like the worker does.
+fn parse_app_shell(value: Option<&Value>) -> Result<Option<AppShell>, ClientError> {
+    let map = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ClientError::config(
+                "appShell must be an object { files: [...], version?, fallback? }",
+            ))
+        }
+    };
+    if let Some(unknown) = map.keys().find(|k| !APP_SHELL_KEYS.contains(&k.as_str())) {
+        return Err(ClientError::config(format!(
+            "unknown appShell option {unknown:?} (known: {})",
+            APP_SHELL_KEYS.join(", ")
+        )));
+    }
+    let Some(Value::Array(items)) = map.get("files") else {
+        return Err(ClientError::config(
+            "appShell.files must be an array of paths, such as [\"/\", \"/app.js\"]",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_SHELL_FILES {
+        return Err(ClientError::config(format!(
+            "appShell.files must list 1 to {MAX_SHELL_FILES} paths (got {})",
+            items.len()
+        )));
+    }
+    let mut files: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let file = shell_path(item, "each of appShell.files")?;
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    let version = match map.get("version") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v))
+            if (1..=MAX_SHELL_VERSION).contains(&v.len())
+                && v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) =>
+        {
+            Some(v.clone())
+        }
+        Some(v) => {
+            return Err(ClientError::config(format!(
+                "appShell.version must be 1 to {MAX_SHELL_VERSION} letters, digits, \".\", \"_\" or \"-\" (got {v})"
+            )))
+        }
+    };
+    let fallback = match map.get("fallback") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let fallback = shell_path(v, "appShell.fallback")?;
+            if !files.contains(&fallback) {
+                return Err(ClientError::config(format!(
+                    "appShell.fallback {fallback:?} must be one of appShell.files"
+                )));
+            }
+            Some(fallback)
+        }
+    };
+    Ok(Some(AppShell {
+        files,
+        version,
+        fallback,
+    }))
+}
+
+/// A same-origin path: starts with one `/`, no `#`, `\` or whitespace, at most
+/// [`MAX_SHELL_PATH`] bytes.
+fn shell_path(value: &Value, what: &str) -> Result<String, ClientError> {
+    match value {
+        Value::String(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.len() <= MAX_SHELL_PATH
+                && !path.contains(['#', '\\'])
+                && !path.contains(char::is_whitespace) =>
+        {
+            Ok(path.clone())
+        }
+        _ => Err(ClientError::config(format!(
+            "{what} must be a path on this origin starting with \"/\", without \"#\", \"\\\" or spaces, at most {MAX_SHELL_PATH} bytes (got {value})"
+        ))),
+    }
+}
+
+/// JavaScript's `encodeURIComponent`: every byte of `text` except `A-Z a-z 0-9 - _ . ! ~ * ' ( )`
+/// as `%XX`.
+fn encode_uri_component(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+    }
+    out
 }
 
 /// The options of `restore(text, { dryRun })`: returns `dry_run` (default `false`).
@@ -302,7 +460,8 @@ mod tests {
         );
         assert!(!o.force_page_mode);
         assert_eq!(o.timeout_ms, DEFAULT_TIMEOUT_MS);
-        assert!(o.cache_app_shell);
+        assert_eq!(o.app_shell, None, "no app shell unless the page lists one");
+        assert_eq!(o.worker_url(), "/sw.js");
     }
 
     #[test]
@@ -338,7 +497,8 @@ mod tests {
                 "captureRoutes": ["/api/sync/chat", "/api/sync/settings"], "batchSize": 50.0,
                 "periodicIntervalMs": 3_600_000, "exportIntervalMs": 86_400_000,
                 "retry": { "baseDelayMs": 500, "maxAttempts": 3 },
-                "forcePageMode": true, "timeoutMs": 2000, "controllerTimeoutMs": 3000, "cacheAppShell": false
+                "forcePageMode": true, "timeoutMs": 2000, "controllerTimeoutMs": 3000,
+                "appShell": { "files": ["/", "/app.js"], "version": "7", "fallback": "/" }
             }),
             ORIGIN,
         )
@@ -364,7 +524,14 @@ mod tests {
         );
         assert!(o.force_page_mode);
         assert_eq!((o.timeout_ms, o.controller_timeout_ms), (2000, 3000));
-        assert!(!o.cache_app_shell);
+        assert_eq!(
+            o.app_shell,
+            Some(AppShell {
+                files: vec!["/".into(), "/app.js".into()],
+                version: Some("7".into()),
+                fallback: Some("/".into()),
+            })
+        );
     }
 
     #[test]
@@ -395,6 +562,23 @@ mod tests {
             json!({ "token": 5 }),
             json!({ "forcePageMode": "yes" }),
             json!({ "cacheAppShell": "no" }),
+            json!({ "appShell": true }),
+            json!({ "appShell": ["/"] }),
+            json!({ "appShell": {} }),
+            json!({ "appShell": { "files": [] } }),
+            json!({ "appShell": { "files": "/" } }),
+            json!({ "appShell": { "files": ["/"], "precache": true } }),
+            json!({ "appShell": { "files": ["app.js"] } }),
+            json!({ "appShell": { "files": ["//evil.example/app.js"] } }),
+            json!({ "appShell": { "files": ["http://127.0.0.1:8787/app.js"] } }),
+            json!({ "appShell": { "files": ["/app.js#top"] } }),
+            json!({ "appShell": { "files": ["/a b.js"] } }),
+            json!({ "appShell": { "files": ["/\\evil.example"] } }),
+            json!({ "appShell": { "files": [5] } }),
+            json!({ "appShell": { "files": ["/"], "version": "" } }),
+            json!({ "appShell": { "files": ["/"], "version": "1/2" } }),
+            json!({ "appShell": { "files": ["/"], "version": 2 } }),
+            json!({ "appShell": { "files": ["/"], "fallback": "/index.html" } }),
             json!({ "timeoutMs": -1 }),
             json!({ "periodicIntervalMs": 0 }),
             json!({ "retry": { "baseDelayMs": 10, "maxDelayMs": 5 } }),
@@ -406,6 +590,63 @@ mod tests {
             let e = ClientOptions::parse(&bad, ORIGIN).unwrap_err();
             assert_eq!(e.code, codes::INVALID_CONFIG, "{bad}");
         }
+    }
+
+    #[test]
+    fn cache_app_shell_is_refused_with_a_pointer_to_app_shell() {
+        for value in [json!(true), json!(false)] {
+            let e = ClientOptions::parse(&json!({ "cacheAppShell": value }), ORIGIN).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_CONFIG);
+            assert!(e.message.contains("appShell"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_app_shell_is_bounded() {
+        let files: Vec<String> = (0..=MAX_SHELL_FILES).map(|i| format!("/f{i}.js")).collect();
+        let e =
+            ClientOptions::parse(&json!({ "appShell": { "files": files } }), ORIGIN).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+        let ok = ClientOptions::parse(
+            &json!({ "appShell": { "files": files[..MAX_SHELL_FILES] } }),
+            ORIGIN,
+        )
+        .unwrap();
+        assert_eq!(ok.app_shell.unwrap().files.len(), MAX_SHELL_FILES);
+        let long = format!("/{}", "a".repeat(MAX_SHELL_PATH));
+        let e =
+            ClientOptions::parse(&json!({ "appShell": { "files": [long] } }), ORIGIN).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn the_app_shell_travels_in_the_worker_url_so_a_new_list_is_a_new_worker() {
+        let parse = |shell: Value, sw_url: &str| {
+            ClientOptions::parse(&json!({ "swUrl": sw_url, "appShell": shell }), ORIGIN)
+                .unwrap()
+                .worker_url()
+        };
+        let url = parse(
+            json!({ "files": ["/", "/app.js?v=2", "/app.js?v=2"] }),
+            "/sw.js",
+        );
+        assert_eq!(
+            url, "/sw.js?appShell=%7B%22files%22%3A%5B%22%2F%22%2C%22%2Fapp.js%3Fv%3D2%22%5D%7D",
+            "duplicates dropped, JSON encoded like encodeURIComponent"
+        );
+        let with_version = parse(
+            json!({ "files": ["/"], "version": "2026.11-b", "fallback": "/" }),
+            "/public/sw.js?debug=1",
+        );
+        assert_eq!(
+            with_version,
+            "/public/sw.js?debug=1&appShell=%7B%22fallback%22%3A%22%2F%22%2C%22files%22%3A%5B%22%2F%22%5D%2C%22version%22%3A%222026.11-b%22%7D",
+            "appended to a query, keys sorted"
+        );
+        assert_ne!(
+            parse(json!({ "files": ["/"], "version": "1" }), "/sw.js"),
+            parse(json!({ "files": ["/"], "version": "2" }), "/sw.js")
+        );
     }
 
     #[test]

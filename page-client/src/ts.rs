@@ -44,9 +44,23 @@ export interface SyncClientOptions {
   requestTimeoutMs?: number;
   /** Longest wait for a new worker to control the page before page mode, ms. Default 10000. */
   controllerTimeoutMs?: number;
-  /** Once a worker controls the page, put the page's own files (same origin, not /api/) into
-   * Cache Storage "rangersync-shell-v1", so the app opens with the server down. Default true. */
-  cacheAppShell?: boolean;
+  /** Files the worker caches when it installs, so the app opens offline. Off when absent:
+   * nothing of the app is cached. (`cacheAppShell` was removed: it is an `invalid_config` error.) */
+  appShell?: AppShellOptions;
+}
+
+/** The app shell: precached at the worker's install in Cache Storage
+ * `rangersync-shell-[<version>-]<hash of the list>`, older shell caches deleted at activate.
+ * Navigations and the listed files go to the network first; when it fails, a listed file comes
+ * from the cache and any other navigation gets `fallback`. A non-2xx, redirected or
+ * `Cache-Control: no-store` answer is not cached; files are fetched without credentials. */
+export interface AppShellOptions {
+  /** Same-origin paths starting with "/", e.g. ["/", "/app.js", "/style.css"]; 1 to 100. */
+  files: string[];
+  /** Change it to ship new contents under the same paths (letters, digits, ".", "_", "-"; ≤ 64). */
+  version?: string;
+  /** What a navigation to a path that is not listed gets offline; one of `files`. Default: the first. */
+  fallback?: string;
 }
 
 export type SyncState =

@@ -13,8 +13,8 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AddEventListenerOptions, Cache, MessageChannel, MessageEvent, PerformanceEntry,
-    RegistrationOptions, ServiceWorkerContainer, ServiceWorkerRegistration, Window,
+    AddEventListenerOptions, MessageChannel, MessageEvent, RegistrationOptions,
+    ServiceWorkerContainer, ServiceWorkerRegistration, Window,
 };
 
 use crate::js::{self, describe};
@@ -23,8 +23,6 @@ use crate::js::{self, describe};
 const HARD_RELOAD_WAIT_MS: u32 = 300;
 const TIMEOUT_MARK: &str = "rangersync:timeout";
 const CHANGED_MARK: &str = "rangersync:controller-changed";
-/// Cache Storage name of the app shell; `www/sw.js` answers from it when the network fails.
-pub const SHELL_CACHE: &str = "rangersync-shell-v1";
 
 /// Why a request to the worker got no reply.
 #[derive(Debug)]
@@ -183,56 +181,5 @@ impl WorkerLink {
         for (_, reject) in waiting {
             let _ = reject.call1(&JsValue::UNDEFINED, &JsValue::from_str(CHANGED_MARK));
         }
-    }
-}
-
-/// Put the files this page loaded (same origin, GET, not under `/api/`, not the worker script)
-/// into [`SHELL_CACHE`]: the first visit is not controlled by the worker, so its files never
-/// passed the worker's fetch handler. One failing file does not stop the others.
-pub async fn warm_shell_cache(window: &Window, sw_url: &str) -> Result<(), String> {
-    let location = window.location();
-    let origin = location.origin().map_err(|e| describe(&e))?;
-    let page = location.href().map_err(|e| describe(&e))?;
-    let mut urls = vec![page];
-    if let Some(performance) = window.performance() {
-        for kind in ["navigation", "resource"] {
-            for entry in performance.get_entries_by_type(kind).iter() {
-                if let Ok(entry) = entry.dyn_into::<PerformanceEntry>() {
-                    urls.push(entry.name());
-                }
-            }
-        }
-    }
-    let sw_url = sw_url.strip_prefix(&origin).unwrap_or(sw_url);
-    let sw_path = sw_url.split(['?', '#']).next().unwrap_or(sw_url);
-    let mut wanted: Vec<String> = Vec::new();
-    for url in urls {
-        let Some(rest) = url.strip_prefix(&origin) else {
-            continue;
-        };
-        let path = rest.split(['?', '#']).next().unwrap_or("");
-        if !path.starts_with('/') || path.starts_with("/api/") || path == sw_path {
-            continue;
-        }
-        let url = url.split('#').next().unwrap_or(&url).to_owned();
-        if !wanted.contains(&url) {
-            wanted.push(url);
-        }
-    }
-    let caches = window.caches().map_err(|e| describe(&e))?;
-    let cache: Cache = JsFuture::from(caches.open(SHELL_CACHE))
-        .await
-        .map_err(|e| describe(&e))?
-        .unchecked_into();
-    let mut failed = Vec::new();
-    for url in &wanted {
-        if let Err(e) = JsFuture::from(cache.add_with_str(url)).await {
-            failed.push(format!("{url}: {}", describe(&e)));
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(failed.join("; "))
     }
 }

@@ -153,7 +153,8 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             )
             .route("/api/test/stats", get(testing::stats))
             .route("/api/test/mutations", get(testing::mutations))
-            .route("/api/test/reset", post(testing::reset));
+            .route("/api/test/reset", post(testing::reset))
+            .route("/api/test/no-store", get(testing::no_store));
     }
     let mut app = api
         .route("/api", any(api_not_found))

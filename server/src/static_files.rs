@@ -1,5 +1,5 @@
 //! The web app: the `www` directory served at `/` (with `index.html` for directories).
-//! `sw.js`, the wasm packages under `/pkg/` and HTML pages are sent with
+//! `sw.js`, `rangersync-worker.js`, the wasm packages under `/pkg/` and HTML pages are sent with
 //! `Cache-Control: no-cache` so that a new build is picked up at once (the browser
 //! revalidates; the worker's own update check is not delayed by the HTTP cache).
 
@@ -16,6 +16,7 @@ use tower_http::services::ServeDir;
 pub fn is_no_cache(path: &str) -> bool {
     path == "/"
         || path == "/sw.js"
+        || path == "/rangersync-worker.js"
         || path.starts_with("/pkg/")
         || path.ends_with(".html")
         || path.ends_with('/')

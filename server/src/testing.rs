@@ -16,6 +16,8 @@
 //!   (applied, conflict or rejected) in seq order.
 //! - `POST /api/test/reset`: wipes every table (the version counter keeps growing) and the
 //!   fault rules.
+//! - `GET /api/test/no-store`: a small text page sent with `Cache-Control: no-store`, which
+//!   must never be cached (the app-shell tests list it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -289,6 +291,18 @@ pub async fn mutations(
         .ok_or_else(|| ApiError::bad_request(codes::BAD_QUERY, "client_id is required"))?;
     let rows = state.db.mutations_of(client_id).await?;
     Ok(Json(json!({ "mutations": rows })))
+}
+
+/// `GET /api/test/no-store`: personal data that no cache may keep.
+pub async fn no_store() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "personal data: never cache this",
+    )
+        .into_response()
 }
 
 /// `POST /api/test/reset`.

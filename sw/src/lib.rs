@@ -8,8 +8,10 @@
 //! [`rangersync_shared::outbox::Flusher`]; this crate does IndexedDB, `fetch` and timers.
 //!
 //! Caveats first:
-//! - Only `www/sw.js` (a classic worker) can add the event listeners in time; it loads the
-//!   `--target no-modules` build of this crate and calls the entry points of [`worker`].
+//! - Only a classic worker script can add the event listeners in time: `www/rangersync-worker.js`
+//!   (`rangersync.listen`, called by `www/sw.js` or by an app's own worker) adds them, loads the
+//!   `--target no-modules` build of this crate (global `rangersync_wasm`) and calls the entry
+//!   points of [`worker`].
 //! - [`Engine`] runs in a window too (the page fallback, `default-features = false`), but then
 //!   delivers only while the page is open.
 //! - Seqs are IndexedDB keys as JS numbers (never BigInt): at most 2^53 writes per profile.
@@ -22,7 +24,7 @@
 //! | `lock` | the exclusive Web Lock an engine holds while it flushes (one engine per outbox) |
 //! | [`engine`] | the [`Engine`]: messages, group commit, the flusher loop, pull, status |
 //! | [`bindings`] | hand-written `SyncManager` / `PeriodicSyncManager` / `SyncEvent` bindings |
-//! | [`worker`] | the `#[wasm_bindgen]` entry points for `sw.js` (feature `worker`) |
+//! | [`worker`] | the `#[wasm_bindgen]` entry points for `rangersync-worker.js` (feature `worker`) |
 //!
 //! ## Features
 //! | feature | default | what it adds |

@@ -1,5 +1,8 @@
-//! `www/sw.js`, the bootstrap, run in Node with a stub service-worker global: the request that
-//! wakes the worker (before the wasm is ready) is still captured.
+//! `www/sw.js` and the worker library it imports (`www/rangersync-worker.js`), run in Node with
+//! a stub service-worker global (fetch, Cache Storage, events): which requests the fetch listener
+//! answers (captured routes, the app shell) and which it leaves to the network or to an app's own
+//! listener, what `install` precaches and refuses, what `activate` deletes, how `listen` checks
+//! its options.
 //!
 //! Needs Node: `$NODE`, else `node` on `PATH`. `cargo xtask test` installs Debian's `nodejs`
 //! when it is missing and sets `NODE`; without Node this test fails saying so, it never skips.
@@ -8,64 +11,333 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Loads sw.js into a fresh context per scenario and prints one line per check.
+/// Loads the scripts into a fresh context per scenario and prints one line per check.
 const HARNESS: &str = r#"
 const vm = require('vm');
 const fs = require('fs');
-const src = fs.readFileSync(process.argv[1], 'utf8');
+const [swPath, libPath] = process.argv.slice(1);
+const swSrc = fs.readFileSync(swPath, 'utf8');
+const libSrc = fs.readFileSync(libPath, 'utf8');
+const ORIGIN = 'http://127.0.0.1:8787';
 
-async function scenario(wasmLoads, method, path) {
-  let settle;
-  const loading = new Promise((res, rej) => { settle = wasmLoads ? res : () => rej(new Error('no wasm')); });
-  const listeners = {};
-  const ctx = {
-    console, Promise, Error, String, JSON, URL,
-    location: new URL('http://127.0.0.1:8787/sw.js'),
-    importScripts() {},
-    fetch: async (req) => 'passed through',
+class FakeRequest {
+  constructor(url, init = {}) {
+    this.url = new URL(typeof url === 'string' ? url : url.url, ORIGIN).href;
+    this.method = init.method || 'GET';
+    this.mode = init.mode || 'cors';
+    this.credentials = init.credentials || 'same-origin';
+    this.cache = init.cache || 'default';
+  }
+}
+const FakeResponse = { error: () => ({ body: 'Response.error()', type: 'error', status: 0 }) };
+function response(body, { status = 200, headers = {}, type = 'basic', redirected = false } = {}) {
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+  return { body, status, ok: status >= 200 && status < 300, type, redirected,
+    headers: { get: (name) => lower[name.toLowerCase()] ?? null },
+    clone() { return this; } };
+}
+const pathOf = (url) => { const u = new URL(url, ORIGIN); return u.pathname + u.search; };
+const offline = () => Promise.reject(new TypeError('Failed to fetch'));
+
+function makeCaches(fetch) {
+  const stores = new Map();
+  const keyOf = (r) => new URL(typeof r === 'string' ? r : r.url, ORIGIN).href;
+  const named = (name) => {
+    if (!stores.has(name)) {
+      const entries = new Map();
+      stores.set(name, { entries,
+        put: async (r, res) => { entries.set(keyOf(r), res); },
+        match: async (r) => entries.get(keyOf(r)),
+        delete: async (r) => entries.delete(keyOf(r)),
+        add: async (r) => { entries.set(keyOf(r), await fetch(r)); } });
+    }
+    return stores.get(name);
   };
-  ctx.self = ctx;
-  ctx.addEventListener = (type, f) => { listeners[type] = f; };
-  ctx.skipWaiting = async () => {};
-  ctx.clients = { matchAll: async () => [], claim: async () => {} };
-  const wb = () => loading;
-  wb.start = async () => {};
-  wb.wants = (url, m) => url.endsWith('/api/sync/chat') && m !== 'GET';
-  wb.on_fetch = async (req) => 'captured';
-  ctx.wasm_bindgen = wb;
-  vm.createContext(ctx);
-  vm.runInContext(src, ctx);
-  let responded = null;
-  const event = {
-    request: { url: 'http://127.0.0.1:8787' + path, method },
-    respondWith(p) { responded = Promise.resolve(p); },
-  };
-  listeners.fetch(event); // the worker just woke: the wasm is still loading
-  settle();
-  if (!responded) return 'not intercepted';
-  try { return await responded; } catch (e) { return 'rejected: ' + e.message; }
+  return { stores, api: {
+    open: async (name) => named(name),
+    keys: async () => [...stores.keys()],
+    delete: async (name) => stores.delete(name),
+    match: async (r, options = {}) => {
+      const store = stores.get(options.cacheName);
+      return store ? store.entries.get(keyOf(r)) : undefined;
+    },
+  } };
 }
 
+/** A worker global running `script` (default: sw.js at `url`); the wasm settles on `settle()`. */
+function worker({ url = '/sw.js', script = null, wasm = 'loads',
+  network = (req) => response('network:' + pathOf(req.url)) } = {}) {
+  let settle;
+  const loading = new Promise((resolve, reject) => {
+    settle = wasm === 'loads' ? resolve : () => reject(new Error('no wasm'));
+  });
+  loading.catch(() => {});
+  const w = { listeners: {}, fetched: [], imported: [], logged: [], network, settle, error: null };
+  const ctx = {
+    Promise, Error, TypeError, String, JSON, URL, Object, Array, Math,
+    console: { warn: (m) => w.logged.push(String(m)), error: (m) => w.logged.push(String(m)) },
+    location: new URL(url, ORIGIN),
+    Request: FakeRequest,
+    Response: FakeResponse,
+    skipWaiting: async () => {},
+    clients: { matchAll: async () => [], claim: async () => {} },
+  };
+  ctx.self = ctx;
+  ctx.fetch = async (r) => {
+    const request = typeof r === 'string' ? new FakeRequest(r) : r;
+    w.fetched.push(request);
+    return w.network(request);
+  };
+  w.caches = makeCaches(ctx.fetch);
+  ctx.caches = w.caches.api;
+  ctx.addEventListener = (type, f) => { (w.listeners[type] = w.listeners[type] || []).push(f); };
+  ctx.importScripts = (u) => {
+    w.imported.push(pathOf(new URL(u, ctx.location).href));
+    if (u.endsWith('rangersync-worker.js')) vm.runInContext(libSrc, ctx);
+  };
+  const glue = () => loading;
+  glue.start = async () => {};
+  glue.on_activate = async () => {};
+  glue.wants = (u, method) => u.endsWith('/api/sync/chat') && method !== 'GET';
+  glue.on_fetch = async () => 'captured';
+  ctx.rangersync_wasm = glue;
+  vm.createContext(ctx);
+  try {
+    vm.runInContext(script === null ? swSrc : script, ctx);
+  } catch (err) {
+    w.error = err;
+  }
+  return w;
+}
+
+async function dispatch(w, type) {
+  const waits = [];
+  for (const f of w.listeners[type] || []) f({ waitUntil: (p) => waits.push(p) });
+  await Promise.all(waits);
+}
+
+/** Fires `fetch`; → the promise given to respondWith, or null. */
+function fire(w, request) {
+  let responded = null;
+  const event = {
+    request,
+    respondWith(p) {
+      if (responded) throw new Error('InvalidStateError: answered already');
+      responded = Promise.resolve(p);
+    },
+    waitUntil() {},
+  };
+  for (const f of w.listeners.fetch || []) f(event);
+  return responded;
+}
+
+async function outcome(responded) {
+  if (!responded) return 'not intercepted';
+  try {
+    const r = await responded;
+    return typeof r === 'string' ? r : r.body;
+  } catch (e) { return 'rejected: ' + e.message; }
+}
+
+const answer = (w, path, init) => outcome(fire(w, new FakeRequest(path, init)));
+const shellUrl = (shell) => '/sw.js?appShell=' + encodeURIComponent(JSON.stringify(shell));
+const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
+const out = (label, value) => console.log(`${label}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+
 (async () => {
-  console.log('post to a captured route: ' + await scenario(true, 'POST', '/api/sync/chat'));
-  console.log('post elsewhere: ' + await scenario(true, 'POST', '/api/other'));
-  console.log('get: ' + await scenario(true, 'GET', '/api/sync/chat'));
-  console.log('wasm failed: ' + await scenario(false, 'POST', '/api/sync/chat'));
-  console.log('get a page file: ' + await scenario(false, 'GET', '/app.js'));
-  console.log('get the worker script: ' + await scenario(true, 'GET', '/sw.js'));
-})();
+  // The request that wakes the worker arrives while the wasm is still loading.
+  for (const [label, wasm, method, path] of [
+    ['post to a captured route', 'loads', 'POST', '/api/sync/chat'],
+    ['post elsewhere', 'loads', 'POST', '/api/other'],
+    ['get', 'loads', 'GET', '/api/sync/chat'],
+    ['wasm failed', 'fails', 'POST', '/api/sync/chat'],
+    ['get a page file, no app shell', 'loads', 'GET', '/app.js'],
+    ['get the worker script', 'loads', 'GET', '/sw.js'],
+  ]) {
+    const w = worker({ wasm });
+    const responded = fire(w, new FakeRequest(path, { method }));
+    w.settle();
+    out(label, await outcome(responded));
+  }
+  {
+    const w = worker();
+    w.settle();
+    await tick();
+    out('a navigation, no app shell', await answer(w, '/account?x=1', { mode: 'navigate' }));
+    out('the scripts sw.js imports', w.imported);
+  }
+
+  // An app's own worker: its listeners keep their requests.
+  {
+    const w = worker({ script: `
+      self.addEventListener('fetch', (event) => {
+        if (new URL(event.request.url).pathname === '/api/own') event.respondWith('the app answered');
+      });
+      importScripts('/rangersync-worker.js');
+      rangersync.listen({ appShell: { files: ['/'] } });
+      self.addEventListener('fetch', (event) => {
+        if (new URL(event.request.url).pathname === '/hello') event.respondWith('hello from the app');
+      });` });
+    const before = w.fetched.length;
+    const responded = fire(w, new FakeRequest('/api/own', { method: 'POST' }));
+    w.settle();
+    const answered = await outcome(responded);
+    await tick();
+    out('a post the app answered before rangersync', `${answered}; rangersync fetched ${w.fetched.length - before}`);
+    out('a get the app answers after rangersync', await answer(w, '/hello'));
+    out('the app worker imports', w.imported);
+  }
+  {
+    const w = worker({ script: `importScripts('/rangersync-worker.js');
+      rangersync.listen({ pkgUrl: '/vendor/rangersync' });` });
+    out('pkgUrl', [...w.imported, ...w.fetched.map((r) => pathOf(r.url))]);
+  }
+
+  // Install and activate without an app shell: no cache of the app, old shell caches deleted.
+  {
+    const w = worker();
+    w.settle();
+    for (const name of ['rangersync-shell-v1', 'rangersync-shell-2-0badcafe', 'the-apps-own-cache']) {
+      await w.caches.api.open(name);
+    }
+    await dispatch(w, 'install');
+    await dispatch(w, 'activate');
+    out('caches after install and activate, no app shell', [...w.caches.stores.keys()].sort());
+  }
+
+  // With an app shell.
+  const files = ['/', '/about.html', '/app.js', '/private', '/missing.js', '/moved', '/elsewhere.js', '/app.js'];
+  const w = worker({ url: shellUrl({ files, version: '7' }), network: (req) => {
+    const path = pathOf(req.url);
+    if (path === '/private') return response('secret', { headers: { 'Cache-Control': 'private, No-Store' } });
+    if (path === '/missing.js') return response('not found', { status: 404 });
+    if (path === '/moved') return response('a login page', { redirected: true });
+    if (path === '/elsewhere.js') return response('', { type: 'opaque', status: 0 });
+    return response('installed:' + path);
+  } });
+  w.settle();
+  await w.caches.api.open('rangersync-shell-6-0badcafe');
+  await dispatch(w, 'install');
+  const shell = [...w.caches.stores.keys()].find((n) => n.startsWith('rangersync-shell-7-'));
+  out('the cache of version 7', /^rangersync-shell-7-[0-9a-f]{8}$/.test(shell) ? 'rangersync-shell-7-<hash>' : String(shell));
+  out('install caches', [...w.caches.stores.get(shell).entries.keys()].map(pathOf));
+  out('install refuses', w.logged.map((m) => m.replace(/^rangersync: not caching (\S+) for the app shell: /, (_, u) => pathOf(u) + ' → ')));
+  out('precache requests', [...new Set(w.fetched.filter((r) => pathOf(r.url) === '/').map((r) => `credentials ${r.credentials}, cache ${r.cache}`))]);
+  await dispatch(w, 'activate');
+  out('caches after activate', [...w.caches.stores.keys()].sort().map((n) => (n === shell ? '(version 7)' : n)));
+
+  w.network = (req) => response('fresh:' + pathOf(req.url));
+  out('a listed file, online', await answer(w, '/app.js'));
+  out('a navigation, online', await answer(w, '/account?x=1', { mode: 'navigate' }));
+  out('a file not listed', await answer(w, '/other.js'));
+  out('a post', await answer(w, '/app.js', { method: 'POST' }));
+  w.network = offline;
+  out('a listed file, offline', await answer(w, '/app.js'));
+  out('a listed page, offline', await answer(w, '/about.html', { mode: 'navigate' }));
+  out('a navigation to a page not listed, offline', await answer(w, '/account?x=1', { mode: 'navigate' }));
+  out('a navigation to a refused file, offline', await answer(w, '/private', { mode: 'navigate' }));
+  out('a refused file, offline', await answer(w, '/private'));
+  out('a file not listed, offline', await answer(w, '/other.js'));
+  out('cache writes after install', [...w.caches.stores.get(shell).entries.keys()].map(pathOf).join(' ') === '/ /about.html /app.js' ? 'none' : 'some');
+
+  // The cache name follows the list, the fallback and the version.
+  const cacheOf = async (appShell) => {
+    const v = worker({ url: shellUrl(appShell) });
+    v.settle();
+    await dispatch(v, 'install');
+    return [...v.caches.stores.keys()].find((n) => n.startsWith('rangersync-shell-'));
+  };
+  const base = await cacheOf({ files: ['/', '/app.js'] });
+  out('cache names', [
+    /^rangersync-shell-[0-9a-f]{8}$/.test(base) ? 'no version: rangersync-shell-<hash>' : base,
+    base === await cacheOf({ files: ['/', '/app.js'] }) ? 'same list, same cache' : 'same list, another cache',
+    base !== await cacheOf({ files: ['/', '/app.css'] }) ? 'another list, another cache' : 'another list, same cache',
+    base !== await cacheOf({ files: ['/', '/app.js'], fallback: '/app.js' }) ? 'another fallback, another cache' : 'another fallback, same cache',
+  ]);
+
+  // listen checks its options before adding any listener.
+  for (const [label, call] of [
+    ['a relative path', "rangersync.listen({ appShell: { files: ['app.js'] } })"],
+    ['another origin', "rangersync.listen({ appShell: { files: ['//evil.example/x.js'] } })"],
+    ['a full URL', "rangersync.listen({ appShell: { files: ['http://127.0.0.1:8787/'] } })"],
+    ['no files', "rangersync.listen({ appShell: { files: [] } })"],
+    ['101 files', "rangersync.listen({ appShell: { files: Array.from({ length: 101 }, (_, i) => '/f' + i) } })"],
+    ['a fallback not listed', "rangersync.listen({ appShell: { files: ['/'], fallback: '/x' } })"],
+    ['a bad version', "rangersync.listen({ appShell: { files: ['/'], version: '../x' } })"],
+    ['an unknown option', "rangersync.listen({ cacheAppShell: true })"],
+    ['an unknown appShell option', "rangersync.listen({ appShell: { files: ['/'], runtime: true } })"],
+    ['listen twice', "rangersync.listen(); rangersync.listen()"],
+  ]) {
+    const v = worker({ script: `importScripts('/rangersync-worker.js'); ${call}` });
+    const error = v.error ? v.error.name : 'no error';
+    out(label, `${error}, ${Object.keys(v.listeners).length} listener types`);
+  }
+  for (const [label, query] of [
+    ['sw.js with a bad app shell in its URL', shellUrl({ files: ['app.js'] })],
+    ['sw.js with an app shell that is not JSON', '/sw.js?appShell=%7Bnot'],
+  ]) {
+    const v = worker({ url: query });
+    out(label, `${Object.keys(v.listeners).sort().join(' ')}; ${v.logged.length} error logged`);
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
 "#;
 
+const EXPECTED: &[&str] = &[
+    "post to a captured route: captured",
+    "post elsewhere: network:/api/other",
+    "get: not intercepted",
+    "wasm failed: network:/api/sync/chat",
+    "get a page file, no app shell: not intercepted",
+    "get the worker script: not intercepted",
+    "a navigation, no app shell: not intercepted",
+    r#"the scripts sw.js imports: ["/rangersync-worker.js","/pkg/rangersync_sw.js"]"#,
+    "a post the app answered before rangersync: the app answered; rangersync fetched 0",
+    "a get the app answers after rangersync: hello from the app",
+    r#"the app worker imports: ["/rangersync-worker.js","/pkg/rangersync_sw.js"]"#,
+    r#"pkgUrl: ["/rangersync-worker.js","/vendor/rangersync/rangersync_sw.js","/vendor/rangersync/rangersync_sw_bg.wasm"]"#,
+    r#"caches after install and activate, no app shell: ["rangersync-worker-v1","the-apps-own-cache"]"#,
+    "the cache of version 7: rangersync-shell-7-<hash>",
+    r#"install caches: ["/","/about.html","/app.js"]"#,
+    r#"install refuses: ["/private → Cache-Control: no-store","/missing.js → HTTP 404","/moved → it was redirected","/elsewhere.js → the response is opaque"]"#,
+    r#"precache requests: ["credentials omit, cache reload"]"#,
+    r#"caches after activate: ["(version 7)","rangersync-worker-v1"]"#,
+    "a listed file, online: fresh:/app.js",
+    "a navigation, online: fresh:/account?x=1",
+    "a file not listed: not intercepted",
+    "a post: not intercepted",
+    "a listed file, offline: installed:/app.js",
+    "a listed page, offline: installed:/about.html",
+    "a navigation to a page not listed, offline: installed:/",
+    "a navigation to a refused file, offline: installed:/",
+    "a refused file, offline: Response.error()",
+    "a file not listed, offline: not intercepted",
+    "cache writes after install: none",
+    r#"cache names: ["no version: rangersync-shell-<hash>","same list, same cache","another list, another cache","another fallback, another cache"]"#,
+    "a relative path: TypeError, 0 listener types",
+    "another origin: TypeError, 0 listener types",
+    "a full URL: TypeError, 0 listener types",
+    "no files: TypeError, 0 listener types",
+    "101 files: TypeError, 0 listener types",
+    "a fallback not listed: TypeError, 0 listener types",
+    "a bad version: TypeError, 0 listener types",
+    "an unknown option: TypeError, 0 listener types",
+    "an unknown appShell option: TypeError, 0 listener types",
+    "listen twice: Error, 8 listener types",
+    "sw.js with a bad app shell in its URL: activate fetch install message offline online periodicsync sync; 1 error logged",
+    "sw.js with an app shell that is not JSON: activate fetch install message offline online periodicsync sync; 1 error logged",
+];
+
 #[test]
-fn the_first_request_after_the_worker_wakes_is_captured_once_the_wasm_is_ready() {
-    let sw_js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/sw.js");
+fn the_bootstrap_answers_only_its_own_requests_and_caches_only_the_listed_app_shell() {
+    let www = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www");
     let node = std::env::var_os("NODE")
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "node".into());
     let output = Command::new(&node)
         .arg("-e")
         .arg(HARNESS)
-        .arg(&sw_js)
+        .arg(www.join("sw.js"))
+        .arg(www.join("rangersync-worker.js"))
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -80,15 +352,5 @@ fn the_first_request_after_the_worker_wakes_is_captured_once_the_wasm_is_ready()
         String::from_utf8_lossy(&output.stderr)
     );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines,
-        vec![
-            "post to a captured route: captured",
-            "post elsewhere: passed through",
-            "get: not intercepted",
-            "wasm failed: passed through",
-            "get a page file: passed through",
-            "get the worker script: not intercepted",
-        ]
-    );
+    assert_eq!(lines, EXPECTED);
 }

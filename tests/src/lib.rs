@@ -24,6 +24,7 @@
 //! | [`ServiceWorkers`] | registration and version ids, `dispatchSyncEvent`, `dispatchPeriodicSyncEvent`, `stopAllWorkers` |
 //! | [`eval`] | run JS in a page, await its promise, get JSON back |
 //! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
+//! | [`www_with`], [`page_module_files`] | a temp copy of `www/` with a test's own pages and worker scripts; the files a page needs to import the page module (for an app shell) |
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -93,6 +94,69 @@ pub fn www_dir() -> Result<PathBuf> {
         .into());
     }
     Ok(www)
+}
+
+/// A temp copy of [`www_dir`] with `extra` files added (a path below the root, its contents):
+/// pages and worker scripts of a test's own. Serve it with [`TestServer::start_serving`] and keep
+/// the folder alive as long as the server.
+pub fn www_with(extra: &[(&str, &str)]) -> Result<tempfile::TempDir> {
+    fn copy_dir(from: &Path, to: &Path) -> Result {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), target)?;
+            }
+        }
+        Ok(())
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("rangersync-e2e-www-")
+        .tempdir()?;
+    copy_dir(&www_dir()?, dir.path())?;
+    for (path, contents) in extra {
+        let file = dir.path().join(path.trim_start_matches('/'));
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(file, contents)?;
+    }
+    Ok(dir)
+}
+
+/// The files a page loads to import the page module, as served paths: its JS glue, its wasm and
+/// wasm-bindgen's snippets (in a folder named by a build hash). What an app shell must list for
+/// a page that imports `/pkg/rangersync_page.js` to start offline.
+pub fn page_module_files() -> Result<Vec<String>> {
+    fn walk(dir: &Path, served: &str, into: &mut Vec<String>) -> Result {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = format!("{served}/{name}");
+            if entry.file_type()?.is_dir() {
+                walk(&entry.path(), &path, into)?;
+            } else if name.ends_with(".js") {
+                into.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = vec![
+        "/pkg/rangersync_page.js".to_string(),
+        "/pkg/rangersync_page_bg.wasm".to_string(),
+    ];
+    let snippets = www_dir()?.join("pkg").join("snippets");
+    let mut found = Vec::new();
+    walk(&snippets, "/pkg/snippets", &mut found)?;
+    if found.is_empty() {
+        return Err(format!("no snippet in {}", snippets.display()).into());
+    }
+    found.sort();
+    files.extend(found);
+    Ok(files)
 }
 
 /// The browser: `$CHROMIUM`, else `/usr/bin/chromium`.

@@ -630,8 +630,8 @@ const RS_HELPERS_JS: &str = r#"
     true"#;
 
 /// Opens `/rangersync.html` on a fresh server, registers `SyncClient` (a long retry delay so
-/// that only the triggers under test start a flush; no app-shell caching, which would fetch the
-/// app's own pages), and delivers what `register` queued. Returns the page and what `register`
+/// that only the triggers under test start a flush; no `appShell`, so the worker caches nothing of
+/// the app), and delivers what `register` queued. Returns the page and what `register`
 /// made the page download.
 async fn rangersync_page(
     browser: &TestBrowser,
@@ -650,7 +650,7 @@ async fn rangersync_page(
     const {{ default: init, SyncClient }} = await import('/pkg/rangersync_page.js');
     await init();
     window.client = await SyncClient.register({{
-      swUrl: '/sw.js', serverUrl: location.origin, cacheAppShell: false,
+      swUrl: '/sw.js', serverUrl: location.origin,
       retry: {{ baseDelayMs: 60000, maxDelayMs: 60000 }}, timeoutMs: {timeout_ms},
     }});
     return {{ mode: client.mode, ms: performance.now() - t0, loaded: {} }};

@@ -59,9 +59,10 @@ async fn registering_and_writing_in_worker_mode_never_downloads_the_extras() -> 
     )
     .await?;
     let files = downloaded(&page).await?;
-    // Listed twice: loaded, then fetched again into the app-shell cache (`cacheAppShell`).
-    assert!(
-        count(&files, "rangersync_page_bg.wasm") >= 1,
+    // Loaded once: without `appShell` nothing fetches the page's files again to cache them.
+    assert_eq!(
+        count(&files, "rangersync_page_bg.wasm"),
+        1,
         "the client loaded: {files:?}"
     );
     assert!(

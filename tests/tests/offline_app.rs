@@ -1,5 +1,6 @@
 //! The acceptance test of the offline app: a person opens the demo, the server goes down, they
-//! edit notes, close the tab, reopen it (the page comes from the worker's app-shell cache), see
+//! edit notes, close the tab, reopen it (the page comes from the app shell the worker cached at
+//! install, from the list the demo passes as `appShell`), see
 //! the edits at once and "Pending N", the server comes back, and the pill says "Saved" with the
 //! server holding each edit once.
 
@@ -70,7 +71,7 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
     let url = server.url();
     let browser = TestBrowser::launch().await?;
 
-    // First visit: the worker takes control and the page module caches the app shell.
+    // First visit: the worker caches the demo's app shell as it installs, then takes control.
     let page = open_demo(&browser, &url).await?;
     wait_for_controller(&page).await?;
     wait_for_pill(&page, "Saved").await?;
@@ -80,12 +81,19 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
         || async {
             let keys = eval(
                 &page,
-                "caches.open('rangersync-shell-v1').then(c => c.keys()).then(k => k.map(r => r.url))",
+                "caches.keys()
+                   .then(names => names.filter(n => n.startsWith('rangersync-shell-')))
+                   .then(names => Promise.all(names.map(n => caches.open(n).then(c => c.keys()))))
+                   .then(lists => lists.flat().map(r => r.url))",
             )
             .await?;
             let urls: Vec<String> = keys
                 .as_array()
-                .map(|a| a.iter().filter_map(|u| u.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             let has = |path: &str| urls.iter().any(|u| u == &format!("{url}{path}"));
             if has("/") && has("/app.js") && has("/pkg/rangersync_page_bg.wasm") {

@@ -14,9 +14,14 @@ async fn a_service_worker_controls_the_page_after_first_visit() -> Result {
 
     wait_for_controller(&page).await?;
     let version = workers.activated(&server.url()).await?;
+    // The demo passes `appShell`, which travels in the script's query.
+    let (path, query) = version
+        .script
+        .split_once('?')
+        .unwrap_or((&version.script, ""));
     assert!(
-        version.script.ends_with("/sw.js"),
-        "the controlling worker is /sw.js, got {}",
+        path.ends_with("/sw.js") && query.starts_with("appShell="),
+        "the controlling worker is /sw.js?appShell=…, got {}",
         version.script
     );
 

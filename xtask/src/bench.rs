@@ -389,9 +389,11 @@ const BEGIN_MARKER: &str = "<!-- bench:browser -->";
 const END_MARKER: &str = "<!-- /bench:browser -->";
 /// The chart of the (small) drain, relative to the repository root.
 const CHART: &str = "docs/bench-drain-10k.svg";
-/// What a worker is made of (`www/sw.js` imports the glue and fetches the wasm).
-const RANGERSYNC_WORKER_FILES: [&str; 3] = [
+/// What a worker is made of (`www/sw.js` imports the library, which imports the glue and
+/// fetches the wasm).
+const RANGERSYNC_WORKER_FILES: [&str; 4] = [
     "www/sw.js",
+    "www/rangersync-worker.js",
     "www/pkg/rangersync_sw.js",
     "www/pkg/rangersync_sw_bg.wasm",
 ];
@@ -1006,7 +1008,7 @@ How each row is measured (`tests/tests/bench_browser.rs`; one browser, one origi
 - Write rows: the server is stopped (nothing is delivered meanwhile); p50/p99 are per-write latencies of the sequential run; rates are writes per second of wall-clock time in the page.
 - Drains: the writes are queued while the server is down (rangersync `putMany`, Workbox fetches 500 in flight), the server is started, and one `sync` event is dispatched (CDP `ServiceWorker.dispatchSyncEvent`); time runs until the server has applied all of them, its count sampled every 50 ms (the chart). Requests are the push requests the server counted (rangersync's pull after a drain is a GET and not counted). The heap is CDP `Runtime.getHeapUsage` (`usedSize`, the JS heap; wasm linear memory is not in it) on the service worker target, every 100 ms.
 - Cold start: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by its running status), a `sync` event is dispatched, and the time runs until the server counts the handler's first push request (polled every 5 ms). The server holds every answer meanwhile so that each run finds the same queue.
-- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Worker bytes: `www/sw.js` + `pkg/rangersync_sw.js` + `pkg/rangersync_sw_bg.wasm`; for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
+- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Worker bytes: `www/sw.js` + `www/rangersync-worker.js` + `pkg/rangersync_sw.js` + `pkg/rangersync_sw_bg.wasm`; for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
 ";
 
 /// Prints the table and writes BENCHMARKS.md's browser part and the chart.

@@ -51,6 +51,9 @@ const CRATES: [WasmCrate; 3] = [
     },
 ];
 
+/// The global the worker's glue defines (`rangersync-worker.js` calls it).
+const NO_MODULES_GLOBAL: &str = "rangersync_wasm";
+
 /// The page module's own files: what a page downloads to `register` and `put` in worker mode.
 const CLIENT_ARTIFACT: &str = "rangersync_page";
 
@@ -124,8 +127,13 @@ pub fn build() -> Result<WasmBindgen> {
             input = optimize(wasm_opt, &input)?;
         }
         let mut bind = Command::new(&bindgen.cli);
-        bind.args(["--target", krate.bindgen_target, "--remove-name-section"])
-            .args(["--out-name", krate.artifact, "--out-dir"])
+        bind.args(["--target", krate.bindgen_target, "--remove-name-section"]);
+        if krate.bindgen_target == "no-modules" {
+            // Not the default `wasm_bindgen`: an app's own worker that imports
+            // `rangersync-worker.js` may have a wasm-bindgen module of its own.
+            bind.args(["--no-modules-global", NO_MODULES_GLOBAL]);
+        }
+        bind.args(["--out-name", krate.artifact, "--out-dir"])
             .arg(&out_dir);
         if !krate.typescript {
             bind.arg("--no-typescript");

@@ -4,16 +4,17 @@ use std::path::Path;
 
 use crate::util::{self, Result};
 
-/// Files copied from `www/pkg` (and `www/sw.js`) into the package; the page module's
+/// Files copied from `www/pkg` (and the worker scripts of `www/`) into the package; the page module's
 /// `snippets/` folder is copied too (its extras loader imports `../../rangersync_page_extras.js`,
 /// so the layout must stay as wasm-bindgen wrote it).
-const FILES: [(&str, &str); 8] = [
+const FILES: [(&str, &str); 9] = [
     ("www/pkg", "rangersync_page.js"),
     ("www/pkg", "rangersync_page_bg.wasm"),
     ("www/pkg", "rangersync_page.d.ts"),
     ("www/pkg", "rangersync_page_extras.js"),
     ("www/pkg", "rangersync_page_extras_bg.wasm"),
     ("www", "sw.js"),
+    ("www", "rangersync-worker.js"),
     ("www/pkg", "rangersync_sw.js"),
     ("www/pkg", "rangersync_sw_bg.wasm"),
 ];
@@ -30,6 +31,9 @@ pub fn package_files() -> Vec<String> {
         .chain(["README.md".to_string(), "package.json".to_string()])
         .collect()
 }
+
+/// The line of `www/rangersync-worker.js` that names where its glue and wasm are served.
+const DEFAULT_PKG_URL_LINE: &str = "const DEFAULT_PKG_URL = '/pkg/';";
 
 /// Builds, then writes `dist/rangersync/` afresh.
 pub fn run(args: &[String]) -> Result {
@@ -59,12 +63,21 @@ pub fn run(args: &[String]) -> Result {
         }
         copy(file, &to)?;
     }
-    // The demo's sw.js loads its wasm from `/pkg/`; in the package the files sit
-    // next to it, so the worker loads them relative to its own URL.
-    let sw = out.join("sw.js");
-    let text =
-        std::fs::read_to_string(&sw).map_err(|e| format!("cannot read {}: {e}", sw.display()))?;
-    write(&sw, &text.replace("'/pkg/", "'./"))?;
+    // The demo's worker loads its glue and wasm from `/pkg/`; in the package the files sit next
+    // to `sw.js` (which imports the library by a relative URL), so the library's default folder
+    // becomes the worker script's own (`pkgUrl` overrides it).
+    let library = out.join("rangersync-worker.js");
+    let text = std::fs::read_to_string(&library)
+        .map_err(|e| format!("cannot read {}: {e}", library.display()))?;
+    if !text.contains(DEFAULT_PKG_URL_LINE) {
+        return Err(format!(
+            "www/rangersync-worker.js has no `{DEFAULT_PKG_URL_LINE}` to rewrite for the package"
+        ));
+    }
+    write(
+        &library,
+        &text.replace(DEFAULT_PKG_URL_LINE, "const DEFAULT_PKG_URL = './';"),
+    )?;
     let readme = root.join(README_SOURCE);
     if readme.is_file() {
         copy(&readme, &out.join("README.md"))?;
@@ -91,7 +104,7 @@ pub fn run(args: &[String]) -> Result {
   "module": "rangersync_page.js",
   "types": "rangersync_page.d.ts",
   "files": [{}],
-  "sideEffects": ["./sw.js", "./rangersync_sw.js"]
+  "sideEffects": ["./sw.js", "./rangersync-worker.js", "./rangersync_sw.js"]
 }}
 "#,
         files.join(", ")
@@ -121,16 +134,24 @@ const GENERATED_README: &str = "\
 # rangersync
 
 The page module (`rangersync_page.js`; it loads `rangersync_page_extras.js` on
-demand for page mode and YAML) and the service worker (`sw.js`, which
-loads `rangersync_sw.js` and `rangersync_sw_bg.wasm`) of rangersync. Serve the
-worker files from your site's root scope and register through the page module:
+demand for page mode and YAML) and the service worker (`sw.js`, which imports
+`rangersync-worker.js`, which loads `rangersync_sw.js` and `rangersync_sw_bg.wasm`)
+of rangersync. Serve the worker files together from your site's root scope and
+register through the page module:
 
 ```js
 import init, { SyncClient } from 'rangersync/rangersync_page.js';
 await init();
-const client = await SyncClient.register({ swUrl: '/sw.js', serverUrl: location.origin });
+const client = await SyncClient.register({
+  swUrl: '/sw.js',
+  serverUrl: location.origin,
+  appShell: { files: ['/', '/index.js'] }, // optional: cached at install to open offline
+});
 await client.put('notes', 'n1', { title: 'hi' });
 ```
+
+A site with a service worker of its own imports the library into it instead:
+`importScripts('/rangersync-worker.js'); rangersync.listen({ pkgUrl: '/' });`
 ";
 
 fn copy(from: &Path, to: &Path) -> Result {

@@ -186,7 +186,11 @@ async fn recorded_mutations_are_listed_per_client_in_seq_order_and_reset_wipes_e
 #[tokio::test]
 async fn test_endpoints_are_404_unless_enabled() {
     let s = TestServer::start("no-test", |o| o.test_endpoints = false).await;
-    for path in ["/api/test/stats", "/api/test/mutations?client_id=c1"] {
+    for path in [
+        "/api/test/stats",
+        "/api/test/mutations?client_id=c1",
+        "/api/test/no-store",
+    ] {
         let (status, body) = s.get_json(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(code(&body), "not_found");
@@ -195,5 +199,14 @@ async fn test_endpoints_are_404_unless_enabled() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = s.post_json("/api/test/reset", &json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_no_store_test_page_forbids_every_cache() {
+    let s = TestServer::default("no-store").await;
+    let resp = s.http.get(s.at("/api/test/no-store")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
     s.stop().await;
 }

@@ -1,0 +1,369 @@
+/* rangersync worker library: a classic script for `importScripts`.
+ *
+ *   importScripts('/rangersync-worker.js');
+ *   rangersync.listen({ appShell: { files: ['/', '/app.js', '/style.css'], version: '7' } });
+ *
+ * `rangersync.listen(options)` adds every listener rangersync needs (install, activate, message,
+ * sync, periodicsync, fetch, online, offline) and starts loading the wasm. Call it once, during
+ * the worker script's first synchronous run: browsers deliver events only to listeners added
+ * then. Each listener calls into the wasm inside event.waitUntil(...) or event.respondWith(...).
+ *
+ * `sw.js` is a whole worker made of this file and one call. An app with a worker of its own
+ * imports this file into it and keeps its own listeners: rangersync's fetch listener answers only
+ * what it owns (captured routes; with `appShell`, GET navigations and the listed files) and leaves
+ * every other request to the app. Two caveats for such a worker:
+ * - while the wasm loads (the first moments after the worker starts), a non-GET request may be
+ *   one of the captured routes, which are known only to the wasm: rangersync holds it and passes
+ *   it on with fetch() if it is not. A fetch listener of the app that answers non-GET requests
+ *   itself must therefore be added before `listen` (rangersync then sees that the request is
+ *   answered and leaves it alone);
+ * - rangersync calls skipWaiting() at install and clients.claim() at activate, so that a page's
+ *   first visit is controlled at once (SyncClient.register waits for a controller).
+ *
+ * Options (an unknown key, a wrong type or a bad path throws a TypeError):
+ * - appShell: { files, version?, fallback? }. Off when absent: nothing of the app is cached and
+ *   every `rangersync-shell-*` cache is deleted at activate. When given: at install, each file
+ *   (a same-origin path, at most 100) is fetched with credentials omitted, bypassing the HTTP
+ *   cache, into Cache Storage `rangersync-shell-[<version>-]<hash of the list>`; a non-2xx,
+ *   redirected, opaque or `Cache-Control: no-store` answer is skipped with a console warning. At
+ *   activate the other `rangersync-shell-*` caches are deleted. At run time GET navigations and
+ *   the listed files go to the network first; when the network fails, a listed file comes from
+ *   the cache and any other navigation gets `fallback` (default: the first file). Nothing else is
+ *   served from the cache and nothing is written to it after install: change `version` (or the
+ *   list) to ship new files.
+ * - pkgUrl: the folder holding `rangersync_sw.js` and `rangersync_sw_bg.wasm`, resolved against
+ *   the worker script's URL. Default '/pkg/'.
+ */
+/* global rangersync_wasm */
+(function () {
+  'use strict';
+
+  if (self.rangersync) return; // imported twice: the first copy stays
+
+  /** Cache Storage names of the app shell start with this; one cache per shell version. */
+  const SHELL_PREFIX = 'rangersync-shell-';
+  /** The cache that keeps a copy of the worker's wasm, so a worker started offline still runs. */
+  const WORKER_CACHE = 'rangersync-worker-v1';
+  const DEFAULT_PKG_URL = '/pkg/';
+  const GLUE_FILE = 'rangersync_sw.js';
+  const WASM_FILE = 'rangersync_sw_bg.wasm';
+  /** Bounds of `appShell` (the page module checks the same ones). */
+  const MAX_SHELL_FILES = 100;
+  const MAX_PATH_LENGTH = 1024;
+  const VERSION_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+  const OPTION_KEYS = ['appShell', 'pkgUrl'];
+  const SHELL_KEYS = ['files', 'version', 'fallback'];
+
+  let listening = false;
+
+  /** A bad option: a TypeError with `code: 'invalid_config'`, thrown before any listener is added. */
+  function fail(message) {
+    const err = new TypeError(`rangersync.listen: ${message}`);
+    err.code = 'invalid_config';
+    throw err;
+  }
+
+  function describe(err) {
+    return String((err && err.message) || err);
+  }
+
+  function isObject(value) {
+    return value !== null && typeof value === 'object' && !Array.isArray(value);
+  }
+
+  function checkKeys(object, known, what) {
+    for (const key of Object.keys(object)) {
+      if (!known.includes(key)) {
+        fail(`unknown ${what} ${JSON.stringify(key)} (known: ${known.join(', ')})`);
+      }
+    }
+  }
+
+  /** A same-origin path (`/app.js`, `/?x=1`) → its absolute URL; anything else throws. */
+  function shellUrl(path, what) {
+    if (typeof path !== 'string' || !path.startsWith('/') || path.startsWith('//')
+      || path.length > MAX_PATH_LENGTH || /[\s#\\]/.test(path)) {
+      fail(`${what} must be a same-origin path starting with "/", without "#", "\\" or spaces `
+        + `(got ${JSON.stringify(path)})`);
+    }
+    return new URL(path, self.location.origin).href;
+  }
+
+  /** FNV-1a (32 bits) of `text`, as 8 hex digits: names the cache of one list of files. */
+  function hash(text) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < text.length; i += 1) {
+      h ^= text.charCodeAt(i);
+      h = Math.imul(h, 0x01000193) >>> 0;
+    }
+    return h.toString(16).padStart(8, '0');
+  }
+
+  /** The checked `appShell` option: { cache, files (absolute URLs), fallback }, or null. */
+  function checkShell(shell) {
+    if (shell === undefined || shell === null) return null;
+    if (!isObject(shell)) fail('appShell must be an object { files, version?, fallback? }');
+    checkKeys(shell, SHELL_KEYS, 'appShell option');
+    const { files, version, fallback } = shell;
+    if (!Array.isArray(files) || files.length === 0 || files.length > MAX_SHELL_FILES) {
+      fail(`appShell.files must be an array of 1 to ${MAX_SHELL_FILES} paths`);
+    }
+    const urls = [];
+    for (const file of files) {
+      const url = shellUrl(file, 'each of appShell.files');
+      if (!urls.includes(url)) urls.push(url);
+    }
+    if (version !== undefined && version !== null
+      && (typeof version !== 'string' || !VERSION_PATTERN.test(version))) {
+      fail(`appShell.version must be 1 to 64 letters, digits, ".", "_" or "-" (got ${JSON.stringify(version)})`);
+    }
+    let fallbackUrl = urls[0];
+    if (fallback !== undefined && fallback !== null) {
+      fallbackUrl = shellUrl(fallback, 'appShell.fallback');
+      if (!urls.includes(fallbackUrl)) fail('appShell.fallback must be one of appShell.files');
+    }
+    const path = (url) => url.slice(self.location.origin.length);
+    const id = hash(JSON.stringify({ files: urls.map(path), fallback: path(fallbackUrl) }));
+    return {
+      cache: SHELL_PREFIX + (version ? `${version}-${id}` : id),
+      files: urls,
+      fallback: fallbackUrl,
+    };
+  }
+
+  /** The folder of the glue and the wasm, as an absolute URL ending in "/". */
+  function checkPkgUrl(pkgUrl) {
+    if (pkgUrl === undefined || pkgUrl === null) pkgUrl = DEFAULT_PKG_URL;
+    if (typeof pkgUrl !== 'string' || pkgUrl === '') fail('pkgUrl must be a non-empty string');
+    const url = new URL(pkgUrl, self.location.href).href;
+    return url.endsWith('/') ? url : `${url}/`;
+  }
+
+  /** Why a precache answer is not kept, or null when it is. */
+  function refusal(response) {
+    if (response.type !== 'basic') return `the response is ${response.type}`;
+    if (response.redirected) return 'it was redirected';
+    if (!response.ok) return `HTTP ${response.status}`;
+    const cacheControl = (response.headers.get('Cache-Control') || '').toLowerCase();
+    if (cacheControl.split(',').some((d) => d.trim() === 'no-store')) return 'Cache-Control: no-store';
+    if ((response.headers.get('Vary') || '').trim() === '*') return 'Vary: *';
+    return null;
+  }
+
+  /** Fetch every listed file into the shell's cache; one refused or failed file skips only itself. */
+  function precache(shell) {
+    return caches.open(shell.cache).then((cache) => Promise.all(shell.files.map((url) => {
+      const request = new Request(url, { credentials: 'omit', cache: 'reload' });
+      return fetch(request).then((response) => {
+        const why = refusal(response);
+        if (why) {
+          console.warn(`rangersync: not caching ${url} for the app shell: ${why}`);
+          return cache.delete(url); // a copy from an earlier install of the same list
+        }
+        return cache.put(url, response);
+      }).catch((err) => {
+        console.warn(`rangersync: not caching ${url} for the app shell: ${describe(err)}`);
+      });
+    })));
+  }
+
+  /** Delete every app-shell cache except `keep` (null: all of them). */
+  function deleteOtherShells(keep) {
+    return caches.keys().then((names) => Promise.all(names
+      .filter((name) => name.startsWith(SHELL_PREFIX) && name !== keep)
+      .map((name) => caches.delete(name))));
+  }
+
+  /**
+   * `event.respondWith(make())`, unless another listener (an app's, added before) has answered
+   * the request already: then nothing is started, so a request is never sent twice.
+   */
+  function respond(event, make) {
+    let start;
+    const started = new Promise((resolve) => { start = resolve; });
+    try {
+      event.respondWith(started.then(make));
+    } catch (_) {
+      return; // InvalidStateError: answered already
+    }
+    start();
+  }
+
+  function listen(options) {
+    if (listening) throw new Error('rangersync.listen was already called in this worker');
+    if (options === undefined || options === null) options = {};
+    if (!isObject(options)) fail('options must be an object');
+    checkKeys(options, OPTION_KEYS, 'option');
+    const shell = checkShell(options.appShell);
+    const pkgUrl = checkPkgUrl(options.pkgUrl);
+    const wasmUrl = pkgUrl + WASM_FILE;
+    listening = true;
+
+    let wasmReady = false;
+
+    function reportError(err) {
+      const message = describe(err);
+      // Tell every page instead of dying silently.
+      self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((clients) => {
+        for (const client of clients) {
+          client.postMessage({ type: 'worker_error', code: 'worker_unavailable', message });
+        }
+      });
+    }
+
+    /** The wasm from the network (refreshing the cached copy), else the cached copy. */
+    function wasmResponse() {
+      return fetch(wasmUrl).then((response) => {
+        if (!response.ok) throw new Error(`HTTP ${response.status} for ${wasmUrl}`);
+        const copy = response.clone();
+        caches.open(WORKER_CACHE).then((cache) => cache.put(wasmUrl, copy)).catch(() => {});
+        return response;
+      }).catch((err) => caches.open(WORKER_CACHE)
+        .then((cache) => cache.match(wasmUrl))
+        .then((cached) => {
+          if (cached) return cached;
+          throw err;
+        }));
+    }
+
+    let importError = null;
+    try {
+      importScripts(pkgUrl + GLUE_FILE);
+    } catch (err) {
+      importError = err;
+    }
+
+    let loading = null;
+    /**
+     * The wasm, loaded once. A failed load is reported to the pages and forgotten, so the next
+     * event tries again: a worker that woke while the server was down recovers once it is back.
+     */
+    function ready() {
+      if (importError) return Promise.reject(importError);
+      if (!loading) {
+        const response = wasmResponse();
+        response.catch(() => {}); // handled through `loading`
+        loading = rangersync_wasm({ module_or_path: response })
+          .then(() => rangersync_wasm.start())
+          .then(() => { wasmReady = true; });
+        loading.catch((err) => {
+          loading = null;
+          reportError(err);
+        });
+      }
+      return loading;
+    }
+    ready().catch(() => {});
+
+    /** Run `f` once the wasm is ready; a failure is reported to the pages and rethrown. */
+    function whenReady(f) {
+      return ready().then(f);
+    }
+
+    self.addEventListener('install', (event) => {
+      // Keep a copy of this version's wasm (a failure here only means no offline start yet),
+      // and the app shell when there is one (a file that fails is skipped, never the install:
+      // the worker holds the outbox, which matters more than opening offline).
+      const wasmCopy = caches.open(WORKER_CACHE)
+        .then((cache) => cache.add(new Request(wasmUrl, { cache: 'reload' })))
+        .catch(() => {});
+      const shellCopy = shell ? precache(shell).catch((err) => {
+        console.warn(`rangersync: caching the app shell failed: ${describe(err)}`);
+      }) : null;
+      event.waitUntil(Promise.all([wasmCopy, shellCopy]).then(() => self.skipWaiting()));
+    });
+
+    self.addEventListener('activate', (event) => {
+      event.waitUntil(Promise.all([
+        self.clients.claim(),
+        deleteOtherShells(shell ? shell.cache : null).catch(() => {}),
+        whenReady(() => rangersync_wasm.on_activate()).catch(() => {}),
+      ]));
+    });
+
+    self.addEventListener('message', (event) => {
+      event.waitUntil(ready().then(
+        () => rangersync_wasm.on_message(event),
+        (err) => {
+          const port = event.ports && event.ports[0];
+          if (port) {
+            let id = 0;
+            try {
+              const data = typeof event.data === 'string' ? JSON.parse(event.data) : event.data;
+              id = (data && typeof data.id === 'number') ? data.id : 0;
+            } catch (_) { /* not JSON */ }
+            port.postMessage({ v: 1, id, ok: false,
+              error: { code: 'worker_unavailable', message: describe(err) } });
+          }
+        }));
+    });
+
+    self.addEventListener('sync', (event) => {
+      // A rejected promise makes the browser retry later (with its own backoff).
+      event.waitUntil(whenReady(() => rangersync_wasm.on_sync(event.tag, event.lastChance)));
+    });
+
+    self.addEventListener('periodicsync', (event) => {
+      event.waitUntil(whenReady(() => rangersync_wasm.on_periodic_sync(event.tag)));
+    });
+
+    /** `url` from the shell's cache, or undefined. */
+    function fromShell(url) {
+      // Offline, a stale copy beats none: ignore Vary (CORS layers add `Vary: Origin`).
+      return caches.match(url, { cacheName: shell.cache, ignoreVary: true })
+        .catch(() => undefined);
+    }
+
+    /**
+     * With an app shell: a GET navigation or a listed file → a function that answers it
+     * (network first; when the network fails, the cached file, or for a navigation the cached
+     * fallback); anything else → null.
+     */
+    function shellAnswer(request) {
+      if (!shell || request.method !== 'GET') return null;
+      const url = request.url.split('#')[0];
+      const listed = shell.files.includes(url);
+      const navigation = request.mode === 'navigate';
+      if (!listed && !navigation) return null;
+      return () => fetch(request).catch((err) => fromShell(listed ? url : shell.fallback)
+        .then((hit) => hit || (navigation ? fromShell(shell.fallback) : undefined))
+        .then((hit) => {
+          if (hit) return hit;
+          throw err;
+        })).catch(() => Response.error());
+    }
+
+    self.addEventListener('fetch', (event) => {
+      const request = event.request;
+      const answer = shellAnswer(request);
+      if (answer) {
+        respond(event, answer);
+        return;
+      }
+      if (wasmReady) {
+        if (!rangersync_wasm.wants(request.url, request.method)) return;
+        respond(event, () => rangersync_wasm.on_fetch(request));
+        return;
+      }
+      // Reads are never captured: let them through untouched while the wasm loads.
+      if (request.method === 'GET' || request.method === 'HEAD') return;
+      // The request that woke the worker may be one to capture: decide once the wasm (and the
+      // stored route list) is ready. If the wasm failed to load, pass it through.
+      respond(event, () => ready().then(
+        () => (rangersync_wasm.wants(request.url, request.method)
+          ? rangersync_wasm.on_fetch(request)
+          : fetch(request)),
+        () => fetch(request)));
+    });
+
+    self.addEventListener('online', () => {
+      ready().then(() => rangersync_wasm.on_online(true)).catch(() => {});
+    });
+
+    self.addEventListener('offline', () => {
+      ready().then(() => rangersync_wasm.on_online(false)).catch(() => {});
+    });
+  }
+
+  self.rangersync = Object.freeze({ listen });
+}());
