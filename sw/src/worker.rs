@@ -1,8 +1,10 @@
-//! The service-worker entry points `www/sw.js` calls (feature `worker`, on by default).
+//! The service-worker entry points the worker library `www/rangersync-worker.js` calls (feature
+//! `worker`, on by default).
 //!
-//! `sw.js` adds every listener synchronously at top level and calls these inside
-//! `event.waitUntil(ready.then(…))` / `event.respondWith(…)`, where
-//! `ready = wasm_bindgen(…).then(() => wasm_bindgen.start())`.
+//! `rangersync.listen(options)` (from `www/sw.js`, or from an app's own worker) adds every
+//! listener synchronously during the script's first run and calls these inside
+//! `event.waitUntil(ready().then(…))` / `event.respondWith(…)`, where `ready()` loads the wasm
+//! through the `rangersync_wasm` glue and then calls [`start`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -110,7 +112,7 @@ pub async fn start() -> Result<(), JsValue> {
     Ok(())
 }
 
-/// `install`: take over at once (sw.js also calls `skipWaiting` itself).
+/// `install`: take over at once (the worker library also calls `skipWaiting` itself).
 #[wasm_bindgen]
 pub async fn on_install() -> Result<(), JsValue> {
     if let Some(scope) = scope() {
