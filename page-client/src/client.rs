@@ -66,6 +66,8 @@ struct Inner {
     /// The page-mode switch in progress (or done), so that it happens once.
     fallback: RefCell<Option<Promise>>,
     relay: RefCell<Option<BroadcastChannel>>,
+    /// Why this tab runs the outbox in the page (shown in every status as `fallback_reason`).
+    fallback_reason: RefCell<Option<String>>,
     /// The wake-up timer of a visible page (see [`Inner::arm_wake`]): its id and callback.
     wake: RefCell<Option<WakeTimer>>,
 }
@@ -99,6 +101,7 @@ impl Inner {
             fallback: RefCell::new(None),
             relay: RefCell::new(None),
             wake: RefCell::new(None),
+            fallback_reason: RefCell::new(None),
         })
     }
 
@@ -190,9 +193,12 @@ impl Inner {
         let switch = match pending {
             Some(p) => p,
             None => {
-                web_sys::console::info_1(&JsValue::from_str(&format!(
-                    "rangersync: running in page mode ({reason})"
+                // Page mode delivers only while a page is open: say so loudly, and in the
+                // status (`fallback_reason`), never silently.
+                web_sys::console::warn_1(&JsValue::from_str(&format!(
+                    "rangersync: running in page mode ({reason}): writes are delivered only while a page of this app is open"
                 )));
+                *self.fallback_reason.borrow_mut() = Some(reason.to_owned());
                 let inner = Rc::clone(self);
                 let p = future_to_promise(async move {
                     inner
@@ -291,6 +297,7 @@ impl Inner {
         }
         match b {
             Incoming::Status(status) => {
+                let status = &self.with_fallback_reason(status.clone());
                 self.arm_wake(status, 0.0);
                 *self.last_status.borrow_mut() = Some(status.clone());
                 let js_status = js::from_json(status);
@@ -362,6 +369,21 @@ impl Inner {
         let ms = delay.min(f64::from(i32::MAX)) as u32;
         let id = js::set_timeout(callback.as_ref().unchecked_ref(), ms);
         *self.wake.borrow_mut() = Some((id, callback));
+    }
+
+    /// `status` with `fallback_reason`: why this tab is in page mode, or `null`.
+    fn with_fallback_reason(&self, mut status: Value) -> Value {
+        if let Value::Object(map) = &mut status {
+            let reason = match self.mode() {
+                Mode::Page => self.fallback_reason.borrow().clone(),
+                Mode::Worker => None,
+            };
+            map.insert(
+                "fallback_reason".into(),
+                reason.map_or(Value::Null, Value::String),
+            );
+        }
+        status
     }
 
     /// The wake-up timer fired: nudge the outbox if the page is still visible.
@@ -743,7 +765,7 @@ impl SyncClient {
     pub fn status(&self) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
-            let status = inner.send(Request::Status).await?;
+            let status = inner.with_fallback_reason(inner.send(Request::Status).await?);
             *inner.last_status.borrow_mut() = Some(status.clone());
             Ok(js::from_json(&status))
         })
@@ -760,6 +782,7 @@ impl SyncClient {
             } else {
                 inner.send(Request::Status).await?
             };
+            let status = inner.with_fallback_reason(status);
             *inner.last_status.borrow_mut() = Some(status.clone());
             Ok(js::from_json(&status))
         })

@@ -78,6 +78,8 @@ export interface SyncStatus {
   last_error: { code: SyncErrorCode | string; message: string; at: number } | null;
   next_retry_at: number | null;
   mode: "worker" | "page";
+  /** Why this tab runs the outbox in the page (no worker could run), else null. Page mode delivers only while a page is open. */
+  fallback_reason: string | null;
 }
 
 export interface WriteAck { seq: number }

@@ -174,6 +174,10 @@ async fn a_shift_reload_during_a_1000_write_flush_delivers_each_write_once_with_
     assert_eq!(stats["duplicates"], 0, "no write was sent twice: {stats}");
     assert_eq!(stats["mutations_applied"], 1000, "{stats}");
     assert_seqs_applied_once(&server.mutations_of(&client_id).await?, 1000);
+    // The fallback is visible, never silent: the page-mode tab says why.
+    let reason = page_status["fallback_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("control"), "{page_status}");
+    assert!(other_status["fallback_reason"].is_null(), "{other_status}");
     for status in [&page_status, &other_status] {
         assert_eq!(status["dead"], 0, "{status}");
         assert!(status["last_error"].is_null(), "{status}");
