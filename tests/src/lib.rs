@@ -24,6 +24,7 @@
 //! | [`ServiceWorkers`] | registration and version ids, `dispatchSyncEvent`, `dispatchPeriodicSyncEvent`, `stopAllWorkers` |
 //! | [`eval`] | run JS in a page, await its promise, get JSON back |
 //! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
+//! | [`proxy::FaultProxy`] | a loopback HTTP proxy between browser and server that resets, drops, delays, truncates or answers 429/503 per request, and records every request |
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -43,6 +44,10 @@ use futures::StreamExt;
 use rangersync_server::{DbLocation, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+
+pub mod proxy;
+
+pub use proxy::{Fault, FaultProxy, Rule};
 
 /// Any error, with a message good enough to fail a test on.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
