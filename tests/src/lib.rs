@@ -24,6 +24,7 @@
 //! | [`ServiceWorkers`] | registration and version ids, `dispatchSyncEvent`, `dispatchPeriodicSyncEvent`, `stopAllWorkers` |
 //! | [`eval`] | run JS in a page, await its promise, get JSON back |
 //! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
+//! | [`summary`] | one JSON line per fault scenario (browser, writes, faults, lost, duplicated) for the table `cargo xtask test` prints |
 //! | [`proxy::FaultProxy`] | a loopback HTTP proxy between browser and server that resets, drops, delays, truncates or answers 429/503 per request, and records every request |
 
 use std::borrow::Cow;
@@ -46,6 +47,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 pub mod proxy;
+pub mod summary;
 
 pub use proxy::{Fault, FaultProxy, Rule};
 
@@ -757,7 +759,12 @@ pub fn bare_page_url(server: &TestServer) -> String {
 /// status in `window.statuses` and every change in `window.changes`
 /// (`"collection/key"`). Returns `client.mode`.
 pub async fn register_client(page: &Page, extra: &str) -> Result<Value> {
-    let js = format!(
+    eval(page, &register_client_js(extra)).await
+}
+
+/// The script [`register_client`] evaluates (any browser's harness runs the same one).
+pub fn register_client_js(extra: &str) -> String {
+    format!(
         r#"(async () => {{
     const {{ default: init, SyncClient }} = await import('/pkg/rangersync_page.js');
     await init();
@@ -768,8 +775,7 @@ pub async fn register_client(page: &Page, extra: &str) -> Result<Value> {
     window.client.onChange((c, k) => window.changes.push(c + '/' + k));
     return window.client.mode;
 }})()"#
-    );
-    eval(page, &js).await
+    )
 }
 
 /// This profile's client id, from a snapshot of `window.client`.

@@ -83,6 +83,13 @@ pub enum Fault {
         /// How many bytes of the answer get through.
         bytes: usize,
     },
+    /// Forwards, then sends the server's answer head whole and only the first `bytes` bytes of
+    /// its body, and closes cleanly: the status arrives, the body is short of its
+    /// `Content-Length`.
+    TruncateBody {
+        /// How many bytes of the body get through.
+        bytes: usize,
+    },
     /// Answers `status` itself without forwarding: the server never sees the request.
     Inject {
         /// The HTTP status, e.g. 429 or 503.
@@ -560,8 +567,8 @@ async fn exchange_upstream(upstream: SocketAddr, request: &[u8]) -> std::io::Res
     Ok(answer)
 }
 
-/// The server's answer with `Connection: close`, and its status.
-fn rewrite_answer(answer: &[u8]) -> std::io::Result<(Vec<u8>, u16)> {
+/// The server's answer with `Connection: close`, its status and the length of its head.
+fn rewrite_answer(answer: &[u8]) -> std::io::Result<(Vec<u8>, u16, usize)> {
     let end = find_head_end(answer).ok_or_else(|| std::io::Error::other("no answer head"))?;
     let head = parse_head(&answer[..end], Vec::new())?;
     let status = head
@@ -571,8 +578,9 @@ fn rewrite_answer(answer: &[u8]) -> std::io::Result<(Vec<u8>, u16)> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))?;
     let mut out = head.rewritten();
+    let head_len = out.len();
     out.extend_from_slice(&answer[end..]);
-    Ok((out, status))
+    Ok((out, status, head_len))
 }
 
 fn reason(status: u16) -> &'static str {
@@ -694,7 +702,7 @@ async fn handle(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             return Ok(());
         }
     };
-    let Ok((answer, status)) = rewrite_answer(&answer) else {
+    let Ok((answer, status, head_len)) = rewrite_answer(&answer) else {
         reset(client);
         shared.finish(index, Outcome::UpstreamUnreachable);
         return Ok(());
@@ -705,8 +713,12 @@ async fn handle(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             reset(client);
             shared.finish(index, Outcome::DroppedResponse);
         }
-        Some(Fault::Truncate { bytes }) => {
-            let cut = bytes.min(answer.len());
+        Some(Fault::Truncate { bytes }) | Some(Fault::TruncateBody { bytes }) => {
+            let cut = match fault {
+                Some(Fault::TruncateBody { .. }) => head_len + bytes,
+                _ => bytes,
+            }
+            .min(answer.len());
             let _ = client.write_all(&answer[..cut]).await;
             let _ = client.shutdown().await;
             shared.finish(index, Outcome::Truncated);
@@ -994,11 +1006,23 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert!(response.text().await.is_err(), "a short body is an error");
         assert_eq!(upstream.served(), 1);
+        // Head whole, 3 bytes of body.
+        proxy.add_rule(Rule::new("POST", "/push", Fault::TruncateBody { bytes: 3 }));
+        let response = client()
+            .post(format!("{}/push", proxy.url()))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.bytes().await.is_err(), "a short body is an error");
+        assert_eq!(upstream.served(), 2);
         // Cut inside the head: no answer at all.
         proxy.add_rule(Rule::new("POST", "/push", Fault::Truncate { bytes: 10 }));
         assert!(post(&proxy, "/push").await.is_err());
-        assert_eq!(upstream.served(), 2);
+        assert_eq!(upstream.served(), 3);
         let exchanges = settled(&proxy).await;
+        assert_eq!(exchanges.len(), 3);
         assert!(exchanges.iter().all(|e| e.outcome == Outcome::Truncated));
     }
 
