@@ -24,6 +24,7 @@
 //! | [`ServiceWorkers`] | registration and version ids, `dispatchSyncEvent`, `dispatchPeriodicSyncEvent`, `stopAllWorkers` |
 //! | [`eval`] | run JS in a page, await its promise, get JSON back |
 //! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
+//! | [`firefox::Firefox`] | headless Firefox ESR through geckodriver (WebDriver): tabs, JS, restart or kill on the same profile |
 //! | [`summary`] | one JSON line per fault scenario (browser, writes, faults, lost, duplicated) for the table `cargo xtask test` prints |
 //! | [`proxy::FaultProxy`] | a loopback HTTP proxy between browser and server that resets, drops, delays, truncates or answers 429/503 per request, and records every request |
 
@@ -46,6 +47,7 @@ use rangersync_server::{DbLocation, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
+pub mod firefox;
 pub mod proxy;
 pub mod summary;
 
