@@ -387,4 +387,32 @@ mod tests {
         let files = firefox_test_files().unwrap();
         assert!(files.contains(&"firefox_delivery".to_string()), "{files:?}");
     }
+
+    /// The Chromium run skips Firefox tests by name (`--skip firefox_`): a test in a
+    /// `firefox_*.rs` file named otherwise would run in both steps.
+    #[test]
+    fn every_test_in_a_firefox_file_is_named_firefox_something() {
+        for file in firefox_test_files().unwrap() {
+            let path = util::root().join(format!("tests/tests/{file}.rs"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                if !line.trim_start().starts_with("#[tokio::test]") {
+                    continue;
+                }
+                let signature = lines.next().unwrap_or_default().trim();
+                let name = signature
+                    .trim_start_matches("async ")
+                    .trim_start_matches("fn ")
+                    .split(['(', '<'])
+                    .next()
+                    .unwrap_or_default();
+                assert!(
+                    name.starts_with("firefox_"),
+                    "{}: test `{name}` must be named firefox_…",
+                    path.display()
+                );
+            }
+        }
+    }
 }
