@@ -134,17 +134,8 @@ impl Firefox {
         let geckodriver = geckodriver_path()?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = profile
-            .path()
-            .parent()
-            .unwrap_or(Path::new("/tmp"))
-            .join(format!(
-                "{}-geckodriver.log",
-                profile
-                    .path()
-                    .file_name()
-                    .map_or_else(|| "firefox".into(), |n| n.to_string_lossy().into_owned())
-            ));
+        // Inside the profile folder (Firefox ignores the file), so it goes with the profile.
+        let log = profile.path().join("geckodriver.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
