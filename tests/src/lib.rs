@@ -25,6 +25,9 @@
 //! | [`eval`] | run JS in a page, await its promise, get JSON back |
 //! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
 //! | [`www_with`], [`page_module_files`] | a temp copy of `www/` with a test's own pages and worker scripts; the files a page needs to import the page module (for an app shell) |
+//! | [`firefox::Firefox`] | headless Firefox ESR through geckodriver (WebDriver): tabs, JS, restart or kill on the same profile |
+//! | [`summary`] | one JSON line per fault scenario (browser, writes, faults, lost, duplicated) for the table `cargo xtask test` prints |
+//! | [`proxy::FaultProxy`] | a loopback HTTP proxy between browser and server that resets, drops, delays, truncates or answers 429/503 per request, and records every request |
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -44,6 +47,12 @@ use futures::StreamExt;
 use rangersync_server::{DbLocation, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+
+pub mod firefox;
+pub mod proxy;
+pub mod summary;
+
+pub use proxy::{Fault, FaultProxy, Rule};
 
 /// Any error, with a message good enough to fail a test on.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -816,7 +825,12 @@ pub fn bare_page_url(server: &TestServer) -> String {
 /// status in `window.statuses` and every change in `window.changes`
 /// (`"collection/key"`). Returns `client.mode`.
 pub async fn register_client(page: &Page, extra: &str) -> Result<Value> {
-    let js = format!(
+    eval(page, &register_client_js(extra)).await
+}
+
+/// The script [`register_client`] evaluates (any browser's harness runs the same one).
+pub fn register_client_js(extra: &str) -> String {
+    format!(
         r#"(async () => {{
     const {{ default: init, SyncClient }} = await import('/pkg/rangersync_page.js');
     await init();
@@ -827,8 +841,7 @@ pub async fn register_client(page: &Page, extra: &str) -> Result<Value> {
     window.client.onChange((c, k) => window.changes.push(c + '/' + k));
     return window.client.mode;
 }})()"#
-    );
-    eval(page, &js).await
+    )
 }
 
 /// This profile's client id, from a snapshot of `window.client`.

@@ -5,10 +5,12 @@
 //! `dev` for native code and the wasm tests, `wasm-release` (or `release`) for
 //! the wasm in `www/pkg`.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::server::{self, Server};
-use crate::tools::{self, Browser, WASM_TARGET};
+use crate::tools::{self, Browser, Firefox, WASM_TARGET};
 use crate::util::{self, Result};
 
 /// The port the wasm tests' server prefers (see [`server::preferred_listen`]).
@@ -18,21 +20,51 @@ const WASM_TEST_PORT: u16 = 18787;
 #[derive(Default)]
 struct State {
     browser: Option<Browser>,
+    firefox: Option<Firefox>,
 }
 
 /// A step: its id (for `cargo xtask test ID…`), its name, what it does.
 type Step = (&'static str, &'static str, fn(&mut State) -> Result);
 
-const STEPS: [Step; 8] = [
+const STEPS: [Step; 10] = [
     ("docs", "docs (links, guarantee tests)", docs),
     ("fmt", "fmt", fmt),
     ("clippy", "clippy (native)", clippy_native),
     ("clippy-wasm", "clippy (wasm32)", clippy_wasm),
     ("unit", "native tests", native_tests),
     ("browser", "chromium + chromedriver", browser),
-    ("wasm", "wasm tests in a service worker", wasm_tests),
-    ("e2e", "build www/pkg + e2e tests", e2e_tests),
+    ("wasm", "wasm tests (wasm-pack, Chromium)", wasm_tests),
+    ("e2e", "build www/pkg + e2e tests (Chromium)", e2e_tests),
+    (
+        "firefox-install",
+        "firefox-esr + geckodriver",
+        firefox_install,
+    ),
+    ("firefox", "e2e tests (Firefox)", firefox_tests),
 ];
+
+/// Where the fault scenarios write their summary lines (`tests/src/summary.rs`), emptied at
+/// the start of a run that includes `e2e` or `firefox` and printed as a table at its end.
+const SCENARIO_SUMMARY_ENV: &str = "RANGERSYNC_SCENARIO_SUMMARY";
+
+fn scenario_summary_file() -> PathBuf {
+    util::target_dir().join("xtask").join("scenarios.jsonl")
+}
+
+/// The end-to-end test files that drive Firefox (`tests/tests/firefox_*.rs`); the Chromium
+/// run skips their tests (named `firefox_…`).
+fn firefox_test_files() -> Result<Vec<String>> {
+    let dir = util::root().join("tests").join("tests");
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("firefox_") && name.ends_with(".rs"))
+        .map(|name| name.trim_end_matches(".rs").to_string())
+        .collect();
+    names.sort();
+    Ok(names)
+}
 
 /// Runs every step, or only the ones named (`cargo xtask test wasm e2e`; the
 /// browser step is added when a later step needs it); prints each one's time
@@ -46,9 +78,17 @@ pub fn run(args: &[String]) -> Result {
         ));
     }
     let needs_browser = args.iter().any(|a| a == "wasm" || a == "e2e");
+    let needs_firefox = args.iter().any(|a| a == "firefox");
     let selected = |id: &str| {
-        args.is_empty() || args.iter().any(|a| a == id) || (id == "browser" && needs_browser)
+        args.is_empty()
+            || args.iter().any(|a| a == id)
+            || (id == "browser" && needs_browser)
+            || (id == "firefox-install" && needs_firefox)
     };
+    let summary = scenario_summary_file();
+    if selected("e2e") || selected("firefox") {
+        let _ = std::fs::remove_file(&summary);
+    }
     let start = Instant::now();
     let mut state = State::default();
     let mut times: Vec<(&str, Duration, bool)> = Vec::new();
@@ -75,6 +115,10 @@ pub fn run(args: &[String]) -> Result {
         "total",
         util::fmt_duration(start.elapsed())
     );
+    if let Ok(lines) = std::fs::read_to_string(&summary) {
+        println!("\nfault scenarios ({}):\n", summary.display());
+        println!("{}", scenario_table(&lines));
+    }
     match failure {
         Some(message) => Err(message),
         None => Ok(()),
@@ -149,24 +193,40 @@ fn browser(state: &mut State) -> Result {
     Ok(())
 }
 
-/// The wasm crates' tests, run by wasm-bindgen-test-runner in headless Chromium
-/// (inside a service worker where the tests ask for it), against a real server
-/// whose URL they read at compile time from `RANGERSYNC_TEST_SERVER`.
+/// The wasm crates' tests, run by `wasm-pack test --headless --chrome --mode no-install` (one
+/// crate at a time) in headless Chromium (inside a service worker where the tests ask for it),
+/// against a real server whose URL they read at compile time from `RANGERSYNC_TEST_SERVER`.
+///
+/// In no-install mode wasm-pack takes `wasm-bindgen` from `PATH` (of the version the lock file
+/// names) and the test runner beside it, and chromedriver from `--chromedriver`: it downloads
+/// nothing. The runner serves files it did not generate from its working directory, and the
+/// page module's page-mode tests import `/rangersync_page_extras.js` from `www/pkg`; so `PATH`
+/// starts with a folder of two small scripts that run the pinned binaries from `.tools/`, the
+/// runner inside `www/pkg`.
 fn wasm_tests(state: &mut State) -> Result {
     let browser = state
         .browser
         .clone()
         .ok_or("no browser (the browser step did not run)")?;
-    // The page module's tests in page mode import `/rangersync_page_extras.js`: the runner
-    // serves files it did not generate from its working directory, so build `www/pkg` and run
-    // the runner there.
     let bindgen = crate::build::build()?;
-    let pkg = crate::build::pkg_dir();
-    let runner = format!(
-        "/usr/bin/env -C {} {}",
-        pkg.display(),
-        bindgen.test_runner.display()
-    );
+    let wasm_pack = tools::ensure_wasm_pack()?;
+    let shims = util::target_dir().join("xtask").join("wasm-pack-bin");
+    write_shim(
+        &shims.join("wasm-bindgen"),
+        &format!("exec '{}' \"$@\"", bindgen.cli.display()),
+    )?;
+    write_shim(
+        &shims.join("wasm-bindgen-test-runner"),
+        &format!(
+            "cd '{}' && exec '{}' \"$@\"",
+            crate::build::pkg_dir().display(),
+            bindgen.test_runner.display()
+        ),
+    )?;
+    let path = std::env::join_paths(std::iter::once(shims.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .map_err(|e| format!("cannot build PATH: {e}"))?;
     let binary = server::build(false)?;
     let scratch = util::ScratchDir::new("wasm-tests")?;
     let db = scratch.path().join("wasm-tests.db");
@@ -183,20 +243,40 @@ fn wasm_tests(state: &mut State) -> Result {
             "--test-endpoints",
         ],
     )?;
-    let result = util::run(
-        util::cargo()
-            // `--tests`: lib and integration tests; doctests would be
-            // cross-compiled to wasm and have nothing to run.
-            .args(["test", "-p", "rangersync-sw", "-p", "rangersync-page"])
-            .args(["--target", WASM_TARGET, "--tests"])
-            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", &runner)
-            .env("CHROMEDRIVER", &browser.chromedriver)
-            .env_remove("GECKODRIVER")
-            .env("RANGERSYNC_TEST_SERVER", server.url())
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
-    );
+    let mut result = Ok(());
+    for krate in ["sw", "page-client"] {
+        result = util::run(
+            util::cmd(&wasm_pack)
+                .args(["test", "--headless", "--chrome", "--chromedriver"])
+                .arg(&browser.chromedriver)
+                .args(["--mode", "no-install", krate])
+                // The lib's and the integration tests: doctests would be cross-compiled to
+                // wasm and have nothing to run. (Not `--tests`: wasm-pack passes these options
+                // to its own `cargo build --tests` too, and cargo refuses a repeated flag.)
+                .args(["--lib", "--test", "*"])
+                .env("PATH", &path)
+                .env_remove("GECKODRIVER")
+                .env("RANGERSYNC_TEST_SERVER", server.url())
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+        );
+        if result.is_err() {
+            break;
+        }
+    }
     drop(server);
     result
+}
+
+/// Writes an executable `sh` script.
+fn write_shim(path: &Path, body: &str) -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n"))
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Builds `www/pkg` (release wasm) and runs the browser end-to-end tests,
@@ -210,8 +290,129 @@ fn e2e_tests(state: &mut State) -> Result {
     crate::postgres::ensure_installed()?;
     util::run(
         util::cargo()
-            .args(["test", "-p", "rangersync-e2e", "--", "--test-threads=1"])
+            .args(["test", "-p", "rangersync-e2e", "--"])
+            .args(["--test-threads=1", "--skip", "firefox_"])
             .env("RANGERSYNC_WWW", util::root().join("www"))
-            .env("CHROMIUM", &browser.chromium),
+            .env("CHROMIUM", &browser.chromium)
+            .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),
     )
+}
+
+fn firefox_install(state: &mut State) -> Result {
+    let firefox = tools::ensure_firefox()?;
+    for program in [&firefox.firefox, &firefox.geckodriver] {
+        if let Some(version) = util::output(Command::new(program).arg("--version")) {
+            println!("{}", version.lines().next().unwrap_or_default());
+        }
+    }
+    state.firefox = Some(firefox);
+    Ok(())
+}
+
+/// The end-to-end tests that drive Firefox ESR through geckodriver (`tests/tests/firefox_*.rs`),
+/// against the same `www/pkg`.
+fn firefox_tests(state: &mut State) -> Result {
+    let firefox = state
+        .firefox
+        .clone()
+        .ok_or("no Firefox (the firefox-install step did not run)")?;
+    crate::build::build()?;
+    let mut cargo = util::cargo();
+    cargo.args(["test", "-p", "rangersync-e2e"]);
+    for file in firefox_test_files()? {
+        cargo.args(["--test", &file]);
+    }
+    util::run(
+        cargo
+            .args(["--", "--test-threads=1"])
+            .env("RANGERSYNC_WWW", util::root().join("www"))
+            .env("FIREFOX", &firefox.firefox)
+            .env("GECKODRIVER", &firefox.geckodriver)
+            .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),
+    )
+}
+
+/// The summary lines as a Markdown table: scenario, browser, writes, faults injected, lost,
+/// duplicated, time (the README keeps a copy from the last run).
+fn scenario_table(lines: &str) -> String {
+    let mut table = String::from(
+        "| scenario | browser | writes | faults injected | lost | duplicated | time |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+            table.push_str(&format!("| unreadable line: {line} |\n"));
+            continue;
+        };
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.1} s |\n",
+            row["scenario"].as_str().unwrap_or("?"),
+            row["browser"].as_str().unwrap_or("?"),
+            row["writes"],
+            row["faults"],
+            row["lost"],
+            row["duplicated"],
+            row["seconds"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scenario_table_has_one_row_per_line() {
+        let lines = r#"{"scenario":"s","browser":"firefox 153.8.0","writes":20,"faults":1,"lost":0,"duplicated":0,"seconds":4.31}
+
+{"scenario":"t","browser":"HeadlessChrome/156","writes":2000,"faults":15,"lost":0,"duplicated":0,"seconds":30.0}"#;
+        let table = scenario_table(lines);
+        assert!(table.starts_with(
+            "| scenario | browser | writes | faults injected | lost | duplicated | time |\n"
+        ));
+        assert!(
+            table.contains("| s | firefox 153.8.0 | 20 | 1 | 0 | 0 | 4.3 s |\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| t | HeadlessChrome/156 | 2000 | 15 | 0 | 0 | 30.0 s |\n"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 4);
+    }
+
+    #[test]
+    fn firefox_test_files_are_found() {
+        let files = firefox_test_files().unwrap();
+        assert!(files.contains(&"firefox_delivery".to_string()), "{files:?}");
+    }
+
+    /// The Chromium run skips Firefox tests by name (`--skip firefox_`): a test in a
+    /// `firefox_*.rs` file named otherwise would run in both steps.
+    #[test]
+    fn every_test_in_a_firefox_file_is_named_firefox_something() {
+        for file in firefox_test_files().unwrap() {
+            let path = util::root().join(format!("tests/tests/{file}.rs"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                if !line.trim_start().starts_with("#[tokio::test]") {
+                    continue;
+                }
+                let signature = lines.next().unwrap_or_default().trim();
+                let name = signature
+                    .trim_start_matches("async ")
+                    .trim_start_matches("fn ")
+                    .split(['(', '<'])
+                    .next()
+                    .unwrap_or_default();
+                assert!(
+                    name.starts_with("firefox_"),
+                    "{}: test `{name}` must be named firefox_…",
+                    path.display()
+                );
+            }
+        }
+    }
 }

@@ -170,6 +170,105 @@ pub fn apt_get_install(packages: &str) -> Result {
     )
 }
 
+/// A tool `cargo install`ed into `<repo>/.tools` at an exact version: its binary in
+/// `.tools/bin`, then on `PATH`, when `BINARY --version` names that version; else installed
+/// (`--locked`, so its own lock file decides its dependencies), once.
+fn ensure_cargo_tool(krate: &str, binary: &str, version: &str) -> Result<PathBuf> {
+    let reports = |path: &Path| {
+        util::output(Command::new(path).arg("--version"))
+            .is_some_and(|out| out.split_whitespace().any(|w| w == version))
+    };
+    let local = util::tools_dir().join("bin").join(binary);
+    if util::is_executable(&local) && reports(&local) {
+        return Ok(local);
+    }
+    if let Some(found) = util::which(binary).filter(|p| reports(p)) {
+        return Ok(found);
+    }
+    println!(
+        "{krate} {version} not found: installing it into .tools/ from crates.io (minutes, once)"
+    );
+    let (result, _) = util::timed(&format!("cargo install {krate}"), || {
+        util::run(
+            util::cargo()
+                .args(["install", "--locked", "--root"])
+                .arg(util::tools_dir())
+                .args([krate, "--version", version]),
+        )
+    });
+    result.map_err(|e| format!("could not install {krate} {version}: {e}"))?;
+    if util::is_executable(&local) && reports(&local) {
+        Ok(local)
+    } else {
+        Err(format!(
+            "cargo install finished but .tools/bin/{binary} does not report version {version}"
+        ))
+    }
+}
+
+/// The geckodriver version `cargo xtask test` installs (crates.io).
+pub const GECKODRIVER_VERSION: &str = "0.37.1";
+
+/// The wasm-pack version `cargo xtask test` installs (crates.io).
+pub const WASM_PACK_VERSION: &str = "0.15.1";
+
+/// The Debian package that provides Firefox.
+pub const FIREFOX_PACKAGE: &str = "firefox-esr";
+
+/// Firefox and geckodriver, for the end-to-end tests in a browser without Background Sync.
+#[derive(Debug, Clone)]
+pub struct Firefox {
+    /// The browser (`$FIREFOX`, default `/usr/bin/firefox-esr`).
+    pub firefox: PathBuf,
+    /// Its WebDriver (`$GECKODRIVER`, else `.tools/bin/geckodriver`, else `PATH`).
+    pub geckodriver: PathBuf,
+}
+
+/// Finds Firefox ESR (as root, installs Debian's `firefox-esr` when it is missing; otherwise
+/// says what to install) and geckodriver (`$GECKODRIVER`, else the pinned version in `.tools/`
+/// or on `PATH`, else `cargo install --locked geckodriver` into `.tools/`).
+pub fn ensure_firefox() -> Result<Firefox> {
+    let firefox = env_path("FIREFOX", "/usr/bin/firefox-esr");
+    if !util::is_executable(&firefox) {
+        if !util::is_root() {
+            return Err(format!(
+                "{} is missing: run `sudo apt-get install -y {FIREFOX_PACKAGE}` (or set FIREFOX)",
+                firefox.display()
+            ));
+        }
+        apt_get_install(FIREFOX_PACKAGE)?;
+        if !util::is_executable(&firefox) {
+            return Err(format!(
+                "apt-get installed {FIREFOX_PACKAGE} but {} is still missing",
+                firefox.display()
+            ));
+        }
+    }
+    let geckodriver = match std::env::var_os("GECKODRIVER").filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !util::is_executable(&path) {
+                return Err(format!(
+                    "GECKODRIVER={} is not an executable: unset it, or point it at geckodriver",
+                    path.display()
+                ));
+            }
+            path
+        }
+        None => ensure_cargo_tool("geckodriver", "geckodriver", GECKODRIVER_VERSION)?,
+    };
+    Ok(Firefox {
+        firefox,
+        geckodriver,
+    })
+}
+
+/// wasm-pack of the pinned version, from `.tools/bin` or `PATH`, else `cargo install --locked
+/// wasm-pack` into `.tools/`. It runs with `--mode no-install`, so it never downloads a tool.
+pub fn ensure_wasm_pack() -> Result<PathBuf> {
+    ensure_cargo_tool("wasm-pack", "wasm-pack", WASM_PACK_VERSION)
+}
+
 /// The variable naming the `node` binary for the tests that run JavaScript outside a browser
 /// (`sw/tests/sw_js.rs`); `cargo xtask test` sets it.
 pub const NODE_ENV: &str = "NODE";
