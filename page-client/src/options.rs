@@ -558,7 +558,7 @@ mod tests {
             json!({ "batchSize": 2.5 }),
             json!({ "captureRoutes": "/api/*" }),
             json!({ "captureRoutes": [5] }),
-            json!({ "captureRoutes": ["http://localhost:3010/api/sync/chat"] }),
+            json!({ "captureRoutes": ["ftp://localhost:3010/api/sync/chat"] }),
             json!({ "token": 5 }),
             json!({ "forcePageMode": "yes" }),
             json!({ "cacheAppShell": "no" }),

@@ -122,6 +122,20 @@ fn fast_config() -> Config {
     }
 }
 
+/// [`fast_config`] with 100 ms retries that gives an entry up after `max_attempts` failures.
+fn giving_up_after(max_attempts: u32) -> Config {
+    Config {
+        retry: RetryPolicy {
+            base_delay_ms: 100,
+            max_delay_ms: 100,
+            max_attempts,
+            max_age_ms: 0,
+            ..RetryPolicy::default()
+        },
+        ..fast_config()
+    }
+}
+
 async fn configure(engine: &Rc<Engine>, config: Config) {
     engine
         .handle(Request::Configure { config })
@@ -635,17 +649,7 @@ async fn a_single_mutation_refused_with_400_is_dead_lettered_and_can_be_retried(
 async fn entries_out_of_attempts_are_dead_lettered() {
     reset_server().await;
     let (engine, _) = fresh("t-attempts").await;
-    let config = Config {
-        retry: RetryPolicy {
-            base_delay_ms: 100,
-            max_delay_ms: 100,
-            max_attempts: 2,
-            max_age_ms: 0,
-            ..RetryPolicy::default()
-        },
-        ..fast_config()
-    };
-    configure(&engine, config).await;
+    configure(&engine, giving_up_after(2)).await;
     fault(json!([{"path": "/api/sync/push", "status": 500, "times": 5}])).await;
     put(&engine, "k", json!(1)).await;
     sleep(800).await;
@@ -1467,17 +1471,7 @@ async fn a_404_or_an_html_page_on_the_push_route_is_a_config_error_that_dead_let
     ] {
         reset_server().await;
         let (engine, _) = fresh("t-config-error").await;
-        let config = Config {
-            retry: RetryPolicy {
-                base_delay_ms: 100,
-                max_delay_ms: 100,
-                max_attempts: 2,
-                max_age_ms: 0,
-                ..RetryPolicy::default()
-            },
-            ..fast_config()
-        };
-        configure(&engine, config).await;
+        configure(&engine, giving_up_after(2)).await;
         fault(json!([{"path": "/api/sync/push", "status": status_code, "body": body, "times": 6}]))
             .await;
         put(&engine, "k", json!(1)).await;

@@ -765,6 +765,28 @@ impl ServiceWorkers {
         Ok(())
     }
 
+    /// Stops every worker of `registration_id` and waits until each version is seen stopped
+    /// (a message or event may start one again meanwhile: stop it again).
+    pub async fn stop_until_stopped(&self, registration_id: &str) -> Result {
+        self.stop_all().await?;
+        wait_until(
+            "every worker version is stopped",
+            Duration::from_secs(30),
+            || async {
+                let stopped = self.versions(registration_id).iter().all(|v| {
+                    v.running
+                        == chromiumoxide::cdp::browser_protocol::service_worker::ServiceWorkerVersionRunningStatus::Stopped
+                });
+                if stopped {
+                    return Ok(Some(()));
+                }
+                self.stop_all().await?;
+                Ok(None)
+            },
+        )
+        .await
+    }
+
     /// `ServiceWorker.stopWorker` for one version.
     pub async fn stop(&self, version_id: &str) -> Result {
         cdp(
@@ -938,6 +960,26 @@ pub const RAW_MESSAGE_JS: &str = r#"window.raw = (data) => new Promise((resolve)
     };
     navigator.serviceWorker.controller.postMessage(data, [channel.port2]);
 }); true"#;
+
+/// Opens the demo app at `server` and waits until it has started (`window.rangersync`); a page
+/// that never starts fails with what it reads.
+pub async fn open_demo(browser: &TestBrowser, server: &TestServer) -> Result<Page> {
+    let page = browser.open(&format!("{}/", server.url())).await?;
+    wait_until("the demo app started", Duration::from_secs(30), || async {
+        let started = eval(&page, "!!window.rangersync").await?;
+        if started == true {
+            return Ok(Some(()));
+        }
+        let text = eval(
+            &page,
+            "document.body ? document.body.innerText.slice(0, 200) : ''",
+        )
+        .await?;
+        Err(format!("not started; the page reads {text}").into())
+    })
+    .await?;
+    Ok(page)
+}
 
 /// The demo app's note list, as text.
 pub async fn note_list(page: &Page) -> Result<String> {

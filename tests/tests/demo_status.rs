@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    demo_pill, eval, note_list, serial, wait_until, Result, TestBrowser, TestServer,
+    demo_pill, eval, note_list, open_demo, serial, wait_until, Result, TestBrowser, TestServer,
 };
 use serde_json::{json, Value};
 
@@ -45,17 +45,6 @@ async fn wait_for_pending_pill(page: &Page) -> Result<String> {
         },
     )
     .await
-}
-
-/// Opens the demo app and waits until it has started (`window.rangersync`).
-async fn open_demo(browser: &TestBrowser, server: &TestServer) -> Result<Page> {
-    let page = browser.open(&format!("{}/", server.url())).await?;
-    wait_until("the demo app started", Duration::from_secs(30), || async {
-        let started = eval(&page, "!!window.rangersync").await?;
-        Ok((started == true).then_some(()))
-    })
-    .await?;
-    Ok(page)
 }
 
 #[tokio::test]

@@ -4,36 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::service_worker::ServiceWorkerVersionRunningStatus;
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    assert_seqs_applied_once, bare_page_url, cdp, client_id_of, eval, register_client, serial,
-    wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+    assert_seqs_applied_once, bare_page_url, cdp, client_id_of, eval, open_demo, register_client,
+    serial, wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
 };
 use serde_json::{json, Value};
 
 async fn faults_served(server: &TestServer) -> Result<u64> {
     Ok(server.stats().await?["faults_served"].as_u64().unwrap_or(0))
-}
-
-async fn stop_every_worker(workers: &ServiceWorkers, registration: &str) -> Result {
-    workers.stop_all().await?;
-    wait_until(
-        "every worker is stopped",
-        Duration::from_secs(20),
-        || async {
-            let stopped = workers
-                .versions(registration)
-                .iter()
-                .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped);
-            if stopped {
-                return Ok(Some(()));
-            }
-            workers.stop_all().await?;
-            Ok(None)
-        },
-    )
-    .await
 }
 
 #[tokio::test]
@@ -68,7 +47,7 @@ async fn a_worker_stopped_and_started_20_times_against_a_failing_server_sends_on
         let status = eval(&page, "client.status()").await?;
         let retry_at = status["next_retry_at"].as_f64();
         let served = faults_served(&server).await?;
-        stop_every_worker(&workers, &registration).await?;
+        workers.stop_until_stopped(&registration).await?;
         // A page message starts the worker again: its start and the message are triggers.
         let after = eval(&page, "client.status()").await?;
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -184,17 +163,6 @@ async fn a_shift_reload_during_a_1000_write_flush_delivers_each_write_once_with_
     }
     browser.close().await?;
     Ok(())
-}
-
-/// The demo app, started (its client is `window.rangersync`).
-async fn open_demo(browser: &TestBrowser, server: &TestServer) -> Result<Page> {
-    let page = browser.open(&format!("{}/", server.url())).await?;
-    wait_until("the demo app started", Duration::from_secs(30), || async {
-        let started = eval(&page, "!!window.rangersync").await?;
-        Ok((started == true).then_some(()))
-    })
-    .await?;
-    Ok(page)
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chromiumoxide::cdp::browser_protocol::service_worker::ServiceWorkerVersionRunningStatus;
 use rangersync_e2e::{
     assert_seqs_applied_once, bare_page_url, client_id_of, eval, register_client, serial,
     wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
@@ -33,22 +32,7 @@ async fn a_worker_started_while_the_server_is_down_runs_from_its_cached_wasm() -
     // which cannot fetch its wasm from the network.
     server.stop().await;
     let registration = workers.registration(&server.url()).await?;
-    wait_until(
-        "every worker version is stopped",
-        Duration::from_secs(30),
-        || async {
-            let stopped = workers
-                .versions(&registration.id)
-                .iter()
-                .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped);
-            if stopped {
-                return Ok(Some(()));
-            }
-            workers.stop_all().await?;
-            Ok(None)
-        },
-    )
-    .await?;
+    workers.stop_until_stopped(&registration.id).await?;
 
     let ack = eval(
         &page,

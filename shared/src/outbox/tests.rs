@@ -1489,17 +1489,22 @@ fn a_visible_page_probes_a_server_that_did_not_answer_at_most_every_ten_seconds_
     panic!("no seed drew a long backoff");
 }
 
-#[test]
-fn a_captured_request_the_api_fails_every_time_is_dead_lettered_after_max_server_errors_with_its_words(
-) {
-    let mut f = Flusher::new(
+/// A flusher that dead-letters a captured request after 5 server errors.
+fn poison_flusher() -> Flusher {
+    Flusher::new(
         "c1",
         10,
         RetryPolicy {
             max_server_errors: 5,
             ..policy()
         },
-    );
+    )
+}
+
+#[test]
+fn a_captured_request_the_api_fails_every_time_is_dead_lettered_after_max_server_errors_with_its_words(
+) {
+    let mut f = poison_flusher();
     let poison = |attempts: u32| QueuedEntry {
         attempts,
         ..captured(1)
@@ -1547,14 +1552,7 @@ fn a_captured_request_the_api_fails_every_time_is_dead_lettered_after_max_server
         "the entries behind it go on at once"
     );
     // An outage's 503 never makes a request poison.
-    let mut f = Flusher::new(
-        "c1",
-        10,
-        RetryPolicy {
-            max_server_errors: 5,
-            ..policy()
-        },
-    );
+    let mut f = poison_flusher();
     start_and_load(&mut f, T0, vec![poison(4)]);
     f.handle_captured_outcome(T0, &respond(503, None, ""), &mut SplitMix64(3));
     assert!(record_plan(&drain(&mut f)).dead.is_empty());
