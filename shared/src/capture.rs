@@ -13,14 +13,48 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One entry of `captureRoutes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of `captureRoutes`: a JSON string, or `{ "origin", "path" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum CaptureRoute {
     /// A path pattern, or a full URL pattern (`http(s)://host[:port]/path`).
     Pattern(String),
     /// An origin and a path pattern.
     At { origin: String, path: String },
+}
+
+/// Read through a `serde_json::Value` rather than `#[serde(untagged)]`: the untagged
+/// deserializer buffers any input and is a large share of a wasm module that has `Value`
+/// anyway.
+impl<'de> Deserialize<'de> for CaptureRoute {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(Self::Pattern(s)),
+            serde_json::Value::Object(map) => {
+                let field = |name: &str| {
+                    map.get(name)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            D::Error::custom(format!("a capture route needs a string {name:?}"))
+                        })
+                };
+                if let Some(extra) = map.keys().find(|k| *k != "origin" && *k != "path") {
+                    return Err(D::Error::custom(format!(
+                        "unknown field {extra:?} in a capture route (known: origin, path)"
+                    )));
+                }
+                Ok(Self::At {
+                    origin: field("origin")?,
+                    path: field("path")?,
+                })
+            }
+            _ => Err(D::Error::custom(
+                "a capture route is a string or { origin, path }",
+            )),
+        }
+    }
 }
 
 impl From<&str> for CaptureRoute {
@@ -249,6 +283,18 @@ mod tests {
         .unwrap();
         assert_eq!(r.len(), 3);
         assert!(matches!(r[2], CaptureRoute::At { .. }));
+        for bad in [
+            r#"[5]"#,
+            r#"[{"origin": "http://h"}]"#,
+            r#"[{"origin": "http://h", "path": "/a", "x": 1}]"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Vec<CaptureRoute>>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let back = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<CaptureRoute>>(&back).unwrap(), r);
     }
 
     #[test]
