@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    eval, serial, wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
-    SYNC_TAG,
+    bare_page_url, eval, serial, wait_for_controller, wait_until, Result, ServiceWorkers,
+    TestBrowser, TestServer, SYNC_TAG,
 };
 use serde_json::Value;
 
@@ -31,7 +31,10 @@ async fn write_while_the_server_is_down(
     browser: &TestBrowser,
     server: &mut TestServer,
 ) -> Result<(Page, OfflineWrite)> {
-    let page = browser.open(&format!("{}/", server.url())).await?;
+    // A page of the origin without the demo on it: the demo registers its own worker URL (with
+    // its app shell), and two pages registering different scripts would replace each other's
+    // worker in the middle of the write.
+    let page = browser.open(&bare_page_url(server)).await?;
     let mode = eval(&page, REGISTER).await?;
     assert_eq!(mode, "worker", "the outbox runs in the service worker");
     wait_for_controller(&page).await?;
