@@ -136,6 +136,19 @@ fn giving_up_after(max_attempts: u32) -> Config {
     }
 }
 
+/// `config`, but with a server that is down (nothing listens on port 9): writes and captured
+/// requests stay queued until the real one is configured.
+async fn configure_with_the_server_down(engine: &Rc<Engine>, config: &Config) {
+    configure(
+        engine,
+        Config {
+            server_url: "http://127.0.0.1:9".into(),
+            ..config.clone()
+        },
+    )
+    .await;
+}
+
 async fn configure(engine: &Rc<Engine>, config: Config) {
     engine
         .handle(Request::Configure { config })
@@ -738,15 +751,7 @@ async fn a_captured_request_is_replayed_in_order_with_an_idempotency_key() {
     assert!(engine.wants(&format!("{}/api/sync/chat", own_origin()), "POST"));
     assert!(!engine.wants(&format!("{}/api/sync/chat", own_origin()), "GET"));
     assert!(!engine.wants(&format!("{}/api/other", own_origin()), "POST"));
-    // Queued while the server is down (nothing listens on port 9).
-    configure(
-        &engine,
-        Config {
-            server_url: "http://127.0.0.1:9".into(),
-            ..config.clone()
-        },
-    )
-    .await;
+    configure_with_the_server_down(&engine, &config).await;
     put(&engine, "before", json!(1)).await;
     let seq = engine
         .capture(CapturedRequest {
@@ -1127,15 +1132,7 @@ async fn a_captured_request_answered_401_is_dead_lettered_and_the_outbox_goes_on
     let mut config = fast_config();
     config.capture_routes = vec!["/api/sync/chat".into()];
     fault(json!([{"path": "/api/sync/chat", "status": 401, "times": 1}])).await;
-    // Queued while the server is down (nothing listens on port 9).
-    configure(
-        &engine,
-        Config {
-            server_url: "http://127.0.0.1:9".into(),
-            ..config.clone()
-        },
-    )
-    .await;
+    configure_with_the_server_down(&engine, &config).await;
     engine
         .capture(CapturedRequest {
             method: "POST".into(),

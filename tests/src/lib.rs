@@ -899,6 +899,25 @@ impl TestServer {
         Ok(())
     }
 
+    /// Polls the server (not a page: a page message would itself make the worker flush) until
+    /// it recorded at least `n` mutations of `client_id`, or `timeout`; returns them.
+    pub async fn wait_for_recorded(
+        &self,
+        client_id: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Value>> {
+        wait_until(
+            &format!("the server recorded {n} mutations of {client_id}"),
+            timeout,
+            || async {
+                let recorded = self.mutations_of(client_id).await?;
+                Ok((recorded.len() >= n).then_some(recorded))
+            },
+        )
+        .await
+    }
+
     /// `GET /api/test/mutations?client_id=X` → the recorded mutations, in seq order.
     pub async fn mutations_of(&self, client_id: &str) -> Result<Vec<Value>> {
         let answer = self
@@ -961,10 +980,10 @@ pub const RAW_MESSAGE_JS: &str = r#"window.raw = (data) => new Promise((resolve)
     navigator.serviceWorker.controller.postMessage(data, [channel.port2]);
 }); true"#;
 
-/// Opens the demo app at `server` and waits until it has started (`window.rangersync`); a page
-/// that never starts fails with what it reads.
-pub async fn open_demo(browser: &TestBrowser, server: &TestServer) -> Result<Page> {
-    let page = browser.open(&format!("{}/", server.url())).await?;
+/// Opens the demo app at `origin` (a server's URL) and waits until it has started
+/// (`window.rangersync`); a page that never starts fails with what it reads.
+pub async fn open_demo(browser: &TestBrowser, origin: &str) -> Result<Page> {
+    let page = browser.open(&format!("{origin}/")).await?;
     wait_until("the demo app started", Duration::from_secs(30), || async {
         let started = eval(&page, "!!window.rangersync").await?;
         if started == true {

@@ -273,13 +273,24 @@ async fn a_new_app_shell_version_replaces_the_old_cache_at_activate() -> Result 
     .await?;
     wait_until(
         "version two's worker controls the page",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let script = eval(&page, "navigator.serviceWorker.controller.scriptURL").await?;
-            Ok(script
-                .as_str()
-                .is_some_and(|s| s.contains("two"))
-                .then_some(()))
+            if script.as_str().is_some_and(|s| s.contains("two")) {
+                return Ok(Some(()));
+            }
+            // Where the update stands (in the error if it never lands), and a nudge: the
+            // browser checks the registration's script again.
+            let state = eval(
+                &page,
+                "navigator.serviceWorker.getRegistration().then(r => r ? ({ \
+                   installing: r.installing && r.installing.scriptURL, \
+                   waiting: r.waiting && r.waiting.scriptURL, \
+                   active: r.active && r.active.scriptURL, \
+                   update: r.update().then(() => 'checked', e => String(e)) }) : null)",
+            )
+            .await?;
+            Err(format!("controller {script}; registration {state}").into())
         },
     )
     .await?;

@@ -9,19 +9,6 @@ use rangersync_e2e::{
 };
 use serde_json::{json, Value};
 
-/// Waits until the server has recorded `n` mutations of `client_id`.
-async fn wait_for_recorded(server: &TestServer, client_id: &str, n: usize) -> Result<Vec<Value>> {
-    wait_until(
-        &format!("the server recorded {n} mutations of {client_id}"),
-        Duration::from_secs(60),
-        || async {
-            let recorded = server.mutations_of(client_id).await?;
-            Ok((recorded.len() >= n).then_some(recorded))
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn two_tabs_writing_concurrently_give_one_ordered_duplicate_free_history() -> Result {
     let _serial = serial().await;
@@ -59,7 +46,9 @@ async fn two_tabs_writing_concurrently_give_one_ordered_duplicate_free_history()
     );
 
     eval(&tab_a, "client.flush()").await?;
-    let recorded = wait_for_recorded(&server, &client_id, 40).await?;
+    let recorded = server
+        .wait_for_recorded(&client_id, 40, Duration::from_secs(60))
+        .await?;
     assert_seqs_applied_once(&recorded, 40);
     for (name, tab) in [("a", &tab_a), ("b", &tab_b)] {
         wait_until(
@@ -121,7 +110,9 @@ async fn page_only_fallback_writes_flush_and_hand_over_to_the_worker() -> Result
         client_id,
         "the worker uses the same client id"
     );
-    let recorded = wait_for_recorded(&server, &client_id, 5).await?;
+    let recorded = server
+        .wait_for_recorded(&client_id, 5, Duration::from_secs(60))
+        .await?;
     // Let a late duplicate delivery land, if any: it must change nothing.
     wait_until(
         "the worker's outbox is empty",
@@ -245,7 +236,9 @@ async fn periodic_sync_flushes_with_no_page_open() -> Result {
         .dispatch_periodic_sync(&server.url(), "rangersync-periodic")
         .await?;
 
-    let recorded = wait_for_recorded(&server, &client_id, 1).await?;
+    let recorded = server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(60))
+        .await?;
     assert_seqs_applied_once(&recorded, 1);
     assert_eq!(recorded[0]["key"], "p1");
 

@@ -52,7 +52,7 @@ async fn the_status_indicator_goes_from_pending_to_synced() -> Result {
     let _serial = serial().await;
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    let page = open_demo(&browser, &server).await?;
+    let page = open_demo(&browser, &server.url()).await?;
     wait_for_pill(&page, "Saved", |t| t == "Saved").await?;
     let client_id = eval(
         &page,
@@ -95,7 +95,7 @@ async fn the_status_indicator_goes_from_pending_to_synced() -> Result {
 
     // Reopen: the note is there from the local copy, still pending.
     browser.close_tab(page).await?;
-    let page = open_demo(&browser, &server).await?;
+    let page = open_demo(&browser, &server.url()).await?;
     wait_until(
         "the reopened page lists the note as pending",
         Duration::from_secs(30),

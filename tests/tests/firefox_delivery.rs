@@ -65,25 +65,6 @@ async fn write(firefox: &Firefox, prefix: &str) -> Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Polls the server (not the page: a page message would itself make the worker flush) until it
-/// recorded `n` mutations of `client_id`, or `timeout`.
-async fn wait_for_recorded(
-    server: &TestServer,
-    client_id: &str,
-    n: usize,
-    timeout: Duration,
-) -> Result<Vec<Value>> {
-    wait_until(
-        &format!("the server recorded {n} mutations of {client_id}"),
-        timeout,
-        || async {
-            let recorded = server.mutations_of(client_id).await?;
-            Ok((recorded.len() >= n).then_some(recorded))
-        },
-    )
-    .await
-}
-
 /// Waits for all `WRITES` and prints how long they took to arrive after `since`.
 async fn wait_for_all(
     server: &TestServer,
@@ -91,8 +72,9 @@ async fn wait_for_all(
     since: Instant,
     what: &str,
 ) -> Result<Vec<Value>> {
-    let recorded =
-        wait_for_recorded(server, client_id, WRITES as usize, Duration::from_secs(30)).await?;
+    let recorded = server
+        .wait_for_recorded(client_id, WRITES as usize, Duration::from_secs(30))
+        .await?;
     println!(
         "delivered {} s after {what}",
         (since.elapsed().as_millis() as f64 / 1000.0)
@@ -198,7 +180,8 @@ async fn firefox_after_the_tab_closes_a_write_arrives_exactly_once_when_the_work
     // its backoff short) and nothing wakes it.
     tokio::time::sleep(Duration::from_secs(6)).await;
     server.restart().await?;
-    let stalled = wait_for_recorded(&server, &client_id, 1, Duration::from_secs(8))
+    let stalled = server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(8))
         .await
         .is_err();
     println!(

@@ -170,7 +170,7 @@ async fn an_edit_made_right_before_the_tab_closes_is_saved_and_reaches_the_serve
     let _serial = serial().await;
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    let page = open_demo(&browser, &server).await?;
+    let page = open_demo(&browser, &server.url()).await?;
     wait_for_controller(&page).await?;
     assert_eq!(eval(&page, "rangersync.mode").await?, "worker");
     // The app selects the new note and opens it in the editor. (Its buttons are wired a
@@ -203,7 +203,7 @@ async fn an_edit_made_right_before_the_tab_closes_is_saved_and_reaches_the_serve
         "precondition: the close was asked within 20 ms ({elapsed:?})"
     );
 
-    let page = open_demo(&browser, &server).await?;
+    let page = open_demo(&browser, &server.url()).await?;
     let local = wait_until(
         "the edit is in the local copy",
         Duration::from_secs(20),

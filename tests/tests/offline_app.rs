@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    assert_seqs_applied_once, demo_pill, eval, note_list, serial, wait_for_controller, wait_until,
-    Result, TestBrowser, TestServer,
+    assert_seqs_applied_once, demo_pill, eval, note_list, open_demo, serial, wait_for_controller,
+    wait_until, Result, TestBrowser, TestServer,
 };
 
 /// Waits until the pill reads `want`.
@@ -27,25 +27,6 @@ async fn wait_for_pill(page: &Page, want: &str) -> Result {
         },
     )
     .await
-}
-
-/// Opens the demo app and waits until it has started (`window.rangersync`).
-async fn open_demo(browser: &TestBrowser, url: &str) -> Result<Page> {
-    let page = browser.open(&format!("{url}/")).await?;
-    wait_until("the demo app started", Duration::from_secs(30), || async {
-        let started = eval(&page, "!!window.rangersync").await?;
-        if started == true {
-            return Ok(Some(()));
-        }
-        let text = eval(
-            &page,
-            "document.body ? document.body.innerText.slice(0, 200) : ''",
-        )
-        .await?;
-        Err(format!("not started; the page reads {text}").into())
-    })
-    .await?;
-    Ok(page)
 }
 
 /// Waits until `rangersync.list('notes')` holds a note titled `title`.

@@ -17,25 +17,7 @@ use rangersync_e2e::{
     wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
     RAW_MESSAGE_JS,
 };
-use serde_json::{json, Value};
-
-/// Waits until the server has recorded `n` mutations of `client_id`.
-async fn wait_for_recorded(
-    server: &TestServer,
-    client_id: &str,
-    n: usize,
-    timeout: Duration,
-) -> Result<Vec<Value>> {
-    wait_until(
-        &format!("the server recorded {n} mutations of {client_id}"),
-        timeout,
-        || async {
-            let recorded = server.mutations_of(client_id).await?;
-            Ok((recorded.len() >= n).then_some(recorded))
-        },
-    )
-    .await
-}
+use serde_json::json;
 
 /// Checks that Background Sync is refused for the page's registration and that
 /// nothing is registered (so the browser has no `sync` event to fire or retry).
@@ -117,7 +99,9 @@ async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result
     // (the fetch event), and the page sends no message. Only `start()`'s
     // "on worker start" flush can deliver.
     let bare = browser.open(&bare_page_url(&server)).await?;
-    let recorded = wait_for_recorded(&server, &client_id, 1, Duration::from_secs(30)).await?;
+    let recorded = server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(30))
+        .await?;
     assert_seqs_applied_once(&recorded, 1);
     assert_eq!(recorded[0]["key"], "n1");
     let running = workers
@@ -188,7 +172,9 @@ async fn a_page_event_makes_the_worker_flush() -> Result {
     assert_eq!(reply["ok"], true, "the page event is answered: {reply}");
     assert_eq!(reply["id"], 41);
 
-    let recorded = wait_for_recorded(&server, &client_id, 1, Duration::from_secs(20)).await?;
+    let recorded = server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(20))
+        .await?;
     assert_seqs_applied_once(&recorded, 1);
     assert_eq!(recorded[0]["key"], "e1");
     wait_until(
