@@ -211,12 +211,20 @@
       });
     }
 
-    /** The wasm from the network (refreshing the cached copy), else the cached copy. */
+    /** Settles once the copy of the wasm last fetched is in the worker's cache. */
+    let wasmCopied = Promise.resolve();
+
+    /**
+     * The wasm from the network (revalidated, so a new glue never meets an old wasm from the HTTP
+     * cache), refreshing the cached copy from the same response; else the cached copy.
+     */
     function wasmResponse() {
-      return fetch(wasmUrl).then((response) => {
+      return fetch(wasmUrl, { cache: 'no-cache' }).then((response) => {
         if (!response.ok) throw new Error(`HTTP ${response.status} for ${wasmUrl}`);
         const copy = response.clone();
-        caches.open(WORKER_CACHE).then((cache) => cache.put(wasmUrl, copy)).catch(() => {});
+        wasmCopied = caches.open(WORKER_CACHE)
+          .then((cache) => cache.put(wasmUrl, copy))
+          .catch(() => {});
         return response;
       }).catch((err) => caches.open(WORKER_CACHE)
         .then((cache) => cache.match(wasmUrl))
@@ -261,12 +269,11 @@
     }
 
     self.addEventListener('install', (event) => {
-      // Keep a copy of this version's wasm (a failure here only means no offline start yet),
-      // and the app shell when there is one (a file that fails is skipped, never the install:
-      // the worker holds the outbox, which matters more than opening offline).
-      const wasmCopy = caches.open(WORKER_CACHE)
-        .then((cache) => cache.add(new Request(wasmUrl, { cache: 'reload' })))
-        .catch(() => {});
+      // Keep a copy of this version's wasm: the one download that loads it also fills the
+      // cache (a failure here only means no offline start yet). And the app shell when there is
+      // one (a file that fails is skipped, never the install: the worker holds the outbox,
+      // which matters more than opening offline).
+      const wasmCopy = ready().then(() => wasmCopied, () => {});
       const shellCopy = shell ? precache(shell).catch((err) => {
         console.warn(`rangersync: caching the app shell failed: ${describe(err)}`);
       }) : null;

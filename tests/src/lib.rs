@@ -27,6 +27,7 @@
 //! | [`www_with`], [`page_module_files`] | a temp copy of `www/` with a test's own pages and worker scripts; the files a page needs to import the page module (for an app shell) |
 //! | [`firefox::Firefox`] | headless Firefox ESR through geckodriver (WebDriver): tabs, JS, restart or kill on the same profile |
 //! | [`summary`] | one JSON line per fault scenario (browser, writes, faults, lost, duplicated) for the table `cargo xtask test` prints |
+//! | [`example::Example`] | the Vite + React example (`examples/vite-react`): a build with the test's URLs, `vite preview`, the dev server, its Express API |
 //! | [`proxy::FaultProxy`] | a loopback HTTP proxy between browser and server that resets, drops, delays, truncates or answers 429/503 per request, and records every request |
 
 use std::borrow::Cow;
@@ -48,6 +49,7 @@ use rangersync_server::{DbLocation, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
+pub mod example;
 pub mod firefox;
 pub mod proxy;
 pub mod summary;

@@ -139,9 +139,38 @@ pub fn build() -> Result<WasmBindgen> {
             bind.arg("--no-typescript");
         }
         util::run(bind.arg(&input))?;
+        if krate.typescript {
+            drop_symbol_dispose(&out_dir.join(format!("{}.d.ts", krate.artifact)))?;
+        }
     }
     print_sizes(&out_dir)?;
     Ok(bindgen)
+}
+
+/// The member wasm-bindgen declares on every exported class: `[Symbol.dispose](): void;`.
+const SYMBOL_DISPOSE_MEMBER: &str = "[Symbol.dispose](): void;";
+
+/// Removes `[Symbol.dispose]` from the declarations: it type-checks only with the `esnext.disposable`
+/// library, which the default Vite template's `lib` (`ES2023`, `DOM`) lacks, so an app building
+/// with `skipLibCheck: false` would fail in our file. The glue still defines the method when the
+/// runtime has `Symbol.dispose`; `free()` (declared) does the same.
+fn drop_symbol_dispose(declarations: &Path) -> Result {
+    let text = std::fs::read_to_string(declarations)
+        .map_err(|e| format!("cannot read {}: {e}", declarations.display()))?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| line.trim() != SYMBOL_DISPOSE_MEMBER)
+        .collect();
+    let mut out = kept.join("\n");
+    out.push('\n');
+    if out.contains("Symbol.dispose") {
+        return Err(format!(
+            "{} still mentions Symbol.dispose in a form this build does not remove",
+            declarations.display()
+        ));
+    }
+    std::fs::write(declarations, out)
+        .map_err(|e| format!("cannot write {}: {e}", declarations.display()))
 }
 
 /// `wasm-opt -Oz` of cargo's output into `<name>.opt.wasm` beside it; returns that path.

@@ -7,8 +7,8 @@
 //! | `demo [--listen ADDR]` | builds the wasm and the server, serves the demo app until Ctrl-C |
 //! | `build` | checks/installs the wasm target and the pinned wasm-bindgen CLI, builds both wasm crates into `www/pkg`, runs `wasm-opt -Oz` when available, prints sizes |
 //! | `docs` | every relative link, anchor and cited file in the docs resolves; every test the README's "Guarantees and their tests" names exists |
-//! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker (wasm-pack), end-to-end tests in Chromium, then in Firefox ESR; a table of the fault scenarios at the end |
-//! | `pkg` | builds, then assembles an npm-style package in `dist/rangersync/` |
+//! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker (wasm-pack), the Vite example built from the npm package, end-to-end tests in Chromium, then in Firefox ESR; a table of the fault scenarios at the end |
+//! | `pkg` | builds, then assembles the npm package in `dist/rangersync/` and packs it into `dist/rangersync.tgz` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
 //! | `bench --server` | push throughput (new, resent, p99) on SQLite and on 1, 2 and 3 PostgreSQL instances, into `BENCHMARKS.md` |
 //!
@@ -24,6 +24,7 @@ mod bench_server;
 mod build;
 mod demo;
 mod docs;
+mod example;
 mod pkg;
 mod postgres;
 mod server;
@@ -42,9 +43,9 @@ commands:
   build                  build the service worker and page wasm into www/pkg
   docs                   check the docs: links, anchors, cited files, the README's guarantee tests
   test [STEP…]           run every check CI runs, or only some steps:
-                         docs fmt clippy clippy-wasm unit browser wasm e2e
+                         docs fmt clippy clippy-wasm unit browser wasm example e2e
                          firefox-install firefox
-  pkg                    build and assemble the npm package in dist/rangersync/
+  pkg                    build the npm package into dist/rangersync/ and dist/rangersync.tgz
   bench [--mutations N] [--batch B] [--debug] [--writes N] [--drain N] [--drain-large N]
         [--cold-runs N] [--browser-release] [--native-only | --browser-only]
                          measure push and dedup throughput of the reference server, then

@@ -7,7 +7,7 @@ use crate::util::{self, Result};
 /// Files copied from `www/pkg` (and the worker scripts of `www/`) into the package; the page module's
 /// `snippets/` folder is copied too (its extras loader imports `../../rangersync_page_extras.js`,
 /// so the layout must stay as wasm-bindgen wrote it).
-const FILES: [(&str, &str); 9] = [
+const FILES: [(&str, &str); 11] = [
     ("www/pkg", "rangersync_page.js"),
     ("www/pkg", "rangersync_page_bg.wasm"),
     ("www/pkg", "rangersync_page.d.ts"),
@@ -17,9 +17,15 @@ const FILES: [(&str, &str); 9] = [
     ("www", "rangersync-worker.js"),
     ("www/pkg", "rangersync_sw.js"),
     ("www/pkg", "rangersync_sw_bg.wasm"),
+    ("page-client/npm", "vite.js"),
+    ("page-client/npm", "vite.d.ts"),
 ];
 
-/// The README the package ships (as `README.md`), when it exists; its relative links must stay
+/// The tarball `npm pack` makes of the package, renamed without its version so that an app can
+/// depend on `file:…/dist/rangersync.tgz` across versions (`examples/vite-react` does).
+pub const TARBALL: &str = "rangersync.tgz";
+
+/// The README the package ships (as `README.md`); its relative links must stay
 /// inside the package (checked in `docs.rs`).
 pub const README_SOURCE: &str = "page-client/README.md";
 
@@ -35,10 +41,15 @@ pub fn package_files() -> Vec<String> {
 /// The line of `www/rangersync-worker.js` that names where its glue and wasm are served.
 const DEFAULT_PKG_URL_LINE: &str = "const DEFAULT_PKG_URL = '/pkg/';";
 
-/// Builds, then writes `dist/rangersync/` afresh.
+/// Builds, then writes `dist/rangersync/` and `dist/rangersync.tgz` afresh.
 pub fn run(args: &[String]) -> Result {
     util::parse_flags(args, &[], &[])?;
     crate::build::build()?;
+    assemble()
+}
+
+/// Writes `dist/rangersync/` from what the last build left in `www/pkg`, and packs it.
+pub fn assemble() -> Result {
     let root = util::root();
     let out = root.join("dist").join("rangersync");
     if out.exists() {
@@ -78,12 +89,7 @@ pub fn run(args: &[String]) -> Result {
         &library,
         &text.replace(DEFAULT_PKG_URL_LINE, "const DEFAULT_PKG_URL = './';"),
     )?;
-    let readme = root.join(README_SOURCE);
-    if readme.is_file() {
-        copy(&readme, &out.join("README.md"))?;
-    } else {
-        write(&out.join("README.md"), GENERATED_README)?;
-    }
+    copy(&root.join(README_SOURCE), &out.join("README.md"))?;
     let version = util::workspace_version()?;
     let files: Vec<String> = FILES
         .iter()
@@ -103,6 +109,15 @@ pub fn run(args: &[String]) -> Result {
   "main": "rangersync_page.js",
   "module": "rangersync_page.js",
   "types": "rangersync_page.d.ts",
+  "exports": {{
+    ".": {{ "types": "./rangersync_page.d.ts", "default": "./rangersync_page.js" }},
+    "./vite": {{ "types": "./vite.d.ts", "default": "./vite.js" }},
+    "./sw.js": "./sw.js",
+    "./rangersync-worker.js": "./rangersync-worker.js",
+    "./package.json": "./package.json"
+  }},
+  "peerDependencies": {{ "vite": ">=5" }},
+  "peerDependenciesMeta": {{ "vite": {{ "optional": true }} }},
   "files": [{}],
   "sideEffects": ["./sw.js", "./rangersync-worker.js", "./rangersync_sw.js"]
 }}
@@ -127,32 +142,28 @@ pub fn run(args: &[String]) -> Result {
         FILES.len() + 2 + snippets.len(),
         total as f64 / 1024.0
     );
-    Ok(())
+    pack(&out, &root.join("dist"), &version)
 }
 
-const GENERATED_README: &str = "\
-# rangersync
-
-The page module (`rangersync_page.js`; it loads `rangersync_page_extras.js` on
-demand for page mode and YAML) and the service worker (`sw.js`, which imports
-`rangersync-worker.js`, which loads `rangersync_sw.js` and `rangersync_sw_bg.wasm`)
-of rangersync. Serve the worker files together from your site's root scope and
-register through the page module:
-
-```js
-import init, { SyncClient } from 'rangersync/rangersync_page.js';
-await init();
-const client = await SyncClient.register({
-  swUrl: '/sw.js',
-  serverUrl: location.origin,
-  appShell: { files: ['/', '/index.js'] }, // optional: cached at install to open offline
-});
-await client.put('notes', 'n1', { title: 'hi' });
-```
-
-A site with a service worker of its own imports the library into it instead:
-`importScripts('/rangersync-worker.js'); rangersync.listen({ pkgUrl: '/' });`
-";
+/// `npm pack` of the package folder into `dist/rangersync.tgz`: the same tarball the registry
+/// would serve, which an app installs by copying (a folder dependency is a symlink, whose real
+/// path is outside the app: its imports of the app's `vite` types would not resolve).
+fn pack(package: &Path, dist: &Path, version: &str) -> Result {
+    let npm = crate::tools::ensure_npm()?;
+    let packed = dist.join(format!("rangersync-{version}.tgz"));
+    let _ = std::fs::remove_file(&packed);
+    util::run(
+        util::cmd(&npm)
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(dist)
+            .arg(package),
+    )?;
+    let tarball = dist.join(TARBALL);
+    std::fs::rename(&packed, &tarball)
+        .map_err(|e| format!("npm pack wrote no {}: {e}", packed.display()))?;
+    println!("{}", tarball.display());
+    Ok(())
+}
 
 fn copy(from: &Path, to: &Path) -> Result {
     std::fs::copy(from, to).map(|_| ()).map_err(|e| {

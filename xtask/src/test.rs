@@ -26,7 +26,7 @@ struct State {
 /// A step: its id (for `cargo xtask test ID…`), its name, what it does.
 type Step = (&'static str, &'static str, fn(&mut State) -> Result);
 
-const STEPS: [Step; 10] = [
+const STEPS: [Step; 11] = [
     ("docs", "docs (links, guarantee tests)", docs),
     ("fmt", "fmt", fmt),
     ("clippy", "clippy (native)", clippy_native),
@@ -34,7 +34,8 @@ const STEPS: [Step; 10] = [
     ("unit", "native tests", native_tests),
     ("browser", "chromium + chromedriver", browser),
     ("wasm", "wasm tests (wasm-pack, Chromium)", wasm_tests),
-    ("e2e", "build www/pkg + e2e tests (Chromium)", e2e_tests),
+    ("example", "build www/pkg + the Vite example (npm)", example),
+    ("e2e", "e2e tests (Chromium)", e2e_tests),
     (
         "firefox-install",
         "firefox-esr + geckodriver",
@@ -78,11 +79,14 @@ pub fn run(args: &[String]) -> Result {
         ));
     }
     let needs_browser = args.iter().any(|a| a == "wasm" || a == "e2e");
+    // The e2e tests include the Vite example's, which need it built.
+    let needs_example = args.iter().any(|a| a == "e2e");
     let needs_firefox = args.iter().any(|a| a == "firefox");
     let selected = |id: &str| {
         args.is_empty()
             || args.iter().any(|a| a == id)
             || (id == "browser" && needs_browser)
+            || (id == "example" && needs_example)
             || (id == "firefox-install" && needs_firefox)
     };
     let summary = scenario_summary_file();
@@ -279,19 +283,27 @@ fn write_shim(path: &Path, body: &str) -> Result {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Builds `www/pkg` (release wasm) and runs the browser end-to-end tests,
-/// one at a time: each launches its own Chromium and there are 2 cores.
+/// Builds `www/pkg` (release wasm), packs the npm package and builds the Vite example with it
+/// (`examples/vite-react`, whose end-to-end tests run in the next step).
+fn example(_: &mut State) -> Result {
+    crate::build::build()?;
+    crate::example::prepare()
+}
+
+/// The browser end-to-end tests, one at a time: each launches its own Chromium and there are
+/// 2 cores. (`www/pkg` and the example were built by the step before.)
 fn e2e_tests(state: &mut State) -> Result {
     let browser = state
         .browser
         .clone()
         .ok_or("no browser (the browser step did not run)")?;
-    crate::build::build()?;
     crate::postgres::ensure_installed()?;
+    let node = tools::ensure_node()?;
     util::run(
         util::cargo()
             .args(["test", "-p", "rangersync-e2e", "--"])
             .args(["--test-threads=1", "--skip", "firefox_"])
+            .env(tools::NODE_ENV, node)
             .env("RANGERSYNC_WWW", util::root().join("www"))
             .env("CHROMIUM", &browser.chromium)
             .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),

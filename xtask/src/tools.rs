@@ -304,6 +304,28 @@ pub fn ensure_node() -> Result<PathBuf> {
         .ok_or_else(|| format!("apt-get installed {NODE_PACKAGE} but `node` is still not on PATH"))
 }
 
+/// The Debian package that provides `npm` (Debian ships it apart from `nodejs`).
+pub const NPM_PACKAGE: &str = "npm";
+
+/// Finds `npm` on `PATH` (after making sure Node is there); as root, installs Debian's `npm`
+/// when it is missing; otherwise says what to install. It installs only from the npm registry.
+pub fn ensure_npm() -> Result<PathBuf> {
+    ensure_node()?;
+    let find = || {
+        util::which("npm").filter(|npm| util::output(Command::new(npm).arg("--version")).is_some())
+    };
+    if let Some(npm) = find() {
+        return Ok(npm);
+    }
+    if !util::is_root() {
+        return Err(format!(
+            "npm is missing: run `sudo apt-get install -y {NPM_PACKAGE}`"
+        ));
+    }
+    apt_get_install(NPM_PACKAGE)?;
+    find().ok_or_else(|| format!("apt-get installed {NPM_PACKAGE} but `npm` is still not on PATH"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,0 +1,130 @@
+import { useCallback, useEffect, useState } from 'react'
+import type { ListItem, SyncStatus } from 'rangersync'
+import { API_URL, client } from './sync'
+import { useSyncStatus } from './useSyncStatus'
+
+interface Note {
+  text: string
+}
+
+interface Chat {
+  id: string
+  messages: string[]
+}
+
+const CHAT_ID = 'chat-1'
+
+/** One word for the status, as the demo app shows it. */
+function indicator(s: SyncStatus | null): string {
+  if (!s) return 'Starting…'
+  if (s.state === 'auth_error') return 'Auth error'
+  if (s.state === 'config_error') return 'Config error'
+  if (s.state === 'error') return 'Error'
+  if (s.state === 'offline') return 'Offline'
+  if (s.state === 'syncing') return 'Syncing…'
+  if (s.pending > 0) return `Pending ${s.pending}`
+  return 'Saved'
+}
+
+export default function App() {
+  const status = useSyncStatus()
+  const [notes, setNotes] = useState<ListItem<Note>[]>([])
+  const [noteText, setNoteText] = useState('')
+  const [chat, setChat] = useState<Chat>({ id: CHAT_ID, messages: [] })
+  const [chatText, setChatText] = useState('')
+  const [lastSend, setLastSend] = useState({ message: '', result: '' })
+
+  const reload = useCallback(async () => {
+    setNotes((await (await client).list('notes')) as ListItem<Note>[])
+  }, [])
+
+  useEffect(() => {
+    let off = () => {}
+    let live = true
+    client.then((c) => {
+      if (!live) return
+      off = c.onChange(() => void reload())
+      void reload()
+    })
+    return () => {
+      live = false
+      off()
+    }
+  }, [reload])
+
+  async function saveNote() {
+    const c = await client
+    await c.put('notes', `n${Date.now()}`, { text: noteText })
+    setNoteText('')
+    await reload()
+  }
+
+  // RangerPlex's way: POST the whole chat to its REST API. With the API down, the worker answers
+  // 202 and replays the call later, in order, after any call to the same route queued before.
+  async function sendMessage() {
+    const message = chatText
+    const next: Chat = { ...chat, messages: [...chat.messages, message] }
+    setChat(next)
+    setChatText('')
+    let result: string
+    try {
+      const response = await fetch(`${API_URL}/api/sync/chat`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(next),
+      })
+      result = response.status === 202 ? 'queued' : response.ok ? 'sent' : `failed (${response.status})`
+    } catch (err) {
+      result = `failed (${String(err)})`
+    }
+    setLastSend({ message, result })
+  }
+
+  return (
+    <main>
+      <h1>rangersync + Vite + React</h1>
+      <p
+        id="status"
+        data-state={status?.state ?? ''}
+        data-pending={status?.pending ?? ''}
+        data-mode={status?.mode ?? ''}
+      >
+        {indicator(status)}
+        {status?.mode === 'page' ? ` (page mode: ${status.fallback_reason ?? ''})` : ''}
+        {status?.last_error ? ` · ${status.last_error.message}` : ''}
+      </p>
+
+      <section>
+        <h2>Notes (put → rangersync server)</h2>
+        <input id="note-text" value={noteText} onChange={(e) => setNoteText(e.target.value)} />
+        <button id="save-note" onClick={() => void saveNote()} disabled={!noteText}>
+          Save note
+        </button>
+        <ul id="notes">
+          {notes.map((n) => (
+            <li key={n.key}>
+              {n.value.text}
+              {n.pending ? ' (pending)' : ''}
+            </li>
+          ))}
+        </ul>
+      </section>
+
+      <section>
+        <h2>Chat (fetch → the app's API)</h2>
+        <input id="chat-text" value={chatText} onChange={(e) => setChatText(e.target.value)} />
+        <button id="send-chat" onClick={() => void sendMessage()} disabled={!chatText}>
+          Send
+        </button>
+        <p id="last-send" data-message={lastSend.message}>
+          {lastSend.result}
+        </p>
+        <ol id="messages">
+          {chat.messages.map((m, i) => (
+            <li key={i}>{m}</li>
+          ))}
+        </ol>
+      </section>
+    </main>
+  )
+}
