@@ -81,6 +81,19 @@ async fn send_chat(page: &Page, text: &str, expected: &str) -> Result {
     Ok(())
 }
 
+/// What the sync server holds, once it holds something.
+async fn synced_notes(sync: &TestServer) -> Result<Vec<Value>> {
+    wait_until(
+        "the sync server holds the note",
+        Duration::from_secs(60),
+        || async {
+            let changes = sync.pull_all().await?;
+            Ok((!changes.is_empty()).then_some(changes))
+        },
+    )
+    .await
+}
+
 async fn api_json(api_url: &str, path: &str) -> Result<Value> {
     Ok(reqwest::get(format!("{api_url}{path}"))
         .await?
@@ -196,15 +209,7 @@ async fn the_vite_example_delivers_notes_and_queued_chat_calls_once_through_an_o
         "each replay carries its own Idempotency-Key: {applied:?}"
     );
 
-    let notes = wait_until(
-        "the sync server holds the note",
-        Duration::from_secs(60),
-        || async {
-            let changes = sync.pull_all().await?;
-            Ok((!changes.is_empty()).then_some(changes))
-        },
-    )
-    .await?;
+    let notes = synced_notes(&sync).await?;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["collection"], "notes");
     assert_eq!(notes[0]["value"], json!({ "text": "written offline" }));
@@ -240,15 +245,7 @@ async fn the_vite_example_in_the_dev_server_gets_its_worker_from_the_plugin_and_
     let page = browser.open(&page_origin).await?;
     wait_for_worker_mode(&page).await?;
     type_and_click(&page, "note-text", "from dev", "save-note").await?;
-    let changes = wait_until(
-        "the sync server holds the note",
-        Duration::from_secs(60),
-        || async {
-            let changes = sync.pull_all().await?;
-            Ok((!changes.is_empty()).then_some(changes))
-        },
-    )
-    .await?;
+    let changes = synced_notes(&sync).await?;
     assert_eq!(changes[0]["value"], json!({ "text": "from dev" }));
     browser.close().await?;
     Ok(())
