@@ -160,6 +160,13 @@ function renderTimes() {
   $('last-saved').textContent = ago(s.last_saved_at);
   $('last-synced').textContent = ago(s.last_synced_at);
   $('last-exported').textContent = ago(s.last_exported_at);
+  $('last-backup').textContent = s.last_backup_at ? ago(s.last_backup_at) : 'never';
+  const backupError = $('backup-error');
+  backupError.hidden = !s.backup_error;
+  if (s.backup_error) {
+    backupError.textContent = `Backup to the server failed (${s.backup_error.code}); retrying ${s.next_backup_at ? ago(s.next_backup_at) : 'later'}.`;
+    backupError.title = s.backup_error.message;
+  }
   $('next-retry').textContent = s.next_retry_at ? ago(s.next_retry_at) : '—';
   for (const el of document.querySelectorAll('[data-time]')) {
     el.textContent = ago(Number(el.dataset.time));
@@ -456,6 +463,14 @@ async function exportAs(format) {
   } catch (e) { showError(e, 'Export failed'); }
 }
 
+async function backupNow() {
+  try {
+    await state.client.backupNow();
+    toast('Backed up to the server', 'ok');
+  } catch (e) { showError(e, 'Backup failed'); }
+  state.client.status().then((s) => { state.status = s; renderStatus(); }).catch(() => {});
+}
+
 let restoreText = null;
 
 async function pickRestore(ev) {
@@ -594,6 +609,7 @@ async function start() {
   });
   $('sync-now').addEventListener('click', syncNow);
   $('status-pill').addEventListener('click', syncNow);
+  $('backup-now').addEventListener('click', backupNow);
   $('export-json').addEventListener('click', () => exportAs('json'));
   $('export-yaml').addEventListener('click', () => exportAs('yaml'));
   $('restore-file').addEventListener('change', pickRestore);

@@ -110,7 +110,10 @@ pub fn is_json(text: &str) -> bool {
 pub fn is_slow(request: &Request) -> bool {
     matches!(
         request,
-        Request::Flush | Request::Export { .. } | Request::Restore { .. }
+        Request::Flush
+            | Request::Export { .. }
+            | Request::Restore { .. }
+            | Request::Backup { manual: true }
     )
 }
 

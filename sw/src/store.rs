@@ -1,9 +1,12 @@
 //! Typed operations on the stores of `schema.rs`. Every operation is one transaction; none
 //! awaits anything but IndexedDB requests inside it (invariant 6).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use js_sys::Array;
+use rangersync_shared::backup::BackupFailure;
 use rangersync_shared::messages::Config;
 use rangersync_shared::outbox::{
     coalescable, Backoff, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
@@ -242,6 +245,8 @@ pub struct MetaState {
     pub last_saved_at: Option<Millis>,
     pub last_synced_at: Option<Millis>,
     pub last_exported_at: Option<Millis>,
+    pub last_backup_at: Option<Millis>,
+    pub backup_failure: Option<BackupFailure>,
     pub last_error: Option<LastError>,
     /// The persisted backoff of the last failed attempt.
     pub backoff: Option<Backoff>,
@@ -315,17 +320,30 @@ impl StoredConfig {
 /// The typed stores over one open database.
 pub struct Store {
     db: IdbDatabase,
+    /// The connection ended under us (`versionchange`, `close`): see [`Store::is_closed`].
+    closed: Rc<Cell<bool>>,
 }
 
 impl Store {
     pub async fn open(name: &str) -> Result<Self> {
+        let closed = Rc::new(Cell::new(false));
         Ok(Self {
-            db: schema::open(name).await?,
+            db: schema::open(name, &closed).await?,
+            closed,
         })
     }
 
     pub fn close(&self) {
+        self.closed.set(true);
         self.db.close();
+    }
+
+    /// Whether the connection is closed (by [`Store::close`], or under us: the database was
+    /// deleted or upgraded by another connection, or the browser cleared the origin's
+    /// storage). Every operation would fail with "The database connection is closing": the
+    /// owner opens a new store.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 
     /// Read `meta`, creating the client id (once per profile) when absent.
@@ -338,6 +356,8 @@ impl Store {
         let last_saved_at = as_millis(&get(meta::LAST_SAVED_AT).await?);
         let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
         let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
+        let last_backup_at = as_millis(&get(meta::LAST_BACKUP_AT).await?);
+        let backup_failure = get(meta::BACKUP_FAILURE).await?;
         let last_error = get(meta::LAST_ERROR).await?;
         let backoff = get(meta::BACKOFF).await?;
         let legacy_not_before = as_millis(&get(meta::NOT_BEFORE).await?);
@@ -386,12 +406,19 @@ impl Store {
         } else {
             from_js(last_error).ok()
         };
+        let backup_failure = if backup_failure.is_undefined() || backup_failure.is_null() {
+            None
+        } else {
+            from_js(backup_failure).ok()
+        };
         Ok(MetaState {
             client_id,
             config,
             last_saved_at,
             last_synced_at,
             last_exported_at,
+            last_backup_at,
+            backup_failure,
             last_error,
             backoff,
             config_problem,
@@ -408,6 +435,18 @@ impl Store {
     pub async fn put_meta(&self, key: &str, value: &JsValue) -> Result<()> {
         let tx = Tx::new(&self.db, &[META], true)?;
         req(tx.store(META)?.put_with_key(value, &key.into())).await?;
+        tx.commit().await
+    }
+
+    /// Put several `meta` values in one transaction.
+    pub async fn put_metas(&self, entries: &[(&str, JsValue)]) -> Result<()> {
+        let tx = Tx::new(&self.db, &[META], true)?;
+        let m = tx.store(META)?;
+        let requests = entries
+            .iter()
+            .map(|(key, value)| issue(m.put_with_key(value, &(*key).into())))
+            .collect::<Result<Vec<_>>>()?;
+        settle(&requests).await?;
         tx.commit().await
     }
 
@@ -1034,20 +1073,5 @@ impl Store {
         req(store.delete(&seq_key(seq))).await?;
         tx.commit().await?;
         Ok(Some(entity))
-    }
-
-    /// Keep a scheduled export (the last 3).
-    pub async fn keep_snapshot(&self, exported_at: Millis, text: &str) -> Result<()> {
-        let tx = Tx::new(&self.db, &[schema::SNAPSHOTS], true)?;
-        let store = tx.store(schema::SNAPSHOTS)?;
-        let obj = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&obj, &"exported_at".into(), &(exported_at as f64).into());
-        let _ = js_sys::Reflect::set(&obj, &"text".into(), &text.into());
-        req(store.put(&obj)).await?;
-        let keys = keys_of(&req(store.get_all_keys()).await?);
-        for k in keys.iter().rev().skip(3) {
-            req(store.delete(&seq_key(*k))).await?;
-        }
-        tx.commit().await
     }
 }

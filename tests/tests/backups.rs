@@ -1,0 +1,278 @@
+//! Backups that outlive the browser (issue 10), in Chromium against the real server:
+//! IndexedDB cleared under a running worker, scheduled backups uploaded to the server without
+//! periodic sync (page open, the page's timer, worker start) and with it, a failed upload
+//! shown and retried.
+
+use std::time::Duration;
+
+use rangersync_e2e::{
+    bare_page_url, cdp, client_id_of, eval, register_client, serial, wait_for_controller,
+    wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+};
+use rangersync_shared::snapshot::Snapshot;
+use serde_json::{json, Value};
+
+/// The server's backups of `client_id`, newest first (`GET /api/backups?client_id=`).
+async fn backups_of(server: &TestServer, client_id: &str) -> Result<Vec<Value>> {
+    let list = server
+        .get_json(&format!("/api/backups?client_id={client_id}"))
+        .await?;
+    Ok(list
+        .as_array()
+        .ok_or_else(|| format!("not a list: {list}"))?
+        .clone())
+}
+
+/// Wait until the server holds at least `n` backups of `client_id`; returns them.
+async fn wait_for_backups(
+    server: &TestServer,
+    client_id: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    wait_until(
+        &format!("the server holds {n} backups of {client_id}"),
+        timeout,
+        || async {
+            let list = backups_of(server, client_id).await?;
+            Ok((list.len() >= n).then_some(list))
+        },
+    )
+    .await
+}
+
+/// Fetch a stored backup (`GET /api/backups/{id}`) and verify it by its checksum, as a restore
+/// would; returns the decoded snapshot.
+async fn verified_backup(server: &TestServer, info: &Value) -> Result<Snapshot> {
+    let id = info["id"].as_i64().ok_or("backup without id")?;
+    let text = reqwest::get(format!("{}/api/backups/{id}", server.url()))
+        .await?
+        .text()
+        .await?;
+    let snap = rangersync_server::export::decode_snapshot(&text)
+        .map_err(|e| format!("backup {id} does not verify: {e:?}"))?;
+    assert_eq!(
+        snap.checksum.value.to_ascii_lowercase(),
+        info["checksum"].as_str().unwrap_or_default(),
+        "the listed checksum is the document's"
+    );
+    Ok(snap)
+}
+
+#[tokio::test]
+async fn indexeddb_cleared_under_a_running_worker_is_reopened_and_the_next_write_reaches_the_server(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let first_id = client_id_of(&page).await?;
+    eval(&page, "client.put('notes', 'n1', { title: 'before' })").await?;
+    server
+        .wait_for_recorded(&first_id, 1, Duration::from_secs(30))
+        .await?;
+
+    // DevTools' "Clear storage" with only IndexedDB ticked, while the worker runs.
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "indexeddb" }),
+    )
+    .await?;
+
+    let ack = eval(
+        &page,
+        "client.put('notes', 'n2', { title: 'after' })
+           .then(a => a.seq, e => 'error ' + e.code + ': ' + e.message)",
+    )
+    .await?;
+    assert_eq!(
+        ack, 1,
+        "the write went into a fresh database (a new client, seq 1)"
+    );
+    let second_id = client_id_of(&page).await?;
+    assert_ne!(second_id, first_id, "a wiped database is a new client");
+    let recorded = server
+        .wait_for_recorded(&second_id, 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(recorded[0]["key"], "n2");
+
+    // The fresh database pulls what the server holds from the start.
+    let back = wait_until(
+        "the synced note is back from the server",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let v = eval(&page, "client.get('notes', 'n1')").await?;
+            Ok((!v.is_null()).then_some(v))
+        },
+    )
+    .await?;
+    assert_eq!(back["title"], "before");
+
+    let status = eval(&page, "client.status()").await?;
+    assert!(
+        status["persistent"].is_boolean(),
+        "the status says whether storage is persistent: {status}"
+    );
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn scheduled_backups_reach_the_server_at_page_open_on_the_page_timer_and_at_worker_start_without_periodic_sync(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 15000 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    eval(&page, "client.put('notes', 'b1', { title: 'backed up' })").await?;
+    let client_id = client_id_of(&page).await?;
+
+    // Page open: the first backup is due at once.
+    let first = wait_for_backups(&server, &client_id, 1, Duration::from_secs(30)).await?;
+    let snap = verified_backup(&server, &first[0]).await?;
+    assert_eq!(snap.client_id.as_deref(), Some(client_id.as_str()));
+    let status = wait_until(
+        "the status shows the confirmed backup",
+        Duration::from_secs(10),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok(s["last_backup_at"].is_number().then_some(s))
+        },
+    )
+    .await?;
+    assert!(status["backup_error"].is_null(), "{status}");
+    assert!(status["next_backup_at"].is_number(), "{status}");
+
+    // The page's timer: the worker is stopped (with its own timer); the open page asks for
+    // the next backup when it is due.
+    let registration = workers.registration(&server.url()).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+    let second = wait_for_backups(&server, &client_id, 2, Duration::from_secs(40)).await?;
+    verified_backup(&server, &second[0]).await?;
+
+    // Worker start with no page open: close it, let the interval pass, start the worker with
+    // an event that has nothing to do with backups (a Background Sync).
+    browser.close_tab(page).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let before = backups_of(&server, &client_id).await?.len();
+    workers
+        .dispatch_sync(&server.url(), "rangersync-flush", false)
+        .await?;
+    let third = wait_for_backups(&server, &client_id, before + 1, Duration::from_secs(30)).await?;
+    let snap = verified_backup(&server, &third[0]).await?;
+    assert!(
+        snap.entities.iter().any(|e| e.key == "b1"),
+        "the backup holds the note"
+    );
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_periodic_sync_event_brings_a_due_backup_with_no_page_open() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    browser.grant_periodic_sync(&server.url()).await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 15000 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    wait_until(
+        "the worker registered its periodic sync for backups",
+        Duration::from_secs(30),
+        || async {
+            let tags = eval(
+                &page,
+                "navigator.serviceWorker.ready.then(r => r.periodicSync.getTags())",
+            )
+            .await?;
+            Ok(tags
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "rangersync-periodic"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    wait_for_backups(&server, &client_id, 1, Duration::from_secs(30)).await?;
+    browser.close_tab(page).await?;
+    let registration = workers.registration(&server.url()).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+
+    workers
+        .dispatch_periodic_sync(&server.url(), "rangersync-periodic")
+        .await?;
+    let list = wait_for_backups(&server, &client_id, 2, Duration::from_secs(30)).await?;
+    verified_backup(&server, &list[0]).await?;
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_backup_upload_is_shown_in_the_status_and_retried_until_the_server_holds_it(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    server
+        .add_faults(
+            json!([{ "path": "/api/backups", "method": "POST", "status": 503, "times": 2 }]),
+        )
+        .await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ retry: { baseDelayMs: 500, maxDelayMs: 2000 } }").await?,
+        "worker"
+    );
+    let client_id = client_id_of(&page).await?;
+    let failed = wait_until(
+        "the status shows the failed backup",
+        Duration::from_secs(30),
+        || async {
+            let shown = eval(&page, "window.statuses.find(s => s.backup_error) || null").await?;
+            Ok((!shown.is_null()).then_some(shown))
+        },
+    )
+    .await?;
+    assert_eq!(failed["backup_error"]["code"], "unavailable", "{failed}");
+    assert!(failed["last_backup_at"].is_null(), "{failed}");
+    assert!(failed["next_backup_at"].is_number(), "{failed}");
+
+    let list = wait_for_backups(&server, &client_id, 1, Duration::from_secs(60)).await?;
+    verified_backup(&server, &list[0]).await?;
+    let status = wait_until(
+        "the status shows the backup and no error",
+        Duration::from_secs(10),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["last_backup_at"].is_number() && s["backup_error"].is_null()).then_some(s))
+        },
+    )
+    .await?;
+    println!("status after the retried backup: {status}");
+
+    // And a person asking: backupNow resolves once the server holds it.
+    let done = eval(&page, "client.backupNow()").await?;
+    assert!(done["backup"]["id"].is_number(), "{done}");
+    browser.close().await?;
+    Ok(())
+}
