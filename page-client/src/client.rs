@@ -923,6 +923,60 @@ impl SyncClient {
         })
     }
 
+    /// The sync server's backups, newest first (`{ id, client_id, exported_at, received_at,
+    /// size, checksum, counts, … }`, without the documents): this client's, or with
+    /// `{ allClients: true }` every client's the credentials may see (after "Clear site data"
+    /// this device is a new client, and its earlier backups are another client id's).
+    #[wasm_bindgen(js_name = serverBackups, unchecked_return_type = "Promise<ServerBackup[]>")]
+    pub fn server_backups(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "{ allClients?: boolean }")] options: Option<
+            JsValue,
+        >,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let options = js::options_json(&options.unwrap_or(JsValue::UNDEFINED))?;
+            let all_clients = match options.get("allClients") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ClientError::config("allClients must be true or false")),
+            };
+            if let Some(unknown) = options
+                .as_object()
+                .and_then(|m| m.keys().find(|k| k.as_str() != "allClients"))
+            {
+                return Err(ClientError::config(format!(
+                    "unknown serverBackups option {unknown:?} (known: allClients)"
+                )));
+            }
+            Ok(js::from_json(
+                &inner.send(Request::ServerBackups { all_clients }).await?,
+            ))
+        })
+    }
+
+    /// Restore a backup the sync server holds (an id from `serverBackups()`), like a file:
+    /// verified first; `{ dryRun: true }` writes nothing and reports what would change.
+    #[wasm_bindgen(js_name = restoreFromServer, unchecked_return_type = "Promise<RestoreReport>")]
+    pub fn restore_from_server(
+        &self,
+        id: f64,
+        #[wasm_bindgen(unchecked_optional_param_type = "RestoreOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let id = seq_from_js(id)?;
+            let options = options.unwrap_or(JsValue::UNDEFINED);
+            let dry_run = parse_restore_options(&js::options_json(&options)?)?;
+            Ok(js::from_json(
+                &inner
+                    .send(Request::RestoreFromServer { id, dry_run })
+                    .await?,
+            ))
+        })
+    }
+
     /// Restore a snapshot (JSON or YAML text). With `{ dryRun: true }` nothing is written and
     /// the report says what would be added, replaced, left unchanged or refused.
     #[wasm_bindgen(unchecked_return_type = "Promise<RestoreReport>")]

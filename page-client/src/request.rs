@@ -114,6 +114,8 @@ pub fn is_slow(request: &Request) -> bool {
             | Request::Export { .. }
             | Request::Restore { .. }
             | Request::Backup { manual: true }
+            | Request::ServerBackups { .. }
+            | Request::RestoreFromServer { .. }
     )
 }
 
@@ -128,6 +130,7 @@ pub fn is_write(request: &Request) -> bool {
             | Request::Delete { .. }
             | Request::WriteMany { .. }
             | Request::Restore { dry_run: false, .. }
+            | Request::RestoreFromServer { dry_run: false, .. }
             | Request::RetryDead { .. }
             | Request::DiscardDead { .. }
     )

@@ -86,11 +86,25 @@ export interface SyncStatus {
   backup_error: { code: SyncErrorCode | string; message: string; at: number } | null;
   /** Whether the browser keeps this origin's storage under pressure; null where it cannot tell. */
   persistent: boolean | null;
+  /** This database was created by the engine now (a first visit, or the site's storage was cleared): offer the latest server backup. */
+  new_database: boolean;
   last_error: { code: SyncErrorCode | string; message: string; at: number } | null;
   next_retry_at: number | null;
   mode: "worker" | "page";
   /** Why this tab runs the outbox in the page (no worker could run), else null. Page mode delivers only while a page is open. */
   fallback_reason: string | null;
+}
+
+/** One backup the sync server holds (`serverBackups()`). */
+export interface ServerBackup {
+  id: number;
+  client_id: string | null;
+  exported_at: number;
+  received_at: number;
+  size: number;
+  checksum: string;
+  counts: Record<string, number> | null;
+  entities: number;
 }
 
 /** What `backupNow()` resolves with: the server's record of the stored backup. */

@@ -308,6 +308,18 @@ pub enum Request {
     Backup {
         manual: bool,
     },
+    /// The sync server's backups (`GET /api/backups`), newest first, without their documents:
+    /// this client's, or (`all_clients`) every client's the credentials may see (after a
+    /// cleared database this device is a new client; its old backups are another client's).
+    ServerBackups {
+        all_clients: bool,
+    },
+    /// Fetch a server backup (`GET /api/backups/{id}`) and restore it like a file (a dry run
+    /// writes nothing).
+    RestoreFromServer {
+        id: u64,
+        dry_run: bool,
+    },
 }
 
 /// A request with its version and the id the reply echoes.

@@ -79,6 +79,10 @@ pub struct Status {
     /// (`navigator.storage.persisted()`); `null` where the browser cannot tell.
     #[serde(default)]
     pub persistent: Option<bool>,
+    /// This engine created the database (a first visit, or the site's storage was cleared):
+    /// the app may offer to restore the latest server backup.
+    #[serde(default)]
+    pub new_database: bool,
     pub last_error: Option<LastError>,
     pub next_retry_at: Option<Millis>,
     pub mode: Mode,

@@ -276,3 +276,210 @@ async fn a_failed_backup_upload_is_shown_in_the_status_and_retried_until_the_ser
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_export_holds_entities_pending_writes_captured_requests_dead_letters_and_meta_and_names_a_corrupt_row(
+) -> Result {
+    let _serial = serial().await;
+    let mut server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(
+            &page,
+            "{ exportIntervalMs: 0, captureRoutes: ['/api/sync/chat'] }"
+        )
+        .await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    eval(&page, "client.put('notes', 'synced', { t: 1 })").await?;
+    server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(30))
+        .await?;
+
+    // A write the server refuses: a dead letter.
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
+            "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
+        .await?;
+    eval(&page, "client.put('notes', 'refused', { t: 2 })").await?;
+    wait_until(
+        "the refused write is dead",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["dead"] == 1).then_some(()))
+        },
+    )
+    .await?;
+
+    // The server goes away: a pending write and a captured request stay in the outbox.
+    server.stop().await;
+    eval(&page, "client.put('notes', 'pending', { t: 3 })").await?;
+    let queued = eval(
+        &page,
+        "fetch('/api/sync/chat', { method: 'POST', headers: { 'content-type': 'application/json' },
+           body: JSON.stringify({ m: 'hi' }) }).then(r => r.status)",
+    )
+    .await?;
+    assert_eq!(queued, 202, "the chat call was queued");
+
+    // A row this version cannot read (no updated_at), written behind the engine's back.
+    eval(
+        &page,
+        "new Promise((ok, fail) => { const r = indexedDB.open('rangersync');
+           r.onsuccess = () => { const db = r.result; const tx = db.transaction('entities', 'readwrite');
+             tx.objectStore('entities').put({ collection: 'notes', key: 'broken', value: 1 });
+             tx.oncomplete = () => { db.close(); ok(true); }; tx.onerror = () => fail(tx.error); };
+           r.onerror = () => fail(r.error); })",
+    )
+    .await?;
+
+    let text = eval(&page, "client.exportSnapshot('json')").await?;
+    let text = text.as_str().ok_or("no export text")?;
+    let snap: Snapshot =
+        rangersync_shared::snapshot::decode(text).map_err(|e| format!("{e}: {text}"))?;
+    assert_eq!(snap.format_version, 2);
+    let keys: Vec<&str> = snap.entities.iter().map(|e| e.key.as_str()).collect();
+    assert!(
+        keys.contains(&"synced") && keys.contains(&"pending"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        snap.outbox
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["pending"],
+        "the pending write, with its (client_id, seq)"
+    );
+    assert_eq!(snap.outbox[0].client_id, client_id);
+    assert_eq!(snap.requests.len(), 1, "the captured request");
+    assert!(snap.requests[0].url.ends_with("/api/sync/chat"));
+    assert_eq!(snap.requests[0].body, br#"{"m":"hi"}"#.to_vec());
+    assert_eq!(snap.dead.len(), 1, "the dead letter");
+    assert_eq!(snap.dead[0].record["key"], "refused");
+    assert!(
+        snap.dead[0].reason.contains("refused by the test"),
+        "{}",
+        snap.dead[0].reason
+    );
+    let meta = snap.meta.as_ref().ok_or("no meta")?;
+    let highest = snap
+        .outbox
+        .iter()
+        .map(|m| m.seq)
+        .chain(snap.requests.iter().map(|r| r.seq))
+        .max()
+        .unwrap_or(0);
+    assert!(meta.next_seq > highest, "{meta:?}");
+    assert!(!meta.cursor.is_empty(), "{meta:?}");
+    assert_eq!(snap.problems.len(), 1, "{:?}", snap.problems);
+    assert_eq!(snap.problems[0].store, "entities");
+    assert!(
+        snap.problems[0].key.contains("broken"),
+        "{:?}",
+        snap.problems
+    );
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_restores_what_was_pending(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let url = bare_page_url(&server);
+    let page = browser.open(&url).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let old_id = client_id_of(&page).await?;
+    eval(
+        &page,
+        "client.put('notes', 'synced', { t: 'on the server' })",
+    )
+    .await?;
+    server
+        .wait_for_recorded(&old_id, 1, Duration::from_secs(30))
+        .await?;
+    // A write the server does not take yet (pushes fail), then a backup that holds it.
+    server
+        .add_faults(
+            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
+        )
+        .await?;
+    eval(
+        &page,
+        "client.put('notes', 'unsynced', { t: 'only in the backup' })",
+    )
+    .await?;
+    let done = eval(&page, "client.backupNow()").await?;
+    let backup_id = done["backup"]["id"].as_i64().ok_or("no backup id")?;
+
+    // "Clear site data": every storage type, the worker registration included.
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    server.clear_faults().await?;
+    let page = browser.open(&url).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["new_database"], true, "{status}");
+    let back = wait_until(
+        "the synced note is back from the server",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let v = eval(&page, "client.get('notes', 'synced')").await?;
+            Ok((!v.is_null()).then_some(v))
+        },
+    )
+    .await?;
+    assert_eq!(back["t"], "on the server");
+    assert!(eval(&page, "client.get('notes', 'unsynced')")
+        .await?
+        .is_null());
+
+    // The latest backup of this user is offered: a dry run first, which changes nothing.
+    let list = eval(&page, "client.serverBackups({ allClients: true })").await?;
+    assert_eq!(list[0]["id"], backup_id, "{list}");
+    assert_eq!(list[0]["client_id"], old_id.as_str());
+    let report = eval(
+        &page,
+        &format!("client.restoreFromServer({backup_id}, {{ dryRun: true }})"),
+    )
+    .await?;
+    assert_eq!(report["added"][0]["key"], "unsynced", "{report}");
+    assert!(
+        eval(&page, "client.get('notes', 'unsynced')")
+            .await?
+            .is_null(),
+        "a dry run writes nothing"
+    );
+    eval(&page, &format!("client.restoreFromServer({backup_id})")).await?;
+    let value = eval(&page, "client.get('notes', 'unsynced')").await?;
+    assert_eq!(value["t"], "only in the backup");
+    let new_id = client_id_of(&page).await?;
+    let recorded = server
+        .wait_for_recorded(&new_id, 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(recorded[0]["key"], "unsynced");
+    browser.close().await?;
+    Ok(())
+}

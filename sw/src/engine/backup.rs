@@ -7,7 +7,6 @@ use std::rc::Rc;
 use rangersync_shared::backup::{BackupAction, BackupTrigger, UploadResult};
 use rangersync_shared::classify::HttpOutcome;
 use rangersync_shared::messages::{codes, ExportFormat};
-use rangersync_shared::outbox::Item;
 use rangersync_shared::protocol::{Entity, ErrorDetail, Op};
 use rangersync_shared::snapshot::{self, SnapshotSource};
 use serde_json::Value;
@@ -26,31 +25,26 @@ impl Engine {
         format: ExportFormat,
     ) -> Result<(snapshot::Snapshot, String), SwError> {
         let at = now();
-        let entities = self
-            .store
-            .entities(None)
-            .await?
-            .iter()
-            .map(|e| e.to_entity())
-            .collect();
-        let outbox = self
-            .store
-            .outbox_records()
-            .await?
-            .iter()
-            .filter_map(|r| r.to_entry(&self.client_id).ok())
-            .filter_map(|e| match e.item {
-                Item::Mutation(m) => Some(m),
-                Item::Request(_) => None,
-            })
-            .collect();
-        let snap = snapshot::build(
+        let contents = self.store.export_contents(&self.client_id).await?;
+        for p in &contents.problems {
+            js::log(&format!(
+                "export: {} record {} could not be read: {}",
+                p.store, p.key, p.reason
+            ));
+        }
+        let snap = snapshot::build_with(
             SnapshotSource::Client,
             Some(self.client_id.clone()),
             env!("CARGO_PKG_VERSION"),
             at,
-            entities,
-            outbox,
+            contents.entities,
+            contents.outbox,
+            snapshot::Extras {
+                requests: contents.requests,
+                dead: contents.dead,
+                meta: Some(contents.meta),
+                problems: contents.problems,
+            },
         );
         let text = snapshot::encode(&snap, format);
         self.store

@@ -261,10 +261,57 @@ impl Engine {
                     })),
                 },
             },
+            Request::ServerBackups { all_clients } => {
+                let mut url = format!("{}/api/backups?limit=100", self.base_url());
+                if !all_clients {
+                    url.push_str("&client_id=");
+                    url.push_str(self.client_id());
+                }
+                let text = self.fetch_text(&url).await?;
+                serde_json::from_str::<Value>(&text).map_err(|e| {
+                    SwError::coded(
+                        codes::BAD_RESPONSE,
+                        format!("GET {url} did not answer a backup list: {e}"),
+                    )
+                })
+            }
+            Request::RestoreFromServer { id, dry_run } => {
+                let url = format!("{}/api/backups/{id}", self.base_url());
+                let text = self.fetch_text(&url).await?;
+                let report = self.restore(&text, dry_run).await;
+                if !dry_run {
+                    self.reload_captured().await;
+                }
+                report
+            }
             Request::Backup { manual: false } => {
                 self.spawn_backup(BackupTrigger::Timer);
                 self.status_json()
             }
+        }
+    }
+
+    /// `GET url` from the sync server: its body, or a typed error (`network`, `auth`,
+    /// `not_found`, `config_error`, …).
+    async fn fetch_text(&self, url: &str) -> Result<String, SwError> {
+        if self.config.borrow().server_url.is_empty() {
+            return Err(SwError::coded(
+                codes::INVALID_CONFIG,
+                "no serverUrl: there is no server to ask",
+            ));
+        }
+        match self.get(url).await {
+            rangersync_shared::classify::HttpOutcome::Response { status: 404, .. } => Err(
+                SwError::coded(codes::NOT_FOUND, format!("GET {url} answered 404")),
+            ),
+            outcome => rangersync_shared::classify::classify_pull(outcome, url).map_err(
+                |(code, message)| {
+                    SwError::Reported(ErrorDetail {
+                        code: code.into(),
+                        message,
+                    })
+                },
+            ),
         }
     }
 

@@ -76,6 +76,8 @@ pub struct Engine {
     backup_waiters: RefCell<Vec<js::Signal>>,
     /// `navigator.storage.persisted()`, when the browser can tell.
     persistent: Cell<Option<bool>>,
+    /// This engine created the database.
+    new_database: bool,
 }
 
 fn invalid_config(message: impl Into<String>) -> SwError {
@@ -158,6 +160,7 @@ impl Engine {
             backup_timer: RefCell::new(None),
             backup_waiters: RefCell::new(Vec::new()),
             persistent: Cell::new(persistent),
+            new_database: m.created,
         });
         let url = engine.push_url();
         engine.flusher.borrow_mut().set_endpoint(url);
@@ -218,6 +221,7 @@ impl Engine {
         };
         status.backup_error = b.failure().map(|f| f.error.clone());
         status.persistent = self.persistent.get();
+        status.new_database = self.new_database;
         status
     }
 
