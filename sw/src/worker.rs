@@ -281,6 +281,20 @@ pub async fn on_online(online: bool) -> Result<(), JsValue> {
     Ok(())
 }
 
+/// Bytes of this worker's wasm memory (diagnostics). Wasm memory only grows, so this is also
+/// its peak since the worker started: `cargo test -p rangersync-e2e --test backups_100k`
+/// reads it around a 100,000-entity export.
+#[wasm_bindgen]
+pub fn memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map_or(0.0, |m| {
+            m.buffer()
+                .dyn_ref::<js_sys::ArrayBuffer>()
+                .map_or(0.0, |b| f64::from(b.byte_length()))
+        })
+}
+
 /// Synchronous check for the fetch handler: capture this request?
 #[wasm_bindgen]
 pub fn wants(url: &str, method: &str) -> bool {

@@ -483,3 +483,93 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     browser.close().await?;
     Ok(())
 }
+
+/// Every record of the `entities`, `outbox` and `dead` stores, read straight from IndexedDB.
+const READ_IDB: &str = "new Promise((ok, fail) => { const r = indexedDB.open('rangersync');
+  r.onsuccess = () => { const db = r.result; const tx = db.transaction(['entities', 'outbox', 'dead']);
+    const out = {}; for (const s of ['entities', 'outbox', 'dead']) {
+      const q = tx.objectStore(s).getAll(); q.onsuccess = () => { out[s] = q.result; }; }
+    tx.oncomplete = () => { db.close(); ok(JSON.stringify(out)); }; tx.onerror = () => fail(tx.error); };
+  r.onerror = () => fail(r.error); })";
+
+#[tokio::test]
+async fn a_flipped_byte_a_truncated_file_a_wrong_version_an_oversize_file_and_a_hand_edited_value_are_refused_and_change_nothing(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    eval(&page, "client.put('notes', 'a', { title: 'original' })").await?;
+    let text = eval(&page, "client.exportSnapshot('json')").await?;
+    let text = text.as_str().ok_or("no export")?.to_owned();
+    // The local copy moves on after the export: a restore would change it back.
+    eval(&page, "client.put('notes', 'a', { title: 'newer' })").await?;
+    eval(&page, "client.put('notes', 'b', { title: 'only here' })").await?;
+    eval(&page, "client.flush()").await?;
+    let before = eval(&page, READ_IDB).await?;
+
+    let flipped = text.replacen("original", "originaL", 1);
+    let truncated = text[..text.len() / 2].to_owned();
+    let newer = text.replacen("\"format_version\": 2", "\"format_version\": 3", 1);
+    assert_ne!(newer, text);
+    let mut edited: Value = serde_json::from_str(&text)?;
+    edited["entities"][0]["value"]["title"] = json!("hand edited");
+    let edited = serde_json::to_string_pretty(&edited)?;
+    let cases = [
+        ("a flipped byte", flipped, "checksum_mismatch"),
+        ("a truncated file", truncated, "bad_snapshot"),
+        ("a wrong format version", newer, "bad_snapshot"),
+        ("a hand-edited value", edited, "checksum_mismatch"),
+    ];
+    for (what, broken, code) in cases {
+        let got = eval(
+            &page,
+            &format!(
+                "client.restore({}).then(r => 'restored ' + JSON.stringify(r), e => e.code + ': ' + e.message)",
+                serde_json::to_string(&broken)?
+            ),
+        )
+        .await?;
+        let got = got.as_str().unwrap_or_default().to_owned();
+        assert!(got.starts_with(code), "{what}: {got}");
+        assert_eq!(
+            eval(&page, READ_IDB).await?,
+            before,
+            "{what} changed IndexedDB"
+        );
+    }
+    // Over 64 MiB: refused before it is parsed.
+    let got = eval(
+        &page,
+        "client.restore('{' + ' '.repeat(64 * 1024 * 1024 + 1) + '}')
+           .then(r => 'restored', e => e.code + ': ' + e.message)",
+    )
+    .await?;
+    let got = got.as_str().unwrap_or_default();
+    assert!(
+        got.starts_with("payload_too_large") || got.starts_with("bad_snapshot"),
+        "{got}"
+    );
+    assert!(got.contains("bytes") || got.contains("MiB"), "{got}");
+    assert_eq!(
+        eval(&page, READ_IDB).await?,
+        before,
+        "oversize changed IndexedDB"
+    );
+
+    // The intact file restores: 'a' goes back to the exported value.
+    eval(
+        &page,
+        &format!("client.restore({})", serde_json::to_string(&text)?),
+    )
+    .await?;
+    let a = eval(&page, "client.get('notes', 'a')").await?;
+    assert_eq!(a["title"], "original");
+    browser.close().await?;
+    Ok(())
+}

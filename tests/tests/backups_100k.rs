@@ -52,8 +52,15 @@ async fn sample_worker_heap(
         .to_string();
     let (mut used, mut with_backing, mut first) = (0.0_f64, 0.0_f64, Value::Null);
     let mut started = Some(started);
+    let mut wasm = Vec::new();
     for id in 1.. {
-        let message = json!({ "id": id, "method": "Runtime.getHeapUsage", "params": {} });
+        // Every other call reads the wasm memory (it only grows: its last value is its peak).
+        let message = if id % 2 == 0 {
+            json!({ "id": id, "method": "Runtime.evaluate",
+                    "params": { "expression": "rangersync_wasm.memory_bytes()", "returnByValue": true } })
+        } else {
+            json!({ "id": id, "method": "Runtime.getHeapUsage", "params": {} })
+        };
         browser_cdp(
             browser.browser(),
             "Target.sendMessageToTarget",
@@ -75,6 +82,10 @@ async fn sample_worker_heap(
         .map_err(|_| "Runtime.getHeapUsage: no answer from the worker in 10 s")?
         .ok_or("the worker session ended")?;
         let r = &answer["result"];
+        if id % 2 == 0 {
+            wasm.push(r["result"]["value"].as_f64().unwrap_or(0.0));
+            continue;
+        }
         let u = r["usedSize"].as_f64().unwrap_or(0.0);
         let b = r["backingStorageSize"].as_f64().unwrap_or(0.0);
         if first.is_null() {
@@ -90,7 +101,13 @@ async fn sample_worker_heap(
             _ = stop.changed() => break,
         }
     }
-    Ok((used, with_backing, first))
+    let wasm_before = wasm.first().copied().unwrap_or(0.0);
+    let wasm_after = wasm.last().copied().unwrap_or(0.0);
+    Ok((
+        used,
+        with_backing,
+        json!({ "first_heap": first, "wasm_memory_before": wasm_before, "wasm_memory_after": wasm_after }),
+    ))
 }
 
 #[tokio::test]
@@ -146,8 +163,8 @@ async fn measure_a_worker_snapshot_of_100k_entities() -> Result {
     let size = size?;
     println!(
         "worker snapshot of {N} entities: {ms} ms (page → worker → page), {:.1} MiB of JSON; \
-         worker heap peak: JS {:.1} MiB, JS + backing stores (wasm memory) {:.1} MiB; \
-         before: {first}",
+         worker heap peak: JS {:.1} MiB, JS + backing stores {:.1} MiB; \
+         wasm memory (its peak) and the first heap sample: {first}",
         size.as_f64().unwrap_or(0.0) / 1048576.0,
         used / 1048576.0,
         with_backing / 1048576.0
