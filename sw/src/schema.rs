@@ -7,7 +7,7 @@
 //! | `outbox`    | `seq` (a JS number, never BigInt) | a mutation or a captured request, `attempts`, `created_at`; indexes `by_entity` on `[collection, key]`, `by_kind` on `kind` |
 //! | `entities`  | `[collection, key]`           | `value`, `deleted`, `updated_at`, `version`, `pending` |
 //! | `dead`      | `seq`                         | the entry, `reason`, `dead_at`, `attempts`          |
-//! | `snapshots` | `exported_at`                 | scheduled exports                                   |
+//! | `snapshots` | `exported_at`                 | scheduled exports of older versions (no longer written: backups go to the server) |
 
 use std::cell::RefCell;
 use std::rc::Rc;
