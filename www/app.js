@@ -160,6 +160,13 @@ function renderTimes() {
   $('last-saved').textContent = ago(s.last_saved_at);
   $('last-synced').textContent = ago(s.last_synced_at);
   $('last-exported').textContent = ago(s.last_exported_at);
+  $('last-backup').textContent = s.last_backup_at ? ago(s.last_backup_at) : 'never';
+  const backupError = $('backup-error');
+  backupError.hidden = !s.backup_error;
+  if (s.backup_error) {
+    backupError.textContent = `Backup to the server failed (${s.backup_error.code}); retrying ${s.next_backup_at ? ago(s.next_backup_at) : 'later'}.`;
+    backupError.title = s.backup_error.message;
+  }
   $('next-retry').textContent = s.next_retry_at ? ago(s.next_retry_at) : '—';
   for (const el of document.querySelectorAll('[data-time]')) {
     el.textContent = ago(Number(el.dataset.time));
@@ -456,20 +463,77 @@ async function exportAs(format) {
   } catch (e) { showError(e, 'Export failed'); }
 }
 
-let restoreText = null;
+async function backupNow() {
+  try {
+    await state.client.backupNow();
+    toast('Backed up to the server', 'ok');
+    refreshBackups();
+  } catch (e) { showError(e, 'Backup failed'); }
+  state.client.status().then((s) => { state.status = s; renderStatus(); }).catch(() => {});
+}
+
+/** What the restore dialog applies: `{ text }` (a file) or `{ backupId }` (a server backup). */
+let restoreSource = null;
 
 async function pickRestore(ev) {
   const file = ev.target.files && ev.target.files[0];
   ev.target.value = '';
   if (!file) return;
   try {
-    restoreText = await file.text();
-    const report = await state.client.restore(restoreText, { dryRun: true });
-    $('restore-file-name').textContent = `${file.name} · dry run: nothing has been changed yet`;
-    renderReport(report);
-    $('restore-apply').disabled = report.added.length + report.replaced.length === 0;
-    $('restore-dialog').showModal();
+    const text = await file.text();
+    const report = await state.client.restore(text, { dryRun: true });
+    showRestore({ text }, `${file.name} · dry run: nothing has been changed yet`, report);
   } catch (e) { showError(e, 'This file cannot be restored'); }
+}
+
+function showRestore(source, title, report) {
+  restoreSource = source;
+  $('restore-file-name').textContent = title;
+  renderReport(report);
+  $('restore-apply').disabled = report.added.length + report.replaced.length === 0;
+  $('restore-dialog').showModal();
+}
+
+/** Dry-run a server backup and show the report; Apply restores it. */
+async function previewServerBackup(b) {
+  try {
+    const report = await state.client.restoreFromServer(b.id, { dryRun: true });
+    showRestore({ backupId: b.id },
+      `Backup of ${new Date(b.exported_at).toLocaleString()} · dry run: nothing has been changed yet`, report);
+  } catch (e) { showError(e, 'This backup cannot be restored'); }
+}
+
+async function refreshBackups() {
+  let list = [];
+  try { list = await state.client.serverBackups({ allClients: true }); } catch (e) { return; }
+  const ul = $('backup-list');
+  ul.replaceChildren();
+  $('backup-empty').hidden = list.length > 0;
+  for (const b of list.slice(0, 14)) {
+    const li = document.createElement('li');
+    const what = document.createElement('span');
+    const n = Object.values(b.counts || {}).reduce((a, c) => a + c, 0);
+    what.textContent = `${new Date(b.exported_at).toLocaleString()} · ${n} item(s) · ${(b.size / 1024).toFixed(1)} KiB`;
+    const btn = document.createElement('button');
+    btn.className = 'btn btn-small';
+    btn.type = 'button';
+    btn.textContent = 'Restore…';
+    btn.dataset.backupId = String(b.id);
+    btn.addEventListener('click', () => previewServerBackup(b));
+    li.append(what, btn);
+    ul.append(li);
+  }
+  return list;
+}
+
+/** A new database (first visit, or the site's storage was cleared): offer the newest backup. */
+async function offerLatestBackup() {
+  const list = await refreshBackups();
+  if (!state.status || !state.status.new_database || !list || !list.length) return;
+  const latest = list[0];
+  $('backup-offer-text').textContent = `Restore from backup of ${new Date(latest.exported_at).toLocaleString()}?`;
+  $('backup-offer').hidden = false;
+  $('backup-offer-yes').onclick = () => { $('backup-offer').hidden = true; previewServerBackup(latest); };
 }
 
 function renderReport(r) {
@@ -506,13 +570,16 @@ function renderReport(r) {
 }
 
 async function closeRestore() {
-  if ($('restore-dialog').returnValue !== 'apply' || restoreText == null) { restoreText = null; return; }
+  const source = restoreSource;
+  restoreSource = null;
+  if ($('restore-dialog').returnValue !== 'apply' || source == null) return;
   try {
-    const r = await state.client.restore(restoreText, { dryRun: false });
+    const r = source.backupId != null
+      ? await state.client.restoreFromServer(source.backupId, { dryRun: false })
+      : await state.client.restore(source.text, { dryRun: false });
     toast(`Restored: ${r.added.length} added, ${r.replaced.length} replaced`, 'ok');
     await Promise.all([refreshNotes(), refreshChat(), refreshSettings()]);
   } catch (e) { showError(e, 'Restore failed'); }
-  restoreText = null;
 }
 
 async function syncNow() {
@@ -582,6 +649,7 @@ async function start() {
   await Promise.all([refreshNotes(), refreshChat(), refreshSettings(), refreshDead()]);
   if (!state.selected && state.notes.length) selectNote(state.notes[0].key);
   try { state.status = await client.status(); renderStatus(); } catch (e) { showError(e, 'No status'); }
+  offerLatestBackup();
 
   $('new-note').addEventListener('click', newNote);
   $('delete-note').addEventListener('click', deleteNote);
@@ -594,6 +662,8 @@ async function start() {
   });
   $('sync-now').addEventListener('click', syncNow);
   $('status-pill').addEventListener('click', syncNow);
+  $('backup-now').addEventListener('click', backupNow);
+  $('backups-refresh').addEventListener('click', refreshBackups);
   $('export-json').addEventListener('click', () => exportAs('json'));
   $('export-yaml').addEventListener('click', () => exportAs('yaml'));
   $('restore-file').addEventListener('change', pickRestore);

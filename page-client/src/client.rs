@@ -41,6 +41,9 @@ struct PageLink {
     _on_broadcast: Closure<dyn Fn(String)>,
 }
 
+/// The shortest wait of the backup timer (a due time in the past must not spin).
+const BACKUP_WAKE_FLOOR_MS: f64 = 5_000.0;
+
 /// A `setTimeout` id and the callback it holds.
 type WakeTimer = (JsValue, Closure<dyn FnMut()>);
 
@@ -70,11 +73,16 @@ struct Inner {
     fallback_reason: RefCell<Option<String>>,
     /// The wake-up timer of a visible page (see [`Inner::arm_wake`]): its id and callback.
     wake: RefCell<Option<WakeTimer>>,
+    /// The timer of an open page at the next backup's due time (see [`Inner::arm_backup_wake`]).
+    backup_wake: RefCell<Option<WakeTimer>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some((id, _)) = self.wake.get_mut().take() {
+            js::clear_timeout(&id);
+        }
+        if let Some((id, _)) = self.backup_wake.get_mut().take() {
             js::clear_timeout(&id);
         }
         if let Some(channel) = self.relay.get_mut().take() {
@@ -101,6 +109,7 @@ impl Inner {
             fallback: RefCell::new(None),
             relay: RefCell::new(None),
             wake: RefCell::new(None),
+            backup_wake: RefCell::new(None),
             fallback_reason: RefCell::new(None),
         })
     }
@@ -299,6 +308,7 @@ impl Inner {
             Incoming::Status(status) => {
                 let status = &self.with_fallback_reason(status.clone());
                 self.arm_wake(status, 0.0);
+                self.arm_backup_wake(status);
                 *self.last_status.borrow_mut() = Some(status.clone());
                 let js_status = js::from_json(status);
                 let listeners = self.status_listeners.borrow().clone();
@@ -369,6 +379,33 @@ impl Inner {
         let ms = delay.min(f64::from(i32::MAX)) as u32;
         let id = js::set_timeout(callback.as_ref().unchecked_ref(), ms);
         *self.wake.borrow_mut() = Some((id, callback));
+    }
+
+    /// While this page is open, ask for a backup at the status's `next_backup_at`: the worker
+    /// may be stopped with its own timer (browsers stop an idle worker after about 30 s), and
+    /// where there is no periodic sync this timer is what makes scheduled backups run. The
+    /// worker decides whether one is due. Never sooner than [`BACKUP_WAKE_FLOOR_MS`].
+    fn arm_backup_wake(self: &Rc<Self>, status: &Value) {
+        if let Some((id, _)) = self.backup_wake.borrow_mut().take() {
+            js::clear_timeout(&id);
+        }
+        let Some(due) = status["next_backup_at"].as_f64() else {
+            return;
+        };
+        let delay = (due - js_sys::Date::now() + 100.0).max(BACKUP_WAKE_FLOOR_MS);
+        let weak = Rc::downgrade(self);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                spawn_local(async move {
+                    inner.backup_wake.borrow_mut().take();
+                    let _ = inner.send(Request::Backup { manual: false }).await;
+                });
+            }
+        });
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let ms = delay.min(f64::from(i32::MAX)) as u32;
+        let id = js::set_timeout(callback.as_ref().unchecked_ref(), ms);
+        *self.backup_wake.borrow_mut() = Some((id, callback));
     }
 
     /// `status` with `fallback_reason`: why this tab is in page mode, or `null`.
@@ -581,6 +618,12 @@ impl SyncClient {
             .origin()
             .map_err(|e| ClientError::internal(format!("no origin: {}", describe(&e))))?;
         let options = ClientOptions::parse(&js::options_json(options)?, &origin)?;
+        // Ask before the first write, so the browser does not evict the database under
+        // storage pressure; the status's `persistent` says whether it agreed.
+        let persisting = options
+            .persist_storage
+            .then(|| js::request_persistent_storage(&window))
+            .flatten();
         let inner = Inner::new(options);
         if inner.options.force_page_mode {
             inner.fall_back("forcePageMode").await?;
@@ -609,6 +652,15 @@ impl SyncClient {
                 }
                 Err(reason) => inner.fall_back(&reason).await?,
             }
+        }
+        if let Some(answer) = persisting {
+            // Firefox may ask the person: the status is refreshed when they answer.
+            let inner = Rc::clone(&inner);
+            spawn_local(async move {
+                if wasm_bindgen_futures::JsFuture::from(answer).await.is_ok() {
+                    inner.refresh_status().await;
+                }
+            });
         }
         inner.install_page_events(&window);
         // Hydration: the local copy is readable now; ask for a flush (which pulls after it).
@@ -854,6 +906,74 @@ impl SyncClient {
                     )
                 })?;
             Ok(JsValue::from_str(&yaml))
+        })
+    }
+
+    /// Back up now: a snapshot of everything is built and uploaded to the sync server
+    /// (`POST /api/backups`, verified there). Resolves with `{ backup, exported_at, checksum }`
+    /// once the server holds it; rejects with why not (`network`, `auth`, …; the status shows
+    /// it as `backup_error` and it is retried with backoff).
+    #[wasm_bindgen(js_name = backupNow, unchecked_return_type = "Promise<BackupResult>")]
+    pub fn backup_now(&self) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            Ok(js::from_json(
+                &inner.send(Request::Backup { manual: true }).await?,
+            ))
+        })
+    }
+
+    /// The sync server's backups, newest first (`{ id, client_id, exported_at, received_at,
+    /// size, checksum, counts, … }`, without the documents): this client's, or with
+    /// `{ allClients: true }` every client's the credentials may see (after "Clear site data"
+    /// this device is a new client, and its earlier backups are another client id's).
+    #[wasm_bindgen(js_name = serverBackups, unchecked_return_type = "Promise<ServerBackup[]>")]
+    pub fn server_backups(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "{ allClients?: boolean }")] options: Option<
+            JsValue,
+        >,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let options = js::options_json(&options.unwrap_or(JsValue::UNDEFINED))?;
+            let all_clients = match options.get("allClients") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ClientError::config("allClients must be true or false")),
+            };
+            if let Some(unknown) = options
+                .as_object()
+                .and_then(|m| m.keys().find(|k| k.as_str() != "allClients"))
+            {
+                return Err(ClientError::config(format!(
+                    "unknown serverBackups option {unknown:?} (known: allClients)"
+                )));
+            }
+            Ok(js::from_json(
+                &inner.send(Request::ServerBackups { all_clients }).await?,
+            ))
+        })
+    }
+
+    /// Restore a backup the sync server holds (an id from `serverBackups()`), like a file:
+    /// verified first; `{ dryRun: true }` writes nothing and reports what would change.
+    #[wasm_bindgen(js_name = restoreFromServer, unchecked_return_type = "Promise<RestoreReport>")]
+    pub fn restore_from_server(
+        &self,
+        id: f64,
+        #[wasm_bindgen(unchecked_optional_param_type = "RestoreOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let id = seq_from_js(id)?;
+            let options = options.unwrap_or(JsValue::UNDEFINED);
+            let dry_run = parse_restore_options(&js::options_json(&options)?)?;
+            Ok(js::from_json(
+                &inner
+                    .send(Request::RestoreFromServer { id, dry_run })
+                    .await?,
+            ))
         })
     }
 

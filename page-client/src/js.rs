@@ -134,3 +134,17 @@ pub fn call_listener(f: &Function, args: &[JsValue]) {
         web_sys::console::error_2(&JsValue::from_str("rangersync: a listener threw"), &e);
     }
 }
+
+/// Call `navigator.storage.persist()` (asks the browser to keep this origin's storage under
+/// pressure) without waiting for it: Firefox may ask the person first. `None` where there is
+/// no Storage API.
+pub fn request_persistent_storage(window: &web_sys::Window) -> Option<Promise> {
+    let storage = Reflect::get(&window.navigator(), &JsValue::from_str("storage"))
+        .ok()
+        .filter(JsValue::is_object)?;
+    let persist: Function = Reflect::get(&storage, &JsValue::from_str("persist"))
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    persist.call0(&storage).ok()?.dyn_into().ok()
+}

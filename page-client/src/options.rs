@@ -5,7 +5,7 @@
 //! natively. An unknown key or a wrong type is an `invalid_config` error, never ignored.
 
 use rangersync_shared::capture::CaptureRoute;
-use rangersync_shared::messages::Config;
+use rangersync_shared::messages::{Config, DEFAULT_EXPORT_INTERVAL_MS};
 use rangersync_shared::retry::RetryPolicy;
 use rangersync_shared::validate::MAX_BATCH_MUTATIONS;
 use serde_json::{Map, Value};
@@ -33,6 +33,9 @@ pub struct ClientOptions {
     /// The files the worker precaches at install so the app opens offline (`appShell`); none
     /// when absent.
     pub app_shell: Option<AppShell>,
+    /// Ask the browser to keep this origin's storage under pressure
+    /// (`navigator.storage.persist()`) when registering (`persistStorage`, default true).
+    pub persist_storage: bool,
     /// What the worker (or the page engine) persists and syncs with.
     pub config: Config,
 }
@@ -74,6 +77,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "requestTimeoutMs",
     "controllerTimeoutMs",
     "appShell",
+    "persistStorage",
 ];
 
 const APP_SHELL_KEYS: &[&str] = &["files", "version", "fallback"];
@@ -148,7 +152,17 @@ impl ClientOptions {
             }
         };
         let periodic_interval_ms = opt_positive(map, "periodicIntervalMs")?;
-        let export_interval_ms = opt_positive(map, "exportIntervalMs")?;
+        // Absent: every 24 hours; 0: scheduled backups off.
+        let export_interval_ms = match opt_integer(map, "exportIntervalMs")? {
+            None => Some(DEFAULT_EXPORT_INTERVAL_MS),
+            Some(0) => None,
+            Some(ms) => Some(ms),
+        };
+        let persist_storage = match map.get("persistStorage") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ClientError::config("persistStorage must be true or false")),
+        };
         let request_timeout_ms =
             opt_positive(map, "requestTimeoutMs")?.unwrap_or(defaults.request_timeout_ms);
         let retry = parse_retry(map.get("retry"))?;
@@ -184,6 +198,7 @@ impl ClientOptions {
             timeout_ms,
             controller_timeout_ms,
             app_shell,
+            persist_storage,
             config,
         })
     }
@@ -455,6 +470,7 @@ mod tests {
             o.config,
             Config {
                 server_url: ORIGIN.into(),
+                export_interval_ms: Some(DEFAULT_EXPORT_INTERVAL_MS),
                 ..Config::default()
             }
         );
@@ -535,6 +551,30 @@ mod tests {
     }
 
     #[test]
+    fn backups_default_to_every_24_hours_and_zero_turns_them_off() {
+        let o = ClientOptions::parse(&json!({}), ORIGIN).unwrap();
+        assert_eq!(
+            o.config.export_interval_ms,
+            Some(DEFAULT_EXPORT_INTERVAL_MS)
+        );
+        let o = ClientOptions::parse(&json!({ "exportIntervalMs": 0 }), ORIGIN).unwrap();
+        assert_eq!(o.config.export_interval_ms, None);
+        let o = ClientOptions::parse(&json!({ "exportIntervalMs": 15_000 }), ORIGIN).unwrap();
+        assert_eq!(o.config.export_interval_ms, Some(15_000));
+    }
+
+    #[test]
+    fn persistent_storage_is_requested_unless_turned_off() {
+        assert!(
+            ClientOptions::parse(&json!({}), ORIGIN)
+                .unwrap()
+                .persist_storage
+        );
+        let o = ClientOptions::parse(&json!({ "persistStorage": false }), ORIGIN).unwrap();
+        assert!(!o.persist_storage);
+    }
+
+    #[test]
     fn an_unknown_option_key_is_an_invalid_config_error() {
         for bad in [
             json!({ "server_url": "http://x" }),
@@ -584,7 +624,9 @@ mod tests {
             json!({ "retry": { "baseDelayMs": 10, "maxDelayMs": 5 } }),
             json!({ "retry": { "baseDelayMs": 1, "maxDelayMs": 1 } }),
             json!({ "periodicIntervalMs": 1000 }),
-            json!({ "exportIntervalMs": 59_999 }),
+            json!({ "exportIntervalMs": 9_999 }),
+            json!({ "exportIntervalMs": -1 }),
+            json!({ "persistStorage": "yes" }),
             json!({ "swUrl": "" }),
         ] {
             let e = ClientOptions::parse(&bad, ORIGIN).unwrap_err();

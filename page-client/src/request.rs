@@ -110,7 +110,12 @@ pub fn is_json(text: &str) -> bool {
 pub fn is_slow(request: &Request) -> bool {
     matches!(
         request,
-        Request::Flush | Request::Export { .. } | Request::Restore { .. }
+        Request::Flush
+            | Request::Export { .. }
+            | Request::Restore { .. }
+            | Request::Backup { manual: true }
+            | Request::ServerBackups { .. }
+            | Request::RestoreFromServer { .. }
     )
 }
 
@@ -125,6 +130,7 @@ pub fn is_write(request: &Request) -> bool {
             | Request::Delete { .. }
             | Request::WriteMany { .. }
             | Request::Restore { dry_run: false, .. }
+            | Request::RestoreFromServer { dry_run: false, .. }
             | Request::RetryDead { .. }
             | Request::DiscardDead { .. }
     )

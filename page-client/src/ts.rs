@@ -32,8 +32,10 @@ export interface SyncClientOptions {
   batchSize?: number;
   /** Periodic Background Sync interval in ms (Chromium, installed apps). */
   periodicIntervalMs?: number;
-  /** Scheduled snapshot interval in ms. */
+  /** Scheduled backup interval in ms: a snapshot of everything uploaded to the sync server (`POST /api/backups`) at worker start, page open or focus, on a timer while a page is open, and on periodic sync, whenever one is due. Default 86400000 (24 h); `0` turns scheduled backups off (`backupNow()` still works); at least 10000. */
   exportIntervalMs?: number;
+  /** Ask the browser to keep this origin's storage under pressure (`navigator.storage.persist()`) when registering. Default true. The status's `persistent` says whether it agreed. */
+  persistStorage?: boolean;
   /** Backoff and give-up limits. */
   retry?: { baseDelayMs?: number; maxDelayMs?: number; maxAttempts?: number; maxAgeMs?: number };
   /** Run the outbox in the page even when a worker could run. */
@@ -74,12 +76,42 @@ export interface SyncStatus {
   dead: number;
   last_saved_at: number | null;
   last_synced_at: number | null;
+  /** When a snapshot was last built (a download, or a backup whatever became of its upload). */
   last_exported_at: number | null;
+  /** The snapshot time of the last backup the server confirmed it holds (verified by checksum). */
+  last_backup_at: number | null;
+  /** When the next backup is due (the retry time after a failure); null when scheduled backups are off. */
+  next_backup_at: number | null;
+  /** Why the last backup failed (it is retried at `next_backup_at`); null after a success. */
+  backup_error: { code: SyncErrorCode | string; message: string; at: number } | null;
+  /** Whether the browser keeps this origin's storage under pressure; null where it cannot tell. */
+  persistent: boolean | null;
+  /** This database was created by the engine now (a first visit, or the site's storage was cleared): offer the latest server backup. */
+  new_database: boolean;
   last_error: { code: SyncErrorCode | string; message: string; at: number } | null;
   next_retry_at: number | null;
   mode: "worker" | "page";
   /** Why this tab runs the outbox in the page (no worker could run), else null. Page mode delivers only while a page is open. */
   fallback_reason: string | null;
+}
+
+/** One backup the sync server holds (`serverBackups()`). */
+export interface ServerBackup {
+  id: number;
+  client_id: string | null;
+  exported_at: number;
+  received_at: number;
+  size: number;
+  checksum: string;
+  counts: Record<string, number> | null;
+  entities: number;
+}
+
+/** What `backupNow()` resolves with: the server's record of the stored backup. */
+export interface BackupResult {
+  backup: { id: number; client_id: string | null; exported_at: number; size: number; checksum: string } | null;
+  exported_at: number;
+  checksum: string;
 }
 
 export interface WriteAck { seq: number }

@@ -2,6 +2,7 @@
 //! worker's [`Engine`] over the same IndexedDB database, answering the same text protocol) and
 //! the YAML conversions. Only strings and functions cross between the two wasm modules.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
@@ -24,7 +25,34 @@ fn sync_error(code: &str, message: &str) -> JsValue {
 /// The outbox engine running in this page: the client's transport in page mode.
 #[wasm_bindgen]
 pub struct PageEngine {
-    engine: Rc<Engine>,
+    engine: Rc<RefCell<Rc<Engine>>>,
+}
+
+/// The engine, reopened first when its database connection ended under it (the database was
+/// deleted or cleared while the page ran).
+async fn live(slot: &RefCell<Rc<Engine>>) -> Result<Rc<Engine>, JsValue> {
+    let current = slot.borrow().clone();
+    if !current.is_closed() {
+        return Ok(current);
+    }
+    let fresh = current.reopen().await.map_err(|e| {
+        sync_error(
+            "storage_error",
+            &format!(
+                "the database closed and could not be reopened: {}",
+                e.message
+            ),
+        )
+    })?;
+    let now = slot.borrow().clone();
+    if Rc::ptr_eq(&now, &current) || now.is_closed() {
+        *slot.borrow_mut() = fresh.clone();
+        Ok(fresh)
+    } else {
+        // Another request reopened it first.
+        fresh.close();
+        Ok(now)
+    }
 }
 
 /// Open the engine over the `rangersync` database in page mode. `onBroadcast(text)` hears
@@ -45,7 +73,9 @@ pub async fn open_page_engine(
     let engine = Engine::open(Mode::Page, notify)
         .await
         .map_err(|e| sync_error(&e.code, &e.message))?;
-    Ok(PageEngine { engine })
+    Ok(PageEngine {
+        engine: Rc::new(RefCell::new(engine)),
+    })
 }
 
 #[wasm_bindgen]
@@ -54,8 +84,9 @@ impl PageEngine {
     /// as JSON text. Refusals are replies too; the promise itself does not reject.
     #[wasm_bindgen(unchecked_return_type = "Promise<string>")]
     pub fn handle(&self, text: String) -> Promise {
-        let engine = Rc::clone(&self.engine);
+        let slot = Rc::clone(&self.engine);
         future_to_promise(async move {
+            let engine = live(&slot).await?;
             let reply = engine.handle_text(&text).await;
             serde_json::to_string(&reply)
                 .map(|text| JsValue::from_str(&text))
@@ -65,7 +96,7 @@ impl PageEngine {
 
     /// Stop the engine's timers and close its database connection.
     pub fn close(&self) {
-        self.engine.close();
+        self.engine.borrow().close();
     }
 }
 

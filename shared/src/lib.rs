@@ -8,6 +8,7 @@
 //! Nothing here touches IndexedDB, the network or a clock: time and randomness are passed in,
 //! so every rule is tested natively, deterministically, in milliseconds.
 
+pub mod backup;
 pub mod capture;
 pub mod classify;
 pub mod conflict;

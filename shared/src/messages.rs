@@ -64,8 +64,13 @@ pub fn message_limit(request: &Request) -> usize {
 
 /// Smallest `retry.base_delay_ms` a worker accepts.
 pub const MIN_BASE_DELAY_MS: u64 = 100;
-/// Smallest periodic-sync or scheduled-export interval a worker accepts (one minute).
+/// Smallest periodic-sync interval a worker accepts (one minute).
 pub const MIN_INTERVAL_MS: u64 = 60_000;
+/// Smallest scheduled-backup interval a worker accepts (ten seconds: each backup is a whole
+/// snapshot uploaded, so real apps use hours; tests use seconds).
+pub const MIN_EXPORT_INTERVAL_MS: u64 = 10_000;
+/// The scheduled-backup interval a page asks for when it does not say (24 hours).
+pub const DEFAULT_EXPORT_INTERVAL_MS: u64 = 86_400_000;
 /// Default `request_timeout_ms`: how long one HTTP request may take before it is aborted.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Smallest and largest `request_timeout_ms` a worker accepts.
@@ -90,7 +95,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Periodic Background Sync interval; `None` leaves it unregistered.
     pub periodic_interval_ms: Option<u64>,
-    /// Scheduled export interval; `None` disables scheduled exports.
+    /// Scheduled backup interval (a snapshot uploaded to the server); `None` disables
+    /// scheduled backups (a page asks for [`DEFAULT_EXPORT_INTERVAL_MS`] unless told `0`).
     pub export_interval_ms: Option<u64>,
     /// How long one HTTP request (push, pull, replay) may take, body included, before it is
     /// aborted and counted as a network failure (retried with backoff).
@@ -157,13 +163,21 @@ impl Config {
                 retry.max_delay_ms, retry.base_delay_ms
             ));
         }
-        for (name, v) in [
-            ("periodic_interval_ms", self.periodic_interval_ms),
-            ("export_interval_ms", self.export_interval_ms),
+        for (name, v, min) in [
+            (
+                "periodic_interval_ms",
+                self.periodic_interval_ms,
+                MIN_INTERVAL_MS,
+            ),
+            (
+                "export_interval_ms",
+                self.export_interval_ms,
+                MIN_EXPORT_INTERVAL_MS,
+            ),
         ] {
-            if let Some(ms) = v.filter(|ms| *ms < MIN_INTERVAL_MS) {
+            if let Some(ms) = v.filter(|ms| *ms < min) {
                 return Err(format!(
-                    "{name} must be at least {MIN_INTERVAL_MS} ms or absent (got {ms})"
+                    "{name} must be at least {min} ms or absent (got {ms})"
                 ));
             }
         }
@@ -286,6 +300,25 @@ pub enum Request {
     },
     PageEvent {
         event: PageEvent,
+    },
+    /// Back up to the server: build a snapshot of everything and upload it (`POST
+    /// /api/backups`). `manual: true` (a person asked) runs at once and is answered when the
+    /// server confirmed it, or with why not; `manual: false` (a page's timer) runs only when
+    /// one is due and is answered with the status at once.
+    Backup {
+        manual: bool,
+    },
+    /// The sync server's backups (`GET /api/backups`), newest first, without their documents:
+    /// this client's, or (`all_clients`) every client's the credentials may see (after a
+    /// cleared database this device is a new client; its old backups are another client's).
+    ServerBackups {
+        all_clients: bool,
+    },
+    /// Fetch a server backup (`GET /api/backups/{id}`) and restore it like a file (a dry run
+    /// writes nothing).
+    RestoreFromServer {
+        id: u64,
+        dry_run: bool,
     },
 }
 

@@ -1108,6 +1108,8 @@ pub fn derive_status(
         last_error: last_error.cloned(),
         next_retry_at,
         mode,
+        // Backups and storage persistence are the shell's to fill in.
+        ..Status::default()
     }
 }
 

@@ -14,8 +14,11 @@ use crate::validate::{validate_collection, validate_key, validate_value, Validat
 
 /// The `format` field of every snapshot.
 pub const SNAPSHOT_FORMAT: &str = "rangersync-snapshot";
-/// The snapshot format version this crate writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The snapshot format version this crate writes: 2 adds what a client needs to come back
+/// whole (`requests`, `dead`, `meta`, `problems`).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate still reads (1: entities and pending mutations only).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Largest snapshot text accepted for restore or backup.
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
@@ -49,8 +52,84 @@ pub struct Snapshot {
     pub entities: Vec<Entity>,
     #[serde(default)]
     pub outbox: Vec<Mutation>,
+    /// Version 2: the captured REST requests waiting in the outbox, in seq order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<PendingRequest>,
+    /// Version 2: the dead letters, in seq order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead: Vec<DeadLetterCopy>,
+    /// Version 2: the client's own bookkeeping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<SnapshotMeta>,
+    /// Version 2: every record that could not be read, and so is not in this snapshot. A
+    /// snapshot never leaves a record out without naming it here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
     pub counts: BTreeMap<String, u64>,
     pub checksum: Checksum,
+}
+
+/// A captured REST request waiting in the outbox (its own `(client_id, seq)` is its
+/// `Idempotency-Key` on replay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRequest {
+    pub seq: u64,
+    pub created_at: Millis,
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The body's bytes.
+    #[serde(default)]
+    pub body: Vec<u8>,
+}
+
+/// A dead letter: the entry as it was stored, why it died, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterCopy {
+    pub seq: u64,
+    pub reason: String,
+    pub dead_at: Millis,
+    #[serde(default)]
+    pub attempts: u32,
+    /// The outbox record, as stored.
+    #[serde(default)]
+    pub record: Value,
+}
+
+/// A client's bookkeeping at export time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotMeta {
+    /// The next seq the client would give a write.
+    pub next_seq: u64,
+    /// The change-feed cursor (the server version pulled up to).
+    #[serde(default)]
+    pub cursor: String,
+    #[serde(default)]
+    pub last_synced_at: Option<Millis>,
+}
+
+/// A record the export could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    /// The store (`entities`, `outbox`, `dead`, `meta`).
+    pub store: String,
+    /// Its key, as text.
+    pub key: String,
+    pub reason: String,
+}
+
+/// What a client snapshot holds besides its entities and pending mutations.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Extras {
+    pub requests: Vec<PendingRequest>,
+    pub dead: Vec<DeadLetterCopy>,
+    pub meta: Option<SnapshotMeta>,
+    pub problems: Vec<Problem>,
 }
 
 /// Why a snapshot was refused. Nothing is changed when any of these is returned.
@@ -62,7 +141,7 @@ pub enum SnapshotError {
     Parse(String),
     #[error("not a rangersync snapshot (format {0:?})")]
     WrongFormat(String),
-    #[error("snapshot format version {0} is not supported (this build reads 1)")]
+    #[error("snapshot format version {0} is not supported (this build reads 1 and 2)")]
     UnsupportedVersion(u32),
     #[error("checksum algorithm {0:?} is not supported (only sha256)")]
     UnsupportedAlgorithm(String),
@@ -92,10 +171,40 @@ pub fn build(
     entities: Vec<Entity>,
     outbox: Vec<Mutation>,
 ) -> Snapshot {
+    build_with(
+        source,
+        client_id,
+        app_version,
+        exported_at,
+        entities,
+        outbox,
+        Extras::default(),
+    )
+}
+
+/// [`build`] with everything else a client holds: captured requests, dead letters, its meta,
+/// and the records it could not read.
+pub fn build_with(
+    source: SnapshotSource,
+    client_id: Option<String>,
+    app_version: &str,
+    exported_at: Millis,
+    entities: Vec<Entity>,
+    outbox: Vec<Mutation>,
+    extras: Extras,
+) -> Snapshot {
     let mut entities = entities;
     entities.sort_by(|a, b| (&a.collection, &a.key).cmp(&(&b.collection, &b.key)));
     let mut outbox = outbox;
     outbox.sort_by_key(|m| m.seq);
+    let Extras {
+        mut requests,
+        mut dead,
+        meta,
+        problems,
+    } = extras;
+    requests.sort_by_key(|r| r.seq);
+    dead.sort_by_key(|d| d.seq);
     let counts = live_counts(&entities);
     let mut snapshot = Snapshot {
         format: SNAPSHOT_FORMAT.to_owned(),
@@ -106,6 +215,10 @@ pub fn build(
         app_version: app_version.to_owned(),
         entities,
         outbox,
+        requests,
+        dead,
+        meta,
+        problems,
         counts,
         checksum: Checksum {
             algorithm: CHECKSUM_ALGORITHM.to_owned(),
@@ -181,21 +294,102 @@ fn write_json_string(s: &str, out: &mut String) {
 }
 
 /// SHA-256 (lower-case hex) of the canonical JSON of the snapshot without its `checksum` field.
+///
+/// Streamed: the canonical text is fed to the hash field by field and, for the lists, item by
+/// item, so the whole document never exists a second time in memory (as a JSON value or as
+/// text). The result is the hash of `canonical_json` of the whole document (tested).
 pub fn compute_checksum(snapshot: &Snapshot) -> String {
-    // Serializing these types to a Value cannot fail (every map key is a string).
-    let mut value = serde_json::to_value(snapshot).unwrap_or_default();
-    if let Value::Object(map) = &mut value {
-        map.remove("checksum");
+    let mut hash = CanonicalHasher::default();
+    let s = snapshot;
+    // Every serialized field, in byte order of the names; `checksum` left out, and the
+    // version-2 fields only when they are serialized (not empty).
+    hash.raw("{");
+    hash.field("app_version", &s.app_version, true);
+    hash.field("client_id", &s.client_id, false);
+    hash.field("counts", &s.counts, false);
+    if !s.dead.is_empty() {
+        hash.list("dead", &s.dead);
     }
-    sha256_hex(canonical_json(&value).as_bytes())
+    hash.list("entities", &s.entities);
+    hash.field("exported_at", &s.exported_at, false);
+    hash.field("format", &s.format, false);
+    hash.field("format_version", &s.format_version, false);
+    if let Some(meta) = &s.meta {
+        hash.field("meta", meta, false);
+    }
+    hash.list("outbox", &s.outbox);
+    if !s.problems.is_empty() {
+        hash.list("problems", &s.problems);
+    }
+    if !s.requests.is_empty() {
+        hash.list("requests", &s.requests);
+    }
+    hash.field("source", &s.source, false);
+    hash.raw("}");
+    hash.finish()
+}
+
+/// Canonical JSON written into SHA-256 piece by piece (one list item at a time).
+#[derive(Default)]
+struct CanonicalHasher {
+    sha: Sha256,
+    buf: String,
+}
+
+impl CanonicalHasher {
+    fn raw(&mut self, text: &str) {
+        self.sha.update(text.as_bytes());
+    }
+
+    fn value<T: Serialize>(&mut self, value: &T) {
+        // Serializing these types to a Value cannot fail (every map key is a string).
+        let v = serde_json::to_value(value).unwrap_or_default();
+        self.buf.clear();
+        write_canonical(&v, &mut self.buf);
+        self.sha.update(self.buf.as_bytes());
+    }
+
+    fn name(&mut self, name: &str, first: bool) {
+        if !first {
+            self.raw(",");
+        }
+        self.buf.clear();
+        write_json_string(name, &mut self.buf);
+        self.buf.push(':');
+        self.sha.update(self.buf.as_bytes());
+    }
+
+    fn field<T: Serialize>(&mut self, name: &str, value: &T, first: bool) {
+        self.name(name, first);
+        self.value(value);
+    }
+
+    fn list<T: Serialize>(&mut self, name: &str, items: &[T]) {
+        self.name(name, false);
+        self.raw("[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.raw(",");
+            }
+            self.value(item);
+        }
+        self.raw("]");
+    }
+
+    fn finish(self) -> String {
+        hex(&self.sha.finalize())
+    }
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(digest.len() * 2);
-    for byte in &digest {
+    for byte in digest {
         out.push(char::from(HEX[usize::from(byte >> 4)]));
         out.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
@@ -236,7 +430,8 @@ fn snapshot_depth(snapshot: &Snapshot) -> usize {
         .entities
         .iter()
         .map(|e| &e.value)
-        .chain(snapshot.outbox.iter().map(|m| &m.value));
+        .chain(snapshot.outbox.iter().map(|m| &m.value))
+        .chain(snapshot.dead.iter().map(|d| &d.record));
     3 + values.map(value_depth).max().unwrap_or(0)
 }
 
@@ -303,7 +498,7 @@ pub fn decode(text: &str) -> Result<Snapshot, SnapshotError> {
     }
     if let Some(version) = map.get("format_version") {
         match version.as_u64() {
-            Some(v) if v == u64::from(SNAPSHOT_FORMAT_VERSION) => {}
+            Some(v) if readable_version(v) => {}
             Some(v) => {
                 return Err(SnapshotError::UnsupportedVersion(
                     u32::try_from(v).unwrap_or(u32::MAX),
@@ -363,6 +558,11 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// Whether this build reads format version `v`.
+fn readable_version(v: u64) -> bool {
+    (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(SNAPSHOT_FORMAT_VERSION)).contains(&v)
+}
+
 /// Check format, version, algorithm, checksum and counts.
 ///
 /// The checksum value is compared case-insensitively. Counts compare equal when they agree on
@@ -371,8 +571,18 @@ pub fn verify(snapshot: &Snapshot) -> Result<(), SnapshotError> {
     if snapshot.format != SNAPSHOT_FORMAT {
         return Err(SnapshotError::WrongFormat(snapshot.format.clone()));
     }
-    if snapshot.format_version != SNAPSHOT_FORMAT_VERSION {
+    if !readable_version(u64::from(snapshot.format_version)) {
         return Err(SnapshotError::UnsupportedVersion(snapshot.format_version));
+    }
+    if snapshot.format_version < 2
+        && (!snapshot.requests.is_empty()
+            || !snapshot.dead.is_empty()
+            || snapshot.meta.is_some()
+            || !snapshot.problems.is_empty())
+    {
+        return Err(SnapshotError::Parse(
+            "a format version 1 snapshot cannot hold requests, dead, meta or problems".into(),
+        ));
     }
     if snapshot.checksum.algorithm != CHECKSUM_ALGORITHM {
         return Err(SnapshotError::UnsupportedAlgorithm(
@@ -714,6 +924,27 @@ mod tests {
         );
     }
 
+    /// The checksum as first defined: the canonical JSON of the whole document as one value.
+    fn checksum_of_the_whole_value(snapshot: &Snapshot) -> String {
+        let mut value = serde_json::to_value(snapshot).unwrap();
+        value.as_object_mut().unwrap().remove("checksum");
+        sha256_hex(canonical_json(&value).as_bytes())
+    }
+
+    #[test]
+    fn the_streamed_checksum_equals_the_hash_of_the_whole_canonical_document() {
+        let mut empty = sample();
+        empty.entities.clear();
+        empty.outbox.clear();
+        empty.counts.clear();
+        empty.client_id = None;
+        for snap in [sample(), full(), empty] {
+            assert_eq!(compute_checksum(&snap), checksum_of_the_whole_value(&snap));
+        }
+        let v1: Snapshot = serde_json::from_str(V1_DOCUMENT).unwrap();
+        assert_eq!(compute_checksum(&v1), v1.checksum.value);
+    }
+
     #[test]
     fn a_json_export_decodes_to_the_same_snapshot() {
         let s = sample();
@@ -828,13 +1059,13 @@ mod tests {
     #[test]
     fn a_newer_format_version_is_refused() {
         let text = encode(&sample(), ExportFormat::Json).replacen(
-            "\"format_version\": 1",
             "\"format_version\": 2",
+            "\"format_version\": 3",
             1,
         );
-        assert_eq!(decode(&text), Err(SnapshotError::UnsupportedVersion(2)));
+        assert_eq!(decode(&text), Err(SnapshotError::UnsupportedVersion(3)));
         let text = encode(&sample(), ExportFormat::Json).replacen(
-            "\"format_version\": 1",
+            "\"format_version\": 2",
             "\"format_version\": 99999999999",
             1,
         );
@@ -929,6 +1160,102 @@ mod tests {
                 "{text:?}: {err:?}"
             );
         }
+    }
+
+    /// A snapshot written by the version-1 format (before requests, dead letters and meta).
+    const V1_DOCUMENT: &str = include_str!("../tests/fixtures/snapshot-v1.json");
+
+    #[test]
+    fn a_version_1_snapshot_still_decodes_verifies_and_plans_its_restore() {
+        let snap = decode(V1_DOCUMENT).expect("a v1 snapshot is still readable");
+        assert_eq!(snap.format_version, 1);
+        assert_eq!(snap.entities.len(), 2);
+        assert_eq!(snap.outbox.len(), 1);
+        assert!(snap.requests.is_empty() && snap.dead.is_empty() && snap.meta.is_none());
+        let report = plan_restore(&snap, &|_, _| None, true);
+        assert_eq!(report.added.len(), 1);
+        // Tampered, it is still caught.
+        let tampered = V1_DOCUMENT.replacen("kept since v1", "kept since v2", 1);
+        assert_eq!(decode(&tampered).unwrap_err().code(), "checksum_mismatch");
+    }
+
+    #[test]
+    fn a_version_1_snapshot_carrying_version_2_fields_is_refused() {
+        let mut v: Value = serde_json::from_str(V1_DOCUMENT).unwrap();
+        v["problems"] = json!([{ "store": "entities", "key": "x", "reason": "y" }]);
+        let mut snap: Snapshot = serde_json::from_value(v).unwrap();
+        snap.checksum.value = compute_checksum(&snap);
+        assert!(matches!(verify(&snap), Err(SnapshotError::Parse(_))));
+    }
+
+    fn full() -> Snapshot {
+        build_with(
+            SnapshotSource::Client,
+            Some("c1".into()),
+            "1.2.3",
+            1_764_000_000_000,
+            vec![entity("notes", "a", json!({"t": 1}), false)],
+            vec![mutation(5, json!({"t": 2}))],
+            Extras {
+                requests: vec![
+                    PendingRequest {
+                        seq: 7,
+                        created_at: 1,
+                        method: "POST".into(),
+                        url: "http://x/api/sync/chat".into(),
+                        headers: vec![("content-type".into(), "application/json".into())],
+                        body: b"{\"m\":\"hi\"}".to_vec(),
+                    },
+                    PendingRequest {
+                        seq: 6,
+                        created_at: 1,
+                        method: "PUT".into(),
+                        url: "http://x/api/sync/settings".into(),
+                        headers: vec![],
+                        body: vec![0, 255, 10],
+                    },
+                ],
+                dead: vec![DeadLetterCopy {
+                    seq: 3,
+                    reason: "rejected: too big".into(),
+                    dead_at: 2,
+                    attempts: 1,
+                    record: json!({"seq": 3, "kind": "mutation", "value": {"deep": [1, [2]]}}),
+                }],
+                meta: Some(SnapshotMeta {
+                    next_seq: 8,
+                    cursor: "42".into(),
+                    last_synced_at: Some(3),
+                }),
+                problems: vec![Problem {
+                    store: "entities".into(),
+                    key: "[\"notes\",\"bad\"]".into(),
+                    reason: "corrupt record: missing field `updated_at`".into(),
+                }],
+            },
+        )
+    }
+
+    #[test]
+    fn requests_dead_letters_meta_and_problems_round_trip_through_json_and_yaml_with_one_checksum()
+    {
+        let snap = full();
+        assert_eq!(snap.format_version, 2);
+        assert_eq!(
+            snap.requests.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [6, 7],
+            "in seq order"
+        );
+        let json = encode(&snap, ExportFormat::Json);
+        assert_eq!(decode(&json).unwrap(), snap);
+        #[cfg(feature = "yaml")]
+        {
+            let yaml = encode(&snap, ExportFormat::Yaml);
+            assert!(!yaml.trim_start().starts_with('{'));
+            assert_eq!(decode(&yaml).unwrap(), snap);
+        }
+        let tampered = json.replacen("too big", "too small", 1);
+        assert_eq!(decode(&tampered).unwrap_err().code(), "checksum_mismatch");
     }
 
     #[test]
@@ -1179,6 +1506,7 @@ mod tests {
                 let yaml = encode(&s, ExportFormat::Yaml);
                 let from_yaml = decode(&yaml);
                 prop_assert_eq!(from_yaml.as_ref(), Ok(&s), "{}", yaml);
+                prop_assert_eq!(compute_checksum(&s), checksum_of_the_whole_value(&s));
             }
 
             #[test]

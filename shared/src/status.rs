@@ -62,7 +62,27 @@ pub struct Status {
     pub dead: u64,
     pub last_saved_at: Option<Millis>,
     pub last_synced_at: Option<Millis>,
+    /// When a snapshot was last built (a download, or a backup whatever became of its upload).
     pub last_exported_at: Option<Millis>,
+    /// The snapshot time of the last backup the server confirmed it holds, verified by
+    /// checksum (`POST /api/backups` answered 2xx). What the indicator shows as "backed up".
+    #[serde(default)]
+    pub last_backup_at: Option<Millis>,
+    /// When the next backup is due (the retry time after a failure); `null` when scheduled
+    /// backups are off and none failed, or there is no server to upload to.
+    #[serde(default)]
+    pub next_backup_at: Option<Millis>,
+    /// Why the last backup failed (it is retried at `next_backup_at`); `null` after a success.
+    #[serde(default)]
+    pub backup_error: Option<LastError>,
+    /// Whether the browser keeps this origin's storage under pressure
+    /// (`navigator.storage.persisted()`); `null` where the browser cannot tell.
+    #[serde(default)]
+    pub persistent: Option<bool>,
+    /// This engine created the database (a first visit, or the site's storage was cleared):
+    /// the app may offer to restore the latest server backup.
+    #[serde(default)]
+    pub new_database: bool,
     pub last_error: Option<LastError>,
     pub next_retry_at: Option<Millis>,
     pub mode: Mode,
@@ -85,5 +105,8 @@ mod tests {
         assert_eq!(v["pending"], 3);
         assert!(v["last_error"].is_null());
         assert!(v["next_retry_at"].is_null());
+        assert!(v["last_backup_at"].is_null());
+        assert!(v["backup_error"].is_null());
+        assert!(v["persistent"].is_null());
     }
 }

@@ -28,6 +28,10 @@ pub enum SwError {
     /// Anything else with a stable code.
     #[error("{message}")]
     Coded { code: &'static str, message: String },
+    /// A failure the engine already judged and recorded (a backup's upload: `network`,
+    /// `auth`, `server_error`, …), passed on as it is.
+    #[error("{}", .0.message)]
+    Reported(ErrorDetail),
 }
 
 impl SwError {
@@ -66,6 +70,7 @@ impl SwError {
             Self::Invalid(e) => e.code(),
             Self::Snapshot(e) => e.code(),
             Self::Coded { code, .. } => code,
+            Self::Reported(d) => &d.code,
         }
     }
 

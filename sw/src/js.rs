@@ -140,3 +140,21 @@ pub fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T> {
 pub fn log(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(&format!("rangersync: {message}")));
 }
+
+/// `navigator.storage.persisted()`: whether the browser keeps this origin's storage under
+/// pressure; `None` where there is no Storage API (or it fails).
+pub async fn storage_persisted() -> Option<bool> {
+    let navigator = global_prop("navigator")?;
+    let storage = js_sys::Reflect::get(&navigator, &"storage".into())
+        .ok()
+        .filter(|s| s.is_object())?;
+    let persisted: js_sys::Function = js_sys::Reflect::get(&storage, &"persisted".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let promise: Promise = persisted.call0(&storage).ok()?.dyn_into().ok()?;
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .ok()?
+        .as_bool()
+}

@@ -3,11 +3,11 @@
 //!
 //! | store       | key                           | value                                               |
 //! |-------------|-------------------------------|-----------------------------------------------------|
-//! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config` (`{v, config}`), `last_*`, `backoff`, `capture_barrier` |
+//! | `meta`      | out-of-line string            | `client_id`, `next_seq`, `cursor`, `config` (`{v, config}`), `last_*`, `backoff`, `backup_failure`, `capture_barrier` |
 //! | `outbox`    | `seq` (a JS number, never BigInt) | a mutation or a captured request, `attempts`, `created_at`; indexes `by_entity` on `[collection, key]`, `by_kind` on `kind` |
 //! | `entities`  | `[collection, key]`           | `value`, `deleted`, `updated_at`, `version`, `pending` |
 //! | `dead`      | `seq`                         | the entry, `reason`, `dead_at`, `attempts`          |
-//! | `snapshots` | `exported_at`                 | scheduled exports                                   |
+//! | `snapshots` | `exported_at`                 | scheduled exports of older versions (no longer written: backups go to the server) |
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -47,6 +47,11 @@ pub mod meta {
     pub const LAST_SAVED_AT: &str = "last_saved_at";
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
     pub const LAST_EXPORTED_AT: &str = "last_exported_at";
+    /// The snapshot time of the last backup the server confirmed (`POST /api/backups`).
+    pub const LAST_BACKUP_AT: &str = "last_backup_at";
+    /// The failure of the last backup attempt (`shared::backup::BackupFailure`); absent after
+    /// a success.
+    pub const BACKUP_FAILURE: &str = "backup_failure";
     pub const LAST_ERROR: &str = "last_error";
     /// A `Retry-After` floor (ms since the epoch) written by older versions; read once as a
     /// backoff, then replaced by [`BACKOFF`].
@@ -149,8 +154,12 @@ fn upgrade(
     Ok(())
 }
 
-/// Open (creating or upgrading) the database `name`.
-pub async fn open(name: &str) -> Result<IdbDatabase> {
+/// Open (creating or upgrading) the database `name`. `closed` becomes true when the
+/// connection ends under its owner: a `versionchange` (another connection upgrades or deletes
+/// the database; this one closes to let it) or a `close` event (the browser closed it: the
+/// origin's storage was cleared, DevTools' "Clear storage", an eviction). The owner then opens
+/// a new connection before its next use.
+pub async fn open(name: &str, closed: &Rc<std::cell::Cell<bool>>) -> Result<IdbDatabase> {
     let request: IdbOpenDbRequest = factory()?
         .open_with_u32(name, DB_VERSION)
         .map_err(|e| SwError::from_js(&e))?;
@@ -187,11 +196,21 @@ pub async fn open(name: &str) -> Result<IdbDatabase> {
     let db: IdbDatabase = result?
         .dyn_into()
         .map_err(|_| SwError::coded("storage_error", "open did not return a database"))?;
-    // Let a newer version (another tab's worker) upgrade: close on versionchange.
+    // Let a newer version (another tab's worker) upgrade, or a deletion go ahead: close on
+    // versionchange, and reopen on next use.
     let d = db.clone();
-    let on_change = Closure::<dyn FnMut()>::new(move || d.close());
+    let flag = closed.clone();
+    let on_change = Closure::<dyn FnMut()>::new(move || {
+        flag.set(true);
+        d.close();
+    });
     db.set_onversionchange(Some(on_change.as_ref().unchecked_ref()));
     on_change.forget();
+    // Closed by the browser (storage cleared or evicted): no `versionchange` comes first.
+    let flag = closed.clone();
+    let on_close = Closure::<dyn FnMut()>::new(move || flag.set(true));
+    db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    on_close.forget();
     Ok(db)
 }
 

@@ -1,14 +1,18 @@
 //! Typed operations on the stores of `schema.rs`. Every operation is one transaction; none
 //! awaits anything but IndexedDB requests inside it (invariant 6).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use js_sys::Array;
+use rangersync_shared::backup::BackupFailure;
 use rangersync_shared::messages::Config;
 use rangersync_shared::outbox::{
     coalescable, Backoff, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
 };
 use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
+use rangersync_shared::snapshot::{DeadLetterCopy, PendingRequest, Problem, SnapshotMeta};
 use rangersync_shared::status::LastError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -242,6 +246,10 @@ pub struct MetaState {
     pub last_saved_at: Option<Millis>,
     pub last_synced_at: Option<Millis>,
     pub last_exported_at: Option<Millis>,
+    pub last_backup_at: Option<Millis>,
+    pub backup_failure: Option<BackupFailure>,
+    /// The client id was created now: the database is new (or was cleared).
+    pub created: bool,
     pub last_error: Option<LastError>,
     /// The persisted backoff of the last failed attempt.
     pub backoff: Option<Backoff>,
@@ -312,20 +320,47 @@ impl StoredConfig {
     }
 }
 
+/// Entities read per request by [`Store::export_contents`].
+pub const EXPORT_PAGE: u32 = 1_000;
+
+/// What [`Store::export_contents`] read.
+#[derive(Debug, Default)]
+pub struct ExportContents {
+    pub entities: Vec<Entity>,
+    pub outbox: Vec<Mutation>,
+    pub requests: Vec<PendingRequest>,
+    pub dead: Vec<DeadLetterCopy>,
+    pub meta: SnapshotMeta,
+    pub problems: Vec<Problem>,
+}
+
 /// The typed stores over one open database.
 pub struct Store {
     db: IdbDatabase,
+    /// The connection ended under us (`versionchange`, `close`): see [`Store::is_closed`].
+    closed: Rc<Cell<bool>>,
 }
 
 impl Store {
     pub async fn open(name: &str) -> Result<Self> {
+        let closed = Rc::new(Cell::new(false));
         Ok(Self {
-            db: schema::open(name).await?,
+            db: schema::open(name, &closed).await?,
+            closed,
         })
     }
 
     pub fn close(&self) {
+        self.closed.set(true);
         self.db.close();
+    }
+
+    /// Whether the connection is closed (by [`Store::close`], or under us: the database was
+    /// deleted or upgraded by another connection, or the browser cleared the origin's
+    /// storage). Every operation would fail with "The database connection is closing": the
+    /// owner opens a new store.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 
     /// Read `meta`, creating the client id (once per profile) when absent.
@@ -338,9 +373,12 @@ impl Store {
         let last_saved_at = as_millis(&get(meta::LAST_SAVED_AT).await?);
         let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
         let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
+        let last_backup_at = as_millis(&get(meta::LAST_BACKUP_AT).await?);
+        let backup_failure = get(meta::BACKUP_FAILURE).await?;
         let last_error = get(meta::LAST_ERROR).await?;
         let backoff = get(meta::BACKOFF).await?;
         let legacy_not_before = as_millis(&get(meta::NOT_BEFORE).await?);
+        let created = client_id.is_none();
         let client_id = match client_id {
             Some(id) => id,
             None => {
@@ -386,12 +424,20 @@ impl Store {
         } else {
             from_js(last_error).ok()
         };
+        let backup_failure = if backup_failure.is_undefined() || backup_failure.is_null() {
+            None
+        } else {
+            from_js(backup_failure).ok()
+        };
         Ok(MetaState {
             client_id,
             config,
             last_saved_at,
             last_synced_at,
             last_exported_at,
+            last_backup_at,
+            backup_failure,
+            created,
             last_error,
             backoff,
             config_problem,
@@ -408,6 +454,18 @@ impl Store {
     pub async fn put_meta(&self, key: &str, value: &JsValue) -> Result<()> {
         let tx = Tx::new(&self.db, &[META], true)?;
         req(tx.store(META)?.put_with_key(value, &key.into())).await?;
+        tx.commit().await
+    }
+
+    /// Put several `meta` values in one transaction.
+    pub async fn put_metas(&self, entries: &[(&str, JsValue)]) -> Result<()> {
+        let tx = Tx::new(&self.db, &[META], true)?;
+        let m = tx.store(META)?;
+        let requests = entries
+            .iter()
+            .map(|(key, value)| issue(m.put_with_key(value, &(*key).into())))
+            .collect::<Result<Vec<_>>>()?;
+        settle(&requests).await?;
         tx.commit().await
     }
 
@@ -864,6 +922,132 @@ impl Store {
         Ok((changed, skipped))
     }
 
+    /// Everything a snapshot holds, read in ONE readonly transaction (a consistent view):
+    /// entities page by page ([`EXPORT_PAGE`] records per request, each page turned into
+    /// `Entity`s before the next is read, so the JS copy of the whole store never exists next
+    /// to the Rust one), the outbox split into mutations and captured requests, the dead
+    /// letters, the meta. A record that cannot be read is named in `problems`, never skipped
+    /// silently.
+    pub async fn export_contents(&self, client_id: &str) -> Result<ExportContents> {
+        let tx = Tx::new(&self.db, &[META, ENTITIES, OUTBOX, DEAD], false)?;
+        let mut out = ExportContents::default();
+        let entities = tx.store(ENTITIES)?;
+        let mut after: Option<JsValue> = None;
+        loop {
+            let range = match &after {
+                None => JsValue::UNDEFINED,
+                Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
+                    .map_err(|e| SwError::from_js(&e))?
+                    .into(),
+            };
+            let page =
+                Array::from(&req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?);
+            let n = page.length();
+            for raw in page.iter() {
+                let collection = js_sys::Reflect::get(&raw, &"collection".into()).ok();
+                let key = js_sys::Reflect::get(&raw, &"key".into()).ok();
+                if n > 0 {
+                    after = Some(
+                        Array::of2(
+                            &collection.clone().unwrap_or(JsValue::UNDEFINED),
+                            &key.clone().unwrap_or(JsValue::UNDEFINED),
+                        )
+                        .into(),
+                    );
+                }
+                match from_js::<EntityRecord>(raw) {
+                    Ok(r) => out.entities.push(r.to_entity()),
+                    Err(e) => out.problems.push(Problem {
+                        store: ENTITIES.into(),
+                        key: format!(
+                            "[{:?},{:?}]",
+                            collection.and_then(|c| c.as_string()).unwrap_or_default(),
+                            key.and_then(|k| k.as_string()).unwrap_or_default()
+                        ),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            if n < EXPORT_PAGE {
+                break;
+            }
+        }
+        let outbox = Array::from(&req(tx.store(OUTBOX)?.get_all()).await?);
+        for raw in outbox.iter() {
+            let seq = js_sys::Reflect::get(&raw, &"seq".into())
+                .ok()
+                .and_then(|s| as_u64(&s));
+            let entry = from_js::<OutboxRecord>(raw).and_then(|r| {
+                let entry = r.to_entry(client_id)?;
+                Ok((r, entry))
+            });
+            match entry {
+                Ok((
+                    _,
+                    QueuedEntry {
+                        item: Item::Mutation(m),
+                        ..
+                    },
+                )) => out.outbox.push(m),
+                Ok((
+                    r,
+                    QueuedEntry {
+                        item: Item::Request(c),
+                        ..
+                    },
+                )) => {
+                    out.requests.push(PendingRequest {
+                        seq: r.seq,
+                        created_at: r.created_at,
+                        method: c.method,
+                        url: c.url,
+                        headers: c.headers,
+                        body: c.body,
+                    });
+                }
+                Err(e) => out.problems.push(Problem {
+                    store: OUTBOX.into(),
+                    key: seq.map_or_else(|| "?".into(), |s| s.to_string()),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let dead = Array::from(&req(tx.store(DEAD)?.get_all()).await?);
+        for raw in dead.iter() {
+            let seq = js_sys::Reflect::get(&raw, &"seq".into())
+                .ok()
+                .and_then(|s| as_u64(&s));
+            match from_js::<DeadRecord>(raw) {
+                Ok(d) => out.dead.push(DeadLetterCopy {
+                    seq: d.seq,
+                    reason: d.reason,
+                    dead_at: d.dead_at,
+                    attempts: d.attempts,
+                    record: d.record,
+                }),
+                Err(e) => out.problems.push(Problem {
+                    store: DEAD.into(),
+                    key: seq.map_or_else(|| "?".into(), |s| s.to_string()),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let m = tx.store(META)?;
+        let next_seq = as_u64(&req(m.get(&meta::NEXT_SEQ.into())).await?).unwrap_or(1);
+        let cursor = req(m.get(&meta::CURSOR.into())).await?;
+        let last_synced_at = as_millis(&req(m.get(&meta::LAST_SYNCED_AT.into())).await?);
+        tx.commit().await?;
+        out.meta = SnapshotMeta {
+            next_seq,
+            cursor: cursor
+                .as_string()
+                .or_else(|| cursor.as_f64().map(|f| format!("{f}")))
+                .unwrap_or_default(),
+            last_synced_at,
+        };
+        Ok(out)
+    }
+
     pub async fn cursor(&self) -> Result<String> {
         let tx = Tx::new(&self.db, &[META], false)?;
         let v = req(tx.store(META)?.get(&meta::CURSOR.into())).await?;
@@ -899,17 +1083,6 @@ impl Store {
             Some(c) => req(store.get_all_with_key(&schema::collection_range(c)?)).await?,
             None => req(store.get_all()).await?,
         };
-        tx.commit().await?;
-        Ok(Array::from(&raw)
-            .iter()
-            .filter_map(|v| from_js(v).ok())
-            .collect())
-    }
-
-    /// Every outbox record, in seq order, skipping corrupt ones.
-    pub async fn outbox_records(&self) -> Result<Vec<OutboxRecord>> {
-        let tx = Tx::new(&self.db, &[OUTBOX], false)?;
-        let raw = req(tx.store(OUTBOX)?.get_all()).await?;
         tx.commit().await?;
         Ok(Array::from(&raw)
             .iter()
@@ -1034,20 +1207,5 @@ impl Store {
         req(store.delete(&seq_key(seq))).await?;
         tx.commit().await?;
         Ok(Some(entity))
-    }
-
-    /// Keep a scheduled export (the last 3).
-    pub async fn keep_snapshot(&self, exported_at: Millis, text: &str) -> Result<()> {
-        let tx = Tx::new(&self.db, &[schema::SNAPSHOTS], true)?;
-        let store = tx.store(schema::SNAPSHOTS)?;
-        let obj = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&obj, &"exported_at".into(), &(exported_at as f64).into());
-        let _ = js_sys::Reflect::set(&obj, &"text".into(), &text.into());
-        req(store.put(&obj)).await?;
-        let keys = keys_of(&req(store.get_all_keys()).await?);
-        for k in keys.iter().rev().skip(3) {
-            req(store.delete(&seq_key(*k))).await?;
-        }
-        tx.commit().await
     }
 }

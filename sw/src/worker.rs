@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Array, Uint8Array};
+use rangersync_shared::backup::BackupTrigger;
 use rangersync_shared::messages::{codes, Broadcast, ReplyEnvelope};
 use rangersync_shared::outbox::{CapturedRequest, Trigger};
 use rangersync_shared::status::Mode;
@@ -36,10 +37,49 @@ fn scope() -> Option<ServiceWorkerGlobalScope> {
     js::global().dyn_into::<ServiceWorkerGlobalScope>().ok()
 }
 
-fn engine() -> Result<Rc<Engine>, JsValue> {
-    ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| {
-        SwError::coded(codes::WORKER_UNAVAILABLE, "the worker has not started").into()
-    })
+/// The engine, reopened first when its database connection ended under it (the database was
+/// deleted or cleared while the worker ran: DevTools' "Clear storage", an eviction, "Clear
+/// site data"), so the next request works instead of failing with "The database connection
+/// is closing".
+async fn engine() -> Result<Rc<Engine>, JsValue> {
+    let current = ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| {
+        JsValue::from(SwError::coded(
+            codes::WORKER_UNAVAILABLE,
+            "the worker has not started",
+        ))
+    })?;
+    if !current.is_closed() {
+        return Ok(current);
+    }
+    let fresh = current.reopen().await.map_err(|d| {
+        JsValue::from(SwError::coded(
+            codes::STORAGE_ERROR,
+            format!(
+                "the database closed and could not be reopened: {}",
+                d.message
+            ),
+        ))
+    })?;
+    // Two events may have reopened it at once: keep the first, close the other.
+    let kept = ENGINE.with(|e| {
+        let mut slot = e.borrow_mut();
+        match slot.as_ref() {
+            Some(now) if !Rc::ptr_eq(now, &current) && !now.is_closed() => now.clone(),
+            _ => {
+                *slot = Some(fresh.clone());
+                fresh.clone()
+            }
+        }
+    });
+    if !Rc::ptr_eq(&kept, &fresh) {
+        fresh.close();
+    } else {
+        let flush = kept.clone();
+        spawn_local(async move {
+            flush.trigger(Trigger::WorkerStart).await;
+        });
+    }
+    Ok(kept)
 }
 
 /// Post a message to every window client of the origin (controlled or not). Messages posted
@@ -104,10 +144,16 @@ pub async fn start() -> Result<(), JsValue> {
     }
     spawn_local(async move {
         // Keep the periodic registration in step with the stored config (when permitted).
-        if let Some(ms) = engine.config().periodic_interval_ms {
+        let config = engine.config();
+        if let Some(ms) =
+            crate::engine::periodic_interval(config.periodic_interval_ms, config.export_interval_ms)
+        {
             crate::bindings::set_periodic(Some(ms)).await;
         }
         engine.trigger(Trigger::WorkerStart).await;
+        // Back up when one is due: a worker that starts now and then brings the scheduled
+        // backups where there is no periodic sync (Firefox, Safari, an app not installed).
+        let _ = engine.backup(BackupTrigger::WorkerStart).await;
     });
     Ok(())
 }
@@ -179,7 +225,7 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
         }
         return Ok(());
     }
-    let engine = engine()?;
+    let engine = engine().await?;
     let reply = engine.handle_text(&text).await;
     if let Some(port) = &port {
         post(port, &reply, as_text);
@@ -195,7 +241,7 @@ pub async fn on_sync(tag: String, last_chance: bool) -> Result<(), JsValue> {
     if tag != SYNC_TAG {
         return Ok(());
     }
-    let engine = engine()?;
+    let engine = engine().await?;
     engine.handle_sync(last_chance).await.map_err(|d| {
         let err = js_sys::Error::new(&d.message);
         let _ = js_sys::Reflect::set(&err, &"code".into(), &d.code.into());
@@ -209,16 +255,22 @@ pub async fn on_periodic_sync(tag: String) -> Result<(), JsValue> {
     if tag != PERIODIC_TAG {
         return Ok(());
     }
-    let engine = engine()?;
+    let engine = engine().await?;
     engine.trigger(Trigger::PeriodicSync).await;
-    let _ = engine.scheduled_export().await;
+    if let Some(Err(d)) = engine.backup(BackupTrigger::PeriodicSync).await {
+        // Kept in the status and retried; the browser needs no retry of its own.
+        crate::js::log(&format!(
+            "scheduled backup failed: {}: {}",
+            d.code, d.message
+        ));
+    }
     Ok(())
 }
 
 /// `online` / `offline`.
 #[wasm_bindgen]
 pub async fn on_online(online: bool) -> Result<(), JsValue> {
-    let engine = engine()?;
+    let engine = engine().await?;
     engine
         .trigger(if online {
             Trigger::Online
@@ -227,6 +279,20 @@ pub async fn on_online(online: bool) -> Result<(), JsValue> {
         })
         .await;
     Ok(())
+}
+
+/// Bytes of this worker's wasm memory (diagnostics). Wasm memory only grows, so this is also
+/// its peak since the worker started: `cargo test -p rangersync-e2e --test backups_100k`
+/// reads it around a 100,000-entity export.
+#[wasm_bindgen]
+pub fn memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map_or(0.0, |m| {
+            m.buffer()
+                .dyn_ref::<js_sys::ArrayBuffer>()
+                .map_or(0.0, |b| f64::from(b.byte_length()))
+        })
 }
 
 /// Synchronous check for the fetch handler: capture this request?
@@ -249,7 +315,7 @@ fn json_response(status: u16, body: &serde_json::Value) -> Result<web_sys::Respo
 /// method, URL, headers and body and answer `202 {"queued":true,"seq":N}`.
 #[wasm_bindgen]
 pub async fn on_fetch(request: web_sys::Request) -> Result<web_sys::Response, JsValue> {
-    let engine = engine()?;
+    let engine = engine().await?;
     let copy = request.clone()?;
     // While a captured request of this route waits, a newer call must not overtake it.
     let sent = if engine.must_queue_behind(&request.url()) {

@@ -198,7 +198,7 @@ async fn a_flipped_byte_a_truncated_document_a_newer_version_or_an_oversize_body
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "bad_snapshot");
 
-    let newer = text.replacen("\"format_version\": 1", "\"format_version\": 2", 1);
+    let newer = text.replacen("\"format_version\": 2", "\"format_version\": 3", 1);
     assert_ne!(newer, text);
     let (status, body) = s.upload(newer).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -206,7 +206,7 @@ async fn a_flipped_byte_a_truncated_document_a_newer_version_or_an_oversize_body
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("version 2"));
+        .contains("version 3"));
 
     let (status, body) = s
         .upload("{\"format\":\"rangersync-snapshot\"".to_owned())

@@ -357,7 +357,7 @@ async fn a_broken_or_oversize_restore_document_is_refused_and_changes_nothing() 
             "bad_snapshot",
         ),
         (
-            text.replacen("\"format_version\": 1", "\"format_version\": 2", 1),
+            text.replacen("\"format_version\": 2", "\"format_version\": 3", 1),
             StatusCode::BAD_REQUEST,
             "bad_snapshot",
         ),

@@ -1,19 +1,23 @@
-//! Snapshots of the local state: export (manual and scheduled) and restore with a dry run.
+//! Snapshots of the local state: export, backups to the server (manual and scheduled, as
+//! `shared::backup` decides), and restore with a dry run.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use rangersync_shared::messages::ExportFormat;
-use rangersync_shared::outbox::Item;
+use rangersync_shared::backup::{BackupAction, BackupTrigger, UploadResult};
+use rangersync_shared::classify::HttpOutcome;
+use rangersync_shared::messages::{codes, ExportFormat};
 use rangersync_shared::protocol::{Entity, ErrorDetail, Op};
 use rangersync_shared::snapshot::{self, SnapshotSource};
 use serde_json::Value;
 
 use super::Engine;
 use crate::error::SwError;
-use crate::js::now;
+use crate::js::{self, now, MathRandom, Signal, Timeout};
 use crate::schema::meta;
 use crate::store::NewEntry;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::spawn_local;
 
 impl Engine {
     pub(super) async fn export(
@@ -21,37 +25,33 @@ impl Engine {
         format: ExportFormat,
     ) -> Result<(snapshot::Snapshot, String), SwError> {
         let at = now();
-        let entities = self
-            .store
-            .entities(None)
-            .await?
-            .iter()
-            .map(|e| e.to_entity())
-            .collect();
-        let outbox = self
-            .store
-            .outbox_records()
-            .await?
-            .iter()
-            .filter_map(|r| r.to_entry(&self.client_id).ok())
-            .filter_map(|e| match e.item {
-                Item::Mutation(m) => Some(m),
-                Item::Request(_) => None,
-            })
-            .collect();
-        let snap = snapshot::build(
+        let contents = self.store.export_contents(&self.client_id).await?;
+        for p in &contents.problems {
+            js::log(&format!(
+                "export: {} record {} could not be read: {}",
+                p.store, p.key, p.reason
+            ));
+        }
+        let snap = snapshot::build_with(
             SnapshotSource::Client,
             Some(self.client_id.clone()),
             env!("CARGO_PKG_VERSION"),
             at,
-            entities,
-            outbox,
+            contents.entities,
+            contents.outbox,
+            snapshot::Extras {
+                requests: contents.requests,
+                dead: contents.dead,
+                meta: Some(contents.meta),
+                problems: contents.problems,
+            },
         );
         let text = snapshot::encode(&snap, format);
         self.store
             .put_meta(meta::LAST_EXPORTED_AT, &(at as f64).into())
             .await?;
         self.update_counts(|c| c.last_exported_at = Some(at));
+        self.backups.borrow_mut().handle_exported(at);
         self.broadcast_status();
         Ok((snap, text))
     }
@@ -104,24 +104,149 @@ impl Engine {
         Ok(serde_json::to_value(report).unwrap_or(Value::Null))
     }
 
-    /// A scheduled export (`config.export_interval_ms`), kept in the `snapshots` store (last 3).
-    /// Runs on periodic sync and at start when due.
-    pub async fn scheduled_export(self: &Rc<Self>) -> Result<bool, ErrorDetail> {
-        let Some(interval) = self.config.borrow().export_interval_ms else {
-            return Ok(false);
-        };
-        let last = self.counts.get().last_exported_at.unwrap_or(0);
-        if now() - last < interval as i64 {
-            return Ok(false);
+    /// Whether backups have somewhere to go: a server URL and a usable config.
+    pub(super) fn can_back_up(&self) -> bool {
+        !self.config.borrow().server_url.is_empty() && self.config_problem.borrow().is_none()
+    }
+
+    /// Something that may start a backup happened (`shared::backup` decides whether one is
+    /// due). Runs it to the end: a snapshot of everything, uploaded with `POST /api/backups`.
+    /// `None` when nothing was due (or, for a manual one, after waiting for the one already
+    /// running: its result is in the status); else the stored backup's info or why it failed
+    /// (kept in the status and retried with the sync's backoff).
+    pub async fn backup(
+        self: &Rc<Self>,
+        trigger: BackupTrigger,
+    ) -> Option<Result<Value, ErrorDetail>> {
+        if !self.can_back_up() {
+            return (trigger == BackupTrigger::Manual).then(|| {
+                Err(ErrorDetail {
+                    code: codes::INVALID_CONFIG.into(),
+                    message: "no serverUrl to upload a backup to".into(),
+                })
+            });
         }
-        let (snap, text) = self
-            .export(ExportFormat::Json)
+        let action = {
+            let mut b = self.backups.borrow_mut();
+            b.handle_trigger(now(), trigger);
+            b.poll_action()
+        };
+        let Some(BackupAction::ExportAndUpload) = action else {
+            if trigger == BackupTrigger::Manual && self.backups.borrow().is_running() {
+                let (signal, done) = Signal::new();
+                self.backup_waiters.borrow_mut().push(signal);
+                let _ = done.await;
+            }
+            return None;
+        };
+        self.backup_timer.borrow_mut().take();
+        self.broadcast_status();
+        let result = self.export_and_upload().await;
+        self.persist_backup_state().await;
+        self.broadcast_status();
+        self.arm_backup_timer();
+        for w in std::mem::take(&mut *self.backup_waiters.borrow_mut()) {
+            w.fire();
+        }
+        Some(result)
+    }
+
+    async fn export_and_upload(self: &Rc<Self>) -> Result<Value, ErrorDetail> {
+        let (snap, text) = match self.export(ExportFormat::Json).await {
+            Ok(built) => built,
+            Err(e) => {
+                self.backups.borrow_mut().handle_export_failed(
+                    now(),
+                    e.code(),
+                    format!("the backup snapshot could not be built: {e}"),
+                    &mut MathRandom,
+                );
+                return Err(e.detail());
+            }
+        };
+        let outcome = self.upload_backup(text).await;
+        let result = self.backups.borrow_mut().handle_upload(
+            now(),
+            snap.exported_at,
+            &outcome,
+            &mut MathRandom,
+        );
+        match result {
+            UploadResult::Stored => {
+                let body = match &outcome {
+                    HttpOutcome::Response { body, .. } => {
+                        serde_json::from_str(body).unwrap_or(Value::Null)
+                    }
+                    HttpOutcome::Network { .. } => Value::Null,
+                };
+                Ok(serde_json::json!({
+                    "backup": body,
+                    "exported_at": snap.exported_at,
+                    "checksum": snap.checksum.value,
+                }))
+            }
+            UploadResult::Failed { code, .. } => {
+                let message = self
+                    .backups
+                    .borrow()
+                    .failure()
+                    .map_or_else(String::new, |f| f.error.message.clone());
+                Err(ErrorDetail { code, message })
+            }
+        }
+    }
+
+    /// Keep the backup state in `meta`, so a restarted worker keeps its backoff and shows
+    /// the last backup.
+    async fn persist_backup_state(&self) {
+        let (last, failure) = {
+            let b = self.backups.borrow();
+            (b.last_backup_at(), b.failure().cloned())
+        };
+        let last = last.map_or(JsValue::NULL, |at| (at as f64).into());
+        let failure = failure
+            .and_then(|f| js::to_js(&f).ok())
+            .unwrap_or(JsValue::NULL);
+        if let Err(e) = self
+            .store
+            .put_metas(&[
+                (meta::LAST_BACKUP_AT, last),
+                (meta::BACKUP_FAILURE, failure),
+            ])
             .await
-            .map_err(|e| e.detail())?;
-        self.store
-            .keep_snapshot(snap.exported_at, &text)
-            .await
-            .map_err(|e| e.detail())?;
-        Ok(true)
+        {
+            js::log(&format!("the backup state could not be stored: {e}"));
+        }
+    }
+
+    /// Wake at the next backup's due time while this engine lives (a page open on a worker
+    /// that stays up, or the page engine). The worker may be stopped before: then the page's
+    /// own timer, the next start, page open or focus, or a periodic sync brings it.
+    pub(super) fn arm_backup_timer(self: &Rc<Self>) {
+        let at = if self.can_back_up() {
+            self.backups.borrow().poll_timeout()
+        } else {
+            None
+        };
+        let timer = at.map(|at| {
+            let weak = Rc::downgrade(self);
+            Timeout::new(
+                at.saturating_sub(now()).max(MIN_BACKUP_WAKE_MS),
+                move || {
+                    if let Some(engine) = weak.upgrade() {
+                        spawn_local(async move {
+                            engine.backup_timer.borrow_mut().take();
+                            if engine.backup(BackupTrigger::Timer).await.is_none() {
+                                engine.arm_backup_timer();
+                            }
+                        });
+                    }
+                },
+            )
+        });
+        *self.backup_timer.borrow_mut() = timer;
     }
 }
+
+/// The shortest wait of the backup timer (a due time in the past must not spin).
+const MIN_BACKUP_WAKE_MS: i64 = 1_000;

@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use rangersync_shared::backup::BackupTrigger;
 use rangersync_shared::messages::{
     codes, parse_request, DeadLetter, ListItem, PageEvent, ReplyEnvelope, Request, WriteAck,
     WriteOp, MAX_WRITE_MANY_OPS, MESSAGE_VERSION,
@@ -58,15 +59,21 @@ impl Engine {
                     config.retry.clone(),
                     endpoint_changed,
                 );
-                let periodic = config.periodic_interval_ms;
+                let (periodic, exports) = (config.periodic_interval_ms, config.export_interval_ms);
+                self.backups
+                    .borrow_mut()
+                    .handle_config(exports, config.retry.clone());
                 *self.config.borrow_mut() = config;
                 let url = self.push_url();
                 self.flusher.borrow_mut().set_endpoint(url);
                 if was_broken {
                     self.flusher.borrow_mut().clear_error(codes::CONFIG_ERROR);
                 }
-                bindings::set_periodic(periodic).await;
+                bindings::set_periodic(periodic_interval(periodic, exports)).await;
+                self.refresh_persistent().await;
                 self.broadcast_status();
+                // A page opened: back up when one is due.
+                self.spawn_backup(BackupTrigger::PageOpen);
                 // Pages send their config on every load: the same one must not cut a backoff
                 // short (a reload is a page event); a new server is tried at once.
                 self.kick(if endpoint_changed {
@@ -149,7 +156,11 @@ impl Engine {
                     .collect();
                 Ok(json!(items))
             }
-            Request::Status => self.status_json(),
+            Request::Status => {
+                // A page may have been granted persistent storage since.
+                self.refresh_persistent().await;
+                self.status_json()
+            }
             Request::Flush => {
                 self.trigger(Trigger::Manual).await;
                 self.status_json()
@@ -233,9 +244,83 @@ impl Engine {
                     PageEvent::Hidden | PageEvent::Pagehide => Trigger::PageEvent,
                 };
                 self.kick(trigger);
+                if event == PageEvent::Visible {
+                    self.spawn_backup(BackupTrigger::PageVisible);
+                }
+                self.status_json()
+            }
+            Request::Backup { manual: true } => match self.backup(BackupTrigger::Manual).await {
+                Some(Ok(done)) => Ok(done),
+                Some(Err(d)) => Err(SwError::Reported(d)),
+                // Another backup was running: it is over now, and the status says how it went.
+                None => match self.status().backup_error {
+                    None => Ok(json!({ "backup": null, "status": self.status_json()? })),
+                    Some(e) => Err(SwError::Reported(ErrorDetail {
+                        code: e.code,
+                        message: e.message,
+                    })),
+                },
+            },
+            Request::ServerBackups { all_clients } => {
+                let mut url = format!("{}/api/backups?limit=100", self.base_url());
+                if !all_clients {
+                    url.push_str("&client_id=");
+                    url.push_str(self.client_id());
+                }
+                let text = self.fetch_text(&url).await?;
+                serde_json::from_str::<Value>(&text).map_err(|e| {
+                    SwError::coded(
+                        codes::BAD_RESPONSE,
+                        format!("GET {url} did not answer a backup list: {e}"),
+                    )
+                })
+            }
+            Request::RestoreFromServer { id, dry_run } => {
+                let url = format!("{}/api/backups/{id}", self.base_url());
+                let text = self.fetch_text(&url).await?;
+                let report = self.restore(&text, dry_run).await;
+                if !dry_run {
+                    self.reload_captured().await;
+                }
+                report
+            }
+            Request::Backup { manual: false } => {
+                self.spawn_backup(BackupTrigger::Timer);
                 self.status_json()
             }
         }
+    }
+
+    /// `GET url` from the sync server: its body, or a typed error (`network`, `auth`,
+    /// `not_found`, `config_error`, …).
+    async fn fetch_text(&self, url: &str) -> Result<String, SwError> {
+        if self.config.borrow().server_url.is_empty() {
+            return Err(SwError::coded(
+                codes::INVALID_CONFIG,
+                "no serverUrl: there is no server to ask",
+            ));
+        }
+        match self.get(url).await {
+            rangersync_shared::classify::HttpOutcome::Response { status: 404, .. } => Err(
+                SwError::coded(codes::NOT_FOUND, format!("GET {url} answered 404")),
+            ),
+            outcome => rangersync_shared::classify::classify_pull(outcome, url).map_err(
+                |(code, message)| {
+                    SwError::Reported(ErrorDetail {
+                        code: code.into(),
+                        message,
+                    })
+                },
+            ),
+        }
+    }
+
+    /// Start a backup if one is due, without waiting for it.
+    pub(super) fn spawn_backup(self: &Rc<Self>, trigger: BackupTrigger) {
+        let me = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = me.backup(trigger).await;
+        });
     }
 
     /// No sync server, only captured routes.
@@ -278,4 +363,13 @@ fn checked_entry(op: WriteOp, at: Millis) -> Result<NewEntry, SwError> {
             updated_at: at,
         },
     })
+}
+
+/// The periodic sync's interval: the shorter of the flush's and the backups', so that a
+/// periodic sync can bring a due backup too.
+pub fn periodic_interval(flush: Option<u64>, exports: Option<u64>) -> Option<u64> {
+    match (flush, exports) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

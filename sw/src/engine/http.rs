@@ -139,6 +139,15 @@ impl Engine {
         .await
     }
 
+    /// `POST /api/backups` with a snapshot text.
+    pub(super) async fn upload_backup(&self, text: String) -> HttpOutcome {
+        let headers = self.auth_headers();
+        headers.set("content-type", "application/json");
+        let url = format!("{}/api/backups", self.base_url());
+        self.send_http(Method::POST, &url, headers, Some(JsValue::from(text)))
+            .await
+    }
+
     /// Send a captured request again, as it was, with its `Idempotency-Key`.
     pub(super) async fn replay(
         &self,

@@ -28,6 +28,7 @@ mod pull;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
+use rangersync_shared::backup::BackupSchedule;
 use rangersync_shared::messages::{codes, Broadcast, Config};
 use rangersync_shared::outbox::{Flusher, FlusherState, StoreCounts};
 use rangersync_shared::protocol::ErrorDetail;
@@ -39,6 +40,7 @@ use crate::schema;
 use crate::store::Store;
 
 pub use capture::{headers_to_vec, own_origin, same_origin};
+pub use dispatch::periodic_interval;
 
 /// The outbox engine. Create with [`Engine::open`]; share as `Rc<Engine>`.
 pub struct Engine {
@@ -59,11 +61,23 @@ pub struct Engine {
     /// The stored config could not be read (kept as it was): nothing is sent, the status says
     /// `config_error`, until a page sends a valid config.
     config_problem: RefCell<Option<String>>,
+    /// The database's name.
+    db_name: String,
     /// The Web Lock held while flushing (`rangersync-flush:<database>`).
     lock_name: String,
     /// The captured requests waiting in the outbox (seq → URL): a new call to one of their
     /// routes queues behind them.
     captured: RefCell<std::collections::BTreeMap<u64, String>>,
+    /// When backups are due and what became of the last one (`shared::backup`).
+    backups: RefCell<BackupSchedule>,
+    /// The wake-up at the next backup's due time.
+    backup_timer: RefCell<Option<js::Timeout>>,
+    /// Manual backups waiting for the one already running.
+    backup_waiters: RefCell<Vec<js::Signal>>,
+    /// `navigator.storage.persisted()`, when the browser can tell.
+    persistent: Cell<Option<bool>>,
+    /// This engine created the database.
+    new_database: bool,
 }
 
 fn invalid_config(message: impl Into<String>) -> SwError {
@@ -118,6 +132,13 @@ impl Engine {
             last_exported_at: m.last_exported_at,
             saving: false,
         };
+        let mut backups = BackupSchedule::new(m.config.export_interval_ms, m.config.retry.clone());
+        backups.restore(
+            m.last_exported_at,
+            m.last_backup_at,
+            m.backup_failure.clone(),
+        );
+        let persistent = js::storage_persisted().await;
         let engine = Rc::new(Engine {
             store,
             mode,
@@ -132,13 +153,45 @@ impl Engine {
             broadcast: broadcast::Coalescer::default(),
             pushes: Cell::new(0),
             config_problem: RefCell::new(m.config_problem),
+            db_name: name.to_owned(),
             lock_name: format!("rangersync-flush:{name}"),
             captured: RefCell::new(captured),
+            backups: RefCell::new(backups),
+            backup_timer: RefCell::new(None),
+            backup_waiters: RefCell::new(Vec::new()),
+            persistent: Cell::new(persistent),
+            new_database: m.created,
         });
         let url = engine.push_url();
         engine.flusher.borrow_mut().set_endpoint(url);
         *engine.me.borrow_mut() = Rc::downgrade(&engine);
         engine.arm_timer();
+        engine.arm_backup_timer();
+        Ok(engine)
+    }
+
+    /// Whether the database connection ended under this engine (the database was deleted,
+    /// upgraded by another connection, or cleared by the browser). Its owner replaces it with
+    /// [`Engine::reopen`] before the next use.
+    pub fn is_closed(&self) -> bool {
+        self.store.is_closed()
+    }
+
+    /// A new engine over the same database, after [`Engine::is_closed`]: this one is closed
+    /// (timers stopped). When the database was wiped (a fresh one, with a new client id and
+    /// no config), the config in force here is applied to the new one, so writes keep going
+    /// to the same server; its cursor starts at 0, so the next flush pulls everything the
+    /// server holds.
+    pub async fn reopen(self: &Rc<Self>) -> Result<Rc<Engine>, ErrorDetail> {
+        self.close();
+        let engine = Self::open_named(&self.db_name, self.mode, self.notify.clone()).await?;
+        let config = self.config();
+        if engine.config() != config && self.config_problem.borrow().is_none() {
+            engine
+                .handle(rangersync_shared::messages::Request::Configure { config })
+                .await?;
+        }
+        engine.broadcast_status();
         Ok(engine)
     }
 
@@ -158,6 +211,17 @@ impl Engine {
         if self.config_problem.borrow().is_some() {
             status.state = rangersync_shared::status::SyncState::ConfigError;
         }
+        let b = self.backups.borrow();
+        status.last_exported_at = status.last_exported_at.max(b.last_exported_at());
+        status.last_backup_at = b.last_backup_at();
+        status.next_backup_at = if self.can_back_up() {
+            b.next_backup_at()
+        } else {
+            None
+        };
+        status.backup_error = b.failure().map(|f| f.error.clone());
+        status.persistent = self.persistent.get();
+        status.new_database = self.new_database;
         status
     }
 
@@ -184,8 +248,14 @@ impl Engine {
     /// Close the database connection (the engine is unusable afterwards).
     pub fn close(&self) {
         self.flush.stop_timers();
+        self.backup_timer.borrow_mut().take();
         self.broadcast.cancel();
         self.store.close();
+    }
+
+    /// Ask the browser again whether storage is persistent (after a page asked for it).
+    pub(super) async fn refresh_persistent(&self) {
+        self.persistent.set(js::storage_persisted().await);
     }
 
     /// Adjust the in-memory counts.

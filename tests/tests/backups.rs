@@ -1,0 +1,575 @@
+//! Backups that outlive the browser (issue 10), in Chromium against the real server:
+//! IndexedDB cleared under a running worker, scheduled backups uploaded to the server without
+//! periodic sync (page open, the page's timer, worker start) and with it, a failed upload
+//! shown and retried.
+
+use std::time::Duration;
+
+use rangersync_e2e::{
+    bare_page_url, cdp, client_id_of, eval, register_client, serial, wait_for_controller,
+    wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+};
+use rangersync_shared::snapshot::Snapshot;
+use serde_json::{json, Value};
+
+/// The server's backups of `client_id`, newest first (`GET /api/backups?client_id=`).
+async fn backups_of(server: &TestServer, client_id: &str) -> Result<Vec<Value>> {
+    let list = server
+        .get_json(&format!("/api/backups?client_id={client_id}"))
+        .await?;
+    Ok(list
+        .as_array()
+        .ok_or_else(|| format!("not a list: {list}"))?
+        .clone())
+}
+
+/// Wait until the server holds at least `n` backups of `client_id`; returns them.
+async fn wait_for_backups(
+    server: &TestServer,
+    client_id: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    wait_until(
+        &format!("the server holds {n} backups of {client_id}"),
+        timeout,
+        || async {
+            let list = backups_of(server, client_id).await?;
+            Ok((list.len() >= n).then_some(list))
+        },
+    )
+    .await
+}
+
+/// Fetch a stored backup (`GET /api/backups/{id}`) and verify it by its checksum, as a restore
+/// would; returns the decoded snapshot.
+async fn verified_backup(server: &TestServer, info: &Value) -> Result<Snapshot> {
+    let id = info["id"].as_i64().ok_or("backup without id")?;
+    let text = reqwest::get(format!("{}/api/backups/{id}", server.url()))
+        .await?
+        .text()
+        .await?;
+    let snap = rangersync_server::export::decode_snapshot(&text)
+        .map_err(|e| format!("backup {id} does not verify: {e:?}"))?;
+    assert_eq!(
+        snap.checksum.value.to_ascii_lowercase(),
+        info["checksum"].as_str().unwrap_or_default(),
+        "the listed checksum is the document's"
+    );
+    Ok(snap)
+}
+
+#[tokio::test]
+async fn indexeddb_cleared_under_a_running_worker_is_reopened_and_the_next_write_reaches_the_server(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let first_id = client_id_of(&page).await?;
+    eval(&page, "client.put('notes', 'n1', { title: 'before' })").await?;
+    server
+        .wait_for_recorded(&first_id, 1, Duration::from_secs(30))
+        .await?;
+
+    // DevTools' "Clear storage" with only IndexedDB ticked, while the worker runs.
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "indexeddb" }),
+    )
+    .await?;
+
+    let ack = eval(
+        &page,
+        "client.put('notes', 'n2', { title: 'after' })
+           .then(a => a.seq, e => 'error ' + e.code + ': ' + e.message)",
+    )
+    .await?;
+    assert_eq!(
+        ack, 1,
+        "the write went into a fresh database (a new client, seq 1)"
+    );
+    let second_id = client_id_of(&page).await?;
+    assert_ne!(second_id, first_id, "a wiped database is a new client");
+    let recorded = server
+        .wait_for_recorded(&second_id, 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(recorded[0]["key"], "n2");
+
+    // The fresh database pulls what the server holds from the start.
+    let back = wait_until(
+        "the synced note is back from the server",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let v = eval(&page, "client.get('notes', 'n1')").await?;
+            Ok((!v.is_null()).then_some(v))
+        },
+    )
+    .await?;
+    assert_eq!(back["title"], "before");
+
+    let status = eval(&page, "client.status()").await?;
+    assert!(
+        status["persistent"].is_boolean(),
+        "the status says whether storage is persistent: {status}"
+    );
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn scheduled_backups_reach_the_server_at_page_open_on_the_page_timer_and_at_worker_start_without_periodic_sync(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 15000 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    eval(&page, "client.put('notes', 'b1', { title: 'backed up' })").await?;
+    let client_id = client_id_of(&page).await?;
+
+    // Page open: the first backup is due at once.
+    let first = wait_for_backups(&server, &client_id, 1, Duration::from_secs(30)).await?;
+    let snap = verified_backup(&server, &first[0]).await?;
+    assert_eq!(snap.client_id.as_deref(), Some(client_id.as_str()));
+    let status = wait_until(
+        "the status shows the confirmed backup",
+        Duration::from_secs(10),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok(s["last_backup_at"].is_number().then_some(s))
+        },
+    )
+    .await?;
+    assert!(status["backup_error"].is_null(), "{status}");
+    assert!(status["next_backup_at"].is_number(), "{status}");
+
+    // The page's timer: the worker is stopped (with its own timer); the open page asks for
+    // the next backup when it is due.
+    let registration = workers.registration(&server.url()).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+    let second = wait_for_backups(&server, &client_id, 2, Duration::from_secs(40)).await?;
+    verified_backup(&server, &second[0]).await?;
+
+    // Worker start with no page open: close it, let the interval pass, start the worker with
+    // an event that has nothing to do with backups (a Background Sync).
+    browser.close_tab(page).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let before = backups_of(&server, &client_id).await?.len();
+    workers
+        .dispatch_sync(&server.url(), "rangersync-flush", false)
+        .await?;
+    let third = wait_for_backups(&server, &client_id, before + 1, Duration::from_secs(30)).await?;
+    let snap = verified_backup(&server, &third[0]).await?;
+    assert!(
+        snap.entities.iter().any(|e| e.key == "b1"),
+        "the backup holds the note"
+    );
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_periodic_sync_event_brings_a_due_backup_with_no_page_open() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    browser.grant_periodic_sync(&server.url()).await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 15000 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    wait_until(
+        "the worker registered its periodic sync for backups",
+        Duration::from_secs(30),
+        || async {
+            let tags = eval(
+                &page,
+                "navigator.serviceWorker.ready.then(r => r.periodicSync.getTags())",
+            )
+            .await?;
+            Ok(tags
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "rangersync-periodic"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    wait_for_backups(&server, &client_id, 1, Duration::from_secs(30)).await?;
+    browser.close_tab(page).await?;
+    let registration = workers.registration(&server.url()).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+
+    workers
+        .dispatch_periodic_sync(&server.url(), "rangersync-periodic")
+        .await?;
+    let list = wait_for_backups(&server, &client_id, 2, Duration::from_secs(30)).await?;
+    verified_backup(&server, &list[0]).await?;
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_backup_upload_is_shown_in_the_status_and_retried_until_the_server_holds_it(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    server
+        .add_faults(
+            json!([{ "path": "/api/backups", "method": "POST", "status": 503, "times": 2 }]),
+        )
+        .await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ retry: { baseDelayMs: 500, maxDelayMs: 2000 } }").await?,
+        "worker"
+    );
+    let client_id = client_id_of(&page).await?;
+    let failed = wait_until(
+        "the status shows the failed backup",
+        Duration::from_secs(30),
+        || async {
+            let shown = eval(&page, "window.statuses.find(s => s.backup_error) || null").await?;
+            Ok((!shown.is_null()).then_some(shown))
+        },
+    )
+    .await?;
+    assert_eq!(failed["backup_error"]["code"], "unavailable", "{failed}");
+    assert!(failed["last_backup_at"].is_null(), "{failed}");
+    assert!(failed["next_backup_at"].is_number(), "{failed}");
+
+    let list = wait_for_backups(&server, &client_id, 1, Duration::from_secs(60)).await?;
+    verified_backup(&server, &list[0]).await?;
+    let status = wait_until(
+        "the status shows the backup and no error",
+        Duration::from_secs(10),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["last_backup_at"].is_number() && s["backup_error"].is_null()).then_some(s))
+        },
+    )
+    .await?;
+    println!("status after the retried backup: {status}");
+
+    // And a person asking: backupNow resolves once the server holds it.
+    let done = eval(&page, "client.backupNow()").await?;
+    assert!(done["backup"]["id"].is_number(), "{done}");
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_export_holds_entities_pending_writes_captured_requests_dead_letters_and_meta_and_names_a_corrupt_row(
+) -> Result {
+    let _serial = serial().await;
+    let mut server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(
+            &page,
+            "{ exportIntervalMs: 0, captureRoutes: ['/api/sync/chat'] }"
+        )
+        .await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    eval(&page, "client.put('notes', 'synced', { t: 1 })").await?;
+    server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(30))
+        .await?;
+
+    // A write the server refuses: a dead letter.
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
+            "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
+        .await?;
+    eval(&page, "client.put('notes', 'refused', { t: 2 })").await?;
+    wait_until(
+        "the refused write is dead",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["dead"] == 1).then_some(()))
+        },
+    )
+    .await?;
+
+    // The server goes away: a pending write and a captured request stay in the outbox.
+    server.stop().await;
+    eval(&page, "client.put('notes', 'pending', { t: 3 })").await?;
+    let queued = eval(
+        &page,
+        "fetch('/api/sync/chat', { method: 'POST', headers: { 'content-type': 'application/json' },
+           body: JSON.stringify({ m: 'hi' }) }).then(r => r.status)",
+    )
+    .await?;
+    assert_eq!(queued, 202, "the chat call was queued");
+
+    // A row this version cannot read (no updated_at), written behind the engine's back.
+    eval(
+        &page,
+        "new Promise((ok, fail) => { const r = indexedDB.open('rangersync');
+           r.onsuccess = () => { const db = r.result; const tx = db.transaction('entities', 'readwrite');
+             tx.objectStore('entities').put({ collection: 'notes', key: 'broken', value: 1 });
+             tx.oncomplete = () => { db.close(); ok(true); }; tx.onerror = () => fail(tx.error); };
+           r.onerror = () => fail(r.error); })",
+    )
+    .await?;
+
+    let text = eval(&page, "client.exportSnapshot('json')").await?;
+    let text = text.as_str().ok_or("no export text")?;
+    let snap: Snapshot =
+        rangersync_shared::snapshot::decode(text).map_err(|e| format!("{e}: {text}"))?;
+    assert_eq!(snap.format_version, 2);
+    let keys: Vec<&str> = snap.entities.iter().map(|e| e.key.as_str()).collect();
+    assert!(
+        keys.contains(&"synced") && keys.contains(&"pending"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        snap.outbox
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["pending"],
+        "the pending write, with its (client_id, seq)"
+    );
+    assert_eq!(snap.outbox[0].client_id, client_id);
+    assert_eq!(snap.requests.len(), 1, "the captured request");
+    assert!(snap.requests[0].url.ends_with("/api/sync/chat"));
+    assert_eq!(snap.requests[0].body, br#"{"m":"hi"}"#.to_vec());
+    assert_eq!(snap.dead.len(), 1, "the dead letter");
+    assert_eq!(snap.dead[0].record["key"], "refused");
+    assert!(
+        snap.dead[0].reason.contains("refused by the test"),
+        "{}",
+        snap.dead[0].reason
+    );
+    let meta = snap.meta.as_ref().ok_or("no meta")?;
+    let highest = snap
+        .outbox
+        .iter()
+        .map(|m| m.seq)
+        .chain(snap.requests.iter().map(|r| r.seq))
+        .max()
+        .unwrap_or(0);
+    assert!(meta.next_seq > highest, "{meta:?}");
+    assert!(!meta.cursor.is_empty(), "{meta:?}");
+    assert_eq!(snap.problems.len(), 1, "{:?}", snap.problems);
+    assert_eq!(snap.problems[0].store, "entities");
+    assert!(
+        snap.problems[0].key.contains("broken"),
+        "{:?}",
+        snap.problems
+    );
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_restores_what_was_pending(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let url = bare_page_url(&server);
+    let page = browser.open(&url).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let old_id = client_id_of(&page).await?;
+    eval(
+        &page,
+        "client.put('notes', 'synced', { t: 'on the server' })",
+    )
+    .await?;
+    server
+        .wait_for_recorded(&old_id, 1, Duration::from_secs(30))
+        .await?;
+    // A write the server does not take yet (pushes fail), then a backup that holds it.
+    server
+        .add_faults(
+            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
+        )
+        .await?;
+    eval(
+        &page,
+        "client.put('notes', 'unsynced', { t: 'only in the backup' })",
+    )
+    .await?;
+    let done = eval(&page, "client.backupNow()").await?;
+    let backup_id = done["backup"]["id"].as_i64().ok_or("no backup id")?;
+
+    // "Clear site data": every storage type, the worker registration included.
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    server.clear_faults().await?;
+    let page = browser.open(&url).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["new_database"], true, "{status}");
+    let back = wait_until(
+        "the synced note is back from the server",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let v = eval(&page, "client.get('notes', 'synced')").await?;
+            Ok((!v.is_null()).then_some(v))
+        },
+    )
+    .await?;
+    assert_eq!(back["t"], "on the server");
+    assert!(eval(&page, "client.get('notes', 'unsynced')")
+        .await?
+        .is_null());
+
+    // The latest backup of this user is offered: a dry run first, which changes nothing.
+    let list = eval(&page, "client.serverBackups({ allClients: true })").await?;
+    assert_eq!(list[0]["id"], backup_id, "{list}");
+    assert_eq!(list[0]["client_id"], old_id.as_str());
+    let report = eval(
+        &page,
+        &format!("client.restoreFromServer({backup_id}, {{ dryRun: true }})"),
+    )
+    .await?;
+    assert_eq!(report["added"][0]["key"], "unsynced", "{report}");
+    assert!(
+        eval(&page, "client.get('notes', 'unsynced')")
+            .await?
+            .is_null(),
+        "a dry run writes nothing"
+    );
+    eval(&page, &format!("client.restoreFromServer({backup_id})")).await?;
+    let value = eval(&page, "client.get('notes', 'unsynced')").await?;
+    assert_eq!(value["t"], "only in the backup");
+    let new_id = client_id_of(&page).await?;
+    let recorded = server
+        .wait_for_recorded(&new_id, 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(recorded[0]["key"], "unsynced");
+    browser.close().await?;
+    Ok(())
+}
+
+/// Every record of the `entities`, `outbox` and `dead` stores, read straight from IndexedDB.
+const READ_IDB: &str = "new Promise((ok, fail) => { const r = indexedDB.open('rangersync');
+  r.onsuccess = () => { const db = r.result; const tx = db.transaction(['entities', 'outbox', 'dead']);
+    const out = {}; for (const s of ['entities', 'outbox', 'dead']) {
+      const q = tx.objectStore(s).getAll(); q.onsuccess = () => { out[s] = q.result; }; }
+    tx.oncomplete = () => { db.close(); ok(JSON.stringify(out)); }; tx.onerror = () => fail(tx.error); };
+  r.onerror = () => fail(r.error); })";
+
+#[tokio::test]
+async fn a_flipped_byte_a_truncated_file_a_wrong_version_an_oversize_file_and_a_hand_edited_value_are_refused_and_change_nothing(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    eval(&page, "client.put('notes', 'a', { title: 'original' })").await?;
+    let text = eval(&page, "client.exportSnapshot('json')").await?;
+    let text = text.as_str().ok_or("no export")?.to_owned();
+    // The local copy moves on after the export: a restore would change it back.
+    eval(&page, "client.put('notes', 'a', { title: 'newer' })").await?;
+    eval(&page, "client.put('notes', 'b', { title: 'only here' })").await?;
+    eval(&page, "client.flush()").await?;
+    let before = eval(&page, READ_IDB).await?;
+
+    let flipped = text.replacen("original", "originaL", 1);
+    let truncated = text[..text.len() / 2].to_owned();
+    let newer = text.replacen("\"format_version\": 2", "\"format_version\": 3", 1);
+    assert_ne!(newer, text);
+    let mut edited: Value = serde_json::from_str(&text)?;
+    edited["entities"][0]["value"]["title"] = json!("hand edited");
+    let edited = serde_json::to_string_pretty(&edited)?;
+    let cases = [
+        ("a flipped byte", flipped, "checksum_mismatch"),
+        ("a truncated file", truncated, "bad_snapshot"),
+        ("a wrong format version", newer, "bad_snapshot"),
+        ("a hand-edited value", edited, "checksum_mismatch"),
+    ];
+    for (what, broken, code) in cases {
+        let got = eval(
+            &page,
+            &format!(
+                "client.restore({}).then(r => 'restored ' + JSON.stringify(r), e => e.code + ': ' + e.message)",
+                serde_json::to_string(&broken)?
+            ),
+        )
+        .await?;
+        let got = got.as_str().unwrap_or_default().to_owned();
+        assert!(got.starts_with(code), "{what}: {got}");
+        assert_eq!(
+            eval(&page, READ_IDB).await?,
+            before,
+            "{what} changed IndexedDB"
+        );
+    }
+    // Over 64 MiB: refused before it is parsed.
+    let got = eval(
+        &page,
+        "client.restore('{' + ' '.repeat(64 * 1024 * 1024 + 1) + '}')
+           .then(r => 'restored', e => e.code + ': ' + e.message)",
+    )
+    .await?;
+    let got = got.as_str().unwrap_or_default();
+    assert!(
+        got.starts_with("payload_too_large") || got.starts_with("bad_snapshot"),
+        "{got}"
+    );
+    assert!(got.contains("bytes") || got.contains("MiB"), "{got}");
+    assert_eq!(
+        eval(&page, READ_IDB).await?,
+        before,
+        "oversize changed IndexedDB"
+    );
+
+    // The intact file restores: 'a' goes back to the exported value.
+    eval(
+        &page,
+        &format!("client.restore({})", serde_json::to_string(&text)?),
+    )
+    .await?;
+    let a = eval(&page, "client.get('notes', 'a')").await?;
+    assert_eq!(a["title"], "original");
+    browser.close().await?;
+    Ok(())
+}

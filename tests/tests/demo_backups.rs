@@ -1,0 +1,167 @@
+//! The demo's backup controls in Chromium: Export JSON / Export YAML download files named with
+//! the date (CDP download events) that verify and restore; "Back up now" puts a backup on the
+//! server, which the "Backups on the server" list shows and previews with a dry run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::browser::{
+    DownloadProgressState, EventDownloadProgress, EventDownloadWillBegin,
+};
+use chromiumoxide::Page;
+use futures::StreamExt;
+use rangersync_e2e::{
+    browser_cdp, eval, open_demo, serial, wait_until, Result, TestBrowser, TestServer,
+};
+use serde_json::json;
+
+/// Click `button_id` in the demo and wait for the download it starts: `(suggested file name,
+/// the file's text)`.
+async fn download(
+    browser: &TestBrowser,
+    page: &Page,
+    dir: &Path,
+    button_id: &str,
+) -> Result<(String, String)> {
+    let mut begins = browser
+        .browser()
+        .event_listener::<EventDownloadWillBegin>()
+        .await?;
+    let mut progress = browser
+        .browser()
+        .event_listener::<EventDownloadProgress>()
+        .await?;
+    eval(
+        page,
+        &format!("document.getElementById('{button_id}').click(); true"),
+    )
+    .await?;
+    let begin = tokio::time::timeout(Duration::from_secs(30), begins.next())
+        .await
+        .map_err(|_| format!("no download began after clicking #{button_id}"))?
+        .ok_or("the event stream ended")?;
+    let name = begin.suggested_filename.clone();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(p) = progress.next().await {
+            if p.guid == begin.guid && p.state == DownloadProgressState::Completed {
+                return Ok(());
+            }
+            if p.guid == begin.guid && p.state == DownloadProgressState::Canceled {
+                return Err(format!("the download of {name} was canceled"));
+            }
+        }
+        Err("the event stream ended".to_owned())
+    })
+    .await
+    .map_err(|_| format!("{name} did not complete"))??;
+    let text = std::fs::read_to_string(dir.join(&name))
+        .map_err(|e| format!("reading the downloaded {name}: {e}"))?;
+    Ok((name, text))
+}
+
+#[tokio::test]
+async fn the_demo_downloads_dated_json_and_yaml_exports_that_restore_and_lists_server_backups_with_a_dry_run(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = open_demo(&browser, &server.url()).await?;
+    eval(
+        &page,
+        "window.rangersync.put('notes', 'dl', { title: 'Downloaded', body: 'kept' })",
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    browser_cdp(
+        browser.browser(),
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": dir.path(), "eventsEnabled": true }),
+    )
+    .await?;
+    let today = eval(&page, "new Date().toISOString().slice(0, 10)").await?;
+    let today = today.as_str().ok_or("no date")?.to_owned();
+
+    let (json_name, json_text) = download(&browser, &page, dir.path(), "export-json").await?;
+    assert!(
+        json_name.starts_with(&format!("rangerplex-{today}")) && json_name.ends_with(".json"),
+        "{json_name}"
+    );
+    let snap = rangersync_shared::snapshot::decode(&json_text)?;
+    assert!(snap.entities.iter().any(|e| e.key == "dl"));
+
+    let (yaml_name, yaml_text) = download(&browser, &page, dir.path(), "export-yaml").await?;
+    assert!(
+        yaml_name.starts_with(&format!("rangerplex-{today}")) && yaml_name.ends_with(".yaml"),
+        "{yaml_name}"
+    );
+    assert!(!yaml_text.trim_start().starts_with('{'), "block YAML");
+    let from_yaml = rangersync_shared::snapshot::decode(&yaml_text)?;
+    // A second export (its own time and checksum) of the same data.
+    assert_eq!(from_yaml.entities, snap.entities);
+
+    // Both files restore: a dry run of each finds the note unchanged.
+    for text in [&json_text, &yaml_text] {
+        let report = eval(
+            &page,
+            &format!(
+                "window.rangersync.restore({}, {{ dryRun: true }})",
+                serde_json::to_string(text)?
+            ),
+        )
+        .await?;
+        assert!(
+            report["unchanged"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|e| e["key"] == "dl")),
+            "{report}"
+        );
+    }
+
+    // Back up now: the list shows the server's copy, and Restore… previews it.
+    eval(&page, "document.getElementById('backup-now').click(); true").await?;
+    wait_until(
+        "the backup list shows the server's copy",
+        Duration::from_secs(30),
+        || async {
+            let n = eval(
+                &page,
+                "document.querySelectorAll('#backup-list [data-backup-id]').length",
+            )
+            .await?;
+            Ok((n.as_u64().unwrap_or(0) > 0).then_some(()))
+        },
+    )
+    .await?;
+    let last_backup = eval(&page, "document.getElementById('last-backup').textContent").await?;
+    assert_ne!(last_backup, "never", "the indicator shows the last backup");
+    eval(
+        &page,
+        "document.querySelector('#backup-list [data-backup-id]').click(); true",
+    )
+    .await?;
+    let report = wait_until(
+        "the dry-run report is shown",
+        Duration::from_secs(30),
+        || async {
+            let open = eval(&page, "document.getElementById('restore-dialog').open").await?;
+            if open != true {
+                return Ok(None);
+            }
+            let text = eval(
+                &page,
+                "document.getElementById('restore-file-name').textContent + ' | ' + document.getElementById('restore-report').textContent",
+            )
+            .await?;
+            Ok(Some(text))
+        },
+    )
+    .await?;
+    let report = report.as_str().unwrap_or_default();
+    assert!(
+        report.contains("Backup of") && report.contains("dry run"),
+        "{report}"
+    );
+    assert!(report.contains("Unchanged"), "{report}");
+    browser.close().await?;
+    Ok(())
+}
