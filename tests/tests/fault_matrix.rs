@@ -207,7 +207,13 @@ async fn with_the_browser_offline_writes_queue_and_going_online_delivers_them_wi
     let browser = TestBrowser::launch().await?;
     let version = browser_version(&browser).await?;
     let page = browser.open(&bare_page_url(&server)).await?;
-    let mode = register_client(&page, &format!("{{ {SHORT_RETRY} }}")).await?;
+    // A backoff of up to ten minutes: the worker's own retry timer is (almost always) out of
+    // the picture, so going online is what delivers.
+    let mode = register_client(
+        &page,
+        "{ retry: { baseDelayMs: 600000, maxDelayMs: 600000, maxAttempts: 25 } }",
+    )
+    .await?;
     assert_eq!(mode, "worker");
     wait_for_controller(&page).await?;
     let client_id = client_id_of(&page).await?;
@@ -228,7 +234,12 @@ async fn with_the_browser_offline_writes_queue_and_going_online_delivers_them_wi
         },
     )
     .await?;
-    println!("offline: {queued}");
+    println!(
+        "offline: {queued}; the next retry in {} s",
+        (queued["next_retry_at"].as_f64().unwrap_or(0.0)
+            - eval(&page, "Date.now()").await?.as_f64().unwrap_or(0.0))
+            / 1000.0
+    );
     assert_eq!(
         queued["last_error"]["code"], "network",
         "the worker's fetches failed: {queued}"
