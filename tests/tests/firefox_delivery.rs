@@ -628,6 +628,14 @@ async fn firefox_a_write_over_the_storage_quota_is_refused_with_quota_exceeded_a
     // storage is full.
     server.stop().await;
     let mut acked = write(&firefox, "saved").await?;
+    let usage = || async {
+        let estimate = firefox.eval("navigator.storage.estimate()").await?;
+        Ok::<_, rangersync_e2e::Error>((
+            estimate["usage"].as_f64().unwrap_or(0.0),
+            estimate["quota"].as_f64().unwrap_or(0.0),
+        ))
+    };
+    let (before_big, _) = usage().await?;
     let filled = firefox
         .eval(
             "(async () => { const seqs = [];
@@ -655,6 +663,8 @@ async fn firefox_a_write_over_the_storage_quota_is_refused_with_quota_exceeded_a
         .collect();
     assert!(!big.is_empty(), "some big writes fit first: {filled}");
     acked.extend(&big);
+    let (full, quota) = usage().await?;
+    let per_big_write = (full - before_big) / big.len() as f64;
 
     // Everything saved before the refusal stays, queued; the refused write left nothing.
     let status = firefox.eval("client.status()").await?;
@@ -685,6 +695,21 @@ async fn firefox_a_write_over_the_storage_quota_is_refused_with_quota_exceeded_a
         Ok((status["pending"] == 0).then_some(()))
     })
     .await?;
+    // The sync deleted the outbox's copies; Firefox releases their space shortly after (large
+    // values live in files of their own, removed in the background).
+    let freed = wait_until(
+        "the space of the delivered outbox entries is released",
+        Duration::from_secs(60),
+        || async {
+            let (now, _) = usage().await?;
+            Ok((quota - now > 1.5 * per_big_write).then_some(now))
+        },
+    )
+    .await?;
+    println!(
+        "usage {full} B when full (quota {quota} B, {per_big_write} B per big write), {freed} B \
+         once the sync had freed the outbox"
+    );
     // With the space freed, the refused write succeeds and syncs.
     let again = firefox
         .eval(&format!(
