@@ -1,8 +1,10 @@
-//! The rest of the fault matrix in real Chromium, against the real server: a full storage quota,
-//! a private (incognito) window, the browser's own offline state for the page and the worker,
-//! and a Shift+Reload while the page is still making writes. Each scenario ends by checking what
-//! the server committed (each acknowledged seq once, applied, in seq order) and what the local
-//! IndexedDB holds, and adds its line to the scenario summary.
+//! The rest of the fault matrix in real Chromium, against the real server: a private (incognito)
+//! window, the browser's own offline state for the page and the worker, and a Shift+Reload while
+//! the page is still making writes. Each scenario ends by checking what the server committed
+//! (each acknowledged seq once, applied, in seq order) and what the local IndexedDB holds, and
+//! adds its line to the scenario summary. (The full storage quota runs in Firefox,
+//! `firefox_delivery.rs`: Chromium 156 does not enforce `Storage.overrideQuotaForOrigin` on
+//! IndexedDB.)
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
