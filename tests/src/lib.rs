@@ -22,6 +22,7 @@
 //! | [`TestServer`] | the reference server on a fresh database with `/api/test/*`; stop and restart on the same port and database |
 //! | [`TestBrowser`] | Chromium with a fresh profile; open and close tabs; relaunch (clean or killed) on the same profile; grant periodic sync |
 //! | [`ServiceWorkers`] | registration and version ids, `dispatchSyncEvent`, `dispatchPeriodicSyncEvent`, `stopAllWorkers` |
+//! | [`WorkerSession`] | a DevTools session on a running service worker (its heap, its network emulation, `Runtime.evaluate` in it) |
 //! | [`eval`] | run JS in a page, await its promise, get JSON back |
 //! | [`wait_until`] | poll a condition with a timeout and a useful failure message |
 //! | [`www_with`], [`page_module_files`] | a temp copy of `www/` with a test's own pages and worker scripts; the files a page needs to import the page module (for an app shell) |
@@ -39,10 +40,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::service_worker::{
     EventWorkerRegistrationUpdated, EventWorkerVersionUpdated, ServiceWorkerVersionRunningStatus,
     ServiceWorkerVersionStatus,
 };
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams, EventReceivedMessageFromTarget,
+};
+use chromiumoxide::listeners::EventStream;
 use chromiumoxide::{Command, Method, Page};
 use futures::StreamExt;
 use rangersync_server::{DbLocation, RunningServer, ServerOptions};
@@ -526,6 +532,43 @@ impl TestBrowser {
     /// A new `about:blank` tab, ready for service workers (see the crate docs).
     pub async fn blank(&self) -> Result<Page> {
         let page = self.browser.new_page("about:blank").await?;
+        TestBrowser::ready_for_workers(page).await
+    }
+
+    /// A new private browser context (`Target.createBrowserContext`, what an incognito window
+    /// is): its own IndexedDB, registrations and caches, kept in memory and gone when it is
+    /// disposed ([`TestBrowser::dispose_context`]).
+    pub async fn private_context(&self) -> Result<BrowserContextId> {
+        Ok(self
+            .browser
+            .create_browser_context(CreateBrowserContextParams::default())
+            .await
+            .map_err(|e| format!("Target.createBrowserContext: {e}"))?)
+    }
+
+    /// A new tab in `context` showing `url`, loaded (as [`TestBrowser::open`]).
+    pub async fn open_in(&self, context: &BrowserContextId, url: &str) -> Result<Page> {
+        let params = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(context.clone())
+            .build()?;
+        let page = TestBrowser::ready_for_workers(self.browser.new_page(params).await?).await?;
+        page.goto(url)
+            .await
+            .map_err(|e| format!("navigating to {url}: {e}"))?;
+        Ok(page)
+    }
+
+    /// Closes a private context and everything in it, as closing the last incognito window does.
+    pub async fn dispose_context(&self, context: BrowserContextId) -> Result {
+        self.browser
+            .dispose_browser_context(context)
+            .await
+            .map_err(|e| format!("Target.disposeBrowserContext: {e}"))?;
+        Ok(())
+    }
+
+    async fn ready_for_workers(page: Page) -> Result<Page> {
         cdp(
             &page,
             "Target.setAutoAttach",
@@ -819,6 +862,108 @@ impl Drop for ServiceWorkers {
 }
 
 // ---------------------------------------------------------------------------
+// A DevTools session on a service worker
+
+/// A non-flat session on `origin`'s running service worker: commands go out with
+/// `Target.sendMessageToTarget`, answers come back as `Target.receivedMessageFromTarget`
+/// (chromiumoxide has no handle for worker targets and detaches from the ones it sees).
+pub struct WorkerSession<'a> {
+    browser: &'a TestBrowser,
+    session_id: String,
+    answers: EventStream<EventReceivedMessageFromTarget>,
+    next_id: u64,
+}
+
+impl<'a> WorkerSession<'a> {
+    /// Attaches to `origin`'s service worker target (listed once it runs).
+    pub async fn attach(browser: &'a TestBrowser, origin: &str) -> Result<WorkerSession<'a>> {
+        let prefix = format!("{origin}/");
+        let target_id = wait_until(
+            &format!("{origin}'s service worker target is listed"),
+            Duration::from_secs(30),
+            || async {
+                let targets =
+                    browser_cdp(browser.browser(), "Target.getTargets", json!({})).await?;
+                Ok(targets["targetInfos"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| {
+                        t["type"] == "service_worker"
+                            && t["url"].as_str().is_some_and(|u| u.starts_with(&prefix))
+                    })
+                    .and_then(|t| t["targetId"].as_str().map(str::to_string)))
+            },
+        )
+        .await?;
+        let answers = browser
+            .browser()
+            .event_listener::<EventReceivedMessageFromTarget>()
+            .await?;
+        let attached = browser_cdp(
+            browser.browser(),
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": false }),
+        )
+        .await?;
+        let session_id = attached["sessionId"]
+            .as_str()
+            .ok_or("Target.attachToTarget gave no sessionId")?
+            .to_string();
+        Ok(WorkerSession {
+            browser,
+            session_id,
+            answers,
+            next_id: 0,
+        })
+    }
+
+    /// Sends `method` with `params` to the worker and waits (10 s) for its answer.
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = json!({ "id": id, "method": method, "params": params }).to_string();
+        browser_cdp(
+            self.browser.browser(),
+            "Target.sendMessageToTarget",
+            json!({ "sessionId": self.session_id, "message": message }),
+        )
+        .await?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = self.answers.next().await {
+                if event.session_id.inner() != &self.session_id {
+                    continue;
+                }
+                let Ok(answer) = serde_json::from_str::<Value>(&event.message) else {
+                    continue;
+                };
+                if answer["id"] == id {
+                    return Some(answer);
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|_| format!("{method}: no answer from the worker in 10 s"))?
+        .ok_or("the worker session ended")?;
+        if let Some(error) = answer.get("error") {
+            return Err(format!("{method}: {error}").into());
+        }
+        Ok(answer["result"].clone())
+    }
+
+    /// Ends the session.
+    pub async fn detach(self) {
+        let _ = browser_cdp(
+            self.browser.browser(),
+            "Target.detachFromTarget",
+            json!({ "sessionId": self.session_id }),
+        )
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The app, from the page
 
 /// Waits until a service worker controls `page` (`navigator.serviceWorker.controller`).
@@ -929,6 +1074,30 @@ impl TestServer {
             .as_array()
             .ok_or_else(|| format!("no mutations list: {answer}"))?
             .clone())
+    }
+}
+
+/// JS for a page's own `fetch(url, { method: 'POST', json body })`: resolves with
+/// `{ status, body }` (the body as text), or `{ status: 0, body: error }` when the fetch fails.
+pub fn fetch_post_js(url: &str, body: &Value) -> String {
+    format!(
+        "fetch({url:?}, {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify({body}) }})\
+         .then(async r => ({{ status: r.status, body: await r.text() }}), e => ({{ status: 0, body: String(e) }}))"
+    )
+}
+
+impl TestServer {
+    /// The captured requests this server stored for `path` (`/api/test/stats`), in arrival
+    /// order: `{ path, idempotency_key, body }`, the body as the text that was sent.
+    pub async fn captured(&self, path: &str) -> Result<Vec<Value>> {
+        let stats = self.stats().await?;
+        Ok(stats["captured"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["path"] == path)
+            .collect())
     }
 }
 

@@ -15,7 +15,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Result;
+use crate::{assert_seqs_applied_once, Result, TestServer};
 
 /// The variable naming the JSON-lines file scenarios append to.
 pub const SUMMARY_ENV: &str = "RANGERSYNC_SCENARIO_SUMMARY";
@@ -77,6 +77,45 @@ pub fn count_lost_and_duplicated(
     let recorded_twice = (seqs.len() - distinct.len()) as u64;
     let applied_twice = mutations_applied.saturating_sub(applied.len() as u64);
     (lost, recorded_twice + applied_twice)
+}
+
+/// The end of every fault scenario: reads what the server committed for `client_id`, records the
+/// summary line (before asserting, so a failing run is in the table too), then asserts that no
+/// acknowledged seq is missing, none recorded or applied twice, and that the recorded seqs are
+/// `1..=n` in order, each applied once (a write that was never acknowledged may be among them:
+/// a page that went away mid-write). Returns the recorded mutations.
+pub async fn check_server_and_record(
+    server: &TestServer,
+    client_id: &str,
+    acked: &[u64],
+    scenario: &str,
+    browser: &str,
+    faults: u64,
+    started: std::time::Instant,
+) -> Result<Vec<Value>> {
+    let recorded = server.mutations_of(client_id).await?;
+    let stats = server.stats().await?;
+    let (lost, duplicated) = count_lost_and_duplicated(
+        &recorded,
+        stats["mutations_applied"].as_u64().unwrap_or(0),
+        acked.iter().copied(),
+    );
+    record(&ScenarioLine {
+        scenario: scenario.into(),
+        browser: browser.into(),
+        writes: acked.len() as u64,
+        faults,
+        lost,
+        duplicated,
+        seconds: started.elapsed().as_secs_f64(),
+    })?;
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "nothing lost or duplicated ({scenario}); server stats: {stats}"
+    );
+    assert_seqs_applied_once(&recorded, recorded.len() as u64);
+    Ok(recorded)
 }
 
 #[cfg(test)]

@@ -29,13 +29,10 @@ use std::time::{Duration, Instant};
 use chromiumoxide::cdp::browser_protocol::service_worker::{
     ServiceWorkerVersionRunningStatus, ServiceWorkerVersionStatus,
 };
-use chromiumoxide::cdp::browser_protocol::target::EventReceivedMessageFromTarget;
-use chromiumoxide::listeners::EventStream;
 use chromiumoxide::Page;
-use futures::StreamExt;
 use rangersync_e2e::{
     browser_cdp, eval, wait_for_controller, wait_until, workspace_root, www_dir, Result,
-    ServiceWorkers, TestBrowser, TestServer, SYNC_TAG,
+    ServiceWorkers, TestBrowser, TestServer, WorkerSession, SYNC_TAG,
 };
 use serde_json::{json, Map, Value};
 
@@ -254,105 +251,6 @@ impl PushCounts {
             applied: n("mutations_applied"),
             duplicates: n("duplicates"),
         })
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A DevTools session on a service worker (for its heap)
-
-/// A non-flat session on `origin`'s running service worker: commands go out with
-/// `Target.sendMessageToTarget`, answers come back as `Target.receivedMessageFromTarget`
-/// (chromiumoxide has no handle for worker targets and detaches from the ones it sees).
-struct WorkerSession<'a> {
-    browser: &'a TestBrowser,
-    session_id: String,
-    answers: EventStream<EventReceivedMessageFromTarget>,
-    next_id: u64,
-}
-
-impl<'a> WorkerSession<'a> {
-    async fn attach(browser: &'a TestBrowser, origin: &str) -> Result<WorkerSession<'a>> {
-        let prefix = format!("{origin}/");
-        let target_id = wait_until(
-            &format!("{origin}'s service worker target is listed"),
-            Duration::from_secs(30),
-            || async {
-                let targets =
-                    browser_cdp(browser.browser(), "Target.getTargets", json!({})).await?;
-                Ok(targets["targetInfos"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|t| {
-                        t["type"] == "service_worker"
-                            && t["url"].as_str().is_some_and(|u| u.starts_with(&prefix))
-                    })
-                    .and_then(|t| t["targetId"].as_str().map(str::to_string)))
-            },
-        )
-        .await?;
-        let answers = browser
-            .browser()
-            .event_listener::<EventReceivedMessageFromTarget>()
-            .await?;
-        let attached = browser_cdp(
-            browser.browser(),
-            "Target.attachToTarget",
-            json!({ "targetId": target_id, "flatten": false }),
-        )
-        .await?;
-        let session_id = attached["sessionId"]
-            .as_str()
-            .ok_or("Target.attachToTarget gave no sessionId")?
-            .to_string();
-        Ok(WorkerSession {
-            browser,
-            session_id,
-            answers,
-            next_id: 0,
-        })
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let message = json!({ "id": id, "method": method, "params": params }).to_string();
-        browser_cdp(
-            self.browser.browser(),
-            "Target.sendMessageToTarget",
-            json!({ "sessionId": self.session_id, "message": message }),
-        )
-        .await?;
-        let answer = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(event) = self.answers.next().await {
-                if event.session_id.inner() != &self.session_id {
-                    continue;
-                }
-                let Ok(answer) = serde_json::from_str::<Value>(&event.message) else {
-                    continue;
-                };
-                if answer["id"] == id {
-                    return Some(answer);
-                }
-            }
-            None
-        })
-        .await
-        .map_err(|_| format!("{method}: no answer from the worker in 10 s"))?
-        .ok_or("the worker session ended")?;
-        if let Some(error) = answer.get("error") {
-            return Err(format!("{method}: {error}").into());
-        }
-        Ok(answer["result"].clone())
-    }
-
-    async fn detach(self) {
-        let _ = browser_cdp(
-            self.browser.browser(),
-            "Target.detachFromTarget",
-            json!({ "sessionId": self.session_id }),
-        )
-        .await;
     }
 }
 

@@ -6,32 +6,22 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    bare_page_url, eval, register_client, serial, wait_for_controller, wait_until, Result,
-    TestBrowser, TestServer,
+    bare_page_url, eval, fetch_post_js, register_client, serial, wait_for_controller, wait_until,
+    Result, TestBrowser, TestServer,
 };
 use serde_json::{json, Value};
 
 /// `fetch(url, POST json body)` from the page: `{ status, body }`.
 async fn post_from_page(page: &Page, url: &str, body: Value) -> Result<Value> {
-    eval(
-        page,
-        &format!(
-            "fetch({url:?}, {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify({body}) }})\
-             .then(async r => ({{ status: r.status, body: await r.text() }}), e => ({{ status: 0, body: String(e) }}))"
-        ),
-    )
-    .await
+    eval(page, &fetch_post_js(url, &body)).await
 }
 
 /// The bodies the API stored for `path`, in arrival order.
 async fn stored(api: &TestServer, path: &str) -> Result<Vec<Value>> {
-    let stats = api.stats().await?;
-    Ok(stats["captured"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    Ok(api
+        .captured(path)
+        .await?
         .into_iter()
-        .filter(|c| c["path"] == path)
         .map(|c| c["body"].clone())
         .collect())
 }
