@@ -988,6 +988,22 @@ pub fn bare_page_url(server: &TestServer) -> String {
     format!("{}/api/health", server.url())
 }
 
+/// A page of `server` without the demo app, whose client is registered with `options` (see
+/// [`register_client`]) in worker mode and controlled by the worker.
+pub async fn worker_page(
+    browser: &TestBrowser,
+    server: &TestServer,
+    options: &str,
+) -> Result<Page> {
+    let page = browser.open(&bare_page_url(server)).await?;
+    let mode = register_client(&page, options).await?;
+    if mode != "worker" {
+        return Err(format!("register with {options} gave mode {mode}, not worker").into());
+    }
+    wait_for_controller(&page).await?;
+    Ok(page)
+}
+
 /// Imports the page module, registers `SyncClient` with `{ swUrl: '/sw.js',
 /// serverUrl: location.origin, ...extra }` (`extra` is a JS object literal, e.g.
 /// `"{ forcePageMode: true }"`), keeps it in `window.client`, and records every

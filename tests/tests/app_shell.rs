@@ -9,8 +9,8 @@ use std::time::Duration;
 use chromiumoxide::Page;
 use rangersync_e2e::{
     assert_seqs_applied_once, bare_page_url, client_id_of, eval, page_module_files,
-    register_client, serial, wait_for_controller, wait_until, www_with, Result, ServiceWorkers,
-    TestBrowser, TestServer,
+    register_client, serial, wait_for_controller, wait_until, worker_page, www_with, Result,
+    ServiceWorkers, TestBrowser, TestServer,
 };
 use serde_json::Value;
 
@@ -332,12 +332,7 @@ async fn an_apps_own_worker_that_imports_the_library_syncs_writes_and_keeps_its_
     let url = server.url();
     let browser = TestBrowser::launch().await?;
     let workers = ServiceWorkers::enable(&browser).await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(
-        register_client(&page, "{ swUrl: '/app-sw.js' }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page = worker_page(&browser, &server, "{ swUrl: '/app-sw.js' }").await?;
     let version = workers.activated(&url).await?;
     assert!(
         version.script.ends_with("/app-sw.js"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rangersync_e2e::{
     bare_page_url, cdp, client_id_of, eval, register_client, serial, wait_for_controller,
-    wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+    wait_until, worker_page, Result, ServiceWorkers, TestBrowser, TestServer,
 };
 use rangersync_shared::snapshot::Snapshot;
 use serde_json::{json, Value};
@@ -65,12 +65,7 @@ async fn indexeddb_cleared_under_a_running_worker_is_reopened_and_the_next_write
     let _serial = serial().await;
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page = worker_page(&browser, &server, "{ exportIntervalMs: 0 }").await?;
     let first_id = client_id_of(&page).await?;
     eval(&page, "client.put('notes', 'n1', { title: 'before' })").await?;
     server
@@ -131,12 +126,7 @@ async fn scheduled_backups_reach_the_server_at_page_open_on_the_page_timer_and_a
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let workers = ServiceWorkers::enable(&browser).await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 15000 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page = worker_page(&browser, &server, "{ exportIntervalMs: 15000 }").await?;
     eval(&page, "client.put('notes', 'b1', { title: 'backed up' })").await?;
     let client_id = client_id_of(&page).await?;
 
@@ -189,12 +179,7 @@ async fn a_periodic_sync_event_brings_a_due_backup_with_no_page_open() -> Result
     let browser = TestBrowser::launch().await?;
     browser.grant_periodic_sync(&server.url()).await?;
     let workers = ServiceWorkers::enable(&browser).await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 15000 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page = worker_page(&browser, &server, "{ exportIntervalMs: 15000 }").await?;
     let client_id = client_id_of(&page).await?;
     wait_until(
         "the worker registered its periodic sync for backups",
@@ -498,12 +483,7 @@ async fn a_flipped_byte_a_truncated_file_a_wrong_version_an_oversize_file_and_a_
     let _serial = serial().await;
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page = worker_page(&browser, &server, "{ exportIntervalMs: 0 }").await?;
     eval(&page, "client.put('notes', 'a', { title: 'original' })").await?;
     let text = eval(&page, "client.exportSnapshot('json')").await?;
     let text = text.as_str().ok_or("no export")?.to_owned();

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use chromiumoxide::cdp::browser_protocol::target::EventReceivedMessageFromTarget;
 use futures::StreamExt;
 use rangersync_e2e::{
-    bare_page_url, browser_cdp, eval, register_client, serial, wait_for_controller, wait_until,
-    Result, TestBrowser, TestServer,
+    browser_cdp, eval, serial, wait_until, worker_page, Result, TestBrowser, TestServer,
 };
 use serde_json::{json, Value};
 
@@ -116,12 +115,12 @@ async fn measure_a_worker_snapshot_of_100k_entities() -> Result {
     let _serial = serial().await;
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0, timeoutMs: 60000 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page = worker_page(
+        &browser,
+        &server,
+        "{ exportIntervalMs: 0, timeoutMs: 60000 }",
+    )
+    .await?;
     for chunk in 0..N / 10_000 {
         eval(
             &page,
