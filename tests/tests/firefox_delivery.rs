@@ -91,6 +91,21 @@ async fn wait_for_all(
     Ok(recorded)
 }
 
+/// [`wait_for_all`] after the server came back with no page action, printing the end of
+/// Firefox's log when the writes do not arrive (the worker's own timer is what failed).
+async fn wait_for_all_or_show_log(
+    firefox: &Firefox,
+    server: &TestServer,
+    client_id: &str,
+    back: Instant,
+) -> Result<Vec<Value>> {
+    let delivered = wait_for_all(server, client_id, back, "the server came back").await;
+    if delivered.is_err() {
+        println!("{}", firefox.log_tail());
+    }
+    delivered
+}
+
 /// Records the summary line, then asserts each acknowledged seq is on the server once, and
 /// nothing else.
 async fn check_and_record(
@@ -130,11 +145,7 @@ async fn firefox_a_write_made_while_the_server_is_down_arrives_exactly_once_from
     server.restart().await?;
     let back = Instant::now();
     // No page message from here on: the worker's retry timer delivers.
-    let delivered = wait_for_all(&server, &client_id, back, "the server came back").await;
-    if delivered.is_err() {
-        println!("{}", firefox.log_tail());
-    }
-    delivered?;
+    wait_for_all_or_show_log(&firefox, &server, &client_id, back).await?;
     check_and_record(
         &server,
         &client_id,
@@ -302,11 +313,7 @@ async fn firefox_an_idle_page_delivers_once_the_server_is_back_from_an_outage_lo
     server.restart().await?;
     let back = Instant::now();
     // No page call from here on: the test only watches the server.
-    let delivered = wait_for_all(&server, &client_id, back, "the server came back").await;
-    if delivered.is_err() {
-        println!("{}", firefox.log_tail());
-    }
-    delivered?;
+    wait_for_all_or_show_log(&firefox, &server, &client_id, back).await?;
     check_and_record(
         &server,
         &client_id,
