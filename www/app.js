@@ -490,7 +490,10 @@ function showRestore(source, title, report) {
   restoreSource = source;
   $('restore-file-name').textContent = title;
   renderReport(report);
-  $('restore-apply').disabled = report.added.length + report.replaced.length === 0;
+  const pending = report.pending || { requeued: [], dead_restored: [] };
+  const work = report.added.length + report.replaced.length
+    + pending.requeued.length + pending.dead_restored.length;
+  $('restore-apply').disabled = work === 0 || report.blocked != null;
   $('restore-dialog').showModal();
 }
 
@@ -526,11 +529,15 @@ async function refreshBackups() {
   return list;
 }
 
-/** A new database (first visit, or the site's storage was cleared): offer the newest backup. */
+/**
+ * A new database (first visit, or the site's storage was cleared): offer the newest backup of
+ * another client (this new one may have backed up its own, nearly empty, copy already).
+ */
 async function offerLatestBackup() {
   const list = await refreshBackups();
-  if (!state.status || !state.status.new_database || !list || !list.length) return;
-  const latest = list[0];
+  if (!state.status || !state.status.new_database || !list) return;
+  const latest = list.find((b) => b.client_id !== state.status.client_id);
+  if (!latest) return;
   $('backup-offer-text').textContent = `Restore from backup of ${new Date(latest.exported_at).toLocaleString()}?`;
   $('backup-offer').hidden = false;
   $('backup-offer-yes').onclick = () => { $('backup-offer').hidden = true; previewServerBackup(latest); };
@@ -541,9 +548,11 @@ function renderReport(r) {
   box.replaceChildren();
   const grid = document.createElement('div');
   grid.className = 'report-grid';
+  const pending = r.pending || { requeued: [], dead_restored: [], refused: [] };
   for (const [label, items, cls] of [
     ['Added', r.added, 'ok'], ['Replaced', r.replaced, 'warn'],
-    ['Unchanged', r.unchanged, 'muted'], ['Refused', r.refused, 'bad'],
+    ['Unchanged', r.unchanged, 'muted'], ['Refused', [...r.refused, ...(pending.refused || [])], 'bad'],
+    ['Unsynced writes re-sent', pending.requeued, 'ok'], ['Failed writes', pending.dead_restored, 'warn'],
   ]) {
     const cell = document.createElement('div');
     cell.className = `report-cell report-${cls}`;
@@ -555,8 +564,23 @@ function renderReport(r) {
     grid.append(cell);
   }
   box.append(grid);
+  if (r.blocked) {
+    const p = document.createElement('p');
+    p.className = 'error-line';
+    p.textContent = `Cannot restore: ${r.blocked}`;
+    box.append(p);
+  }
+  if (pending.requeued.length || pending.dead_restored.length) {
+    const p = document.createElement('p');
+    p.className = 'muted small';
+    p.textContent = `Unsynced writes are re-sent under their own ids (client ${pending.client_id}), `
+      + 'so the server applies each once even if it received it after the backup'
+      + (pending.adopts_client_id ? '; this browser continues as that client.' : '.');
+    box.append(p);
+  }
   const details = [...r.replaced.map((e) => `replace ${e.collection}/${e.key}`),
-    ...r.refused.map((e) => `refuse ${e.collection}/${e.key}: ${e.reason}`)];
+    ...r.refused.map((e) => `refuse ${e.collection}/${e.key}: ${e.reason}`),
+    ...(pending.refused || []).map((e) => `refuse pending write ${e.seq}: ${e.reason}`)];
   if (details.length) {
     const ul = document.createElement('ul');
     ul.className = 'report-list';
@@ -577,8 +601,10 @@ async function closeRestore() {
     const r = source.backupId != null
       ? await state.client.restoreFromServer(source.backupId, { dryRun: false })
       : await state.client.restore(source.text, { dryRun: false });
-    toast(`Restored: ${r.added.length} added, ${r.replaced.length} replaced`, 'ok');
-    await Promise.all([refreshNotes(), refreshChat(), refreshSettings()]);
+    const resent = r.pending ? r.pending.requeued.length : 0;
+    toast(`Restored: ${r.added.length} added, ${r.replaced.length} replaced, ${resent} unsynced write(s) re-sent`, 'ok');
+    $('backup-offer').hidden = true;
+    await Promise.all([refreshNotes(), refreshChat(), refreshSettings(), refreshDead()]);
   } catch (e) { showError(e, 'Restore failed'); }
 }
 

@@ -910,7 +910,8 @@ impl SyncClient {
     }
 
     /// Back up now: a snapshot of everything is built and uploaded to the sync server
-    /// (`POST /api/backups`, verified there). Resolves with `{ backup, exported_at, checksum }`
+    /// (`POST /api/backups`, verified there); when a scheduled one is running, after it, so
+    /// the snapshot holds every write made before this call. Resolves with `{ backup, exported_at, checksum }`
     /// once the server holds it; rejects with why not (`network`, `auth`, …; the status shows
     /// it as `backup_error` and it is retried with backoff).
     #[wasm_bindgen(js_name = backupNow, unchecked_return_type = "Promise<BackupResult>")]

@@ -516,7 +516,7 @@ mod tests {
         );
         let status = rangersync_shared::status::Status::default();
         let text = serde_json::to_string(&Broadcast::Status {
-            status: status.clone(),
+            status: Box::new(status.clone()),
         })
         .unwrap();
         let Some(Incoming::Status(value)) = incoming(&text) else {

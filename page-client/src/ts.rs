@@ -88,6 +88,8 @@ export interface SyncStatus {
   persistent: boolean | null;
   /** This database was created by the engine now (a first visit, or the site's storage was cleared): offer the latest server backup. */
   new_database: boolean;
+  /** This database's client id (its writes' and backups' `client_id`); after a restore that adopted a backup's id, that one. */
+  client_id: string;
   last_error: { code: SyncErrorCode | string; message: string; at: number } | null;
   next_retry_at: number | null;
   mode: "worker" | "page";
@@ -151,5 +153,17 @@ export interface RestoreReport {
   replaced: EntityRef[];
   unchanged: EntityRef[];
   refused: { collection: string; key: string; reason: string }[];
+  /** A client snapshot: what goes back in the outbox under its own (client_id, seq). */
+  pending?: {
+    client_id: string;
+    /** This browser takes the backup's client id (its own database was new). */
+    adopts_client_id: boolean;
+    requeued: number[];
+    dead_restored: number[];
+    already_here: number[];
+    refused: { seq: number; reason: string }[];
+  };
+  /** A dry run that a real restore would refuse (`restore_blocked`): why. */
+  blocked?: string;
 }
 "#;

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
 use rangersync_shared::messages::Broadcast;
+use rangersync_shared::outbox::Trigger;
 use rangersync_shared::status::Mode;
 use rangersync_sw::Engine;
 use wasm_bindgen::prelude::*;
@@ -88,6 +89,13 @@ impl PageEngine {
         future_to_promise(async move {
             let engine = live(&slot).await?;
             let reply = engine.handle_text(&text).await;
+            if engine.is_closed() {
+                // A restore retired it: the fresh engine flushes what was put back.
+                let fresh = live(&slot).await?;
+                wasm_bindgen_futures::spawn_local(async move {
+                    fresh.trigger(Trigger::WorkerStart).await;
+                });
+            }
             serde_json::to_string(&reply)
                 .map(|text| JsValue::from_str(&text))
                 .map_err(|e| sync_error("internal", &format!("cannot encode a reply: {e}")))

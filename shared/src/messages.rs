@@ -39,6 +39,9 @@ pub mod codes {
     pub const BAD_RESPONSE: &str = "bad_response";
     pub const BAD_SNAPSHOT: &str = "bad_snapshot";
     pub const CHECKSUM_MISMATCH: &str = "checksum_mismatch";
+    /// A restore cannot put the backup's pending entries back under their own ids
+    /// (`requeue::RequeueBlocked`); nothing was changed.
+    pub const RESTORE_BLOCKED: &str = "restore_blocked";
     pub const TIMEOUT: &str = "timeout";
     /// The server URL does not lead to a rangersync sync endpoint (404, 405, 415, an HTML or
     /// non-protocol answer), or the stored configuration cannot be read: nothing is sent and
@@ -402,7 +405,7 @@ pub struct DeadLetter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Broadcast {
-    Status { status: Status },
+    Status { status: Box<Status> },
     Change { collection: String, key: String },
     WorkerError { code: String, message: String },
 }

@@ -1108,7 +1108,7 @@ pub fn derive_status(
         last_error: last_error.cloned(),
         next_retry_at,
         mode,
-        // Backups and storage persistence are the shell's to fill in.
+        // Backups, storage persistence and the client id are the shell's to fill in.
         ..Status::default()
     }
 }

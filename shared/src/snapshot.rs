@@ -640,6 +640,13 @@ pub struct RestoreReport {
     pub replaced: Vec<EntityRef>,
     pub unchanged: Vec<EntityRef>,
     pub refused: Vec<Refusal>,
+    /// A client restore: the pending writes, captured requests and dead letters it puts back
+    /// under their own `(client_id, seq)` (`crate::requeue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::requeue::RequeueReport>,
+    /// A dry run that a real restore would refuse: why (`restore_blocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// Plan a restore of `snapshot` over the current local copy: every snapshot entity is

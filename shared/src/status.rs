@@ -83,6 +83,10 @@ pub struct Status {
     /// the app may offer to restore the latest server backup.
     #[serde(default)]
     pub new_database: bool,
+    /// This database's client id (the `client_id` of its writes and backups); after a
+    /// restore that adopted a backup's id, that one.
+    #[serde(default)]
+    pub client_id: String,
     pub last_error: Option<LastError>,
     pub next_retry_at: Option<Millis>,
     pub mode: Mode,

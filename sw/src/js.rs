@@ -71,7 +71,9 @@ pub async fn await_promise(p: Promise) -> Result<JsValue> {
     JsFuture::from(p).await.map_err(|e| SwError::from_js(&e))
 }
 
-/// `fetch(request)`: `Err` only when there was no HTTP answer.
+/// `fetch(request)`: `Err` only when there was no HTTP answer. Only the worker's fetch
+/// handler passes a request through.
+#[cfg(feature = "worker")]
 pub async fn fetch(request: &web_sys::Request) -> Result<web_sys::Response, String> {
     match JsFuture::from(global_fetch(request)).await {
         Ok(v) => v

@@ -12,6 +12,7 @@ use rangersync_shared::outbox::{
     coalescable, Backoff, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
 };
 use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
+use rangersync_shared::requeue::{LocalOutbox, RequeuePlan};
 use rangersync_shared::snapshot::{DeadLetterCopy, PendingRequest, Problem, SnapshotMeta};
 use rangersync_shared::status::LastError;
 use serde::{Deserialize, Serialize};
@@ -484,6 +485,20 @@ impl Store {
         guard: &CoalesceGuard,
     ) -> Result<(Vec<u64>, u64)> {
         let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES], true)?;
+        let written = Self::stage_writes(&tx, entries, now, guard).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// The body of [`Store::commit_writes`], inside the caller's transaction (which covers
+    /// `meta`, `outbox` and `entities`): it reads `next_seq` and the barrier there, so it sees
+    /// whatever the transaction wrote before.
+    async fn stage_writes(
+        tx: &Tx,
+        entries: &[&NewEntry],
+        now: Millis,
+        guard: &CoalesceGuard,
+    ) -> Result<(Vec<u64>, u64)> {
         let m = tx.store(META)?;
         let outbox = tx.store(OUTBOX)?;
         let entities = tx.store(ENTITIES)?;
@@ -584,8 +599,155 @@ impl Store {
                 &meta::CAPTURE_BARRIER.into(),
             ))?;
         }
-        tx.commit().await?;
         Ok((seqs, coalesced))
+    }
+
+    /// What a restore's re-queue is planned against (`shared::requeue`), read in the
+    /// transaction `tx` (which covers `meta`, `outbox` and `dead`).
+    async fn read_local_outbox(tx: &Tx) -> Result<LocalOutbox> {
+        let m = tx.store(META)?;
+        let reads = [
+            issue(m.get(&meta::CLIENT_ID.into()))?,
+            issue(m.get(&meta::NEXT_SEQ.into()))?,
+            issue(m.get(&meta::CAPTURE_BARRIER.into()))?,
+            issue(tx.store(OUTBOX)?.get_all_keys())?,
+            issue(tx.store(DEAD)?.get_all_keys())?,
+        ];
+        settle(&reads).await?;
+        Ok(LocalOutbox {
+            client_id: result_of(&reads[0]).as_string().unwrap_or_default(),
+            next_seq: as_u64(&result_of(&reads[1])).unwrap_or(1).max(1),
+            capture_barrier: as_u64(&result_of(&reads[2])).unwrap_or(0),
+            outbox: keys_of(&result_of(&reads[3])).into_iter().collect(),
+            dead: keys_of(&result_of(&reads[4])).into_iter().collect(),
+        })
+    }
+
+    /// [`Store::read_local_outbox`] on its own (a dry run).
+    pub async fn local_outbox(&self) -> Result<LocalOutbox> {
+        let tx = Tx::new(&self.db, &[META, OUTBOX, DEAD], false)?;
+        let local = Self::read_local_outbox(&tx).await?;
+        tx.commit().await?;
+        Ok(local)
+    }
+
+    /// A real restore, in ONE transaction (all of it or none of it): read the local outbox,
+    /// `plan` the re-queue against it, put the snapshot's pending writes, captured requests
+    /// and dead letters back at their own seqs (adopting the backup's client id when the plan
+    /// says so), show each re-queued write in `entities` unless something newer is there,
+    /// then commit `writes(shown)` as ordinary writes, where `shown` are the entities a
+    /// re-queued write now shows (their seqs follow the plan's `next_seq`). Returns the plan,
+    /// the seqs of the writes and how many queued entries they coalesced.
+    pub async fn apply_restore<E>(
+        &self,
+        plan: impl FnOnce(&LocalOutbox) -> std::result::Result<RequeuePlan, E>,
+        writes: impl FnOnce(&BTreeSet<(String, String)>) -> Vec<NewEntry>,
+        now: Millis,
+        guard: &CoalesceGuard,
+    ) -> Result<std::result::Result<(RequeuePlan, Vec<u64>, u64), E>> {
+        let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES, DEAD], true)?;
+        let local = Self::read_local_outbox(&tx).await?;
+        let plan = match plan(&local) {
+            Ok(plan) => plan,
+            // Nothing was written: dropping the transaction ends it.
+            Err(e) => return Ok(Err(e)),
+        };
+        let (m, outbox, entities, dead) = (
+            tx.store(META)?,
+            tx.store(OUTBOX)?,
+            tx.store(ENTITIES)?,
+            tx.store(DEAD)?,
+        );
+        // The entities of the re-queued writes: the last write of each, and what is there.
+        let mut last_write: BTreeMap<(&str, &str), &Mutation> = BTreeMap::new();
+        for w in &plan.mutations {
+            last_write.insert((w.collection.as_str(), w.key.as_str()), w);
+        }
+        let current: Vec<web_sys::IdbRequest> = last_write
+            .keys()
+            .map(|(c, k)| issue(entities.get(&entity_key(c, k))))
+            .collect::<Result<_>>()?;
+        settle(&current).await?;
+        let mut shown = BTreeSet::new();
+        for (w, found) in last_write.values().zip(&current) {
+            let found = result_of(found);
+            let prev = if found.is_undefined() {
+                None
+            } else {
+                from_js::<EntityRecord>(found).ok()
+            };
+            // A newer state here (pending, or stamped later) stays: the server's
+            // last-writer-wins rule keeps it there too.
+            if prev
+                .as_ref()
+                .is_some_and(|p| p.pending || p.updated_at > w.updated_at)
+            {
+                continue;
+            }
+            let e = EntityRecord {
+                collection: w.collection.clone(),
+                key: w.key.clone(),
+                value: if w.op == Op::Delete {
+                    Value::Null
+                } else {
+                    w.value.clone()
+                },
+                deleted: w.op == Op::Delete,
+                updated_at: w.updated_at,
+                version: prev.map_or(0, |p| p.version),
+                pending: true,
+            };
+            issue(entities.put(&to_js(&e)?))?;
+            shown.insert((w.collection.clone(), w.key.clone()));
+        }
+        for w in &plan.mutations {
+            let entry = NewEntry::Write {
+                collection: w.collection.clone(),
+                key: w.key.clone(),
+                op: w.op,
+                value: w.value.clone(),
+                updated_at: w.updated_at,
+            };
+            issue(outbox.put(&to_js(&OutboxRecord::new(w.seq, &entry, now))?))?;
+        }
+        for r in &plan.requests {
+            let entry = NewEntry::Captured(CapturedRequest {
+                method: r.method.clone(),
+                url: r.url.clone(),
+                headers: r.headers.clone(),
+                body: r.body.clone(),
+            });
+            issue(outbox.put(&to_js(&OutboxRecord::new(r.seq, &entry, r.created_at))?))?;
+        }
+        for d in &plan.dead {
+            let record = DeadRecord {
+                seq: d.seq,
+                reason: d.reason.clone(),
+                dead_at: d.dead_at,
+                attempts: d.attempts,
+                record: d.record.clone(),
+            };
+            issue(dead.put(&to_js(&record)?))?;
+        }
+        if let Some(id) = &plan.adopt_client_id {
+            issue(m.put_with_key(&id.into(), &meta::CLIENT_ID.into()))?;
+        }
+        issue(m.put_with_key(&(plan.next_seq as f64).into(), &meta::NEXT_SEQ.into()))?;
+        if plan.capture_barrier > local.capture_barrier {
+            issue(m.put_with_key(
+                &(plan.capture_barrier as f64).into(),
+                &meta::CAPTURE_BARRIER.into(),
+            ))?;
+        }
+        let entries = writes(&shown);
+        let (seqs, coalesced) = if entries.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            let refs: Vec<&NewEntry> = entries.iter().collect();
+            Self::stage_writes(&tx, &refs, now, guard).await?
+        };
+        tx.commit().await?;
+        Ok(Ok((plan, seqs, coalesced)))
     }
 
     /// The next `limit` entries after `after`, in seq order. Corrupt records are moved to

@@ -225,12 +225,16 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
         }
         return Ok(());
     }
-    let engine = engine().await?;
-    let reply = engine.handle_text(&text).await;
+    let current = engine().await?;
+    let reply = current.handle_text(&text).await;
     if let Some(port) = &port {
         post(port, &reply, as_text);
     }
-    engine.note_page_message();
+    current.note_page_message();
+    if current.is_closed() {
+        // A restore retired it: the fresh engine flushes what was put back.
+        engine().await?;
+    }
     Ok(())
 }
 

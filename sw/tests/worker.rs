@@ -828,6 +828,11 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
         .unwrap();
     assert_eq!(report["added"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(other.status().pending, 0, "a dry run writes nothing");
+    assert_eq!(
+        report["pending"]["requeued"],
+        json!([1, 2]),
+        "the backup's unsynced writes go back under their own seqs: {report}"
+    );
     other
         .handle(Request::Restore {
             text,
@@ -835,10 +840,20 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
         })
         .await
         .unwrap();
+    assert!(
+        other.is_closed(),
+        "an engine whose outbox a restore changed retires"
+    );
+    let other = other.reopen().await.unwrap();
+    assert_eq!(
+        other.client_id(),
+        engine.client_id(),
+        "the fresh database adopts the backup's client id"
+    );
     assert_eq!(
         other.status().pending,
         2,
-        "restored entities become outbox mutations"
+        "the backup's unsynced writes are back in the outbox, once each"
     );
     assert_eq!(get(&other, "b").await["value"], json!({"x": 2}));
     let err = other
@@ -854,6 +869,52 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
     );
     engine.close();
     other.close();
+}
+
+#[wasm_bindgen_test]
+async fn another_clients_backup_with_unsynced_writes_is_refused_while_this_database_has_its_own_and_nothing_changes(
+) {
+    let (engine, _) = fresh("t-blocked").await;
+    put(&engine, "a", json!(1)).await;
+    let exported = engine
+        .handle(Request::Export {
+            format: rangersync_shared::messages::ExportFormat::Json,
+        })
+        .await
+        .unwrap();
+    let text = exported["text"].as_str().unwrap().to_owned();
+    let (other, _) = fresh("t-blocked-2").await;
+    put(&other, "mine", json!(2)).await;
+    let report = other
+        .handle(Request::Restore {
+            text: text.clone(),
+            dry_run: true,
+        })
+        .await
+        .unwrap();
+    assert!(
+        report["blocked"]
+            .as_str()
+            .is_some_and(|b| b.contains("waiting to sync")),
+        "the dry run says why a real one would be refused: {report}"
+    );
+    let err = other
+        .handle(Request::Restore {
+            text,
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, codes::RESTORE_BLOCKED, "{err:?}");
+    assert!(!other.is_closed());
+    assert_eq!(other.status().pending, 1);
+    assert!(get(&other, "a").await.is_null(), "nothing was written");
+    let (again, _) = reopen("t-blocked-2").await;
+    assert_eq!(again.client_id(), other.client_id(), "the id is kept");
+    assert_eq!(again.status().pending, 1);
+    engine.close();
+    other.close();
+    again.close();
 }
 
 #[wasm_bindgen_test]
@@ -1369,6 +1430,7 @@ async fn a_snapshot_over_two_mib_can_be_restored_through_a_message() {
     .unwrap();
     let reply = other.handle_text(&message).await;
     assert!(reply.ok, "{:?}", reply.error);
+    let other = other.reopen().await.unwrap();
     assert_eq!(other.status().pending, 3);
     engine.close();
     other.close();

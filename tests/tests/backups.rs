@@ -374,17 +374,16 @@ async fn an_export_holds_entities_pending_writes_captured_requests_dead_letters_
 }
 
 #[tokio::test]
-async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_restores_what_was_pending(
+async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_restores_what_was_pending_and_dead_with_each_write_applied_once(
 ) -> Result {
     let _serial = serial().await;
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let url = bare_page_url(&server);
+    // One write per push: the test lets exactly one of two pending writes through.
+    let options = "{ exportIntervalMs: 0, batchSize: 1 }";
     let page = browser.open(&url).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
-        "worker"
-    );
+    assert_eq!(register_client(&page, options).await?, "worker");
     wait_for_controller(&page).await?;
     let old_id = client_id_of(&page).await?;
     eval(
@@ -395,7 +394,23 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     server
         .wait_for_recorded(&old_id, 1, Duration::from_secs(30))
         .await?;
-    // A write the server does not take yet (pushes fail), then a backup that holds it.
+    // A write the server refuses: a dead letter.
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
+            "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
+        .await?;
+    eval(&page, "client.put('notes', 'refused', { t: 'dead' })").await?;
+    wait_until(
+        "the refused write is dead",
+        Duration::from_secs(30),
+        || async {
+            eval(&page, "client.flush()").await?;
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["dead"] == 1).then_some(()))
+        },
+    )
+    .await?;
+    // Two writes the server does not take yet (pushes fail), then a backup that holds them.
     server
         .add_faults(
             json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
@@ -403,13 +418,32 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
         .await?;
     eval(
         &page,
+        "client.put('notes', 'delivered-later', { t: 'reached the server after the backup' })",
+    )
+    .await?;
+    eval(
+        &page,
         "client.put('notes', 'unsynced', { t: 'only in the backup' })",
     )
     .await?;
     let done = eval(&page, "client.backupNow()").await?;
     let backup_id = done["backup"]["id"].as_i64().ok_or("no backup id")?;
+    // The first of them reaches the server after the backup; the second never does.
+    server.clear_faults().await?;
+    server
+        .add_faults(json!([
+            { "path": "/api/sync/push", "method": "POST", "delay_ms": 1, "times": 1 },
+            { "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }
+        ]))
+        .await?;
+    eval(&page, "client.flush().catch(() => null)").await?;
+    let recorded = server
+        .wait_for_recorded(&old_id, 2, Duration::from_secs(30))
+        .await?;
+    assert_eq!(recorded[1]["key"], "delivered-later", "{recorded:?}");
 
-    // "Clear site data": every storage type, the worker registration included.
+    // "Clear site data": every storage type, the worker registration included, before the
+    // browser heard that answer for sure: the backup still lists both writes as pending.
     cdp(
         &page,
         "Storage.clearDataForOrigin",
@@ -419,24 +453,28 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     browser.close_tab(page).await?;
     server.clear_faults().await?;
     let page = browser.open(&url).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
-        "worker"
-    );
+    assert_eq!(register_client(&page, options).await?, "worker");
     wait_for_controller(&page).await?;
     let status = eval(&page, "client.status()").await?;
     assert_eq!(status["new_database"], true, "{status}");
-    let back = wait_until(
-        "the synced note is back from the server",
-        Duration::from_secs(30),
-        || async {
-            eval(&page, "client.flush()").await?;
-            let v = eval(&page, "client.get('notes', 'synced')").await?;
-            Ok((!v.is_null()).then_some(v))
-        },
-    )
-    .await?;
-    assert_eq!(back["t"], "on the server");
+    let fresh_id = client_id_of(&page).await?;
+    assert_ne!(fresh_id, old_id);
+    for (key, text) in [
+        ("synced", "on the server"),
+        ("delivered-later", "reached the server after the backup"),
+    ] {
+        let back = wait_until(
+            "the synced notes are back from the server",
+            Duration::from_secs(30),
+            || async {
+                eval(&page, "client.flush()").await?;
+                let v = eval(&page, &format!("client.get('notes', '{key}')")).await?;
+                Ok((!v.is_null()).then_some(v))
+            },
+        )
+        .await?;
+        assert_eq!(back["t"], text);
+    }
     assert!(eval(&page, "client.get('notes', 'unsynced')")
         .await?
         .is_null());
@@ -451,20 +489,86 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     )
     .await?;
     assert_eq!(report["added"][0]["key"], "unsynced", "{report}");
+    assert_eq!(report["pending"]["client_id"], old_id.as_str(), "{report}");
+    assert_eq!(report["pending"]["adopts_client_id"], true, "{report}");
+    assert_eq!(report["pending"]["requeued"], json!([3, 4]), "{report}");
+    assert_eq!(report["pending"]["dead_restored"], json!([2]), "{report}");
+    let status = eval(&page, "client.status()").await?;
     assert!(
         eval(&page, "client.get('notes', 'unsynced')")
             .await?
-            .is_null(),
-        "a dry run writes nothing"
+            .is_null()
+            && status["dead"] == 0
+            && client_id_of(&page).await? == fresh_id,
+        "a dry run writes nothing: {status}"
     );
-    eval(&page, &format!("client.restoreFromServer({backup_id})")).await?;
+
+    let stats_before = server.stats().await?;
+    let report = eval(&page, &format!("client.restoreFromServer({backup_id})")).await?;
+    assert_eq!(report["pending"]["requeued"], json!([3, 4]), "{report}");
     let value = eval(&page, "client.get('notes', 'unsynced')").await?;
     assert_eq!(value["t"], "only in the backup");
-    let new_id = client_id_of(&page).await?;
+    let status = wait_until(
+        "the restored writes are delivered",
+        Duration::from_secs(30),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["pending"] == 0).then_some(s))
+        },
+    )
+    .await?;
+    assert_eq!(status["dead"], 1, "the dead letter is back: {status}");
+    let dead = eval(&page, "client.deadLetters()").await?;
+    assert_eq!(dead[0]["seq"], 2, "{dead}");
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused by the test"),
+        "{dead}"
+    );
+    assert_eq!(
+        client_id_of(&page).await?,
+        old_id,
+        "the backup's id was adopted"
+    );
+
+    // Each write once on the server, under its own id: the one delivered after the backup
+    // was answered `duplicate`, the one it never had applied now, nothing under the new id.
+    let recorded = server.mutations_of(&old_id).await?;
+    let keys: Vec<&str> = recorded.iter().filter_map(|m| m["key"].as_str()).collect();
+    assert_eq!(
+        keys,
+        ["synced", "delivered-later", "unsynced"],
+        "{recorded:?}"
+    );
+    let seqs: Vec<u64> = recorded.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(seqs, [1, 3, 4], "{recorded:?}");
+    assert!(
+        recorded.iter().all(|m| m["status"] == "applied"),
+        "{recorded:?}"
+    );
+    assert!(server.mutations_of(&fresh_id).await?.is_empty());
+    let stats_after = server.stats().await?;
+    let grew = |field: &str| {
+        stats_after[field].as_u64().unwrap_or(0) - stats_before[field].as_u64().unwrap_or(0)
+    };
+    assert_eq!(
+        grew("mutations_applied"),
+        1,
+        "{stats_before} → {stats_after}"
+    );
+    assert_eq!(grew("duplicates"), 1, "{stats_before} → {stats_after}");
+
+    // Later writes go on under the adopted id, past anything the old copy may have sent.
+    eval(&page, "client.put('notes', 'after', { t: 'new' })").await?;
     let recorded = server
-        .wait_for_recorded(&new_id, 1, Duration::from_secs(30))
+        .wait_for_recorded(&old_id, 4, Duration::from_secs(30))
         .await?;
-    assert_eq!(recorded[0]["key"], "unsynced");
+    assert!(
+        recorded[3]["seq"].as_u64().unwrap_or(0) > 1 << 32,
+        "{recorded:?}"
+    );
     browser.close().await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The demo's backup controls in Chromium: Export JSON / Export YAML download files named with
-//! the date (CDP download events) that verify and restore; "Back up now" puts a backup on the
-//! server, which the "Backups on the server" list shows and previews with a dry run.
+//! the date (CDP download events) that verify and restore through "Restore…"; "Back up now"
+//! puts a backup on the server, which the "Backups on the server" list shows and previews with
+//! a dry run; after "Clear site data" the demo offers the newest backup and restores it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use chromiumoxide::cdp::browser_protocol::browser::{
 use chromiumoxide::Page;
 use futures::StreamExt;
 use rangersync_e2e::{
-    browser_cdp, eval, open_demo, serial, wait_until, Result, TestBrowser, TestServer,
+    browser_cdp, cdp, eval, note_list, open_demo, serial, wait_until, Result, TestBrowser,
+    TestServer,
 };
 use serde_json::json;
 
@@ -57,6 +59,43 @@ async fn download(
     let text = std::fs::read_to_string(dir.join(&name))
         .map_err(|e| format!("reading the downloaded {name}: {e}"))?;
     Ok((name, text))
+}
+
+/// Wait for the restore dialog and return its title and report, as text.
+async fn restore_dialog_text(page: &Page) -> Result<String> {
+    let text = wait_until(
+        "the dry-run report is shown",
+        Duration::from_secs(30),
+        || async {
+            let open = eval(page, "document.getElementById('restore-dialog').open").await?;
+            if open != true {
+                return Ok(None);
+            }
+            let text = eval(
+                page,
+                "document.getElementById('restore-file-name').textContent + ' | ' + document.getElementById('restore-report').textContent",
+            )
+            .await?;
+            Ok(Some(text))
+        },
+    )
+    .await?;
+    Ok(text.as_str().unwrap_or_default().to_owned())
+}
+
+/// Press the restore dialog's Apply, and wait until the note list shows `title`.
+async fn apply_restore_until_listed(page: &Page, title: &str) -> Result {
+    eval(
+        page,
+        "document.getElementById('restore-apply').click(); true",
+    )
+    .await?;
+    wait_until(
+        &format!("the restored note {title:?} is listed"),
+        Duration::from_secs(30),
+        || async { Ok(note_list(page).await?.contains(title).then_some(())) },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -117,6 +156,37 @@ async fn the_demo_downloads_dated_json_and_yaml_exports_that_restore_and_lists_s
         );
     }
 
+    // "Restore…" with the downloaded file brings back a note deleted since.
+    eval(&page, "window.rangersync.delete('notes', 'dl')").await?;
+    wait_until(
+        "the deleted note leaves the list",
+        Duration::from_secs(30),
+        || async { Ok((!note_list(&page).await?.contains("Downloaded")).then_some(())) },
+    )
+    .await?;
+    let input = cdp(
+        &page,
+        "Runtime.evaluate",
+        json!({ "expression": "document.getElementById('restore-file')" }),
+    )
+    .await?;
+    let object_id = input["result"]["objectId"]
+        .as_str()
+        .ok_or("no object id for #restore-file")?;
+    cdp(
+        &page,
+        "DOM.setFileInputFiles",
+        json!({ "files": [dir.path().join(&json_name)], "objectId": object_id }),
+    )
+    .await?;
+    let report = restore_dialog_text(&page).await?;
+    assert!(
+        report.contains(&json_name) && report.contains("dry run"),
+        "{report}"
+    );
+    assert!(report.contains("1Replaced"), "{report}");
+    apply_restore_until_listed(&page, "Downloaded").await?;
+
     // Back up now: the list shows the server's copy, and Restore… previews it.
     eval(&page, "document.getElementById('backup-now').click(); true").await?;
     wait_until(
@@ -139,29 +209,103 @@ async fn the_demo_downloads_dated_json_and_yaml_exports_that_restore_and_lists_s
         "document.querySelector('#backup-list [data-backup-id]').click(); true",
     )
     .await?;
-    let report = wait_until(
-        "the dry-run report is shown",
-        Duration::from_secs(30),
-        || async {
-            let open = eval(&page, "document.getElementById('restore-dialog').open").await?;
-            if open != true {
-                return Ok(None);
-            }
-            let text = eval(
-                &page,
-                "document.getElementById('restore-file-name').textContent + ' | ' + document.getElementById('restore-report').textContent",
-            )
-            .await?;
-            Ok(Some(text))
-        },
-    )
-    .await?;
-    let report = report.as_str().unwrap_or_default();
+    let report = restore_dialog_text(&page).await?;
     assert!(
         report.contains("Backup of") && report.contains("dry run"),
         "{report}"
     );
     assert!(report.contains("Unchanged"), "{report}");
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_clear_site_data_the_demo_offers_the_newest_backup_shows_its_dry_run_and_restores_the_note_the_server_never_had(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = open_demo(&browser, &server.url()).await?;
+    server
+        .add_faults(
+            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
+        )
+        .await?;
+    eval(
+        &page,
+        "window.rangersync.put('notes', 'offline', { title: 'Written while the server refused', body: 'x' })",
+    )
+    .await?;
+    eval(&page, "document.getElementById('backup-now').click(); true").await?;
+    // (The demo backed up an empty database at start already: wait for the one with the note.)
+    let backup = wait_until(
+        "the server holds a backup with the note",
+        Duration::from_secs(30),
+        || async {
+            let list = server.get_json("/api/backups").await?;
+            Ok(list
+                .as_array()
+                .and_then(|l| l.iter().find(|b| b["counts"]["notes"].as_u64() > Some(0)))
+                .cloned())
+        },
+    )
+    .await?;
+    let old_id = backup["client_id"]
+        .as_str()
+        .ok_or("a backup names its client")?
+        .to_owned();
+
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    server.clear_faults().await?;
+    let page = open_demo(&browser, &server.url()).await?;
+    let offer = wait_until(
+        "the demo offers the newest backup",
+        Duration::from_secs(30),
+        || async {
+            let hidden = eval(&page, "document.getElementById('backup-offer').hidden").await?;
+            if hidden != false {
+                return Ok(None);
+            }
+            let text = eval(
+                &page,
+                "document.getElementById('backup-offer-text').textContent",
+            )
+            .await?;
+            Ok(Some(text.as_str().unwrap_or_default().to_owned()))
+        },
+    )
+    .await?;
+    assert!(offer.starts_with("Restore from backup of "), "{offer}");
+    assert!(!note_list(&page)
+        .await?
+        .contains("Written while the server refused"));
+
+    eval(
+        &page,
+        "document.getElementById('backup-offer-yes').click(); true",
+    )
+    .await?;
+    let report = restore_dialog_text(&page).await?;
+    assert!(report.contains("dry run"), "{report}");
+    assert!(report.contains("1Unsynced writes re-sent"), "{report}");
+    assert!(
+        !note_list(&page)
+            .await?
+            .contains("Written while the server refused"),
+        "the dry run changed nothing"
+    );
+    apply_restore_until_listed(&page, "Written while the server refused").await?;
+    let recorded = server
+        .wait_for_recorded(&old_id, 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["key"], "offline");
     browser.close().await?;
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! Snapshots of the local state: export, backups to the server (manual and scheduled, as
 //! `shared::backup` decides), and restore with a dry run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use rangersync_shared::backup::{BackupAction, BackupTrigger, UploadResult};
 use rangersync_shared::classify::HttpOutcome;
 use rangersync_shared::messages::{codes, ExportFormat};
+use rangersync_shared::outbox::Trigger;
 use rangersync_shared::protocol::{Entity, ErrorDetail, Op};
+use rangersync_shared::requeue;
 use rangersync_shared::snapshot::{self, SnapshotSource};
 use serde_json::Value;
 
@@ -57,7 +59,15 @@ impl Engine {
     }
 
     /// Check a snapshot, plan its restore against the local copy, and (unless `dry_run`) apply
-    /// the plan as ordinary writes, so they sync like any other.
+    /// the plan in ONE transaction: the snapshot's pending writes, captured requests and dead
+    /// letters go back under their own `(client_id, seq)` (`shared::requeue`: the server's
+    /// dedup recognises any it applied after the backup), and every entity the plan adds or
+    /// replaces that no re-queued write shows becomes an ordinary write, so it syncs like any
+    /// other.
+    ///
+    /// Entries put back below what this engine has already sent (or under an adopted client
+    /// id) are not in its flusher's view: the engine retires, and its owner opens a fresh one,
+    /// which flushes at start.
     pub(super) async fn restore(
         self: &Rc<Self>,
         text: &str,
@@ -72,19 +82,35 @@ impl Engine {
             .map(|e| ((e.collection.clone(), e.key.clone()), e.to_entity()))
             .collect();
         let lookup = |c: &str, k: &str| current.get(&(c.to_owned(), k.to_owned())).cloned();
-        let report = snapshot::plan_restore(&snap, &lookup, dry_run);
-        if !dry_run {
-            let by_key: HashMap<(&str, &str), &Entity> = snap
-                .entities
+        let mut report = snapshot::plan_restore(&snap, &lookup, dry_run);
+        if dry_run {
+            let local = self.store.local_outbox().await?;
+            match requeue::plan_requeue(&snap, &local) {
+                Ok(plan) => report.pending = Some(plan.report),
+                Err(blocked) => report.blocked = Some(blocked.to_string()),
+            }
+            return Ok(serde_json::to_value(report).unwrap_or(Value::Null));
+        }
+        let by_key: HashMap<(&str, &str), &Entity> = snap
+            .entities
+            .iter()
+            .map(|e| ((e.collection.as_str(), e.key.as_str()), e))
+            .collect();
+        let at = now();
+        let changed: Vec<(String, String)> = report
+            .added
+            .iter()
+            .chain(&report.replaced)
+            .map(|r| (r.collection.clone(), r.key.clone()))
+            .collect();
+        // An entity a re-queued write now shows needs no write of its own; any other the
+        // plan adds or replaces (a newer local state kept over a re-queued write included)
+        // is written again.
+        let writes = |shown: &BTreeSet<(String, String)>| -> Vec<NewEntry> {
+            changed
                 .iter()
-                .map(|e| ((e.collection.as_str(), e.key.as_str()), e))
-                .collect();
-            let at = now();
-            let entries: Vec<NewEntry> = report
-                .added
-                .iter()
-                .chain(&report.replaced)
-                .filter_map(|r| by_key.get(&(r.collection.as_str(), r.key.as_str())))
+                .filter(|key| !shown.contains(*key))
+                .filter_map(|(c, k)| by_key.get(&(c.as_str(), k.as_str())))
                 .map(|e| NewEntry::Write {
                     collection: e.collection.clone(),
                     key: e.key.clone(),
@@ -96,10 +122,33 @@ impl Engine {
                     },
                     updated_at: at,
                 })
-                .collect();
-            if !entries.is_empty() {
-                self.write(entries).await?;
-            }
+                .collect()
+        };
+        let guard = self.coalesce_guard();
+        let applied = self
+            .store
+            .apply_restore(
+                |local| requeue::plan_requeue(&snap, local),
+                writes,
+                at,
+                &guard,
+            )
+            .await?;
+        let (plan, seqs, _) =
+            applied.map_err(|blocked| SwError::coded(blocked.code(), blocked.to_string()))?;
+        let requeued = !plan.report.requeued.is_empty() || !plan.report.dead_restored.is_empty();
+        report.pending = Some(plan.report);
+        for (c, k) in &changed {
+            self.broadcast_change(c, k);
+        }
+        if requeued || plan.adopt_client_id.is_some() {
+            self.retire();
+        } else if !seqs.is_empty() {
+            self.recount().await;
+            self.update_counts(|c| c.last_saved_at = Some(at));
+            self.broadcast_status();
+            self.request_background_sync();
+            self.kick(Trigger::Write);
         }
         Ok(serde_json::to_value(report).unwrap_or(Value::Null))
     }
@@ -111,9 +160,10 @@ impl Engine {
 
     /// Something that may start a backup happened (`shared::backup` decides whether one is
     /// due). Runs it to the end: a snapshot of everything, uploaded with `POST /api/backups`.
-    /// `None` when nothing was due (or, for a manual one, after waiting for the one already
-    /// running: its result is in the status); else the stored backup's info or why it failed
-    /// (kept in the status and retried with the sync's backoff).
+    /// A manual one asked for while another runs waits for it, then takes its own snapshot
+    /// (the running one may predate the writes it is asked to keep). `None` when nothing was
+    /// due; else the stored backup's info or why it failed (kept in the status and retried
+    /// with the sync's backoff).
     pub async fn backup(
         self: &Rc<Self>,
         trigger: BackupTrigger,
@@ -126,19 +176,24 @@ impl Engine {
                 })
             });
         }
-        let action = {
-            let mut b = self.backups.borrow_mut();
-            b.handle_trigger(now(), trigger);
-            b.poll_action()
-        };
-        let Some(BackupAction::ExportAndUpload) = action else {
-            if trigger == BackupTrigger::Manual && self.backups.borrow().is_running() {
-                let (signal, done) = Signal::new();
-                self.backup_waiters.borrow_mut().push(signal);
-                let _ = done.await;
+        loop {
+            let action = {
+                let mut b = self.backups.borrow_mut();
+                b.handle_trigger(now(), trigger);
+                b.poll_action()
+            };
+            if action == Some(BackupAction::ExportAndUpload) {
+                break;
             }
-            return None;
-        };
+            if trigger != BackupTrigger::Manual || !self.backups.borrow().is_running() {
+                return None;
+            }
+            // The one running may have read the database before the writes this person
+            // wants backed up: wait for it, then take a fresh one.
+            let (signal, done) = Signal::new();
+            self.backup_waiters.borrow_mut().push(signal);
+            let _ = done.await;
+        }
         self.backup_timer.borrow_mut().take();
         self.broadcast_status();
         let result = self.export_and_upload().await;

@@ -64,7 +64,8 @@ impl Engine {
         *self.broadcast.scheduled.borrow_mut() = Some(timer);
     }
 
-    fn send_broadcasts(&self) {
+    /// Send what waits now (an engine about to retire).
+    pub(super) fn send_broadcasts(&self) {
         self.broadcast.scheduled.borrow_mut().take();
         let changes = std::mem::take(&mut *self.broadcast.changes.borrow_mut());
         self.broadcast.announced.borrow_mut().clear();
@@ -75,7 +76,9 @@ impl Engine {
             let status = self.status();
             if self.broadcast.last_status.borrow().as_ref() != Some(&status) {
                 *self.broadcast.last_status.borrow_mut() = Some(status.clone());
-                (self.notify)(&Broadcast::Status { status });
+                (self.notify)(&Broadcast::Status {
+                    status: Box::new(status),
+                });
             }
         }
     }

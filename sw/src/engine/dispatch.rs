@@ -252,14 +252,8 @@ impl Engine {
             Request::Backup { manual: true } => match self.backup(BackupTrigger::Manual).await {
                 Some(Ok(done)) => Ok(done),
                 Some(Err(d)) => Err(SwError::Reported(d)),
-                // Another backup was running: it is over now, and the status says how it went.
-                None => match self.status().backup_error {
-                    None => Ok(json!({ "backup": null, "status": self.status_json()? })),
-                    Some(e) => Err(SwError::Reported(ErrorDetail {
-                        code: e.code,
-                        message: e.message,
-                    })),
-                },
+                // A manual backup always runs one (after any already running).
+                None => Err(SwError::coded(codes::INTERNAL, "the manual backup did not run")),
             },
             Request::ServerBackups { all_clients } => {
                 let mut url = format!("{}/api/backups?limit=100", self.base_url());

@@ -78,6 +78,10 @@ pub struct Engine {
     persistent: Cell<Option<bool>>,
     /// This engine created the database.
     new_database: bool,
+    /// The database changed under this engine's own view of it (a restore put entries back
+    /// below what it has sent, or adopted another client id): its owner replaces it, as for
+    /// a closed connection.
+    retired: Cell<bool>,
 }
 
 fn invalid_config(message: impl Into<String>) -> SwError {
@@ -161,6 +165,7 @@ impl Engine {
             backup_waiters: RefCell::new(Vec::new()),
             persistent: Cell::new(persistent),
             new_database: m.created,
+            retired: Cell::new(false),
         });
         let url = engine.push_url();
         engine.flusher.borrow_mut().set_endpoint(url);
@@ -171,10 +176,17 @@ impl Engine {
     }
 
     /// Whether the database connection ended under this engine (the database was deleted,
-    /// upgraded by another connection, or cleared by the browser). Its owner replaces it with
-    /// [`Engine::reopen`] before the next use.
+    /// upgraded by another connection, or cleared by the browser), or a restore retired it.
+    /// Its owner replaces it with [`Engine::reopen`] before the next use, and at once after
+    /// answering the request that retired it.
     pub fn is_closed(&self) -> bool {
-        self.store.is_closed()
+        self.store.is_closed() || self.retired.get()
+    }
+
+    /// Have the owner replace this engine (see `retired`), after telling the tabs what changed.
+    fn retire(&self) {
+        self.send_broadcasts();
+        self.retired.set(true);
     }
 
     /// A new engine over the same database, after [`Engine::is_closed`]: this one is closed
@@ -222,6 +234,7 @@ impl Engine {
         status.backup_error = b.failure().map(|f| f.error.clone());
         status.persistent = self.persistent.get();
         status.new_database = self.new_database;
+        status.client_id = self.client_id.clone();
         status
     }
 
