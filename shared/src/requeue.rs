@@ -197,36 +197,39 @@ pub fn plan_requeue(
         });
     }
     // Under the same id, a seq still held stays as it is; an adopting database holds none.
-    let here = |seq: u64| local.outbox.contains(&seq) || local.dead.contains(&seq);
     let mut highest = 0;
-    for m in mutations {
-        if here(m.seq) {
-            plan.report.already_here.push(m.seq);
+    // Whether the entry `seq` goes back (listed in `back`), or is still held here.
+    let mut goes_back = |seq: u64, back: &mut Vec<u64>, already_here: &mut Vec<u64>| {
+        if local.outbox.contains(&seq) || local.dead.contains(&seq) {
+            already_here.push(seq);
+            false
         } else {
-            highest = highest.max(m.seq);
-            plan.report.requeued.push(m.seq);
-            plan.mutations.push(m);
+            highest = highest.max(seq);
+            back.push(seq);
+            true
         }
-    }
-    for r in requests {
-        if here(r.seq) {
-            plan.report.already_here.push(r.seq);
-        } else {
-            highest = highest.max(r.seq);
-            plan.report.requeued.push(r.seq);
-            plan.requests.push(r);
-        }
-    }
-    plan.capture_barrier = plan.capture_barrier.max(highest);
-    for d in dead {
-        if here(d.seq) {
-            plan.report.already_here.push(d.seq);
-        } else {
-            highest = highest.max(d.seq);
-            plan.report.dead_restored.push(d.seq);
-            plan.dead.push(d);
-        }
-    }
+    };
+    let report = &mut plan.report;
+    plan.mutations = mutations
+        .into_iter()
+        .filter(|m| goes_back(m.seq, &mut report.requeued, &mut report.already_here))
+        .collect();
+    plan.requests = requests
+        .into_iter()
+        .filter(|r| goes_back(r.seq, &mut report.requeued, &mut report.already_here))
+        .collect();
+    plan.dead = dead
+        .into_iter()
+        .filter(|d| goes_back(d.seq, &mut report.dead_restored, &mut report.already_here))
+        .collect();
+    let outbox_highest = plan
+        .mutations
+        .iter()
+        .map(|m| m.seq)
+        .chain(plan.requests.iter().map(|r| r.seq))
+        .max()
+        .unwrap_or(0);
+    plan.capture_barrier = plan.capture_barrier.max(outbox_highest);
     plan.report.requeued.sort_unstable();
     plan.report.already_here.sort_unstable();
     plan.report.dead_restored.sort_unstable();

@@ -1049,6 +1049,15 @@ impl TestServer {
             .await
     }
 
+    /// Answer every push `503` until [`TestServer::clear_faults`]: writes stay queued.
+    pub async fn refuse_pushes(&self) -> Result {
+        self.add_faults(
+            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// `DELETE /api/test/faults`.
     pub async fn clear_faults(&self) -> Result {
         let response = self

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use chromiumoxide::Page;
 use rangersync_e2e::{
     bare_page_url, cdp, client_id_of, eval, register_client, serial, wait_for_controller,
     wait_until, worker_page, Result, ServiceWorkers, TestBrowser, TestServer,
@@ -57,6 +58,26 @@ async fn verified_backup(server: &TestServer, info: &Value) -> Result<Snapshot> 
         "the listed checksum is the document's"
     );
     Ok(snap)
+}
+
+/// Make the write `put` (JS) one the server refuses (`422`, "refused by the test"), and wait
+/// until it is the page's one dead letter.
+async fn dead_letter(server: &TestServer, page: &Page, put: &str) -> Result {
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
+            "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
+        .await?;
+    eval(page, put).await?;
+    wait_until(
+        "the refused write is dead",
+        Duration::from_secs(30),
+        || async {
+            eval(page, "client.flush()").await?;
+            let s = eval(page, "client.status()").await?;
+            Ok((s["dead"] == 1).then_some(()))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -285,21 +306,7 @@ async fn an_export_holds_entities_pending_writes_captured_requests_dead_letters_
         .await?;
 
     // A write the server refuses: a dead letter.
-    server
-        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
-            "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
-        .await?;
-    eval(&page, "client.put('notes', 'refused', { t: 2 })").await?;
-    wait_until(
-        "the refused write is dead",
-        Duration::from_secs(30),
-        || async {
-            eval(&page, "client.flush()").await?;
-            let s = eval(&page, "client.status()").await?;
-            Ok((s["dead"] == 1).then_some(()))
-        },
-    )
-    .await?;
+    dead_letter(&server, &page, "client.put('notes', 'refused', { t: 2 })").await?;
 
     // The server goes away: a pending write and a captured request stay in the outbox.
     server.stop().await;
@@ -395,27 +402,14 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
         .wait_for_recorded(&old_id, 1, Duration::from_secs(30))
         .await?;
     // A write the server refuses: a dead letter.
-    server
-        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
-            "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
-        .await?;
-    eval(&page, "client.put('notes', 'refused', { t: 'dead' })").await?;
-    wait_until(
-        "the refused write is dead",
-        Duration::from_secs(30),
-        || async {
-            eval(&page, "client.flush()").await?;
-            let s = eval(&page, "client.status()").await?;
-            Ok((s["dead"] == 1).then_some(()))
-        },
+    dead_letter(
+        &server,
+        &page,
+        "client.put('notes', 'refused', { t: 'dead' })",
     )
     .await?;
     // Two writes the server does not take yet (pushes fail), then a backup that holds them.
-    server
-        .add_faults(
-            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
-        )
-        .await?;
+    server.refuse_pushes().await?;
     eval(
         &page,
         "client.put('notes', 'delivered-later', { t: 'reached the server after the backup' })",

@@ -226,11 +226,7 @@ async fn after_clear_site_data_the_demo_offers_the_newest_backup_shows_its_dry_r
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let page = open_demo(&browser, &server.url()).await?;
-    server
-        .add_faults(
-            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503, "times": 1000 }]),
-        )
-        .await?;
+    server.refuse_pushes().await?;
     eval(
         &page,
         "window.rangersync.put('notes', 'offline', { title: 'Written while the server refused', body: 'x' })",
