@@ -180,6 +180,17 @@ async fn get(engine: &Rc<Engine>, key: &str) -> Value {
         .expect("get")
 }
 
+/// A JSON export of `engine`, as text.
+async fn export_json(engine: &Rc<Engine>) -> String {
+    let exported = engine
+        .handle(Request::Export {
+            format: rangersync_shared::messages::ExportFormat::Json,
+        })
+        .await
+        .unwrap();
+    exported["text"].as_str().unwrap().to_owned()
+}
+
 async fn flush(engine: &Rc<Engine>) -> Value {
     engine.handle(Request::Flush).await.expect("flush")
 }
@@ -810,13 +821,7 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
     let (engine, _) = fresh("t-export").await;
     put(&engine, "a", json!({"x": 1})).await;
     put(&engine, "b", json!({"x": 2})).await;
-    let exported = engine
-        .handle(Request::Export {
-            format: rangersync_shared::messages::ExportFormat::Json,
-        })
-        .await
-        .unwrap();
-    let text = exported["text"].as_str().unwrap().to_owned();
+    let text = export_json(&engine).await;
     assert!(engine.status().last_exported_at.is_some());
     let (other, _) = fresh("t-export-2").await;
     let report = other
@@ -876,13 +881,7 @@ async fn another_clients_backup_with_unsynced_writes_is_refused_while_this_datab
 ) {
     let (engine, _) = fresh("t-blocked").await;
     put(&engine, "a", json!(1)).await;
-    let exported = engine
-        .handle(Request::Export {
-            format: rangersync_shared::messages::ExportFormat::Json,
-        })
-        .await
-        .unwrap();
-    let text = exported["text"].as_str().unwrap().to_owned();
+    let text = export_json(&engine).await;
     let (other, _) = fresh("t-blocked-2").await;
     put(&other, "mine", json!(2)).await;
     let report = other
@@ -1410,13 +1409,7 @@ async fn a_snapshot_over_two_mib_can_be_restored_through_a_message() {
     for k in ["a", "b", "c"] {
         put(&engine, k, json!(big)).await;
     }
-    let exported = engine
-        .handle(Request::Export {
-            format: rangersync_shared::messages::ExportFormat::Json,
-        })
-        .await
-        .unwrap();
-    let text = exported["text"].as_str().unwrap().to_owned();
+    let text = export_json(&engine).await;
     assert!(text.len() > MAX_MESSAGE_BYTES);
     let (other, _) = fresh("t-big-restore-2").await;
     let message = serde_json::to_string(&RequestEnvelope {

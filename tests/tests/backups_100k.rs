@@ -6,10 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::target::EventReceivedMessageFromTarget;
-use futures::StreamExt;
 use rangersync_e2e::{
-    browser_cdp, eval, serial, wait_until, worker_page, Result, TestBrowser, TestServer,
+    eval, serial, wait_until, worker_page, Result, TestBrowser, TestServer, WorkerSession,
 };
 use serde_json::{json, Value};
 
@@ -23,68 +21,21 @@ async fn sample_worker_heap(
     mut stop: tokio::sync::watch::Receiver<bool>,
     started: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(f64, f64, Value)> {
-    let prefix = format!("{origin}/");
-    let targets = browser_cdp(browser.browser(), "Target.getTargets", json!({})).await?;
-    let target_id = targets["targetInfos"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| {
-            t["type"] == "service_worker"
-                && t["url"].as_str().is_some_and(|u| u.starts_with(&prefix))
-        })
-        .and_then(|t| t["targetId"].as_str().map(str::to_string))
-        .ok_or("no service worker target")?;
-    let mut answers = browser
-        .browser()
-        .event_listener::<EventReceivedMessageFromTarget>()
-        .await?;
-    let attached = browser_cdp(
-        browser.browser(),
-        "Target.attachToTarget",
-        json!({ "targetId": target_id, "flatten": false }),
-    )
-    .await?;
-    let session = attached["sessionId"]
-        .as_str()
-        .ok_or("no session")?
-        .to_string();
+    let mut worker = WorkerSession::attach(browser, origin).await?;
     let (mut used, mut with_backing, mut first) = (0.0_f64, 0.0_f64, Value::Null);
     let mut started = Some(started);
     let mut wasm = Vec::new();
-    for id in 1.. {
-        // Every other call reads the wasm memory (it only grows: its last value is its peak).
-        let message = if id % 2 == 0 {
-            json!({ "id": id, "method": "Runtime.evaluate",
-                    "params": { "expression": "rangersync_wasm.memory_bytes()", "returnByValue": true } })
-        } else {
-            json!({ "id": id, "method": "Runtime.getHeapUsage", "params": {} })
-        };
-        browser_cdp(
-            browser.browser(),
-            "Target.sendMessageToTarget",
-            json!({ "sessionId": session, "message": message.to_string() }),
-        )
-        .await?;
-        let answer = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(event) = answers.next().await {
-                let Ok(answer) = serde_json::from_str::<Value>(&event.message) else {
-                    continue;
-                };
-                if answer["id"] == id {
-                    return Some(answer);
-                }
-            }
-            None
-        })
-        .await
-        .map_err(|_| "Runtime.getHeapUsage: no answer from the worker in 10 s")?
-        .ok_or("the worker session ended")?;
-        let r = &answer["result"];
-        if id % 2 == 0 {
-            wasm.push(r["result"]["value"].as_f64().unwrap_or(0.0));
-            continue;
-        }
+    loop {
+        // Between two heap samples, read the wasm memory (it only grows: its last value is
+        // its peak).
+        let memory = worker
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": "rangersync_wasm.memory_bytes()", "returnByValue": true }),
+            )
+            .await?;
+        wasm.push(memory["result"]["value"].as_f64().unwrap_or(0.0));
+        let r = worker.call("Runtime.getHeapUsage", json!({})).await?;
         let u = r["usedSize"].as_f64().unwrap_or(0.0);
         let b = r["backingStorageSize"].as_f64().unwrap_or(0.0);
         if first.is_null() {
@@ -100,6 +51,7 @@ async fn sample_worker_heap(
             _ = stop.changed() => break,
         }
     }
+    worker.detach().await;
     let wasm_before = wasm.first().copied().unwrap_or(0.0);
     let wasm_after = wasm.last().copied().unwrap_or(0.0);
     Ok((
