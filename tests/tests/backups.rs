@@ -380,6 +380,81 @@ async fn an_export_holds_entities_pending_writes_captured_requests_dead_letters_
     Ok(())
 }
 
+/// What a snapshot holds, without the parts a restore gives anew (versions, export time):
+/// the entities' state, the pending writes by `(client_id, seq)`, the dead letters.
+fn restorable_parts(snap: &Snapshot) -> Value {
+    json!({
+        "entities": snap.entities.iter()
+            .map(|e| json!([e.collection, e.key, e.value, e.deleted]))
+            .collect::<Vec<_>>(),
+        "outbox": snap.outbox,
+        "dead": snap.dead.iter()
+            .map(|d| json!([d.seq, d.reason, d.record]))
+            .collect::<Vec<_>>(),
+    })
+}
+
+#[tokio::test]
+async fn json_and_yaml_exports_restored_in_a_fresh_profile_give_back_the_same_entities_pending_writes_and_dead_letters(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = worker_page(&browser, &server, "{ exportIntervalMs: 0 }").await?;
+    let client_id = client_id_of(&page).await?;
+    eval(&page, "client.put('notes', 'synced', { t: 1 })").await?;
+    server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(30))
+        .await?;
+    dead_letter(&server, &page, "client.put('notes', 'refused', { t: 2 })").await?;
+    server.refuse_pushes().await?;
+    eval(&page, "client.put('notes', 'pending-1', { t: 3 })").await?;
+    eval(&page, "client.put('notes', 'pending-2', { t: [4, 'x'] })").await?;
+    let original = client_id_of(&page).await?;
+    assert_eq!(original, client_id);
+
+    for format in ["json", "yaml"] {
+        let text = eval(&page, &format!("client.exportSnapshot('{format}')")).await?;
+        let text = text.as_str().ok_or("no export text")?;
+        let exported = rangersync_shared::snapshot::decode(text)?;
+        assert_eq!(exported.outbox.len(), 2, "{format}: two pending writes");
+        assert_eq!(exported.dead.len(), 1, "{format}: one dead letter");
+
+        // A fresh profile (its own IndexedDB): restore the file there.
+        let context = browser.private_context().await?;
+        let fresh = browser.open_in(&context, &bare_page_url(&server)).await?;
+        assert_eq!(
+            register_client(&fresh, "{ exportIntervalMs: 0 }").await?,
+            "worker"
+        );
+        wait_for_controller(&fresh).await?;
+        wait_until(
+            "the fresh profile pulled",
+            Duration::from_secs(30),
+            || async {
+                let v = eval(&fresh, "client.get('notes', 'synced')").await?;
+                Ok((!v.is_null()).then_some(()))
+            },
+        )
+        .await?;
+        eval(
+            &fresh,
+            &format!("client.restore({})", serde_json::to_string(text)?),
+        )
+        .await?;
+        let again = eval(&fresh, "client.exportSnapshot('json')").await?;
+        let again = rangersync_shared::snapshot::decode(again.as_str().ok_or("no export")?)?;
+        assert_eq!(
+            restorable_parts(&again),
+            restorable_parts(&exported),
+            "{format}: the same entities, pending writes (same ids) and dead letters"
+        );
+        browser.dispose_context(context).await?;
+    }
+    browser.close().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_restores_what_was_pending_and_dead_with_each_write_applied_once(
 ) -> Result {
