@@ -181,6 +181,37 @@ pub struct EntityRecord {
 }
 
 impl EntityRecord {
+    /// The local copy of an entity with a write of it queued.
+    fn pending_write(
+        collection: &str,
+        key: &str,
+        op: Op,
+        value: &Value,
+        updated_at: Millis,
+        version: u64,
+    ) -> Self {
+        Self {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            value: if op == Op::Delete {
+                Value::Null
+            } else {
+                value.clone()
+            },
+            deleted: op == Op::Delete,
+            updated_at,
+            version,
+            pending: true,
+        }
+    }
+
+    /// Whether this local copy is newer than a write stamped `updated_at` that is put back
+    /// (a re-queued dead letter, a restored write): writes of it are still pending, or it is
+    /// stamped later. It then stays, as the server's last-writer-wins rule keeps it there.
+    fn newer_than(&self, updated_at: Millis) -> bool {
+        self.pending || self.updated_at > updated_at
+    }
+
     pub fn to_entity(&self) -> Entity {
         Entity {
             collection: self.collection.clone(),
@@ -572,19 +603,14 @@ impl Store {
                     }
                     // A later write of the same entity in this transaction may supersede it.
                     state.queued.push(seq);
-                    let ent = EntityRecord {
-                        collection: collection.clone(),
-                        key: key.clone(),
-                        value: if *op == Op::Delete {
-                            Value::Null
-                        } else {
-                            value.clone()
-                        },
-                        deleted: *op == Op::Delete,
-                        updated_at: *updated_at,
-                        version: state.version,
-                        pending: true,
-                    };
+                    let ent = EntityRecord::pending_write(
+                        collection,
+                        key,
+                        *op,
+                        value,
+                        *updated_at,
+                        state.version,
+                    );
                     issue(entities.put(&to_js(&ent)?))?;
                 }
             }
@@ -676,27 +702,17 @@ impl Store {
             } else {
                 from_js::<EntityRecord>(found).ok()
             };
-            // A newer state here (pending, or stamped later) stays: the server's
-            // last-writer-wins rule keeps it there too.
-            if prev
-                .as_ref()
-                .is_some_and(|p| p.pending || p.updated_at > w.updated_at)
-            {
+            if prev.as_ref().is_some_and(|p| p.newer_than(w.updated_at)) {
                 continue;
             }
-            let e = EntityRecord {
-                collection: w.collection.clone(),
-                key: w.key.clone(),
-                value: if w.op == Op::Delete {
-                    Value::Null
-                } else {
-                    w.value.clone()
-                },
-                deleted: w.op == Op::Delete,
-                updated_at: w.updated_at,
-                version: prev.map_or(0, |p| p.version),
-                pending: true,
-            };
+            let e = EntityRecord::pending_write(
+                &w.collection,
+                &w.key,
+                w.op,
+                &w.value,
+                w.updated_at,
+                prev.map_or(0, |p| p.version),
+            );
             issue(entities.put(&to_js(&e)?))?;
             shown.insert((w.collection.clone(), w.key.clone()));
         }
@@ -1310,25 +1326,10 @@ impl Store {
                 from_js::<EntityRecord>(prev).ok()
             };
             let stamp = r.updated_at.unwrap_or(now);
-            let newer_here = prev
-                .as_ref()
-                .is_some_and(|p| p.pending || p.updated_at > stamp);
-            let version = prev.as_ref().map_or(0, |p| p.version);
             // The local copy shows the write again (a refused one was undone), unless newer.
-            let e = (!newer_here).then_some(EntityRecord {
-                collection: c,
-                key: k,
-                value: if op == Op::Delete {
-                    Value::Null
-                } else {
-                    r.value.clone()
-                },
-                deleted: op == Op::Delete,
-                updated_at: stamp,
-                version,
-                pending: true,
-            });
-            if let Some(e) = e {
+            if !prev.as_ref().is_some_and(|p| p.newer_than(stamp)) {
+                let version = prev.as_ref().map_or(0, |p| p.version);
+                let e = EntityRecord::pending_write(&c, &k, op, &r.value, stamp, version);
                 req(entities.put(&to_js(&e)?)).await?;
             }
         }
