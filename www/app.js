@@ -660,7 +660,6 @@ async function start() {
     return;
   }
   const client = state.client;
-  window.rangersync = client; // for the console and for tests
   client.onStatus((s) => {
     const before = state.status;
     state.status = s;
@@ -705,6 +704,8 @@ async function start() {
   window.addEventListener('offline', () => renderStatus());
   $('failed-badge').addEventListener('click', () => $('dead-list').closest('.card').scrollIntoView({ behavior: 'smooth' }));
   setInterval(renderTimes, 1000);
+  // For the console and for tests: set last, so it also says every control is wired.
+  window.rangersync = client;
 }
 
 start();

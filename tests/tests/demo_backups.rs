@@ -110,6 +110,12 @@ async fn the_demo_downloads_dated_json_and_yaml_exports_that_restore_and_lists_s
         "window.rangersync.put('notes', 'dl', { title: 'Downloaded', body: 'kept' })",
     )
     .await?;
+    // Synced first, so both exports below hold the same version of it.
+    wait_until("the note is synced", Duration::from_secs(30), || async {
+        let s = eval(&page, "window.rangersync.status()").await?;
+        Ok((s["pending"] == 0).then_some(()))
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
     browser_cdp(
         browser.browser(),
