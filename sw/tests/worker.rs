@@ -12,6 +12,7 @@ use std::rc::Rc;
 use js_sys::Promise;
 use rangersync_shared::messages::{codes, Broadcast, Config, Request};
 use rangersync_shared::outbox::CapturedRequest;
+use rangersync_shared::protocol::ErrorDetail;
 use rangersync_shared::retry::RetryPolicy;
 use rangersync_shared::status::{Mode, SyncState};
 use rangersync_sw::{delete_database, Engine};
@@ -189,6 +190,16 @@ async fn export_json(engine: &Rc<Engine>) -> String {
         .await
         .unwrap();
     exported["text"].as_str().unwrap().to_owned()
+}
+
+/// `restore` of `text` on `engine` (a dry run or not): the report, or the typed error.
+async fn restore(engine: &Rc<Engine>, text: &str, dry_run: bool) -> Result<Value, ErrorDetail> {
+    engine
+        .handle(Request::Restore {
+            text: text.to_owned(),
+            dry_run,
+        })
+        .await
 }
 
 async fn flush(engine: &Rc<Engine>) -> Value {
@@ -824,13 +835,7 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
     let text = export_json(&engine).await;
     assert!(engine.status().last_exported_at.is_some());
     let (other, _) = fresh("t-export-2").await;
-    let report = other
-        .handle(Request::Restore {
-            text: text.clone(),
-            dry_run: true,
-        })
-        .await
-        .unwrap();
+    let report = restore(&other, &text, true).await.unwrap();
     assert_eq!(report["added"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(other.status().pending, 0, "a dry run writes nothing");
     assert_eq!(
@@ -838,13 +843,7 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
         json!([1, 2]),
         "the backup's unsynced writes go back under their own seqs: {report}"
     );
-    other
-        .handle(Request::Restore {
-            text,
-            dry_run: false,
-        })
-        .await
-        .unwrap();
+    restore(&other, &text, false).await.unwrap();
     assert!(
         other.is_closed(),
         "an engine whose outbox a restore changed retires"
@@ -861,13 +860,7 @@ async fn export_then_restore_round_trips_and_a_dry_run_writes_nothing() {
         "the backup's unsynced writes are back in the outbox, once each"
     );
     assert_eq!(get(&other, "b").await["value"], json!({"x": 2}));
-    let err = other
-        .handle(Request::Restore {
-            text: "{}".into(),
-            dry_run: true,
-        })
-        .await
-        .unwrap_err();
+    let err = restore(&other, "{}", true).await.unwrap_err();
     assert!(
         err.code == codes::BAD_SNAPSHOT || err.code == codes::CHECKSUM_MISMATCH,
         "{err:?}"
@@ -884,26 +877,14 @@ async fn another_clients_backup_with_unsynced_writes_is_refused_while_this_datab
     let text = export_json(&engine).await;
     let (other, _) = fresh("t-blocked-2").await;
     put(&other, "mine", json!(2)).await;
-    let report = other
-        .handle(Request::Restore {
-            text: text.clone(),
-            dry_run: true,
-        })
-        .await
-        .unwrap();
+    let report = restore(&other, &text, true).await.unwrap();
     assert!(
         report["blocked"]
             .as_str()
             .is_some_and(|b| b.contains("waiting to sync")),
         "the dry run says why a real one would be refused: {report}"
     );
-    let err = other
-        .handle(Request::Restore {
-            text,
-            dry_run: false,
-        })
-        .await
-        .unwrap_err();
+    let err = restore(&other, &text, false).await.unwrap_err();
     assert_eq!(err.code, codes::RESTORE_BLOCKED, "{err:?}");
     assert!(!other.is_closed());
     assert_eq!(other.status().pending, 1);
