@@ -873,6 +873,31 @@ impl Flusher {
         self.set_error(now, code, message.into());
     }
 
+    /// The browser gave up a Background Sync after its last attempt failed (`lastChance`).
+    /// The data stays queued; the error says so, and keeps the failure's own code when it is
+    /// one a person must act on (`config_error`, `auth`): a more specific state is never
+    /// replaced by `network` (Chromium's last attempt can land a moment after the failure
+    /// that earned `config_error`).
+    pub fn handle_sync_given_up(&mut self, now: Millis) {
+        let (code, cause) = match &self.last_error {
+            Some(e) => (
+                if e.code == codes::CONFIG_ERROR || e.code == codes::AUTH {
+                    codes_static(&e.code)
+                } else {
+                    codes::NETWORK
+                },
+                e.message.clone(),
+            ),
+            None => (codes::NETWORK, "unknown error".to_owned()),
+        };
+        let message = if cause.starts_with(SYNC_GIVEN_UP) {
+            cause
+        } else {
+            format!("{SYNC_GIVEN_UP} ({cause}); the data is kept and goes out on the next trigger")
+        };
+        self.set_error(now, code, message);
+    }
+
     /// The status object, from the machine's state and the shell's store counts.
     pub fn status(&self, counts: &StoreCounts, mode: Mode) -> Status {
         derive_status(
@@ -1030,6 +1055,18 @@ impl Flusher {
             message,
             at: now,
         });
+    }
+}
+
+/// How the error after a given-up Background Sync starts.
+const SYNC_GIVEN_UP: &str = "the browser gave up background sync after its last attempt";
+
+/// The `'static` code for one of the two codes [`Flusher::handle_sync_given_up`] keeps.
+fn codes_static(code: &str) -> &'static str {
+    if code == codes::AUTH {
+        codes::AUTH
+    } else {
+        codes::CONFIG_ERROR
     }
 }
 

@@ -143,20 +143,36 @@ pub fn log(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(&format!("rangersync: {message}")));
 }
 
+/// `navigator.storage.estimate()` as `(usage, quota)` in bytes; `None` where there is no
+/// Storage API (or it fails).
+pub async fn storage_estimate() -> Option<(f64, f64)> {
+    let storage = navigator_storage()?;
+    let estimate: js_sys::Function = js_sys::Reflect::get(&storage, &"estimate".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let promise: Promise = estimate.call0(&storage).ok()?.dyn_into().ok()?;
+    let answer = JsFuture::from(promise).await.ok()?;
+    let number = |k: &str| js_sys::Reflect::get(&answer, &k.into()).ok()?.as_f64();
+    Some((number("usage")?, number("quota")?))
+}
+
+/// `navigator.storage`, where the global scope has one.
+fn navigator_storage() -> Option<JsValue> {
+    let navigator = global_prop("navigator")?;
+    js_sys::Reflect::get(&navigator, &"storage".into())
+        .ok()
+        .filter(|s| s.is_object())
+}
+
 /// `navigator.storage.persisted()`: whether the browser keeps this origin's storage under
 /// pressure; `None` where there is no Storage API (or it fails).
 pub async fn storage_persisted() -> Option<bool> {
-    let navigator = global_prop("navigator")?;
-    let storage = js_sys::Reflect::get(&navigator, &"storage".into())
-        .ok()
-        .filter(|s| s.is_object())?;
+    let storage = navigator_storage()?;
     let persisted: js_sys::Function = js_sys::Reflect::get(&storage, &"persisted".into())
         .ok()?
         .dyn_into()
         .ok()?;
     let promise: Promise = persisted.call0(&storage).ok()?.dyn_into().ok()?;
-    wasm_bindgen_futures::JsFuture::from(promise)
-        .await
-        .ok()?
-        .as_bool()
+    JsFuture::from(promise).await.ok()?.as_bool()
 }

@@ -250,6 +250,30 @@ pub enum NewEntry {
     Captured(CapturedRequest),
 }
 
+impl NewEntry {
+    /// About the bytes the entry adds to storage (its value as JSON text, or the captured
+    /// request's body and headers): enough to tell a write that cannot fit from one that can.
+    pub fn approximate_size(&self) -> usize {
+        match self {
+            Self::Write {
+                collection,
+                key,
+                value,
+                ..
+            } => collection.len() + key.len() + serde_json::to_string(value).map_or(0, |t| t.len()),
+            Self::Captured(request) => {
+                request.url.len()
+                    + request.body.len()
+                    + request
+                        .headers
+                        .iter()
+                        .map(|(name, value)| name.len() + value.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
 /// What [`Store::record`] did.
 #[derive(Debug, Default)]
 pub struct Recorded {

@@ -126,12 +126,33 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
     .await?;
     assert_eq!(ack["seq"], 2, "the second write: {ack}");
     wait_for_committed(&page, "Bravo offline").await?;
-    // Open the first note in the editor.
-    eval(
-        &page,
-        "(() => { const b = [...document.querySelectorAll('#note-list button')]
-                    .find(b => b.textContent.includes('Alpha'));
-                  b.click(); return true; })()",
+    // Open the first note in the editor, once the list has rendered its button (the list
+    // redraws after each change broadcast, so the button may not be there yet).
+    wait_until(
+        "the note list shows Alpha's button, and it is clicked",
+        Duration::from_secs(15),
+        || async {
+            let clicked = eval(
+                &page,
+                "(() => { const b = [...document.querySelectorAll('#note-list button')]
+                            .find(b => b.textContent.includes('Alpha'));
+                          if (!b) return false; b.click(); return true; })()",
+            )
+            .await?;
+            if clicked == true {
+                return Ok(Some(()));
+            }
+            Err(format!("the note list reads {:?}", note_list(&page).await?).into())
+        },
+    )
+    .await?;
+    wait_until(
+        "the editor holds Alpha",
+        Duration::from_secs(15),
+        || async {
+            let title = eval(&page, "document.getElementById('note-title').value").await?;
+            Ok((title == "Alpha").then_some(()))
+        },
     )
     .await?;
     // Type, and wait until the edit is committed before closing the tab. (The demo also saves

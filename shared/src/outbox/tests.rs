@@ -1587,3 +1587,35 @@ fn a_write_queued_after_a_failed_attempt_shows_no_error_flash_but_a_storage_fail
     assert_eq!(state(codes::STORAGE_ERROR), SyncState::Error);
     assert_eq!(state(codes::CORRUPT_RECORD), SyncState::Error);
 }
+
+#[test]
+fn a_given_up_background_sync_keeps_a_config_error_instead_of_calling_it_network() {
+    let mut f = flusher(10);
+    fail_once(&mut f, &respond(404, None, "not here"), 1);
+    assert_eq!(f.last_error().unwrap().code, codes::CONFIG_ERROR);
+    f.handle_sync_given_up(T0 + 10);
+    let e = f.last_error().unwrap();
+    assert_eq!(e.code, codes::CONFIG_ERROR, "{e:?}");
+    assert!(e.message.contains("gave up background sync"), "{e:?}");
+    assert!(e.message.contains("404"), "the cause stays readable: {e:?}");
+    // A second last chance does not wrap the message again.
+    let once = e.message.clone();
+    f.handle_sync_given_up(T0 + 20);
+    assert_eq!(f.last_error().unwrap().message, once);
+}
+
+#[test]
+fn a_given_up_background_sync_after_no_answer_is_a_network_error() {
+    let mut f = flusher(10);
+    fail_once(
+        &mut f,
+        &HttpOutcome::Network {
+            message: "refused".into(),
+        },
+        2,
+    );
+    f.handle_sync_given_up(T0 + 10);
+    let e = f.last_error().unwrap();
+    assert_eq!(e.code, codes::NETWORK, "{e:?}");
+    assert!(e.message.contains("refused"), "{e:?}");
+}

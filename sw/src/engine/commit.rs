@@ -12,7 +12,7 @@ use wasm_bindgen_futures::spawn_local;
 
 use super::Engine;
 use crate::error::SwError;
-use crate::js::{now, Signal};
+use crate::js::{now, storage_estimate, Signal};
 use crate::store::NewEntry;
 
 type Answer = Rc<RefCell<Option<Result<Vec<u64>, SwError>>>>;
@@ -108,6 +108,7 @@ impl Engine {
                     }
                 }
                 Err(e) => {
+                    let e = quota_if_storage_is_full(e, &jobs).await;
                     for job in jobs {
                         *job.answer.borrow_mut() = Some(Err(e.clone()));
                         job.done.fire();
@@ -122,5 +123,34 @@ impl Engine {
             self.request_background_sync();
             self.kick(Trigger::Write);
         }
+    }
+}
+
+/// A failed write transaction, named for what it ran into. Firefox does not always say
+/// `QuotaExceededError` when an origin's storage is full: a transaction that needs more room
+/// can also fail with `InvalidStateError` ("a database that did not allow mutations"). Such a
+/// write is a `quota_exceeded` when the origin's own estimate shows it could not fit: usage
+/// plus the write's size reaches the quota. Anything else keeps its own error.
+async fn quota_if_storage_is_full(error: SwError, jobs: &[Job]) -> SwError {
+    let SwError::Js { name, message } = &error else {
+        return error;
+    };
+    let Some((usage, quota)) = storage_estimate().await else {
+        return error;
+    };
+    let needed: usize = jobs
+        .iter()
+        .flat_map(|j| &j.entries)
+        .map(NewEntry::approximate_size)
+        .sum();
+    if quota > 0.0 && usage + needed as f64 >= quota {
+        SwError::QuotaExceeded {
+            message: format!(
+                "the origin's storage is full ({usage:.0} of {quota:.0} bytes used, this write \
+                 needs about {needed} more); IndexedDB said {name}: {message}"
+            ),
+        }
+    } else {
+        error
     }
 }

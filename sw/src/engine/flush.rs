@@ -144,21 +144,8 @@ impl Engine {
         if !failed {
             return Ok(());
         }
-        let last = self.flusher.borrow().last_error().cloned();
-        let code = last
-            .as_ref()
-            .map_or(codes::NETWORK.to_owned(), |e| e.code.clone());
         if last_chance {
-            let message = format!(
-                "the browser gave up background sync after its last attempt ({}); the data is kept and goes out on the next trigger",
-                last.as_ref().map_or("unknown error", |e| e.message.as_str())
-            );
-            let code: &'static str = if code == codes::AUTH {
-                codes::AUTH
-            } else {
-                codes::NETWORK
-            };
-            self.flusher.borrow_mut().report_error(now(), code, message);
+            self.flusher.borrow_mut().handle_sync_given_up(now());
             let recorded = self.flusher.borrow().last_error().cloned();
             if let Some(e) = recorded {
                 if let Ok(v) = js::to_js(&e) {
@@ -182,9 +169,10 @@ impl Engine {
             *self.flush.reregister.borrow_mut() = Some(timer);
             return Ok(());
         }
+        let last = self.flusher.borrow().last_error().cloned();
         Err(last.map_or_else(
             || ErrorDetail {
-                code,
+                code: codes::NETWORK.into(),
                 message: "flush failed".into(),
             },
             |e| ErrorDetail {
