@@ -252,3 +252,64 @@ async fn an_edit_made_right_before_the_tab_closes_is_saved_and_reaches_the_serve
     browser.close().await?;
     Ok(())
 }
+
+/// Chromium's last `sync` attempt (`lastChance`) can land a moment after a failure that earned
+/// `config_error` (a push route answering 404): the status must keep saying what to fix, not
+/// turn into `network`.
+#[tokio::test]
+async fn a_last_chance_sync_after_a_404_keeps_the_config_error_and_the_write() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    let mode = register_client(&page, "{ retry: { maxAttempts: 3 } }").await?;
+    assert_eq!(mode, "worker");
+    wait_for_controller(&page).await?;
+
+    server
+        .add_faults(json!([{ "path": "/api/sync/push", "status": 404, "body": "no such route", "times": 100_000 }]))
+        .await?;
+    eval(&page, "client.put('notes', 'n1', { t: 1 })").await?;
+    let status = wait_until(
+        "the status is config_error",
+        Duration::from_secs(20),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["state"] == "config_error").then_some(s))
+        },
+    )
+    .await?;
+    assert_eq!(status["last_error"]["code"], "config_error", "{status}");
+
+    workers
+        .dispatch_sync(&server.url(), "rangersync-flush", true)
+        .await?;
+    let status = wait_until(
+        "the worker recorded the given-up sync",
+        Duration::from_secs(20),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            let told = s["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("gave up background sync"));
+            if told {
+                return Ok(Some(s));
+            }
+            Err(format!("status {s}").into())
+        },
+    )
+    .await?;
+    assert_eq!(status["state"], "config_error", "{status}");
+    assert_eq!(status["last_error"]["code"], "config_error", "{status}");
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("404")),
+        "the cause is still named: {status}"
+    );
+    assert_eq!(status["pending"], 1, "the write is kept: {status}");
+    assert_eq!(status["dead"], 0, "nothing is dead-lettered: {status}");
+    browser.close().await?;
+    Ok(())
+}
