@@ -42,9 +42,12 @@ commands:
   demo [--listen ADDR]   build everything and serve the demo app (default 127.0.0.1:8787)
   build                  build the service worker and page wasm into www/pkg
   docs                   check the docs: links, anchors, cited files, the README's guarantee tests
-  test [STEP…]           run every check CI runs, or only some steps:
+  test [--repeat N] [STEP…]
+                         run every check CI runs, or only some steps:
                          docs fmt clippy clippy-wasm unit browser wasm example e2e
-                         firefox-install firefox
+                         firefox-install firefox; --repeat N runs the browser steps
+                         (wasm, e2e, firefox) N times and ends with a table of the tests
+                         that failed in any run
   pkg                    build the npm package into dist/rangersync/ and dist/rangersync.tgz
   bench [--mutations N] [--batch B] [--debug] [--writes N] [--drain N] [--drain-large N]
         [--cold-runs N] [--browser-release] [--native-only | --browser-only]

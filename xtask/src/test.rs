@@ -21,7 +21,41 @@ const WASM_TEST_PORT: u16 = 18787;
 struct State {
     browser: Option<Browser>,
     firefox: Option<Firefox>,
+    /// With `--repeat N`: the browser steps run N times and every run's failures are kept.
+    repeat: Option<u32>,
+    /// The tests that failed, as `(run, step, test)`.
+    failures: Vec<(u32, &'static str, String)>,
+    /// The run of a repeated step (1-based; 1 without `--repeat`).
+    run: u32,
+    /// The step being run.
+    step: &'static str,
 }
+
+impl State {
+    /// Runs a test command: with `--repeat`, cargo is asked to go on past a failing test
+    /// binary (`--no-fail-fast`, given in `no_fail_fast_at`, the place for cargo's own
+    /// options), and the failed tests are recorded either way.
+    fn run_tests(&mut self, command: &mut Command) -> Result {
+        let (result, failed) = util::run_tests(command);
+        for name in failed {
+            self.failures.push((self.run, self.step, name));
+        }
+        result
+    }
+
+    /// `--no-fail-fast` when repeating (so one flaky test does not hide the others).
+    fn cargo_test(&self) -> Command {
+        let mut cargo = util::cargo();
+        cargo.arg("test");
+        if self.repeat.is_some() {
+            cargo.arg("--no-fail-fast");
+        }
+        cargo
+    }
+}
+
+/// The steps that drive browsers: the ones `--repeat N` runs N times.
+const BROWSER_STEPS: [&str; 3] = ["wasm", "e2e", "firefox"];
 
 /// A step: its id (for `cargo xtask test ID…`), its name, what it does.
 type Step = (&'static str, &'static str, fn(&mut State) -> Result);
@@ -71,6 +105,8 @@ fn firefox_test_files() -> Result<Vec<String>> {
 /// browser step is added when a later step needs it); prints each one's time
 /// and a summary table.
 pub fn run(args: &[String]) -> Result {
+    let (repeat, args) = split_repeat(args)?;
+    let args = &args[..];
     let ids: Vec<&str> = STEPS.iter().map(|(id, _, _)| *id).collect();
     if let Some(unknown) = args.iter().find(|a| !ids.contains(&a.as_str())) {
         return Err(format!(
@@ -94,20 +130,46 @@ pub fn run(args: &[String]) -> Result {
         let _ = std::fs::remove_file(&summary);
     }
     let start = Instant::now();
-    let mut state = State::default();
-    let mut times: Vec<(&str, Duration, bool)> = Vec::new();
+    let mut state = State {
+        repeat,
+        ..State::default()
+    };
+    let mut times: Vec<(String, Duration, bool)> = Vec::new();
     let mut failure = None;
-    for (number, (id, name, step)) in STEPS.iter().enumerate() {
+    let mut failed_runs = Vec::new();
+    'steps: for (number, (id, name, step)) in STEPS.iter().enumerate() {
         if !selected(id) {
             continue;
         }
-        println!("\n=== step {}/{}: {name}", number + 1, STEPS.len());
-        let (result, elapsed) = util::timed(name, || step(&mut state));
-        times.push((name, elapsed, result.is_ok()));
-        if let Err(e) = result {
-            failure = Some(format!("step {} ({name}) failed: {e}", number + 1));
-            break;
+        let runs = match repeat {
+            Some(n) if BROWSER_STEPS.contains(id) => n,
+            _ => 1,
+        };
+        for run in 1..=runs {
+            let label = if runs > 1 {
+                format!("{name} (run {run}/{runs})")
+            } else {
+                (*name).to_owned()
+            };
+            println!("\n=== step {}/{}: {label}", number + 1, STEPS.len());
+            state.run = run;
+            state.step = id;
+            let (result, elapsed) = util::timed(name, || step(&mut state));
+            times.push((label.clone(), elapsed, result.is_ok()));
+            if let Err(e) = result {
+                let message = format!("step {} ({label}) failed: {e}", number + 1);
+                if runs > 1 {
+                    // A repeated browser step goes on: the point is to count every failure.
+                    failed_runs.push(message);
+                    continue;
+                }
+                failure = Some(message);
+                break 'steps;
+            }
         }
+    }
+    if failure.is_none() && !failed_runs.is_empty() {
+        failure = Some(failed_runs.join("; "));
     }
     println!("\n{:<34} {:>12}  result", "step", "time");
     for (name, elapsed, ok) in &times {
@@ -119,6 +181,9 @@ pub fn run(args: &[String]) -> Result {
         "total",
         util::fmt_duration(start.elapsed())
     );
+    if let Some(n) = repeat {
+        println!("\n{}", flaky_table(n, &state.failures));
+    }
     if let Ok(lines) = std::fs::read_to_string(&summary) {
         println!("\nfault scenarios ({}):\n", summary.display());
         println!("{}", scenario_table(&lines));
@@ -127,6 +192,53 @@ pub fn run(args: &[String]) -> Result {
         Some(message) => Err(message),
         None => Ok(()),
     }
+}
+
+/// `--repeat N` (N ≥ 1) taken out of the arguments.
+fn split_repeat(args: &[String]) -> Result<(Option<u32>, Vec<String>)> {
+    let mut repeat = None;
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--repeat" {
+            let value = args.next().ok_or("--repeat needs a number of runs")?;
+            let n: u32 = value
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("--repeat takes a number of runs ≥ 1, not `{value}`"))?;
+            repeat = Some(n);
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    Ok((repeat, rest))
+}
+
+/// The tests that failed in any of `runs` runs, as a Markdown table: test, step, failed runs
+/// out of `runs`; "no test failed" when there is none.
+fn flaky_table(runs: u32, failures: &[(u32, &str, String)]) -> String {
+    use std::collections::BTreeMap;
+    if failures.is_empty() {
+        return format!("flaky tests: no test failed in {runs} run(s) of the browser steps");
+    }
+    let mut by_test: BTreeMap<(&str, &str), Vec<u32>> = BTreeMap::new();
+    for (run, step, test) in failures {
+        by_test.entry((step, test)).or_default().push(*run);
+    }
+    let mut table = format!(
+        "flaky tests ({runs} runs of the browser steps):\n\n\
+         | test | step | failed in | runs |\n|---|---|---|---|\n"
+    );
+    for ((step, test), failed) in by_test {
+        let list: Vec<String> = failed.iter().map(u32::to_string).collect();
+        table.push_str(&format!(
+            "| {test} | {step} | {} of {runs} | {} |\n",
+            failed.len(),
+            list.join(", ")
+        ));
+    }
+    table
 }
 
 /// First, because it takes a second and compiles nothing: a broken link or a guarantee whose
@@ -249,7 +361,7 @@ fn wasm_tests(state: &mut State) -> Result {
     )?;
     let mut result = Ok(());
     for krate in ["sw", "page-client"] {
-        result = util::run(
+        result = state.run_tests(
             util::cmd(&wasm_pack)
                 .args(["test", "--headless", "--chrome", "--chromedriver"])
                 .arg(&browser.chromedriver)
@@ -299,9 +411,10 @@ fn e2e_tests(state: &mut State) -> Result {
         .ok_or("no browser (the browser step did not run)")?;
     crate::postgres::ensure_installed()?;
     let node = tools::ensure_node()?;
-    util::run(
-        util::cargo()
-            .args(["test", "-p", "rangersync-e2e", "--"])
+    let mut cargo = state.cargo_test();
+    state.run_tests(
+        cargo
+            .args(["-p", "rangersync-e2e", "--"])
             .args(["--test-threads=1", "--skip", "firefox_"])
             .env(tools::NODE_ENV, node)
             .env("RANGERSYNC_WWW", util::root().join("www"))
@@ -329,12 +442,12 @@ fn firefox_tests(state: &mut State) -> Result {
         .clone()
         .ok_or("no Firefox (the firefox-install step did not run)")?;
     crate::build::build()?;
-    let mut cargo = util::cargo();
-    cargo.args(["test", "-p", "rangersync-e2e"]);
+    let mut cargo = state.cargo_test();
+    cargo.args(["-p", "rangersync-e2e"]);
     for file in firefox_test_files()? {
         cargo.args(["--test", &file]);
     }
-    util::run(
+    state.run_tests(
         cargo
             .args(["--", "--test-threads=1"])
             .env("RANGERSYNC_WWW", util::root().join("www"))
@@ -392,6 +505,50 @@ mod tests {
             "{table}"
         );
         assert_eq!(table.lines().count(), 4);
+    }
+
+    #[test]
+    fn repeat_is_taken_out_of_the_step_names_and_must_be_a_positive_number() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (repeat, rest) = split_repeat(&args(&["e2e", "--repeat", "5", "firefox"])).unwrap();
+        assert_eq!(repeat, Some(5));
+        assert_eq!(rest, args(&["e2e", "firefox"]));
+        assert_eq!(
+            split_repeat(&args(&["wasm"])).unwrap(),
+            (None, args(&["wasm"]))
+        );
+        for bad in [&["--repeat"][..], &["--repeat", "0"], &["--repeat", "x"]] {
+            assert!(split_repeat(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_flaky_table_counts_each_test_s_failed_runs() {
+        let failures = vec![
+            (1, "e2e", "offline_app::reopens".to_string()),
+            (3, "e2e", "offline_app::reopens".to_string()),
+            (2, "firefox", "firefox_quota".to_string()),
+        ];
+        let table = flaky_table(5, &failures);
+        assert!(
+            table.contains("| offline_app::reopens | e2e | 2 of 5 | 1, 3 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| firefox_quota | firefox | 1 of 5 | 2 |"),
+            "{table}"
+        );
+        assert!(flaky_table(5, &[]).contains("no test failed in 5 run(s)"));
+    }
+
+    #[test]
+    fn a_failed_test_is_read_from_the_harness_line() {
+        assert_eq!(util::failed_test_name("test a::b ... FAILED"), Some("a::b"));
+        assert_eq!(util::failed_test_name("test a::b ... ok"), None);
+        assert_eq!(
+            util::failed_test_name("test result: FAILED. 1 passed"),
+            None
+        );
     }
 
     #[test]

@@ -79,6 +79,52 @@ pub fn run(command: &mut Command) -> Result {
     }
 }
 
+/// Runs a test command like [`run`], echoing its standard output as it comes, and returns
+/// with its result the names of the tests it reported failed (`test NAME ... FAILED`, as
+/// cargo's harness and wasm-bindgen's runner print them).
+pub fn run_tests(command: &mut Command) -> (Result, Vec<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    println!("$ {}", display(command));
+    let mut child = match command.stdout(Stdio::piped()).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return (
+                Err(format!("could not start `{}`: {e}", display(command))),
+                Vec::new(),
+            )
+        }
+    };
+    let mut failed = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        let mut echo = std::io::stdout();
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            let _ = writeln!(echo, "{line}");
+            if let Some(name) = failed_test_name(&line) {
+                failed.push(name.to_owned());
+            }
+        }
+    }
+    let result = match child.wait() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`{}` failed ({status})", display(command))),
+        Err(e) => Err(format!(
+            "`{}` could not be waited for: {e}",
+            display(command)
+        )),
+    };
+    (result, failed)
+}
+
+/// The test a harness line reports failed, if it does.
+pub fn failed_test_name(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, verdict) = rest.rsplit_once(" ... ")?;
+    matches!(verdict.trim(), "FAILED" | "FAIL").then_some(name.trim())
+}
+
 /// Runs a command quietly and returns its trimmed stdout, or `None` when it
 /// cannot be started or fails.
 pub fn output(command: &mut Command) -> Option<String> {
