@@ -50,6 +50,7 @@ use crate::classify::{
     classify_captured, classify_push, counts_toward_attempts, CapturedAction, HttpOutcome,
     PushAction,
 };
+use crate::clock::HybridClock;
 use crate::messages::codes;
 use crate::protocol::{CurrentEntity, Millis, Mutation, MutationResult, PushRequest};
 use crate::retry::{RandomSource, RetryPolicy};
@@ -195,6 +196,9 @@ pub struct RecordPlan {
     /// attempt count, the next retry time and the `Retry-After` floor. `None` clears it (the
     /// attempt succeeded, or nothing is waiting).
     pub backoff: Option<Backoff>,
+    /// The newest `server_time` heard, to persist (`meta`): a restarted worker's write clock
+    /// keeps its floor.
+    pub server_time: Option<Millis>,
 }
 
 impl RecordPlan {
@@ -296,6 +300,8 @@ pub struct Flusher {
     /// When a visible page last cut a backoff short.
     last_visible_probe: Option<Millis>,
     flushes: u64,
+    /// What new writes are stamped with: never at or below the last `server_time` heard.
+    clock: HybridClock,
 }
 
 impl Flusher {
@@ -320,6 +326,7 @@ impl Flusher {
             endpoint: String::new(),
             last_visible_probe: None,
             flushes: 0,
+            clock: HybridClock::default(),
         }
     }
 
@@ -333,9 +340,16 @@ impl Flusher {
         &mut self,
         last_error: Option<LastError>,
         last_synced_at: Option<Millis>,
+        server_time: Option<Millis>,
     ) {
         self.last_error = last_error;
         self.last_synced_at = last_synced_at;
+        self.clock = HybridClock::seen(server_time.unwrap_or(0));
+    }
+
+    /// The stamp of a write committed now (device clock `wall`): see [`HybridClock`].
+    pub fn stamp(&mut self, wall: Millis) -> Millis {
+        self.clock.stamp(wall)
     }
 
     // ---- inputs ----
@@ -474,7 +488,11 @@ impl Flusher {
                     self.fail(now, &seqs, codes::BAD_RESPONSE, msg, None, true, rng);
                     return;
                 }
-                let mut plan = RecordPlan::default();
+                self.clock.handle_server_time(resp.server_time);
+                let mut plan = RecordPlan {
+                    server_time: Some(self.clock.server_time()),
+                    ..RecordPlan::default()
+                };
                 // A conflict is adopted only when no later entry of the same entity in this
                 // batch delivered our own write (else an older server value would win).
                 let mut last_delivered: HashMap<(&str, &str), usize> = HashMap::new();

@@ -46,6 +46,8 @@ pub mod meta {
     pub const CONFIG: &str = "config";
     pub const LAST_SAVED_AT: &str = "last_saved_at";
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
+    /// The newest `server_time` the server reported: the floor of the write clock.
+    pub const SERVER_TIME: &str = "server_time";
     pub const LAST_EXPORTED_AT: &str = "last_exported_at";
     /// The snapshot time of the last backup the server confirmed (`POST /api/backups`).
     pub const LAST_BACKUP_AT: &str = "last_backup_at";

@@ -301,6 +301,8 @@ pub struct MetaState {
     pub config: Config,
     pub last_saved_at: Option<Millis>,
     pub last_synced_at: Option<Millis>,
+    /// The newest `server_time` heard (the write clock's floor).
+    pub server_time: Option<Millis>,
     pub last_exported_at: Option<Millis>,
     pub last_backup_at: Option<Millis>,
     pub backup_failure: Option<BackupFailure>,
@@ -428,6 +430,7 @@ impl Store {
         let config = get(meta::CONFIG).await?;
         let last_saved_at = as_millis(&get(meta::LAST_SAVED_AT).await?);
         let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
+        let server_time = as_millis(&get(meta::SERVER_TIME).await?);
         let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
         let last_backup_at = as_millis(&get(meta::LAST_BACKUP_AT).await?);
         let backup_failure = get(meta::BACKUP_FAILURE).await?;
@@ -490,6 +493,7 @@ impl Store {
             config,
             last_saved_at,
             last_synced_at,
+            server_time,
             last_exported_at,
             last_backup_at,
             backup_failure,
@@ -1050,6 +1054,9 @@ impl Store {
         }
         if let Some(t) = last_synced_at {
             issue(m.put_with_key(&(t as f64).into(), &meta::LAST_SYNCED_AT.into()))?;
+        }
+        if let Some(t) = plan.server_time {
+            issue(m.put_with_key(&(t as f64).into(), &meta::SERVER_TIME.into()))?;
         }
         match last_error {
             Some(e) => issue(m.put_with_key(&to_js(e)?, &meta::LAST_ERROR.into()))?,

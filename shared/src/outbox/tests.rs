@@ -1619,3 +1619,28 @@ fn a_given_up_background_sync_after_no_answer_is_a_network_error() {
     assert_eq!(e.code, codes::NETWORK, "{e:?}");
     assert!(e.message.contains("refused"), "{e:?}");
 }
+
+#[test]
+fn a_device_whose_clock_is_behind_the_server_stamps_its_next_write_after_the_server_time_it_heard()
+{
+    let mut f = flusher(10);
+    let mut rng = SplitMix64(1);
+    // The device's clock reads an hour before the server's.
+    let device = T0 - 3_600_000;
+    start_and_load(&mut f, device, vec![mutation(1, "a")]);
+    f.handle_push_outcome(device, &applied(&[1]), &mut rng);
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(
+        plan.server_time,
+        Some(T0),
+        "the floor is persisted with the record"
+    );
+    assert!(f.stamp(device + 10) > T0);
+}
+
+#[test]
+fn a_restarted_flusher_keeps_the_write_clock_floor_it_persisted() {
+    let mut f = flusher(10);
+    f.restore_history(None, None, Some(T0));
+    assert!(f.stamp(T0 - 50_000) > T0);
+}

@@ -79,7 +79,8 @@ impl Engine {
             self.update_counts(|c| c.saving = true);
             let entries: Vec<&NewEntry> = jobs.iter().flat_map(|j| &j.entries).collect();
             let guard = self.coalesce_guard();
-            let at = now();
+            // Stamped by the write clock: never before the server's last word.
+            let at = self.flusher.borrow_mut().stamp(now());
             let result = self.store.commit_writes(&entries, at, &guard).await;
             self.commit
                 .transactions

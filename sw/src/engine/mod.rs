@@ -123,7 +123,7 @@ impl Engine {
             m.config.batch_size,
             m.config.retry.clone(),
         );
-        flusher.restore_history(m.last_error.clone(), m.last_synced_at);
+        flusher.restore_history(m.last_error.clone(), m.last_synced_at, m.server_time);
         // The backoff outlives the worker: a restarted one waits for the same retry time.
         flusher.restore_backoff(now(), m.backoff);
         if let Some(why) = &m.config_problem {
