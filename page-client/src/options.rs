@@ -75,6 +75,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "forcePageMode",
     "timeoutMs",
     "requestTimeoutMs",
+    "captureMaxBodyBytes",
     "controllerTimeoutMs",
     "appShell",
     "persistStorage",
@@ -165,6 +166,8 @@ impl ClientOptions {
         };
         let request_timeout_ms =
             opt_positive(map, "requestTimeoutMs")?.unwrap_or(defaults.request_timeout_ms);
+        let capture_max_body_bytes =
+            opt_positive(map, "captureMaxBodyBytes")?.unwrap_or(defaults.capture_max_body_bytes);
         let retry = parse_retry(map.get("retry"))?;
         let force_page_mode = match map.get("forcePageMode") {
             None | Some(Value::Null) => false,
@@ -188,6 +191,7 @@ impl ClientOptions {
             periodic_interval_ms,
             export_interval_ms,
             request_timeout_ms,
+            capture_max_body_bytes,
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.

@@ -26,8 +26,10 @@ export interface SyncClientOptions {
   serverUrl?: string | null;
   /** Bearer token for the sync server (kept by the worker so it can sync with no page open). */
   token?: string | null;
-  /** Existing REST routes whose unanswered requests are queued and replayed in order: a path pattern for the page's or the sync server's origin ("/api/sync/*"), a URL pattern for another API origin ("http://localhost:3000/api/sync/*"), or { origin, path }. `*` matches anything; the query string and one trailing slash are ignored. */
-  captureRoutes?: (string | { origin: string; path: string })[];
+  /** Existing REST routes whose unanswered requests are queued and replayed in order: a path pattern for the page's or the sync server's origin ("/api/sync/*"), a URL pattern for another API origin ("http://localhost:3000/api/sync/*"), or { origin?, path, secretHeaders? }. `*` matches anything; the query string and one trailing slash are ignored. A captured call's `Authorization`, `Cookie` and `Proxy-Authorization` headers, and those named in its route's `secretHeaders`, are kept in the outbox only to replay it: an export, a backup or a dead-letter copy never holds them (they are named in its `redacted`). */
+  captureRoutes?: (string | { origin?: string; path: string; secretHeaders?: string[] })[];
+  /** Largest body of a captured call that is queued, bytes (1..16777216). Default 1048576. A larger one is answered 413 `capture_too_large` and not queued. */
+  captureMaxBodyBytes?: number;
   /** Most mutations per push (1..1000). Default 100. */
   batchSize?: number;
   /** Periodic Background Sync interval in ms (Chromium, installed apps). */

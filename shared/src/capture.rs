@@ -19,9 +19,20 @@ use serde::{Deserialize, Serialize};
 pub enum CaptureRoute {
     /// A path pattern, or a full URL pattern (`http(s)://host[:port]/path`).
     Pattern(String),
-    /// An origin and a path pattern.
-    At { origin: String, path: String },
+    /// `{ origin?, path, secretHeaders? }`: a path pattern, for `origin` (absent: the page's or
+    /// the sync server's), with the headers besides [`CREDENTIAL_HEADERS`] that are secrets.
+    At {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+        path: String,
+        #[serde(rename = "secretHeaders", skip_serializing_if = "Vec::is_empty")]
+        secret_headers: Vec<String>,
+    },
 }
+
+/// Headers of a captured call that are credentials: kept in the outbox to replay the call, and
+/// never written into an export, a backup or a dead-letter copy (named in `redacted` there).
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 /// Read through a `serde_json::Value` rather than `#[serde(untagged)]`: the untagged
 /// deserializer buffers any input and is a large share of a wasm module that has `Value`
@@ -32,26 +43,50 @@ impl<'de> Deserialize<'de> for CaptureRoute {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(Self::Pattern(s)),
             serde_json::Value::Object(map) => {
-                let field = |name: &str| {
-                    map.get(name)
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            D::Error::custom(format!("a capture route needs a string {name:?}"))
-                        })
-                };
-                if let Some(extra) = map.keys().find(|k| *k != "origin" && *k != "path") {
+                const KNOWN: [&str; 3] = ["origin", "path", "secretHeaders"];
+                if let Some(extra) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
                     return Err(D::Error::custom(format!(
-                        "unknown field {extra:?} in a capture route (known: origin, path)"
+                        "unknown field {extra:?} in a capture route (known: origin, path, secretHeaders)"
                     )));
                 }
+                let string = |name: &str| match map.get(name) {
+                    None => Ok(None),
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(D::Error::custom(format!(
+                        "a capture route's {name:?} must be a string"
+                    ))),
+                };
+                let path = string("path")?
+                    .ok_or_else(|| D::Error::custom("a capture route needs a string \"path\""))?;
+                let secret_headers = match map.get("secretHeaders") {
+                    None => Vec::new(),
+                    Some(serde_json::Value::Array(names)) => names
+                        .iter()
+                        .map(|n| {
+                            n.as_str()
+                                .filter(|n| is_header_name(n))
+                                .map(str::to_ascii_lowercase)
+                                .ok_or_else(|| {
+                                    D::Error::custom(format!(
+                                        "secretHeaders holds header names (got {n})"
+                                    ))
+                                })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => {
+                        return Err(D::Error::custom(
+                            "a capture route's secretHeaders is a list of header names",
+                        ))
+                    }
+                };
                 Ok(Self::At {
-                    origin: field("origin")?,
-                    path: field("path")?,
+                    origin: string("origin")?,
+                    path,
+                    secret_headers,
                 })
             }
             _ => Err(D::Error::custom(
-                "a capture route is a string or { origin, path }",
+                "a capture route is a string or { origin?, path, secretHeaders? }",
             )),
         }
     }
@@ -90,7 +125,22 @@ impl CaptureRoute {
                     path,
                 })
             }
-            Self::At { origin, path } => {
+            Self::At {
+                origin: None, path, ..
+            } => {
+                if !path.starts_with('/') {
+                    return Err(format!("capture route path {path:?} must start with /"));
+                }
+                Ok(RouteParts {
+                    origin: None,
+                    path: path.clone(),
+                })
+            }
+            Self::At {
+                origin: Some(origin),
+                path,
+                ..
+            } => {
                 let (o, rest) = split_url(origin).ok_or_else(|| {
                     format!("capture route origin {origin:?} must be an http(s) origin such as \"http://localhost:3000\"")
                 })?;
@@ -109,6 +159,88 @@ impl CaptureRoute {
             }
         }
     }
+
+    /// The headers of a call this route captures that are secrets: [`CREDENTIAL_HEADERS`] and
+    /// the route's `secretHeaders`, lower-cased.
+    pub fn secret_headers(&self) -> Vec<String> {
+        let mut names: Vec<String> = CREDENTIAL_HEADERS.iter().map(|h| (*h).to_owned()).collect();
+        if let Self::At { secret_headers, .. } = self {
+            for h in secret_headers {
+                if !names.contains(h) {
+                    names.push(h.clone());
+                }
+            }
+        }
+        names
+    }
+}
+
+/// An HTTP header name (RFC 9110 token characters).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The secret headers of a call to `url`: those of the route that captures it, or
+/// [`CREDENTIAL_HEADERS`] when no route does (any more).
+pub fn secret_headers_for(
+    routes: &[CaptureRoute],
+    url: &str,
+    own_origin: &str,
+    server_origin: Option<&str>,
+) -> Vec<String> {
+    match matching_route(routes, url, own_origin, server_origin) {
+        Some(i) => routes[i].secret_headers(),
+        None => CaptureRoute::Pattern(String::new()).secret_headers(),
+    }
+}
+
+/// Take the `secret` headers (lower-case names) out of `headers`; returns the names taken,
+/// lower-cased, once each, in order.
+pub fn redact(headers: &mut Vec<(String, String)>, secret: &[String]) -> Vec<String> {
+    let mut taken: Vec<String> = Vec::new();
+    headers.retain(|(name, _)| {
+        let lower = name.to_ascii_lowercase();
+        if secret.contains(&lower) {
+            if !taken.contains(&lower) {
+                taken.push(lower);
+            }
+            false
+        } else {
+            true
+        }
+    });
+    taken
+}
+
+/// [`redact`] on an outbox record kept as JSON (a dead letter's copy): its `headers`, a list of
+/// `[name, value]` pairs. Returns the names taken.
+pub fn redact_record(record: &mut serde_json::Value, secret: &[String]) -> Vec<String> {
+    let Some(list) = record
+        .get_mut("headers")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return Vec::new();
+    };
+    let mut taken: Vec<String> = Vec::new();
+    list.retain(|pair| {
+        let name = pair
+            .get(0)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_ascii_lowercase);
+        match name {
+            Some(lower) if secret.contains(&lower) => {
+                if !taken.contains(&lower) {
+                    taken.push(lower);
+                }
+                false
+            }
+            _ => true,
+        }
+    });
+    taken
 }
 
 /// `http(s)://host[:port]<path>` → (normalized origin, path or `/`). `None` when not such a
@@ -214,8 +346,9 @@ mod tests {
         let r = vec![
             CaptureRoute::from("http://localhost:3000/api/sync/chat"),
             CaptureRoute::At {
-                origin: "HTTP://LocalHost:3000".into(),
+                origin: Some("HTTP://LocalHost:3000".into()),
                 path: "/api/sync/settings".into(),
+                secret_headers: Vec::new(),
             },
         ];
         assert_eq!(
@@ -261,16 +394,18 @@ mod tests {
             assert!(CaptureRoute::from(bad).parts().is_err(), "{bad}");
         }
         let with_path = CaptureRoute::At {
-            origin: "http://x:3000/api".into(),
+            origin: Some("http://x:3000/api".into()),
             path: "/a".into(),
+            secret_headers: Vec::new(),
         };
         assert!(with_path
             .parts()
             .unwrap_err()
             .contains("must not have a path"));
         let relative = CaptureRoute::At {
-            origin: "http://x:3000".into(),
+            origin: Some("http://x:3000".into()),
             path: "a".into(),
+            secret_headers: Vec::new(),
         };
         assert!(relative.parts().is_err());
     }
@@ -295,6 +430,57 @@ mod tests {
         }
         let back = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Vec<CaptureRoute>>(&back).unwrap(), r);
+    }
+
+    #[test]
+    fn credentials_and_a_routes_secret_headers_are_taken_out_and_named() {
+        let routes: Vec<CaptureRoute> = serde_json::from_str(
+            r#"[{"path": "/api/*", "secretHeaders": ["X-Api-Key"]}, "/other/*"]"#,
+        )
+        .unwrap();
+        let secret = secret_headers_for(&routes, "http://localhost:5173/api/chat", OWN, None);
+        let mut headers = vec![
+            ("Authorization".to_string(), "Bearer s3cret".to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-api-key".to_string(), "k".to_string()),
+            ("Cookie".to_string(), "sid=1".to_string()),
+        ];
+        let taken = redact(&mut headers, &secret);
+        assert_eq!(taken, ["authorization", "x-api-key", "cookie"]);
+        assert_eq!(
+            headers,
+            [("content-type".to_string(), "application/json".to_string())]
+        );
+        // Another route keeps only the credential headers secret.
+        let other = secret_headers_for(&routes, "http://localhost:5173/other/a", OWN, None);
+        assert_eq!(other, CREDENTIAL_HEADERS);
+    }
+
+    #[test]
+    fn a_dead_letters_stored_record_loses_its_credentials_too() {
+        let mut record = serde_json::json!({
+            "kind": "request",
+            "headers": [["authorization", "Bearer s3cret"], ["accept", "*/*"]],
+        });
+        let taken = redact_record(&mut record, &CaptureRoute::from("/a").secret_headers());
+        assert_eq!(taken, ["authorization"]);
+        assert_eq!(record["headers"], serde_json::json!([["accept", "*/*"]]));
+        assert!(!record.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn secret_headers_must_be_header_names() {
+        for bad in [
+            r#"[{"path": "/a", "secretHeaders": "x-key"}]"#,
+            r#"[{"path": "/a", "secretHeaders": ["bad name"]}]"#,
+            r#"[{"path": "/a", "secretHeaders": [1]}]"#,
+            r#"[{"secretHeaders": ["x"]}]"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Vec<CaptureRoute>>(bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

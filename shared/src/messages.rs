@@ -48,6 +48,8 @@ pub mod codes {
     /// nothing is dead-lettered until it answers properly or a page sends a valid config.
     pub const CONFIG_ERROR: &str = "config_error";
     pub const INTERNAL: &str = "internal";
+    /// A captured call's body is over `capture_max_body_bytes`: answered `413`, not queued.
+    pub const CAPTURE_TOO_LARGE: &str = "capture_too_large";
 }
 
 /// Largest message a worker accepts from a page, in bytes of JSON (a 1 MiB value plus room).
@@ -78,6 +80,11 @@ pub const DEFAULT_EXPORT_INTERVAL_MS: u64 = 86_400_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Smallest and largest `request_timeout_ms` a worker accepts.
 pub const REQUEST_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// The largest body of a captured call the worker queues, unless configured.
+pub const DEFAULT_CAPTURE_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The most `capture_max_body_bytes` may be set to (one outbox record stays well under what an
+/// IndexedDB transaction and a snapshot can carry).
+pub const MAX_CAPTURE_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Configuration set by the page and persisted by the worker in `meta`,
 /// so the worker can sync with no page open.
@@ -104,6 +111,9 @@ pub struct Config {
     /// How long one HTTP request (push, pull, replay) may take, body included, before it is
     /// aborted and counted as a network failure (retried with backoff).
     pub request_timeout_ms: u64,
+    /// The largest body of a captured call that is queued; a larger one is answered `413`
+    /// (`capture_too_large`) and nothing is queued.
+    pub capture_max_body_bytes: u64,
 }
 
 impl Default for Config {
@@ -117,6 +127,7 @@ impl Default for Config {
             periodic_interval_ms: None,
             export_interval_ms: None,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            capture_max_body_bytes: DEFAULT_CAPTURE_MAX_BODY_BYTES,
         }
     }
 }
@@ -190,6 +201,12 @@ impl Config {
                 REQUEST_TIMEOUT_RANGE_MS.start(),
                 REQUEST_TIMEOUT_RANGE_MS.end(),
                 self.request_timeout_ms
+            ));
+        }
+        if !(1..=MAX_CAPTURE_MAX_BODY_BYTES).contains(&self.capture_max_body_bytes) {
+            return Err(format!(
+                "capture_max_body_bytes must be 1..={MAX_CAPTURE_MAX_BODY_BYTES} (got {})",
+                self.capture_max_body_bytes
             ));
         }
         if self
@@ -597,6 +614,8 @@ mod tests {
         bad(&|c| c.request_timeout_ms = 0);
         bad(&|c| c.request_timeout_ms = 99);
         bad(&|c| c.request_timeout_ms = 600_001);
+        bad(&|c| c.capture_max_body_bytes = 0);
+        bad(&|c| c.capture_max_body_bytes = MAX_CAPTURE_MAX_BODY_BYTES + 1);
         bad(&|c| c.server_url = "ftp://x".into());
         bad(&|c| c.server_url = "http://".into());
         bad(&|c| c.server_url = "sync.example".into());

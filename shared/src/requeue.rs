@@ -279,6 +279,7 @@ mod tests {
             url: "https://api.example/api/sync/chat".into(),
             headers: vec![],
             body: b"{}".to_vec(),
+            redacted: Vec::new(),
         }
     }
 
@@ -289,6 +290,7 @@ mod tests {
             dead_at: 7,
             attempts: 1,
             record: json!({ "seq": seq, "kind": "mutation" }),
+            redacted: Vec::new(),
         }
     }
 

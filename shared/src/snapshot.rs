@@ -83,6 +83,10 @@ pub struct PendingRequest {
     /// The body's bytes.
     #[serde(default)]
     pub body: Vec<u8>,
+    /// The headers left out because they are secrets (credentials, a route's
+    /// `secretHeaders`): the outbox keeps them to replay the call; a snapshot never holds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// A dead letter: the entry as it was stored, why it died, when.
@@ -94,9 +98,12 @@ pub struct DeadLetterCopy {
     pub dead_at: Millis,
     #[serde(default)]
     pub attempts: u32,
-    /// The outbox record, as stored.
+    /// The outbox record, as stored, less its secret headers.
     #[serde(default)]
     pub record: Value,
+    /// The headers left out of `record` (see [`PendingRequest::redacted`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// A client's bookkeeping at export time.
@@ -1212,6 +1219,7 @@ mod tests {
                         url: "http://x/api/sync/chat".into(),
                         headers: vec![("content-type".into(), "application/json".into())],
                         body: b"{\"m\":\"hi\"}".to_vec(),
+                        redacted: Vec::new(),
                     },
                     PendingRequest {
                         seq: 6,
@@ -1220,6 +1228,7 @@ mod tests {
                         url: "http://x/api/sync/settings".into(),
                         headers: vec![],
                         body: vec![0, 255, 10],
+                        redacted: Vec::new(),
                     },
                 ],
                 dead: vec![DeadLetterCopy {
@@ -1228,6 +1237,7 @@ mod tests {
                     dead_at: 2,
                     attempts: 1,
                     record: json!({"seq": 3, "kind": "mutation", "value": {"deep": [1, [2]]}}),
+                    redacted: Vec::new(),
                 }],
                 meta: Some(SnapshotMeta {
                     next_seq: 8,

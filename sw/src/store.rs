@@ -1212,6 +1212,7 @@ impl Store {
                         url: c.url,
                         headers: c.headers,
                         body: c.body,
+                        redacted: Vec::new(),
                     });
                 }
                 Err(e) => out.problems.push(Problem {
@@ -1233,6 +1234,7 @@ impl Store {
                     dead_at: d.dead_at,
                     attempts: d.attempts,
                     record: d.record,
+                    redacted: Vec::new(),
                 }),
                 Err(e) => out.problems.push(Problem {
                     store: DEAD.into(),

@@ -331,11 +331,26 @@ pub async fn on_fetch(request: web_sys::Request) -> Result<web_sys::Response, Js
         Ok(resp) => Ok(resp),
         Err(_network) => {
             let buf = JsFuture::from(copy.array_buffer()?).await?;
+            let body = Uint8Array::new(&buf);
+            let limit = engine.capture_max_body_bytes();
+            if u64::from(body.length()) > limit {
+                // Never queued: the page learns at once, rather than a replay that cannot fit.
+                return json_response(
+                    413,
+                    &serde_json::json!({ "error": {
+                        "code": codes::CAPTURE_TOO_LARGE,
+                        "message": format!(
+                            "the request body is {} bytes, over captureMaxBodyBytes ({limit}): not queued",
+                            body.length()
+                        ),
+                    } }),
+                );
+            }
             let captured = CapturedRequest {
                 method: copy.method(),
                 url: copy.url(),
                 headers: headers_to_vec(&copy.headers()),
-                body: Uint8Array::new(&buf).to_vec(),
+                body: body.to_vec(),
             };
             match engine.capture(captured).await {
                 Ok(seq) => json_response(202, &serde_json::json!({ "queued": true, "seq": seq })),

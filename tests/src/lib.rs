@@ -222,8 +222,22 @@ impl TestServer {
         TestServer::start_with(www_dir()?, Some(db)).await
     }
 
+    /// Starts on a free port, serving [`www_dir`], requiring `Authorization: Bearer <token>`
+    /// on `/api/*` (this handle's own requests send it).
+    pub async fn start_with_token(token: &str) -> Result<TestServer> {
+        TestServer::start_opts(www_dir()?, None, Some(token.to_owned())).await
+    }
+
     /// On `db`, or on a fresh SQLite file in a temp folder.
     async fn start_with(www: PathBuf, db: Option<DbLocation>) -> Result<TestServer> {
+        TestServer::start_opts(www, db, None).await
+    }
+
+    async fn start_opts(
+        www: PathBuf,
+        db: Option<DbLocation>,
+        token: Option<String>,
+    ) -> Result<TestServer> {
         let dir = tempfile::Builder::new()
             .prefix("rangersync-e2e-server-")
             .tempdir()?;
@@ -233,6 +247,7 @@ impl TestServer {
             www: Some(www),
             allow_origins: vec!["*".to_string()],
             test_endpoints: true,
+            token: token.clone(),
             ..ServerOptions::default()
         };
         let running = rangersync_server::start(opts.clone())
@@ -246,9 +261,19 @@ impl TestServer {
         Ok(TestServer {
             running: Some(running),
             opts,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
+            http: {
+                let mut headers = reqwest::header::HeaderMap::new();
+                if let Some(token) = &token {
+                    headers.insert(
+                        reqwest::header::AUTHORIZATION,
+                        format!("Bearer {token}").parse()?,
+                    );
+                }
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .default_headers(headers)
+                    .build()?
+            },
             _dir: dir,
         })
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    bare_page_url, eval, fetch_post_js, register_client, serial, wait_for_controller, wait_until,
-    Result, TestBrowser, TestServer,
+    bare_page_url, client_id_of, eval, fetch_post_js, register_client, serial, wait_for_controller,
+    wait_until, Result, TestBrowser, TestServer,
 };
 use serde_json::{json, Value};
 
@@ -150,6 +150,123 @@ async fn a_request_the_api_fails_every_time_is_dead_lettered_with_its_error_and_
         reason.contains("5 times"),
         "after 5 server errors: {reason}"
     );
+    browser.close().await?;
+    Ok(())
+}
+
+/// The API's credential, sent by the app on every call.
+const API_TOKEN: &str = "s3cret-api-token-4f1c";
+
+#[tokio::test]
+async fn a_captured_calls_authorization_is_in_no_export_and_no_server_backup_and_its_replay_still_authenticates_once(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let mut api = TestServer::start_with_token(API_TOKEN).await?;
+    let browser = TestBrowser::launch().await?;
+    let page = app_with_api(&browser, &server, &api, "").await?;
+    let client_id = client_id_of(&page).await?;
+    let chat = format!("{}/api/sync/chat", api.url());
+
+    // The API is down: the call, with its credential, is queued.
+    api.stop().await;
+    let queued = eval(
+        &page,
+        &format!(
+            "fetch({chat:?}, {{ method: 'POST', headers: {{ 'content-type': 'application/json', \
+             'authorization': 'Bearer {API_TOKEN}' }}, body: JSON.stringify({{ id: 'A', v: 1 }}) }})\
+             .then(async r => ({{ status: r.status, body: await r.text() }}))"
+        ),
+    )
+    .await?;
+    assert_eq!(queued["status"], 202, "queued: {queued}");
+
+    // The export names the header it left out, and holds no trace of the secret.
+    let export = eval(&page, "client.exportSnapshot('json')").await?;
+    let export = export.as_str().ok_or("export is not text")?;
+    assert!(
+        !export.contains(API_TOKEN),
+        "the export holds the credential"
+    );
+    let snapshot: Value = serde_json::from_str(export)?;
+    let request = &snapshot["requests"][0];
+    assert_eq!(request["url"], chat.as_str(), "{snapshot}");
+    assert_eq!(request["redacted"], json!(["authorization"]), "{request}");
+
+    // A backup on the sync server: the same.
+    let done = eval(&page, "client.backupNow()").await?;
+    let list = server
+        .get_json(&format!("/api/backups?client_id={client_id}"))
+        .await?;
+    let backups = list.as_array().cloned().unwrap_or_default();
+    assert!(
+        !backups.is_empty(),
+        "backupNow answered {done}, list {list}"
+    );
+    // Newest first: the one backupNow made holds the call; none holds the credential.
+    for (i, b) in backups.iter().enumerate() {
+        let id = b["id"].to_string().trim_matches('"').to_owned();
+        let text = reqwest::get(format!("{}/api/backups/{id}", server.url()))
+            .await?
+            .text()
+            .await?;
+        if i == 0 {
+            assert!(
+                text.contains("/api/sync/chat"),
+                "backup {id} holds the call"
+            );
+        }
+        assert!(
+            !text.contains(API_TOKEN),
+            "backup {id} holds the credential"
+        );
+    }
+
+    // The API is back: the replay carries the credential the outbox kept, once.
+    api.restart().await?;
+    let arrived = wait_until(
+        "the call reached the API",
+        Duration::from_secs(30),
+        || async {
+            let bodies = stored(&api, "/api/sync/chat").await?;
+            Ok((!bodies.is_empty()).then_some(bodies))
+        },
+    )
+    .await?;
+    wait_until("the outbox is empty", Duration::from_secs(20), || async {
+        let s = eval(&page, "client.status()").await?;
+        Ok((s["pending"] == 0).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        stored(&api, "/api/sync/chat").await?.len(),
+        1,
+        "{arrived:?}"
+    );
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["dead"], 0, "not refused: {status}");
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_captured_call_over_capture_max_body_bytes_is_answered_413_and_nothing_is_queued(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let mut api = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = app_with_api(&browser, &server, &api, "captureMaxBodyBytes: 1000").await?;
+    let chat = format!("{}/api/sync/chat", api.url());
+    api.stop().await;
+    let big = post_from_page(&page, &chat, json!({ "text": "x".repeat(2_000) })).await?;
+    assert_eq!(big["status"], 413, "{big}");
+    let body: Value = serde_json::from_str(big["body"].as_str().unwrap_or("{}"))?;
+    assert_eq!(body["error"]["code"], "capture_too_large", "{body}");
+    let small = post_from_page(&page, &chat, json!({ "text": "hi" })).await?;
+    assert_eq!(small["status"], 202, "{small}");
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["pending"], 1, "only the small call waits: {status}");
     browser.close().await?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use rangersync_shared::backup::{BackupAction, BackupTrigger, UploadResult};
+use rangersync_shared::capture::{redact, redact_record, secret_headers_for, split_url};
 use rangersync_shared::classify::HttpOutcome;
 use rangersync_shared::messages::{codes, ExportFormat};
 use rangersync_shared::outbox::Trigger;
@@ -13,11 +14,12 @@ use rangersync_shared::requeue;
 use rangersync_shared::snapshot::{self, SnapshotSource};
 use serde_json::Value;
 
+use super::capture::own_origin;
 use super::Engine;
 use crate::error::SwError;
 use crate::js::{self, now, MathRandom, Signal, Timeout};
 use crate::schema::meta;
-use crate::store::NewEntry;
+use crate::store::{ExportContents, NewEntry};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
 
@@ -27,7 +29,8 @@ impl Engine {
         format: ExportFormat,
     ) -> Result<(snapshot::Snapshot, String), SwError> {
         let at = now();
-        let contents = self.store.export_contents(&self.client_id).await?;
+        let mut contents = self.store.export_contents(&self.client_id).await?;
+        self.redact_secrets(&mut contents);
         for p in &contents.problems {
             js::log(&format!(
                 "export: {} record {} could not be read: {}",
@@ -56,6 +59,29 @@ impl Engine {
         self.backups.borrow_mut().handle_exported(at);
         self.broadcast_status();
         Ok((snap, text))
+    }
+
+    /// Take every captured call's secret headers (credentials, its route's `secretHeaders`)
+    /// out of what an export or a backup writes; the outbox keeps them to replay the call.
+    fn redact_secrets(&self, contents: &mut ExportContents) {
+        let config = self.config.borrow();
+        let server = split_url(&config.server_url).map(|(origin, _)| origin);
+        let own = own_origin();
+        let secret_of =
+            |url: &str| secret_headers_for(&config.capture_routes, url, &own, server.as_deref());
+        for r in &mut contents.requests {
+            r.redacted = redact(&mut r.headers, &secret_of(&r.url));
+        }
+        for d in &mut contents.dead {
+            let url = d
+                .record
+                .get("url")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned);
+            if let Some(url) = url {
+                d.redacted = redact_record(&mut d.record, &secret_of(&url));
+            }
+        }
     }
 
     /// Check a snapshot, plan its restore against the local copy, and (unless `dry_run`) apply

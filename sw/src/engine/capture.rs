@@ -50,6 +50,11 @@ impl Engine {
         self.route_of(url).is_some()
     }
 
+    /// The largest captured body that is queued (`captureMaxBodyBytes`).
+    pub fn capture_max_body_bytes(&self) -> u64 {
+        self.config.borrow().capture_max_body_bytes
+    }
+
     /// Whether a captured request of the same route is still waiting in the outbox: then a new
     /// call to that route must queue behind it instead of passing through (else the newer call
     /// reaches the API first and the older one, replayed later, overwrites it).
