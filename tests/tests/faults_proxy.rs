@@ -249,3 +249,120 @@ async fn proxy_faults_during_a_2000_write_flush_lose_and_duplicate_nothing_and_r
     browser.close().await?;
     Ok(())
 }
+
+/// How long the proxy holds every request in the hang scenario.
+const HANG: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_server_that_hangs_every_request_for_20_s_never_wedges_the_flusher_every_write_arrives_once_within_10_s_of_recovery(
+) -> Result {
+    hang_scenario(true).await
+}
+
+#[tokio::test]
+async fn preflights_pulls_and_backup_uploads_hung_from_the_first_request_never_wedge_the_flusher(
+) -> Result {
+    hang_scenario(false).await
+}
+
+/// A server that accepts every connection and answers nothing for [`HANG`]: pushes and their
+/// preflights, pulls, backup uploads. (A held request is forwarded after the hang; the client
+/// gave up on it long before.)
+fn start_hang(proxy: &FaultProxy) {
+    let hang = |method: &str, path: &str| {
+        Rule::new(
+            method,
+            path,
+            Fault::delay_forwarding(HANG.as_millis() as u64),
+        )
+        .always()
+    };
+    proxy.set_rules(vec![
+        hang("OPTIONS", PUSH),
+        hang("POST", PUSH),
+        hang("GET", PULL),
+        hang("OPTIONS", PULL),
+        hang("OPTIONS", "/api/backups"),
+        hang("POST", "/api/backups"),
+    ]);
+}
+
+/// The hang: `synced_first`: a write syncs before (its preflight cached, as in a running app),
+/// else the hang starts before the first request, preflights included.
+async fn hang_scenario(synced_first: bool) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let proxy = FaultProxy::start(server.addr()).await?;
+    let hang_started = (!synced_first).then(|| {
+        start_hang(&proxy);
+        Instant::now()
+    });
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    // An app's own settings: the default retry policy, a 2 s request timeout.
+    let options = format!("{{ serverUrl: '{}', requestTimeoutMs: 2000 }}", proxy.url());
+    assert_eq!(register_client(&page, &options).await?, "worker");
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    let before = u64::from(synced_first);
+    if synced_first {
+        eval(&page, "client.put('notes', 'first', { n: -1 })").await?;
+        wait_until(
+            "the first write is delivered",
+            Duration::from_secs(20),
+            || async { Ok((server.mutations_of(&client_id).await?.len() == 1).then_some(())) },
+        )
+        .await?;
+    }
+
+    if synced_first {
+        start_hang(&proxy);
+    }
+    let hang_started = hang_started.unwrap_or_else(Instant::now);
+    let acked: Vec<u64> = eval(
+        &page,
+        "(async () => {
+            const items = Array.from({ length: 20 }, (_, n) => ({ collection: 'notes', key: 'h' + n, value: { n } }));
+            const ack = await client.putMany(items);
+            // The page asks for a flush and a backup every 5 s, as an app's timer would.
+            client.backupNow().catch(() => {});
+            window.nudges = setInterval(() => { client.flush().catch(() => {}); client.backupNow().catch(() => {}); }, 5000);
+            return ack.seqs;
+        })()",
+    )
+    .await?
+    .as_array()
+    .ok_or("putMany acks are not a list")?
+    .iter()
+    .filter_map(Value::as_u64)
+    .collect();
+    assert_eq!(acked.len(), 20);
+
+    tokio::time::sleep(HANG.saturating_sub(hang_started.elapsed())).await;
+    proxy.clear_rules();
+    let recovered = proxy.now();
+    let arrived = wait_until(
+        "every write reaches the server within 10 s of the recovery",
+        Duration::from_secs(10),
+        || async {
+            let recorded = server.mutations_of(&client_id).await?;
+            Ok((recorded.len() as u64 >= acked.len() as u64 + before).then_some(recorded))
+        },
+    )
+    .await;
+    let exchanges = proxy.exchanges();
+    let status = eval(&page, "client.status()").await?;
+    let report = format!(
+        "recovered at {} ms; status {status}\n{}",
+        recovered.as_millis(),
+        describe(&exchanges)
+    );
+    println!("{report}");
+    let recorded = arrived.map_err(|e| format!("{e}\n{report}"))?;
+    assert_seqs_applied_once(&recorded, acked.len() as u64 + before);
+    // The hang was real: requests were held while the client went on asking.
+    let held = exchanges.iter().filter(|e| e.fault.is_some()).count();
+    assert!(held >= 3, "the proxy held {held} requests\n{report}");
+    browser.close().await?;
+    Ok(())
+}
