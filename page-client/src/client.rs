@@ -875,16 +875,38 @@ impl SyncClient {
     pub fn export_snapshot(
         &self,
         #[wasm_bindgen(unchecked_param_type = "\"json\" | \"yaml\"")] format: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "{ includeLocalOnly?: boolean }")]
+        options: Option<JsValue>,
     ) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
+            let include_local_only = match options {
+                None => false,
+                Some(o) if o.is_undefined() || o.is_null() => false,
+                Some(o) => match js_sys::Reflect::get(&o, &"includeLocalOnly".into()) {
+                    Ok(v) if v.is_undefined() => false,
+                    Ok(v) => v.as_bool().ok_or_else(|| {
+                        ClientError::new(
+                            codes::INVALID_MESSAGE,
+                            "exportSnapshot's includeLocalOnly must be true or false",
+                        )
+                    })?,
+                    Err(_) => false,
+                },
+            };
             let format = match format.as_string().as_deref() {
                 Some("json") => ExportFormat::Json,
                 Some("yaml") => ExportFormat::Yaml,
                 None if format.is_undefined() => ExportFormat::Json,
                 _ => return Err(bad_format(&format)),
             };
-            let text = match inner.send(Request::Export { format }).await? {
+            let text = match inner
+                .send(Request::Export {
+                    format,
+                    include_local_only,
+                })
+                .await?
+            {
                 Value::String(text) => text,
                 mut map @ Value::Object(_) => match map.get_mut("text").map(Value::take) {
                     Some(Value::String(text)) => text,

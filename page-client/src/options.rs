@@ -76,6 +76,8 @@ pub const REGISTER_KEYS: &[&str] = &[
     "timeoutMs",
     "requestTimeoutMs",
     "captureMaxBodyBytes",
+    "localOnly",
+    "excludeFromBackup",
     "controllerTimeoutMs",
     "appShell",
     "persistStorage",
@@ -168,6 +170,8 @@ impl ClientOptions {
             opt_positive(map, "requestTimeoutMs")?.unwrap_or(defaults.request_timeout_ms);
         let capture_max_body_bytes =
             opt_positive(map, "captureMaxBodyBytes")?.unwrap_or(defaults.capture_max_body_bytes);
+        let local_only = opt_collections(map, "localOnly")?;
+        let exclude_from_backup = opt_collections(map, "excludeFromBackup")?;
         let retry = parse_retry(map.get("retry"))?;
         let force_page_mode = match map.get("forcePageMode") {
             None | Some(Value::Null) => false,
@@ -192,6 +196,8 @@ impl ClientOptions {
             export_interval_ms,
             request_timeout_ms,
             capture_max_body_bytes,
+            local_only,
+            exclude_from_backup,
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.
@@ -378,6 +384,20 @@ fn check_server_url(url: &str) -> Result<String, ClientError> {
         )));
     }
     Ok(trimmed.to_owned())
+}
+
+/// A list of collection names (absent: none); the names themselves are checked with the rest
+/// of the config.
+fn opt_collections(map: &Map<String, Value>, key: &str) -> Result<Vec<String>, ClientError> {
+    let bad = || ClientError::config(format!("{key} must be a list of collection names"));
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+            .collect(),
+        Some(_) => Err(bad()),
+    }
 }
 
 fn opt_string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ClientError> {

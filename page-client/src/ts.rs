@@ -28,6 +28,10 @@ export interface SyncClientOptions {
   token?: string | null;
   /** Existing REST routes whose unanswered requests are queued and replayed in order: a path pattern for the page's or the sync server's origin ("/api/sync/*"), a URL pattern for another API origin ("http://localhost:3000/api/sync/*"), or { origin?, path, secretHeaders? }. `*` matches anything; the query string and one trailing slash are ignored. A captured call's `Authorization`, `Cookie` and `Proxy-Authorization` headers, and those named in its route's `secretHeaders`, are kept in the outbox only to replay it: an export, a backup or a dead-letter copy never holds them (they are named in its `redacted`). */
   captureRoutes?: (string | { origin?: string; path: string; secretHeaders?: string[] })[];
+  /** Collections that never leave the device: kept in IndexedDB, never pushed, never in a server backup, and not in `exportSnapshot` unless `{ includeLocalOnly: true }`. For secrets such as API keys (IndexedDB itself is not encrypted at rest). */
+  localOnly?: string[];
+  /** Collections that sync like any other but are left out of server backups (`backupNow`, scheduled backups). */
+  excludeFromBackup?: string[];
   /** Largest body of a captured call that is queued, bytes (1..16777216). Default 1048576. A larger one is answered 413 `capture_too_large` and not queued. */
   captureMaxBodyBytes?: number;
   /** Most mutations per push (1..1000). Default 100. */

@@ -237,7 +237,7 @@ async fn restoring_garbage_is_refused_with_bad_snapshot() {
 async fn bad_arguments_to_export_restore_and_dead_letters_are_typed_errors() {
     let c = page_client(NO_SERVER).await;
     assert_eq!(
-        error_code(c.export_snapshot("xml".into())).await,
+        error_code(c.export_snapshot("xml".into(), None)).await,
         "invalid_value"
     );
     assert_eq!(
@@ -340,7 +340,7 @@ async fn export_and_a_dry_run_restore_of_it_change_nothing() {
     let key = unique("x");
     ok(c.put("notes".into(), key.clone(), js(r#"{"t":1}"#))).await;
     for format in ["json", "yaml"] {
-        let text = ok(c.export_snapshot(format.into()))
+        let text = ok(c.export_snapshot(format.into(), None))
             .await
             .as_string()
             .expect("text");
@@ -407,7 +407,7 @@ async fn in_page_mode_a_write_reaches_the_server_exactly_once() {
     assert_eq!(get(&item, "pending"), JsValue::FALSE, "acknowledged");
     // Flushing again sends nothing more.
     ok(c.flush()).await;
-    let snapshot = ok(c.export_snapshot("json".into()))
+    let snapshot = ok(c.export_snapshot("json".into(), None))
         .await
         .as_string()
         .unwrap();
@@ -472,7 +472,7 @@ async fn restoring_a_yaml_export_brings_back_the_exported_values() {
         js(r#"{"title":"original","n":1.5}"#),
     ))
     .await;
-    let yaml = ok(c.export_snapshot("yaml".into()))
+    let yaml = ok(c.export_snapshot("yaml".into(), None))
         .await
         .as_string()
         .unwrap();

@@ -114,6 +114,11 @@ pub struct Config {
     /// The largest body of a captured call that is queued; a larger one is answered `413`
     /// (`capture_too_large`) and nothing is queued.
     pub capture_max_body_bytes: u64,
+    /// Collections that never leave the device: written to IndexedDB, never pushed, left out
+    /// of backups, and out of exports unless asked (`include_local_only`).
+    pub local_only: Vec<String>,
+    /// Collections that sync like any other but are left out of server backups.
+    pub exclude_from_backup: Vec<String>,
 }
 
 impl Default for Config {
@@ -128,6 +133,8 @@ impl Default for Config {
             export_interval_ms: None,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             capture_max_body_bytes: DEFAULT_CAPTURE_MAX_BODY_BYTES,
+            local_only: Vec::new(),
+            exclude_from_backup: Vec::new(),
         }
     }
 }
@@ -202,6 +209,15 @@ impl Config {
                 REQUEST_TIMEOUT_RANGE_MS.end(),
                 self.request_timeout_ms
             ));
+        }
+        for (name, list) in [
+            ("local_only", &self.local_only),
+            ("exclude_from_backup", &self.exclude_from_backup),
+        ] {
+            for collection in list {
+                crate::validate::validate_collection(collection)
+                    .map_err(|e| format!("{name}: {e}"))?;
+            }
         }
         if !(1..=MAX_CAPTURE_MAX_BODY_BYTES).contains(&self.capture_max_body_bytes) {
             return Err(format!(
@@ -313,6 +329,9 @@ pub enum Request {
     },
     Export {
         format: ExportFormat,
+        /// Put the `local_only` collections in too (they are left out unless asked).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include_local_only: bool,
     },
     Restore {
         text: String,

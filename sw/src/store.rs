@@ -542,9 +542,10 @@ impl Store {
         entries: &[&NewEntry],
         now: Millis,
         guard: &CoalesceGuard,
+        local_only: &[String],
     ) -> Result<(Vec<u64>, u64)> {
         let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES], true)?;
-        let written = Self::stage_writes(&tx, entries, now, guard).await?;
+        let written = Self::stage_writes(&tx, entries, now, guard, local_only).await?;
         tx.commit().await?;
         Ok(written)
     }
@@ -552,11 +553,16 @@ impl Store {
     /// The body of [`Store::commit_writes`], inside the caller's transaction (which covers
     /// `meta`, `outbox` and `entities`): it reads `next_seq` and the barrier there, so it sees
     /// whatever the transaction wrote before.
+    ///
+    /// A write to a `local_only` collection changes `entities` only: it never enters the
+    /// outbox, so it is never pushed. The second number returned counts the writes that did not
+    /// add to the outbox (coalesced away, or local-only).
     async fn stage_writes(
         tx: &Tx,
         entries: &[&NewEntry],
         now: Millis,
         guard: &CoalesceGuard,
+        local_only: &[String],
     ) -> Result<(Vec<u64>, u64)> {
         let m = tx.store(META)?;
         let outbox = tx.store(OUTBOX)?;
@@ -624,6 +630,21 @@ impl Store {
                     let state = targets
                         .get_mut(&(collection.as_str(), key.as_str()))
                         .ok_or_else(|| SwError::coded("internal", "entity not read"))?;
+                    if local_only.contains(collection) {
+                        let mut ent = EntityRecord::pending_write(
+                            collection,
+                            key,
+                            *op,
+                            value,
+                            *updated_at,
+                            state.version,
+                        );
+                        ent.pending = false;
+                        issue(entities.put(&to_js(&ent)?))?;
+                        seqs.push(seq);
+                        coalesced += 1;
+                        continue;
+                    }
                     for s in coalescable(&state.queued, &guard) {
                         issue(outbox.delete(&seq_key(s)))?;
                         state.queued.retain(|q| *q != s);
@@ -698,6 +719,7 @@ impl Store {
         writes: impl FnOnce(&BTreeSet<(String, String)>) -> Vec<NewEntry>,
         now: Millis,
         guard: &CoalesceGuard,
+        local_only: &[String],
     ) -> Result<std::result::Result<(RequeuePlan, Vec<u64>, u64), E>> {
         let tx = Tx::new(&self.db, &[META, OUTBOX, ENTITIES, DEAD], true)?;
         let local = Self::read_local_outbox(&tx).await?;
@@ -788,7 +810,7 @@ impl Store {
             (Vec::new(), 0)
         } else {
             let refs: Vec<&NewEntry> = entries.iter().collect();
-            Self::stage_writes(&tx, &refs, now, guard).await?
+            Self::stage_writes(&tx, &refs, now, guard, local_only).await?
         };
         tx.commit().await?;
         Ok(Ok((plan, seqs, coalesced)))

@@ -186,6 +186,7 @@ async fn export_json(engine: &Rc<Engine>) -> String {
     let exported = engine
         .handle(Request::Export {
             format: rangersync_shared::messages::ExportFormat::Json,
+            include_local_only: false,
         })
         .await
         .unwrap();

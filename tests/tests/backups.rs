@@ -726,3 +726,79 @@ async fn a_flipped_byte_a_truncated_file_a_wrong_version_an_oversize_file_and_a_
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_local_only_collection_never_reaches_the_server_and_an_excluded_one_syncs_but_stays_out_of_backups(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    let options = "{ localOnly: ['secrets'], excludeFromBackup: ['drafts'], exportIntervalMs: 0 }";
+    assert_eq!(register_client(&page, options).await?, "worker");
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    eval(
+        &page,
+        "(async () => {
+            await client.put('secrets', 'openai', { key: 'sk-live-0123456789' });
+            await client.put('drafts', 'd1', { text: 'half a thought' });
+            await client.put('notes', 'n1', { text: 'hello' });
+        })()",
+    )
+    .await?;
+    wait_until(
+        "notes and drafts are delivered",
+        Duration::from_secs(20),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok(
+                (s["pending"] == 0 && server.mutations_of(&client_id).await?.len() == 2)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let on_server = server.pull_all().await?;
+    let collections: Vec<&str> = on_server
+        .iter()
+        .filter_map(|c| c["collection"].as_str())
+        .collect();
+    assert!(
+        collections.contains(&"notes") && collections.contains(&"drafts"),
+        "{on_server:?}"
+    );
+    assert!(
+        !collections.contains(&"secrets"),
+        "a local-only write was pushed: {on_server:?}"
+    );
+    // It is still there for the app.
+    let secret = eval(&page, "client.get('secrets', 'openai')").await?;
+    assert!(
+        secret.to_string().contains("sk-live-0123456789"),
+        "{secret}"
+    );
+
+    // An export leaves it out unless asked.
+    let plain = eval(&page, "client.exportSnapshot('json')").await?;
+    assert!(!plain.to_string().contains("sk-live-0123456789"), "{plain}");
+    let asked = eval(
+        &page,
+        "client.exportSnapshot('json', { includeLocalOnly: true })",
+    )
+    .await?;
+    assert!(asked.to_string().contains("sk-live-0123456789"));
+
+    // A backup holds neither the local-only collection nor the excluded one.
+    eval(&page, "client.backupNow()").await?;
+    let list = backups_of(&server, &client_id).await?;
+    let snap = verified_backup(&server, list.first().ok_or("no backup")?).await?;
+    let backed_up: Vec<&str> = snap
+        .entities
+        .iter()
+        .map(|e| e.collection.as_str())
+        .collect();
+    assert_eq!(backed_up, ["notes"], "{:?}", snap.entities);
+    browser.close().await?;
+    Ok(())
+}

@@ -24,13 +24,27 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
 
 impl Engine {
+    /// A snapshot of everything but the collections `left_out` (local-only ones, and for a
+    /// backup those excluded from backups too), with captured calls' secrets redacted.
     pub(super) async fn export(
         &self,
         format: ExportFormat,
+        left_out: &[String],
     ) -> Result<(snapshot::Snapshot, String), SwError> {
         let at = now();
         let mut contents = self.store.export_contents(&self.client_id).await?;
         self.redact_secrets(&mut contents);
+        if !left_out.is_empty() {
+            let kept = |c: &str| !left_out.iter().any(|l| l == c);
+            contents.entities.retain(|e| kept(&e.collection));
+            contents.outbox.retain(|m| kept(&m.collection));
+            contents.dead.retain(|d| {
+                d.record
+                    .get("collection")
+                    .and_then(Value::as_str)
+                    .is_none_or(kept)
+            });
+        }
         for p in &contents.problems {
             js::log(&format!(
                 "export: {} record {} could not be read: {}",
@@ -151,6 +165,7 @@ impl Engine {
                 .collect()
         };
         let guard = self.coalesce_guard();
+        let local_only = self.config.borrow().local_only.clone();
         let applied = self
             .store
             .apply_restore(
@@ -158,6 +173,7 @@ impl Engine {
                 writes,
                 at,
                 &guard,
+                &local_only,
             )
             .await?;
         let (plan, seqs, _) =
@@ -233,7 +249,13 @@ impl Engine {
     }
 
     async fn export_and_upload(self: &Rc<Self>) -> Result<Value, ErrorDetail> {
-        let (snap, text) = match self.export(ExportFormat::Json).await {
+        let left_out = {
+            let c = self.config.borrow();
+            let mut l = c.local_only.clone();
+            l.extend(c.exclude_from_backup.iter().cloned());
+            l
+        };
+        let (snap, text) = match self.export(ExportFormat::Json, &left_out).await {
             Ok(built) => built,
             Err(e) => {
                 self.backups.borrow_mut().handle_export_failed(

@@ -81,7 +81,11 @@ impl Engine {
             let guard = self.coalesce_guard();
             // Stamped by the write clock: never before the server's last word.
             let at = self.flusher.borrow_mut().stamp(now());
-            let result = self.store.commit_writes(&entries, at, &guard).await;
+            let local_only = self.config.borrow().local_only.clone();
+            let result = self
+                .store
+                .commit_writes(&entries, at, &guard, &local_only)
+                .await;
             self.commit
                 .transactions
                 .set(self.commit.transactions.get() + 1);

@@ -222,8 +222,16 @@ impl Engine {
                 }
                 Ok(json!({ "discarded": seq }))
             }
-            Request::Export { format } => {
-                let (snap, text) = self.export(format).await?;
+            Request::Export {
+                format,
+                include_local_only,
+            } => {
+                let left_out = if include_local_only {
+                    Vec::new()
+                } else {
+                    self.config.borrow().local_only.clone()
+                };
+                let (snap, text) = self.export(format, &left_out).await?;
                 Ok(json!({
                     "format": format, "text": text, "exported_at": snap.exported_at,
                     "checksum": snap.checksum.value, "counts": snap.counts,
