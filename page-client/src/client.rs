@@ -7,7 +7,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise, JSON};
-use rangersync_shared::messages::{codes, ExportFormat, PageEvent, Request, MESSAGE_VERSION};
+use rangersync_shared::messages::{
+    codes, Config, ExportFormat, PageEvent, Request, MESSAGE_VERSION,
+};
 use rangersync_shared::outbox::VISIBLE_PROBE_MS;
 use rangersync_shared::status::Mode;
 use serde_json::Value;
@@ -75,7 +77,19 @@ struct Inner {
     wake: RefCell<Option<WakeTimer>>,
     /// The timer of an open page at the next backup's due time (see [`Inner::arm_backup_wake`]).
     backup_wake: RefCell<Option<WakeTimer>>,
+    /// `token` given as a function: asked for a fresh token at register, before a flush the
+    /// page asks for, and when the worker shows `auth_error` (see [`Inner::refresh_token`]).
+    token_source: Option<Function>,
+    /// The token sent to the outbox last (from `token`, or the function's last answer).
+    token: RefCell<Option<String>>,
+    /// A refresh is running, or ran within [`TOKEN_REFRESH_MIN_MS`] (`js_sys::Date::now`).
+    token_refreshed_at: Cell<f64>,
+    token_refreshing: Cell<bool>,
 }
+
+/// A refused token is asked for again at most this often (a token function that keeps giving
+/// a refused token must not make the page and worker spin).
+const TOKEN_REFRESH_MIN_MS: f64 = 2_000.0;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -96,9 +110,14 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    fn new(options: ClientOptions) -> Rc<Self> {
+    fn new(options: ClientOptions, token_source: Option<Function>) -> Rc<Self> {
+        let token = RefCell::new(options.config.token.clone());
         Rc::new(Self {
             options,
+            token_source,
+            token,
+            token_refreshed_at: Cell::new(f64::NEG_INFINITY),
+            token_refreshing: Cell::new(false),
             transport: RefCell::new(None),
             next_id: Cell::new(1),
             next_listener: Cell::new(1),
@@ -112,6 +131,44 @@ impl Inner {
             backup_wake: RefCell::new(None),
             fallback_reason: RefCell::new(None),
         })
+    }
+
+    /// The config sent to the outbox: the options', with the current token.
+    fn config(&self) -> Config {
+        Config {
+            token: self.token.borrow().clone(),
+            ..self.options.config.clone()
+        }
+    }
+
+    /// Ask the token function (if `token` is one) for a fresh token; when it differs from the
+    /// one the outbox has, send the outbox the new config (which lifts an `auth_error` and
+    /// flushes at once). On an `auth_error` status at most once per [`TOKEN_REFRESH_MIN_MS`];
+    /// `now_needed` (an explicit `flush()`) always asks.
+    async fn refresh_token(self: &Rc<Self>, now_needed: bool) -> Result<(), ClientError> {
+        let Some(source) = self.token_source.clone() else {
+            return Ok(());
+        };
+        let at = js_sys::Date::now();
+        if self.token_refreshing.get()
+            || (!now_needed && at - self.token_refreshed_at.get() < TOKEN_REFRESH_MIN_MS)
+        {
+            return Ok(());
+        }
+        self.token_refreshing.set(true);
+        self.token_refreshed_at.set(at);
+        let fresh = call_token_source(&source).await;
+        self.token_refreshing.set(false);
+        let fresh = fresh?;
+        if fresh == *self.token.borrow() {
+            return Ok(());
+        }
+        *self.token.borrow_mut() = fresh;
+        self.send(Request::Configure {
+            config: self.config(),
+        })
+        .await
+        .map(|_| ())
     }
 
     fn mode(&self) -> Mode {
@@ -255,7 +312,7 @@ impl Inner {
         });
         let id = self.take_id();
         let configure = Request::Configure {
-            config: self.options.config.clone(),
+            config: self.config(),
         };
         let reply = link
             .engine
@@ -306,6 +363,16 @@ impl Inner {
         }
         match b {
             Incoming::Status(status) => {
+                if status["state"] == "auth_error" && self.token_source.is_some() {
+                    let inner = Rc::clone(self);
+                    spawn_local(async move {
+                        if let Err(e) = inner.refresh_token(false).await {
+                            web_sys::console::warn_1(&JsValue::from_str(&format!(
+                                "rangersync: the token function failed: {e}"
+                            )));
+                        }
+                    });
+                }
                 let status = &self.with_fallback_reason(status.clone());
                 self.arm_wake(status, 0.0);
                 self.arm_backup_wake(status);
@@ -476,7 +543,7 @@ impl Inner {
             };
             // Tell the new worker the config first, then resend what was in flight.
             let configure = Request::Configure {
-                config: inner.options.config.clone(),
+                config: inner.config(),
             };
             if let Ok(message) =
                 request::envelope(inner.take_id(), configure).and_then(|text| js::parse_text(&text))
@@ -617,14 +684,23 @@ impl SyncClient {
             .location()
             .origin()
             .map_err(|e| ClientError::internal(format!("no origin: {}", describe(&e))))?;
-        let options = ClientOptions::parse(&js::options_json(options)?, &origin)?;
+        // `token` may be a function (JSON leaves it out of the options it reads).
+        let token_source = (!options.is_undefined() && !options.is_null())
+            .then(|| js_sys::Reflect::get(options, &"token".into()).ok())
+            .flatten()
+            .and_then(|t| t.dyn_into::<Function>().ok());
+        let mut options = ClientOptions::parse(&js::options_json(options)?, &origin)?;
+        if let Some(source) = &token_source {
+            options.config.token = call_token_source(source).await?;
+            options.config.check().map_err(ClientError::config)?;
+        }
         // Ask before the first write, so the browser does not evict the database under
         // storage pressure; the status's `persistent` says whether it agreed.
         let persisting = options
             .persist_storage
             .then(|| js::request_persistent_storage(&window))
             .flatten();
-        let inner = Inner::new(options);
+        let inner = Inner::new(options, token_source);
         if inner.options.force_page_mode {
             inner.fall_back("forcePageMode").await?;
         } else {
@@ -636,7 +712,7 @@ impl SyncClient {
                 Ok(link) => {
                     inner.attach_worker(&link);
                     let configure = Request::Configure {
-                        config: inner.options.config.clone(),
+                        config: inner.config(),
                     };
                     match inner.send(configure).await {
                         Ok(_) => {}
@@ -828,6 +904,8 @@ impl SyncClient {
     pub fn flush(&self) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
+            // Before a burst of requests: a fresh token, when `token` is a function.
+            inner.refresh_token(true).await?;
             let result = inner.send(Request::Flush).await?;
             let status = if request::is_status(&result) {
                 result
@@ -1079,4 +1157,21 @@ fn seq_from_js(seq: f64) -> Result<u64, ClientError> {
 #[wasm_bindgen(js_name = messageVersion)]
 pub fn message_version() -> u32 {
     MESSAGE_VERSION
+}
+
+/// Call the `token` function: its answer (or what its promise resolves to) must be a string,
+/// or `null`/`undefined` for none.
+async fn call_token_source(source: &Function) -> Result<Option<String>, ClientError> {
+    let failed =
+        |e: &JsValue| ClientError::config(format!("the token function failed: {}", describe(e)));
+    let mut answer = source.call0(&JsValue::UNDEFINED).map_err(|e| failed(&e))?;
+    if let Some(p) = answer.dyn_ref::<Promise>() {
+        answer = JsFuture::from(p.clone()).await.map_err(|e| failed(&e))?;
+    }
+    if answer.is_undefined() || answer.is_null() {
+        return Ok(None);
+    }
+    answer.as_string().map(Some).ok_or_else(|| {
+        ClientError::config("the token function must return a string (or a promise of one)")
+    })
 }

@@ -24,8 +24,8 @@ export interface SyncClientOptions {
   swUrl?: string;
   /** Base URL of the sync server. Default: the page's origin. `null`: no sync server (capture only; `put()` is refused). */
   serverUrl?: string | null;
-  /** Bearer token for the sync server (kept by the worker so it can sync with no page open). */
-  token?: string | null;
+  /** Bearer token for the sync server (kept by the worker so it can sync with no page open), or a function giving a fresh one (called at register, before each `flush()`, and when the server refuses the token: the status shows `auth_error` until a page gives one it accepts; the outbox is kept meanwhile). */
+  token?: string | null | (() => string | null | Promise<string | null>);
   /** Existing REST routes whose unanswered requests are queued and replayed in order: a path pattern for the page's or the sync server's origin ("/api/sync/*"), a URL pattern for another API origin ("http://localhost:3000/api/sync/*"), or { origin?, path, secretHeaders? }. `*` matches anything; the query string and one trailing slash are ignored. A captured call's `Authorization`, `Cookie` and `Proxy-Authorization` headers, and those named in its route's `secretHeaders`, are kept in the outbox only to replay it: an export, a backup or a dead-letter copy never holds them (they are named in its `redacted`). */
   captureRoutes?: (string | { origin?: string; path: string; secretHeaders?: string[] })[];
   /** Collections that never leave the device: kept in IndexedDB, never pushed, never in a server backup, and not in `exportSnapshot` unless `{ includeLocalOnly: true }`. For secrets such as API keys (IndexedDB itself is not encrypted at rest). */

@@ -313,3 +313,56 @@ async fn a_last_chance_sync_after_a_404_keeps_the_config_error_and_the_write() -
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_token_function_is_asked_again_after_a_refusal_and_until_it_gives_a_good_token_the_write_waits_under_auth_error(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start_with_token("the-right-token").await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    // The app's login gives a stale token first.
+    eval(&page, "window.appToken = 'a-stale-token'; window.asked = 0").await?;
+    let options =
+        "{ exportIntervalMs: 0, token: async () => { window.asked++; return window.appToken; } }";
+    assert_eq!(register_client(&page, options).await?, "worker");
+    wait_for_controller(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    eval(&page, "client.put('notes', 'a', { v: 1 })").await?;
+    let refused = wait_until(
+        "the write waits under auth_error",
+        Duration::from_secs(20),
+        || async {
+            let s = eval(&page, "client.status()").await?;
+            Ok((s["state"] == "auth_error" && s["pending"] == 1).then_some(s))
+        },
+    )
+    .await?;
+    assert!(
+        server.mutations_of(&client_id).await?.is_empty(),
+        "{refused}"
+    );
+    let asked = eval(&page, "window.asked").await?.as_u64().unwrap_or(0);
+    assert!(
+        asked >= 2,
+        "asked at register and again after the 401: {asked}"
+    );
+
+    // The login refreshes; the next time the token is asked for, the write goes through, once.
+    eval(&page, "window.appToken = 'the-right-token'").await?;
+    eval(&page, "client.flush()").await?;
+    wait_until(
+        "the write is delivered",
+        Duration::from_secs(20),
+        || async { Ok((server.mutations_of(&client_id).await?.len() == 1).then_some(())) },
+    )
+    .await?;
+    let status = wait_until("the status is idle", Duration::from_secs(10), || async {
+        let s = eval(&page, "client.status()").await?;
+        Ok((s["pending"] == 0 && s["state"] == "idle").then_some(s))
+    })
+    .await?;
+    assert!(status["last_error"].is_null(), "{status}");
+    browser.close().await?;
+    Ok(())
+}
