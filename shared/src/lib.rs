@@ -2,7 +2,7 @@
 //!
 //! Everything of rangersync that needs no browser: the wire types of PROTOCOL.md, the page ⇄
 //! worker messages, which requests are captured, the status object, input validation, the retry policy, response
-//! classification, the write clock, the conflict rule, the snapshot format and what its restore re-queues, and the outbox as a sans-IO state
+//! classification, the write clock, the conflict rule, the snapshot format, its encrypted envelope and what its restore re-queues, and the outbox as a sans-IO state
 //! machine ([`outbox`]) that the service worker and the page fallback drive.
 //!
 //! Nothing here touches IndexedDB, the network or a clock: time and randomness are passed in,
@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod requeue;
 pub mod retry;
+pub mod sealed;
 pub mod snapshot;
 pub mod status;
 pub mod validate;
