@@ -30,6 +30,10 @@ pub struct ServerOptions {
     pub www: Option<PathBuf>,
     /// Page origins allowed by CORS (`http://127.0.0.1:8080`); `*` mirrors any origin.
     pub allow_origins: Vec<String>,
+    /// Host names (or `name:port`) answered besides loopback ones when there is no auth.
+    pub allow_hosts: Vec<String>,
+    /// Listen beyond loopback with no auth (something in front of the server authenticates).
+    pub insecure_no_auth: bool,
     /// Bearer token required on `/api/*` (except `/api/health`); `None` or empty: no auth.
     pub token: Option<String>,
     /// Mount the `/api/test/*` endpoints (fault injection, stats, reset). Never in production.
@@ -47,6 +51,8 @@ impl Default for ServerOptions {
             db_pool: DEFAULT_DB_POOL,
             www: Some(PathBuf::from("www")),
             allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
+            insecure_no_auth: false,
             token: None,
             test_endpoints: false,
             keep_backups: DEFAULT_KEEP_BACKUPS,
@@ -63,6 +69,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("db_pool", &self.db_pool)
             .field("www", &self.www)
             .field("allow_origins", &self.allow_origins)
+            .field("allow_hosts", &self.allow_hosts)
+            .field("insecure_no_auth", &self.insecure_no_auth)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("test_endpoints", &self.test_endpoints)
             .field("keep_backups", &self.keep_backups)
@@ -109,6 +117,17 @@ pub struct Cli {
     /// Repeat for several; '*' allows (mirrors) any origin, for test runners on random ports.
     #[arg(long = "allow-origin", value_name = "URL")]
     pub allow_origins: Vec<String>,
+
+    /// Without auth, the server answers /api/* only for a loopback Host (localhost,
+    /// 127.0.0.0/8, [::1]), so a hostile domain resolving to 127.0.0.1 gets nothing. Repeat to
+    /// allow other names (NAME or NAME:PORT).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+
+    /// Listen on a non-loopback address with no auth. Without this flag the server refuses
+    /// to start that way; use it only when something in front of it authenticates.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 
     /// Bearer token required on every /api/* route except /api/health. Prefer the
     /// RANGERSYNC_TOKEN environment variable (a flag shows in the process list). Never logged.
@@ -194,6 +213,8 @@ impl Cli {
             db_pool: self.db_pool,
             www: (!self.no_www).then_some(self.www),
             allow_origins: self.allow_origins,
+            allow_hosts: self.allow_hosts,
+            insecure_no_auth: self.insecure_no_auth,
             token: self.token.filter(|t| !t.is_empty()),
             test_endpoints: self.test_endpoints,
             keep_backups: self.keep_backups,

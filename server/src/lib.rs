@@ -33,7 +33,8 @@
 //! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
 //! | everything else | [`static_files`] |
 //!
-//! Cross-cutting: [`auth`] (bearer token), [`cors`], [`error`] (every error body is
+//! Cross-cutting: [`guard`] (content type, `Origin`, `Host`: no CSRF, no DNS rebinding),
+//! [`auth`] (bearer token), [`cors`], [`error`] (every error body is
 //! `{"error":{"code","message"}}`), [`storage`] (the seam the protocol is written against),
 //! [`sqlite`] and [`postgres`] (the only modules that know a schema), [`db_location`]
 //! (`--db`: a path or a `postgres://` URL).
@@ -52,6 +53,7 @@ pub mod cors;
 pub mod db_location;
 pub mod error;
 pub mod export;
+pub mod guard;
 pub mod postgres;
 pub mod pull;
 pub mod push;
@@ -94,6 +96,8 @@ pub struct AppState {
     pub faults: Arc<testing::Faults>,
     /// Backups kept per client ([`ServerOptions::keep_backups`]).
     pub keep_backups: usize,
+    /// What a request to `/api/*` must look like ([`guard`]).
+    pub guard: Arc<guard::Guard>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -172,6 +176,7 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             state.clone(),
             auth::require_token,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::check))
         .layer(CatchPanicLayer::custom(panic_response));
     if let Some(cors) = cors::layer(&opts.allow_origins)? {
         app = app.layer(cors);
@@ -239,6 +244,13 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
             opts.keep_backups
         )));
     }
+    let token = opts
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| Arc::new(auth::Token::new(t)));
+    let auth = token.is_some();
+    guard::check_listen(opts.listen, auth, opts.insecure_no_auth)?;
     let db = storage::Db::open(&opts.db, opts.db_pool)
         .await
         .map_err(|message| ServerError::Database {
@@ -247,13 +259,14 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
         })?;
     let state = AppState {
         db,
-        token: opts
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::new(auth::Token::new(t))),
+        token,
         faults: Arc::new(testing::Faults::default()),
         keep_backups: opts.keep_backups,
+        guard: Arc::new(guard::Guard::new(
+            &opts.allow_origins,
+            &opts.allow_hosts,
+            auth,
+        )),
     };
     let app = router(state, &opts)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)

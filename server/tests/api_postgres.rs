@@ -19,6 +19,8 @@ mod captured;
 mod export;
 #[path = "api/faults.rs"]
 mod faults;
+#[path = "api/guard.rs"]
+mod guard;
 #[path = "api/instances.rs"]
 mod instances;
 #[path = "api/postgres_connection_loss.rs"]

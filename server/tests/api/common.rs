@@ -80,6 +80,8 @@ impl TestServer {
             db_pool: 4,
             www: None,
             allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
+            insecure_no_auth: false,
             token: None,
             test_endpoints: true,
             keep_backups: rangersync_server::config::DEFAULT_KEEP_BACKUPS,

@@ -12,6 +12,7 @@ mod backups;
 mod captured;
 mod export;
 mod faults;
+mod guard;
 mod instances;
 mod pull;
 mod push;

@@ -421,7 +421,13 @@ async fn pushes_racing_a_restore_never_fail_and_each_entity_ends_as_one_of_them(
         let http = s.http.clone();
         let url = s.at("/api/restore?dry_run=false");
         tokio::spawn(async move {
-            let resp = http.post(url).body(backup).send().await.unwrap();
+            let resp = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(backup)
+                .send()
+                .await
+                .unwrap();
             (resp.status(), resp.text().await.unwrap())
         })
     };
