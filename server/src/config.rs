@@ -38,6 +38,9 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// Mount the `/api/test/*` endpoints (fault injection, stats, reset). Never in production.
     pub test_endpoints: bool,
+    /// A mutation stamped further ahead of the server's clock than this is stored and
+    /// compared as stamped at the server's clock plus this.
+    pub max_clock_skew_ms: i64,
     /// How many backups `POST /api/backups` keeps per `client_id` (server exports, which
     /// have none, count as one more client); storing one more deletes the oldest.
     pub keep_backups: usize,
@@ -55,6 +58,7 @@ impl Default for ServerOptions {
             insecure_no_auth: false,
             token: None,
             test_endpoints: false,
+            max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
             keep_backups: DEFAULT_KEEP_BACKUPS,
         }
     }
@@ -73,6 +77,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("insecure_no_auth", &self.insecure_no_auth)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("test_endpoints", &self.test_endpoints)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
             .field("keep_backups", &self.keep_backups)
             .finish()
     }
@@ -143,6 +148,12 @@ pub struct Cli {
     /// For tests only: anyone who can reach the server can wipe it.
     #[arg(long)]
     pub test_endpoints: bool,
+
+    /// How far ahead of this server's clock a write's updated_at may be: one stamped later
+    /// is stored and compared as stamped at the server's clock plus this (the push answer
+    /// says so), so a device whose clock runs ahead cannot win every later conflict.
+    #[arg(long, value_name = "MS", default_value_t = rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS, value_parser = clap::value_parser!(i64).range(0..))]
+    pub max_clock_skew_ms: i64,
 
     /// Backups kept per client by POST /api/backups: storing one more deletes that client's
     /// oldest, in the same transaction (server exports, with no client_id, count as one
@@ -217,6 +228,7 @@ impl Cli {
             insecure_no_auth: self.insecure_no_auth,
             token: self.token.filter(|t| !t.is_empty()),
             test_endpoints: self.test_endpoints,
+            max_clock_skew_ms: self.max_clock_skew_ms,
             keep_backups: self.keep_backups,
         }
     }

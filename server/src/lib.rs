@@ -96,6 +96,8 @@ pub struct AppState {
     pub faults: Arc<testing::Faults>,
     /// Backups kept per client ([`ServerOptions::keep_backups`]).
     pub keep_backups: usize,
+    /// How far ahead of the server's clock a stamp may be ([`ServerOptions::max_clock_skew_ms`]).
+    pub max_clock_skew_ms: Millis,
     /// What a request to `/api/*` must look like ([`guard`]).
     pub guard: Arc<guard::Guard>,
 }
@@ -262,6 +264,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
         token,
         faults: Arc::new(testing::Faults::default()),
         keep_backups: opts.keep_backups,
+        max_clock_skew_ms: opts.max_clock_skew_ms,
         guard: Arc::new(guard::Guard::new(
             &opts.allow_origins,
             &opts.allow_hosts,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Request, State};
 use axum::Json;
-use rangersync_shared::conflict::Stored;
+use rangersync_shared::conflict::{self, Stored};
 use rangersync_shared::protocol::{
     CurrentEntity, Millis, Mutation, MutationResult, PushRequest, PushResponse,
 };
@@ -58,7 +58,27 @@ pub async fn push(
             format!("seq {} is larger than this server stores", m.seq),
         ));
     }
-    let results = state.db.push(request.mutations, now_ms()).await?;
+    let now = now_ms();
+    let mut mutations = request.mutations;
+    // A valid stamp too far ahead of the server's clock is stored under the allowed one
+    // (an invalid one stays as sent, to be rejected); the client is told which.
+    let restamped: Vec<Option<Millis>> = mutations
+        .iter_mut()
+        .map(|m| {
+            let bounded = conflict::bounded_stamp(m.updated_at, now, state.max_clock_skew_ms);
+            (bounded != m.updated_at && validate::validate_mutation(m).is_ok()).then(|| {
+                m.updated_at = bounded;
+                bounded
+            })
+        })
+        .collect();
+    let mut results = state.db.push(mutations, now).await?;
+    // One result per mutation, in request order.
+    for (r, stamp) in results.iter_mut().zip(restamped) {
+        if let MutationResult::Applied { stamped_at, .. } = r {
+            *stamped_at = stamp;
+        }
+    }
     Ok(Json(PushResponse {
         results,
         server_time: now_ms(),
@@ -132,7 +152,11 @@ pub async fn apply_batch(
                 counts.mutations_applied += 1;
                 written_here.insert((m.collection.as_str(), m.key.as_str()), applied.len());
                 applied.push(results.len());
-                results.push(MutationResult::Applied { seq, version: 0 });
+                results.push(MutationResult::Applied {
+                    seq,
+                    version: 0,
+                    stamped_at: None,
+                });
             }
             Written::Lost(stored) => {
                 tx.record(m, MutationStatus::Conflict, None, now).await?;

@@ -15,6 +15,8 @@ mod auth_and_cors;
 mod backups;
 #[path = "api/captured.rs"]
 mod captured;
+#[path = "api/clocks.rs"]
+mod clocks;
 #[path = "api/export.rs"]
 mod export;
 #[path = "api/faults.rs"]

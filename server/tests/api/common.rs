@@ -84,6 +84,7 @@ impl TestServer {
             insecure_no_auth: false,
             token: None,
             test_endpoints: true,
+            max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
             keep_backups: rangersync_server::config::DEFAULT_KEEP_BACKUPS,
         };
         tweak(&mut opts);

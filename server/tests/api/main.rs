@@ -10,6 +10,7 @@ mod common;
 mod auth_and_cors;
 mod backups;
 mod captured;
+mod clocks;
 mod export;
 mod faults;
 mod guard;
