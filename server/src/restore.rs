@@ -37,6 +37,7 @@ use rangersync_shared::snapshot::{self, RestoreReport, Snapshot, SnapshotSource}
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::body::read_body;
 use crate::error::{codes, ApiError};
 use crate::export::{decode_snapshot, parse_backup_id};
@@ -242,9 +243,11 @@ fn parse_dry_run(text: Option<&str>) -> Result<bool, ApiError> {
 /// The handler.
 pub async fn restore(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    caller.require_admin("POST /api/restore")?;
     let params = query_params(q)?;
     let dry_run = parse_dry_run(params.get("dry_run").map(String::as_str))?;
     let backup_id = params

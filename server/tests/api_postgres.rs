@@ -35,3 +35,5 @@ mod push;
 mod restore;
 #[path = "api/server.rs"]
 mod server;
+#[path = "api/users.rs"]
+mod users;

@@ -386,6 +386,7 @@ async fn backups_stored_by_the_previous_version_keep_one_row_per_document_with_s
         opts,
         http: reqwest::Client::new(),
         _dir: dir,
+        keys: None,
     };
 
     let list = s.backups("").await;

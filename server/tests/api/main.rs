@@ -19,3 +19,4 @@ mod pull;
 mod push;
 mod restore;
 mod server;
+mod users;
