@@ -31,6 +31,8 @@ pub mod codes {
     pub const FORBIDDEN_HOST: &str = "forbidden_host";
     /// The caller may not do this (e.g. a restore by a non-admin).
     pub const FORBIDDEN: &str = "forbidden";
+    /// The client id of a push or a backup belongs to another user.
+    pub const CLIENT_OWNED_BY_ANOTHER_USER: &str = "client_owned_by_another_user";
     /// No such route or resource.
     pub const NOT_FOUND: &str = "not_found";
     /// The route exists but not with this method.

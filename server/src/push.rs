@@ -11,9 +11,10 @@ use rangersync_shared::protocol::{
 };
 use rangersync_shared::validate::{self, ValidationError, MAX_BATCH_BYTES};
 
+use crate::auth::Caller;
 use crate::body::{is_json, read_body};
 use crate::error::{codes, ApiError};
-use crate::storage::{Counters, MutationStatus, PushTx, Written};
+use crate::storage::{client_owned_by_another_user, Counters, MutationStatus, PushTx, Written};
 use crate::{now_ms, AppState};
 
 /// Bodies up to this size are read and judged by `validate_push` (which refuses anything over
@@ -33,6 +34,7 @@ fn whole_request_error(e: &ValidationError) -> ApiError {
 /// The handler.
 pub async fn push(
     State(state): State<AppState>,
+    caller: Caller,
     req: Request,
 ) -> Result<Json<PushResponse>, ApiError> {
     let (parts, body) = req.into_parts();
@@ -72,7 +74,7 @@ pub async fn push(
             })
         })
         .collect();
-    let mut results = state.db.push(mutations, now).await?;
+    let mut results = state.db.push(&caller.user_id, mutations, now).await?;
     // One result per mutation, in request order.
     for (r, stamp) in results.iter_mut().zip(restamped) {
         if let MutationResult::Applied { stamped_at, .. } = r {
@@ -109,6 +111,12 @@ pub async fn apply_batch(
     // that show one of them: those carry the version `finish` gives it.
     let mut written_here: HashMap<(&str, &str), usize> = HashMap::new();
     let mut shows_written: Vec<(usize, usize)> = Vec::new();
+    let mut client_ids: Vec<&str> = mutations.iter().map(|m| m.client_id.as_str()).collect();
+    client_ids.sort_unstable();
+    client_ids.dedup();
+    if let Some(client_id) = tx.own_clients(&client_ids).await? {
+        return Err(client_owned_by_another_user(&client_id));
+    }
     tx.begin(mutations).await?;
     for m in mutations {
         let seq = m.seq;

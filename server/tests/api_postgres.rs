@@ -25,6 +25,8 @@ mod faults;
 mod guard;
 #[path = "api/instances.rs"]
 mod instances;
+#[path = "api/isolation.rs"]
+mod isolation;
 #[path = "api/postgres_connection_loss.rs"]
 mod postgres_connection_loss;
 #[path = "api/pull.rs"]

@@ -88,7 +88,7 @@ async fn with_a_token_uploading_listing_fetching_and_restoring_backups_need_it()
         vec![
             with(json_body(s.http.post(s.at("/api/backups")), &text)),
             with(s.http.get(s.at("/api/backups"))),
-            with(s.http.get(s.at("/api/backups/1"))),
+            with(s.http.get(s.at(&format!("/api/backups/{NO_SUCH_BACKUP}")))),
             with(json_body(
                 s.http.post(s.at("/api/restore?dry_run=true")),
                 &text,
@@ -135,11 +135,17 @@ async fn with_a_token_uploading_listing_fetching_and_restoring_backups_need_it()
         vec![
             StatusCode::CREATED,
             StatusCode::OK,
-            StatusCode::OK,
+            StatusCode::NOT_FOUND, // ids are unguessable: this one names no backup
             StatusCode::OK,
             StatusCode::OK
         ]
     );
+    let authed = s.as_user("s3cret-token");
+    let stored = authed.backups("").await;
+    let (status, _) = authed
+        .get_json(&format!("/api/backups/{}", id_of(&stored[0])))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     s.stop().await;
 }
 

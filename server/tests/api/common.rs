@@ -413,3 +413,18 @@ impl TestServer {
         }
     }
 }
+
+/// A backup's id, checked to be 32 lower-case hex digits (128 random bits).
+pub fn id_of(backup: &Value) -> String {
+    let id = backup["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {backup}"));
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{id}"
+    );
+    id.to_owned()
+}
+
+/// A backup id no backup has.
+pub const NO_SUCH_BACKUP: &str = "00000000000000000000000000000000";

@@ -15,6 +15,7 @@ mod export;
 mod faults;
 mod guard;
 mod instances;
+mod isolation;
 mod pull;
 mod push;
 mod restore;
