@@ -13,6 +13,8 @@ async fn main() -> std::process::ExitCode {
         || opts.jwt_public_key_file.is_some()
     {
         "bearer token or JWT required"
+    } else if opts.insecure_no_auth {
+        "NO AUTH (--insecure-no-auth)"
     } else {
         "no auth (loopback only)"
     };
