@@ -225,3 +225,106 @@ async fn an_admin_restores_one_users_entities_and_no_one_elses() {
     assert!(pulled(&root).await.is_empty());
     s.stop().await;
 }
+
+/// A database as the previous version (schema 2, before users) left it: one entity written by
+/// `old-client`, its dedup record, its counters and a captured request.
+async fn database_before_users(dir: &TempDir) -> rangersync_server::DbLocation {
+    use rangersync_server::DbLocation;
+    let db = fresh_db(dir).await;
+    let rows = |deleted: &str| {
+        format!(
+            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
+                 VALUES ('notes', 'k', '\"old\"', {deleted}, {T0}, 'old-client', 1, 1);
+             INSERT INTO mutations (client_id, seq, status, collection, key, op, version, received_at)
+                 VALUES ('old-client', 1, 'applied', 'notes', 'k', 'put', 1, {T0});
+             INSERT INTO captured_requests (path, body, idempotency_key, received_at)
+                 VALUES ('/api/sync/chat', '{{\"m\":1}}', 'old-client:2', {T0});"
+        )
+    };
+    match &db {
+        DbLocation::Sqlite(path) => {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let conn = rusqlite::Connection::open(path).unwrap();
+            for sql in &rangersync_server::sqlite::MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(&rows("0")).unwrap();
+            conn.execute_batch(
+                "INSERT INTO counters (name, value) VALUES ('version', 1), ('mutations_applied', 1), ('push_requests', 1);",
+            )
+            .unwrap();
+        }
+        DbLocation::Postgres(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            for sql in &rangersync_server::postgres::MIGRATIONS[..2] {
+                client.batch_execute(sql).await.unwrap();
+            }
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE rangersync_schema (
+                         only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+                         version  INTEGER NOT NULL
+                     );
+                     INSERT INTO rangersync_schema (version) VALUES (2);
+                     {}
+                     UPDATE counters SET version = 1, mutations_applied = 1, push_requests = 1;",
+                    rows("false")
+                ))
+                .await
+                .unwrap();
+            drop(client);
+            let _ = driver.await;
+        }
+    }
+    db
+}
+
+#[tokio::test]
+async fn rows_stored_before_users_existed_belong_to_the_default_user() {
+    let dir = TempDir::new("migration-users");
+    let db = database_before_users(&dir).await;
+    let s = TestServer::with_users("migration-users", |o| {
+        o.db = db;
+        o.token = Some("default-token-0123456789".into());
+    })
+    .await;
+    let (default, alice) = (s.as_user("default-token-0123456789"), s.as_user(ALICE));
+    assert_eq!(pulled(&default).await, vec![("k".to_owned(), json!("old"))]);
+    assert_eq!(default.stats().await["mutations_applied"], 1);
+    assert_eq!(
+        default.stats().await["captured"][0]["body"],
+        json!({"m": 1})
+    );
+    assert!(pulled(&alice).await.is_empty());
+    assert_eq!(alice.stats().await["captured"], json!([]));
+    let (status, body) = alice
+        .push(
+            "old-client",
+            vec![put("old-client", 2, "k", json!("alice"), T0 + 1)],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "client_owned_by_another_user"),
+        "old-client is default's"
+    );
+    let results = default
+        .push_ok(
+            "old-client",
+            vec![
+                put("old-client", 1, "k", json!("again"), T0),
+                put("old-client", 2, "k", json!("new"), T0 + 1),
+            ],
+        )
+        .await;
+    assert_eq!(
+        statuses(&results),
+        ["duplicate", "applied"],
+        "the dedup record was kept"
+    );
+    s.stop().await;
+}
