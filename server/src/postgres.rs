@@ -8,7 +8,7 @@
 //!   answers from it (`duplicate`, or the first `rejected`/`conflict`); if the first rolled
 //!   back, the second applies it. A mutation is never applied twice and never gets a 500.
 //! - **The conflict rule in the row.** [`PushTx::write_if_newer`] is one
-//!   `INSERT … ON CONFLICT (collection, key) DO UPDATE … WHERE stored stamp < incoming stamp`:
+//!   `INSERT … ON CONFLICT (user_id, collection, key) DO UPDATE … WHERE stored < incoming`:
 //!   the comparison runs on the latest committed row under its row lock, so two instances
 //!   racing on an entity converge to the greater stamp. `client_id` is `COLLATE "C"` so that
 //!   the tuple compares like `rangersync_shared::conflict::Stamp` (bytewise).
@@ -19,7 +19,9 @@
 //!   versions become visible in increasing order and a pull can never return version `v`
 //!   while a smaller version is still to commit. The cost: batch tails (one statement and
 //!   the commit) run one at a time across instances.
-//! - **No deadlocks.** A batch first takes a transaction-scoped advisory lock per entity it
+//! - **Client ids.** A batch first claims its client ids in the `clients` table, in sorted
+//!   order; a concurrent first claim of the same id waits on its primary key.
+//! - **No deadlocks.** A batch then takes a transaction-scoped advisory lock per entity it
 //!   touches, all in one statement in hash order, then claims its seqs in ascending order,
 //!   and takes the counters row last; every transaction waits in that one order, so none
 //!   waits in a cycle (entity row locks are then never contended).
