@@ -1062,12 +1062,11 @@ impl SyncClient {
     #[wasm_bindgen(js_name = restoreFromServer, unchecked_return_type = "Promise<RestoreReport>")]
     pub fn restore_from_server(
         &self,
-        id: f64,
+        id: String,
         #[wasm_bindgen(unchecked_optional_param_type = "RestoreOptions")] options: Option<JsValue>,
     ) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
-            let id = seq_from_js(id)?;
             let options = options.unwrap_or(JsValue::UNDEFINED);
             let dry_run = parse_restore_options(&js::options_json(&options)?)?;
             Ok(js::from_json(

@@ -105,7 +105,8 @@ export interface SyncStatus {
 
 /** One backup the sync server holds (`serverBackups()`). */
 export interface ServerBackup {
-  id: number;
+  /** The server's id of it (32 hex digits from the reference server: unguessable). */
+  id: string;
   client_id: string | null;
   exported_at: number;
   received_at: number;
@@ -117,7 +118,7 @@ export interface ServerBackup {
 
 /** What `backupNow()` resolves with: the server's record of the stored backup. */
 export interface BackupResult {
-  backup: { id: number; client_id: string | null; exported_at: number; size: number; checksum: string } | null;
+  backup: { id: string; client_id: string | null; exported_at: number; size: number; checksum: string } | null;
   exported_at: number;
   checksum: string;
 }

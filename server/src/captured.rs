@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
 use crate::body::read_body;
 use crate::error::{codes, ApiError};
 use crate::{now_ms, AppState};
@@ -23,7 +24,11 @@ pub const MAX_CAPTURED_BYTES: usize = 1024 * 1024;
 pub const MAX_IDEMPOTENCY_KEY: usize = 512;
 
 /// The handler.
-pub async fn store(State(state): State<AppState>, req: Request) -> Result<Json<Value>, ApiError> {
+pub async fn store(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let key = match parts.headers.get("idempotency-key") {
@@ -44,6 +49,9 @@ pub async fn store(State(state): State<AppState>, req: Request) -> Result<Json<V
     })?;
     let text = value.to_string();
     let now = now_ms();
-    let stored = state.db.insert_captured(path, text, key, now).await?;
+    let stored = state
+        .db
+        .insert_captured(&caller.user_id, path, text, key, now)
+        .await?;
     Ok(Json(json!({ "stored": true, "duplicate": !stored })))
 }

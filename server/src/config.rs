@@ -30,10 +30,28 @@ pub struct ServerOptions {
     pub www: Option<PathBuf>,
     /// Page origins allowed by CORS (`http://127.0.0.1:8080`); `*` mirrors any origin.
     pub allow_origins: Vec<String>,
-    /// Bearer token required on `/api/*` (except `/api/health`); `None` or empty: no auth.
+    /// Host names (or `name:port`) answered besides loopback ones when there is no auth.
+    pub allow_hosts: Vec<String>,
+    /// Listen beyond loopback with no auth (something in front of the server authenticates).
+    pub insecure_no_auth: bool,
+    /// Bearer token required on `/api/*` (except `/api/health`), as user `default`, admin;
+    /// `None` or empty: none.
     pub token: Option<String>,
+    /// A file of `TOKEN USER_ID [admin]` lines, re-read on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    /// A file holding the HS256 secret JWTs are signed with.
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// A PEM public key (RSA, P-256 or Ed25519) JWTs are signed for.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// The `iss` a JWT must carry, when given.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a JWT must carry, when given.
+    pub jwt_audience: Option<String>,
     /// Mount the `/api/test/*` endpoints (fault injection, stats, reset). Never in production.
     pub test_endpoints: bool,
+    /// A mutation stamped further ahead of the server's clock than this is stored and
+    /// compared as stamped at the server's clock plus this.
+    pub max_clock_skew_ms: i64,
     /// How many backups `POST /api/backups` keeps per `client_id` (server exports, which
     /// have none, count as one more client); storing one more deletes the oldest.
     pub keep_backups: usize,
@@ -47,8 +65,16 @@ impl Default for ServerOptions {
             db_pool: DEFAULT_DB_POOL,
             www: Some(PathBuf::from("www")),
             allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
+            insecure_no_auth: false,
             token: None,
+            tokens_file: None,
+            jwt_hs256_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             test_endpoints: false,
+            max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
             keep_backups: DEFAULT_KEEP_BACKUPS,
         }
     }
@@ -63,8 +89,16 @@ impl std::fmt::Debug for ServerOptions {
             .field("db_pool", &self.db_pool)
             .field("www", &self.www)
             .field("allow_origins", &self.allow_origins)
+            .field("allow_hosts", &self.allow_hosts)
+            .field("insecure_no_auth", &self.insecure_no_auth)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens_file", &self.tokens_file)
+            .field("jwt_hs256_secret_file", &self.jwt_hs256_secret_file)
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("test_endpoints", &self.test_endpoints)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
             .field("keep_backups", &self.keep_backups)
             .finish()
     }
@@ -110,7 +144,19 @@ pub struct Cli {
     #[arg(long = "allow-origin", value_name = "URL")]
     pub allow_origins: Vec<String>,
 
-    /// Bearer token required on every /api/* route except /api/health. Prefer the
+    /// Without auth, the server answers /api/* only for a loopback Host (localhost,
+    /// 127.0.0.0/8, [::1]), so a hostile domain resolving to 127.0.0.1 gets nothing. Repeat to
+    /// allow other names (NAME or NAME:PORT).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+
+    /// Listen on a non-loopback address with no auth. Without this flag the server refuses
+    /// to start that way; use it only when something in front of it authenticates.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+
+    /// Bearer token required on every /api/* route except /api/health (one user, `default`,
+    /// admin). Prefer the
     /// RANGERSYNC_TOKEN environment variable (a flag shows in the process list). Never logged.
     #[arg(
         long,
@@ -120,10 +166,41 @@ pub struct Cli {
     )]
     pub token: Option<String>,
 
+    /// Users: a file of `TOKEN USER_ID [admin]` lines (`#` comments), re-read on SIGHUP, so
+    /// a token is rotated by editing the file and `kill -HUP`. Each user sees only their own
+    /// data; only an admin may POST /api/restore.
+    #[arg(long, value_name = "PATH", env = "RANGERSYNC_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Users from the app's own login: a file holding the HS256 secret its JWTs are signed
+    /// with (at least 32 bytes). The user is `sub`; `exp` is required; an admin has
+    /// "rangersync_admin": true.
+    #[arg(long, value_name = "PATH")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// Users from the app's own login: a PEM public key its JWTs are signed for (RSA → RS256,
+    /// P-256 → ES256, Ed25519 → EdDSA).
+    #[arg(long, value_name = "PATH")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// The `iss` every JWT must carry.
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` every JWT must carry.
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
     /// Mount /api/test/* (fault injection, delivery stats, recorded mutations, reset).
     /// For tests only: anyone who can reach the server can wipe it.
     #[arg(long)]
     pub test_endpoints: bool,
+
+    /// How far ahead of this server's clock a write's updated_at may be: one stamped later
+    /// is stored and compared as stamped at the server's clock plus this (the push answer
+    /// says so), so a device whose clock runs ahead cannot win every later conflict.
+    #[arg(long, value_name = "MS", default_value_t = rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS, value_parser = clap::value_parser!(i64).range(0..))]
+    pub max_clock_skew_ms: i64,
 
     /// Backups kept per client by POST /api/backups: storing one more deletes that client's
     /// oldest, in the same transaction (server exports, with no client_id, count as one
@@ -194,8 +271,16 @@ impl Cli {
             db_pool: self.db_pool,
             www: (!self.no_www).then_some(self.www),
             allow_origins: self.allow_origins,
+            allow_hosts: self.allow_hosts,
+            insecure_no_auth: self.insecure_no_auth,
             token: self.token.filter(|t| !t.is_empty()),
+            tokens_file: self.tokens_file,
+            jwt_hs256_secret_file: self.jwt_hs256_secret_file,
+            jwt_public_key_file: self.jwt_public_key_file,
+            jwt_issuer: self.jwt_issuer,
+            jwt_audience: self.jwt_audience,
             test_endpoints: self.test_endpoints,
+            max_clock_skew_ms: self.max_clock_skew_ms,
             keep_backups: self.keep_backups,
         }
     }
@@ -240,6 +325,7 @@ mod tests {
         let mut opts = cli.into_options();
         // RANGERSYNC_TOKEN and RANGERSYNC_DB may be set in the environment.
         opts.token = None;
+        opts.tokens_file = None;
         opts.db = ServerOptions::default().db;
         assert_eq!(opts, ServerOptions::default());
     }

@@ -23,8 +23,16 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     /// The request's content type is not the one the route accepts.
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
-    /// A bearer token is configured and the request did not carry it.
+    /// Auth is configured and the request carried no valid credential.
     pub const UNAUTHORIZED: &str = "unauthorized";
+    /// The request's `Origin` is neither the server's own nor an `--allow-origin`.
+    pub const FORBIDDEN_ORIGIN: &str = "forbidden_origin";
+    /// Without auth, the request's `Host` is not a loopback name or an `--allow-host`.
+    pub const FORBIDDEN_HOST: &str = "forbidden_host";
+    /// The caller may not do this (e.g. a restore by a non-admin).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// The client id of a push or a backup belongs to another user.
+    pub const CLIENT_OWNED_BY_ANOTHER_USER: &str = "client_owned_by_another_user";
     /// No such route or resource.
     pub const NOT_FOUND: &str = "not_found";
     /// The route exists but not with this method.

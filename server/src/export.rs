@@ -14,10 +14,11 @@ use rangersync_shared::snapshot::{
     self, Snapshot, SnapshotError, SnapshotSource, MAX_SNAPSHOT_BYTES,
 };
 
+use crate::auth::Caller;
 use crate::body::read_body;
 use crate::error::{codes, ApiError};
 use crate::pull::query_params;
-use crate::storage::{BackupInfo, NewBackup};
+use crate::storage::{is_backup_id, BackupInfo, NewBackup};
 use crate::{now_ms, AppState};
 
 /// The content type of an encoding.
@@ -38,6 +39,7 @@ fn extension(format: ExportFormat) -> &'static str {
 /// `GET /api/export?format=json|yaml` (default json).
 pub async fn export(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query_params(q)?;
@@ -52,7 +54,7 @@ pub async fn export(
         }
     };
     let exported_at = now_ms();
-    let entities = state.db.all_entities().await?;
+    let entities = state.db.all_entities(&caller.user_id).await?;
     let snap = snapshot::build(
         SnapshotSource::Server,
         None,
@@ -90,12 +92,15 @@ pub fn decode_snapshot(text: &str) -> Result<Snapshot, ApiError> {
     })
 }
 
-/// A backup id as written in a path or a query: a positive whole number.
-pub fn parse_backup_id(text: &str) -> Result<i64, String> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0 && text.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| format!("{text:?} is not a backup id"))
+/// A backup id as written in a query: 32 lower-case hex digits.
+pub fn parse_backup_id(text: &str) -> Result<String, String> {
+    if is_backup_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a backup id (32 lower-case hex digits)"
+        ))
+    }
 }
 
 /// `POST /api/backups`: a JSON or YAML snapshot (at most 64 MiB), verified before it is
@@ -105,6 +110,7 @@ pub fn parse_backup_id(text: &str) -> Result<i64, String> {
 /// `400 checksum_mismatch` / `413`, and nothing is stored.
 pub async fn create_backup(
     State(state): State<AppState>,
+    caller: Caller,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
@@ -137,7 +143,10 @@ pub async fn create_backup(
         body: text,
         received_at,
     };
-    let stored = state.db.insert_backup(backup, state.keep_backups).await?;
+    let stored = state
+        .db
+        .insert_backup(&caller.user_id, backup, state.keep_backups)
+        .await?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {
@@ -161,6 +170,7 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// clamped to 1000).
 pub async fn list_backups(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Vec<BackupInfo>>, ApiError> {
     let params = query_params(q)?;
@@ -188,19 +198,21 @@ pub async fn list_backups(
             }
         },
     };
-    Ok(Json(state.db.backups(client_id, limit).await?))
+    Ok(Json(
+        state.db.backups(&caller.user_id, client_id, limit).await?,
+    ))
 }
 
 /// `GET /api/backups/{id}`: the stored text exactly as it was sent, as `application/json`
 /// or `application/yaml`; `404 not_found` when there is no such backup.
 pub async fn get_backup(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_backup_id(&id).map_err(ApiError::not_found)?;
     let (format, body) = state
         .db
-        .backup_body(id)
+        .backup_body(&caller.user_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no backup {id}")))?;
     let ct = if format == "yaml" {

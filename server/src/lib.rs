@@ -33,7 +33,8 @@
 //! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
 //! | everything else | [`static_files`] |
 //!
-//! Cross-cutting: [`auth`] (bearer token), [`cors`], [`error`] (every error body is
+//! Cross-cutting: [`guard`] (content type, `Origin`, `Host`: no CSRF, no DNS rebinding),
+//! [`auth`] (who is calling: [`tokens`], [`jwt`]), [`cors`], [`error`] (every error body is
 //! `{"error":{"code","message"}}`), [`storage`] (the seam the protocol is written against),
 //! [`sqlite`] and [`postgres`] (the only modules that know a schema), [`db_location`]
 //! (`--db`: a path or a `postgres://` URL).
@@ -52,6 +53,8 @@ pub mod cors;
 pub mod db_location;
 pub mod error;
 pub mod export;
+pub mod guard;
+pub mod jwt;
 pub mod postgres;
 pub mod pull;
 pub mod push;
@@ -61,6 +64,7 @@ pub mod static_files;
 pub mod storage;
 pub mod test_postgres;
 pub mod testing;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,12 +92,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// The database.
     pub db: storage::Db,
-    /// The bearer token, when auth is on.
-    pub token: Option<Arc<auth::Token>>,
+    /// Who may call, and as whom.
+    pub auth: Arc<auth::Authenticator>,
     /// Pending fault rules (used only with test endpoints).
     pub faults: Arc<testing::Faults>,
     /// Backups kept per client ([`ServerOptions::keep_backups`]).
     pub keep_backups: usize,
+    /// How far ahead of the server's clock a stamp may be ([`ServerOptions::max_clock_skew_ms`]).
+    pub max_clock_skew_ms: Millis,
+    /// What a request to `/api/*` must look like ([`guard`]).
+    pub guard: Arc<guard::Guard>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -170,13 +178,64 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
     app = app
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::authenticate,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::check))
         .layer(CatchPanicLayer::custom(panic_response));
     if let Some(cors) = cors::layer(&opts.allow_origins)? {
         app = app.layer(cors);
     }
     Ok(app.with_state(state))
+}
+
+/// The credentials `opts` configure (files read now).
+fn authenticator(opts: &ServerOptions) -> Result<auth::Authenticator, ServerError> {
+    let tokens = tokens::Tokens::open(opts.token.as_deref(), opts.tokens_file.as_deref())
+        .map_err(ServerError::Config)?
+        .map(Arc::new);
+    let jwt_opts = jwt::JwtOptions {
+        hs256_secret: opts
+            .jwt_hs256_secret_file
+            .as_deref()
+            .map(jwt::read_secret)
+            .transpose()
+            .map_err(ServerError::Config)?,
+        public_key_pem: opts
+            .jwt_public_key_file
+            .as_deref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| format!("cannot read JWT public key file {}: {e}", p.display()))
+            })
+            .transpose()
+            .map_err(ServerError::Config)?,
+        issuer: opts.jwt_issuer.clone(),
+        audience: opts.jwt_audience.clone(),
+    };
+    let jwt = jwt::Jwt::new(&jwt_opts).map_err(ServerError::Config)?;
+    Ok(auth::Authenticator { tokens, jwt })
+}
+
+/// Re-read the tokens file on every SIGHUP (a bad file keeps the tokens in use; the error
+/// names the line, never a token).
+#[cfg(unix)]
+fn reload_on_sighup(tokens: Arc<tokens::Tokens>) -> Result<(), ServerError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tokens.reload() {
+                Ok(n) => eprintln!("rangersync-server: SIGHUP: tokens file re-read ({n} tokens)"),
+                Err(e) => eprintln!("rangersync-server: SIGHUP: {e}; the tokens in use stay"),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_: Arc<tokens::Tokens>) -> Result<(), ServerError> {
+    Ok(())
 }
 
 /// A server started by [`start`].
@@ -239,6 +298,9 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
             opts.keep_backups
         )));
     }
+    let authenticator = authenticator(&opts)?;
+    let auth = authenticator.required();
+    guard::check_listen(opts.listen, auth, opts.insecure_no_auth)?;
     let db = storage::Db::open(&opts.db, opts.db_pool)
         .await
         .map_err(|message| ServerError::Database {
@@ -247,14 +309,17 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
         })?;
     let state = AppState {
         db,
-        token: opts
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::new(auth::Token::new(t))),
+        auth: Arc::new(authenticator),
         faults: Arc::new(testing::Faults::default()),
         keep_backups: opts.keep_backups,
+        max_clock_skew_ms: opts.max_clock_skew_ms,
+        guard: Arc::new(guard::Guard::new(
+            &opts.allow_origins,
+            &opts.allow_hosts,
+            auth,
+        )),
     };
+    let tokens = state.auth.tokens.clone();
     let app = router(state, &opts)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -264,6 +329,9 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
         })?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
+    if let Some(tokens) = tokens.filter(|t| t.has_file()) {
+        reload_on_sighup(tokens)?;
+    }
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = rx.await;

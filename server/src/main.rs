@@ -1,5 +1,5 @@
 //! The `rangersync-server` binary: parse flags, start, print the address, stop on Ctrl-C or
-//! SIGTERM.
+//! SIGTERM (SIGHUP re-reads `--tokens-file`).
 
 use clap::Parser;
 use rangersync_server::{start, Cli};
@@ -7,10 +7,16 @@ use rangersync_server::{start, Cli};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let opts = Cli::parse().into_options();
-    let auth = if opts.token.is_some() {
-        "bearer token required"
+    let auth = if opts.token.is_some()
+        || opts.tokens_file.is_some()
+        || opts.jwt_hs256_secret_file.is_some()
+        || opts.jwt_public_key_file.is_some()
+    {
+        "bearer token or JWT required"
+    } else if opts.insecure_no_auth {
+        "NO AUTH (--insecure-no-auth)"
     } else {
-        "no auth"
+        "no auth (loopback only)"
     };
     let test = opts.test_endpoints;
     // Display redacts a password in a postgres:// URL.

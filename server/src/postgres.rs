@@ -8,7 +8,7 @@
 //!   answers from it (`duplicate`, or the first `rejected`/`conflict`); if the first rolled
 //!   back, the second applies it. A mutation is never applied twice and never gets a 500.
 //! - **The conflict rule in the row.** [`PushTx::write_if_newer`] is one
-//!   `INSERT … ON CONFLICT (collection, key) DO UPDATE … WHERE stored stamp < incoming stamp`:
+//!   `INSERT … ON CONFLICT (user_id, collection, key) DO UPDATE … WHERE stored < incoming`:
 //!   the comparison runs on the latest committed row under its row lock, so two instances
 //!   racing on an entity converge to the greater stamp. `client_id` is `COLLATE "C"` so that
 //!   the tuple compares like `rangersync_shared::conflict::Stamp` (bytewise).
@@ -19,7 +19,9 @@
 //!   versions become visible in increasing order and a pull can never return version `v`
 //!   while a smaller version is still to commit. The cost: batch tails (one statement and
 //!   the commit) run one at a time across instances.
-//! - **No deadlocks.** A batch first takes a transaction-scoped advisory lock per entity it
+//! - **Client ids.** A batch first claims its client ids in the `clients` table, in sorted
+//!   order; a concurrent first claim of the same id waits on its primary key.
+//! - **No deadlocks.** A batch then takes a transaction-scoped advisory lock per entity it
 //!   touches, all in one statement in hash order, then claims its seqs in ascending order,
 //!   and takes the counters row last; every transaction waits in that one order, so none
 //!   waits in a cycle (entity row locks are then never contended).
@@ -41,8 +43,9 @@ use crate::error::ApiError;
 use crate::push::apply_batch;
 use crate::restore::{apply_restore, RestoreOutcome};
 use crate::storage::{
-    counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
-    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
+    client_owned_by_another_user, counts_text, json_text, new_backup_id, parse_counts, parse_json,
+    BackupInfo, BackupStored, CapturedRow, Counters, MutationRow, MutationStatus, NewBackup,
+    Overwrite, PushTx, RestoreTx, Seen, Written,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -115,11 +118,54 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX backups_by_content ON backups ((coalesce(client_id, '')), checksum);
     "#,
+    // 3: as SQLite's migration 3: users. Rows stored before belong to `default`; a client id
+    //    belongs to the user who first used it; entities are keyed by user; backups get
+    //    unguessable public ids; idempotency keys and backups are unique per user; the
+    //    counters of `/api/test/stats` are kept per user (the version stays in `counters`).
+    r#"
+    CREATE TABLE clients (
+        client_id TEXT PRIMARY KEY,
+        user_id   TEXT NOT NULL
+    );
+    INSERT INTO clients SELECT DISTINCT client_id, 'default' FROM mutations
+        ON CONFLICT DO NOTHING;
+    INSERT INTO clients SELECT DISTINCT client_id, 'default' FROM backups
+        WHERE client_id IS NOT NULL ON CONFLICT DO NOTHING;
+    ALTER TABLE entities ADD COLUMN user_id TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE entities DROP CONSTRAINT entities_pkey;
+    ALTER TABLE entities ADD PRIMARY KEY (user_id, collection, key);
+    DROP INDEX entities_by_version;
+    CREATE INDEX entities_by_user_version ON entities (user_id, version);
+    ALTER TABLE backups ADD COLUMN user_id TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE backups ADD COLUMN public_id TEXT;                     -- 32 hex digits
+    UPDATE backups SET public_id = md5(gen_random_uuid()::text || gen_random_uuid()::text);
+    CREATE UNIQUE INDEX backups_by_public_id ON backups (public_id);
+    DROP INDEX backups_by_content;
+    CREATE UNIQUE INDEX backups_by_content
+        ON backups (user_id, (coalesce(client_id, '')), checksum);
+    ALTER TABLE captured_requests ADD COLUMN user_id TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE captured_requests DROP CONSTRAINT captured_requests_idempotency_key_key;
+    ALTER TABLE captured_requests
+        ADD CONSTRAINT captured_requests_by_user UNIQUE (user_id, idempotency_key);
+    CREATE TABLE user_counters (
+        user_id           TEXT PRIMARY KEY,
+        push_requests     BIGINT NOT NULL DEFAULT 0,
+        mutations_applied BIGINT NOT NULL DEFAULT 0,
+        duplicates        BIGINT NOT NULL DEFAULT 0,
+        conflicts         BIGINT NOT NULL DEFAULT 0,
+        rejected          BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO user_counters
+        SELECT 'default', push_requests, mutations_applied, duplicates, conflicts, rejected
+        FROM counters;
+    UPDATE counters SET push_requests = 0, mutations_applied = 0, duplicates = 0,
+                        conflicts = 0, rejected = 0;
+    "#,
 ];
 
 /// The columns [`backup_info`] reads, in its order.
 const BACKUP_COLUMNS: &str =
-    "id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
+    "public_id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
 
 fn backup_info(r: &Row) -> BackupInfo {
     BackupInfo {
@@ -218,12 +264,13 @@ impl PgStore {
     /// aborted it for a deadlock (two batches locking the same entities in other orders).
     pub async fn push(
         &self,
+        user: &str,
         mutations: Vec<Mutation>,
         now: Millis,
     ) -> Result<Vec<MutationResult>, ApiError> {
         let mut attempt = 1;
         loop {
-            match self.push_once(&mutations, now).await {
+            match self.push_once(user, &mutations, now).await {
                 Err(PushError::Retry(e)) if attempt < PUSH_ATTEMPTS => {
                     attempt += 1;
                     // A little jitter so the two victims do not meet again at once.
@@ -240,6 +287,7 @@ impl PgStore {
 
     async fn push_once(
         &self,
+        user: &str,
         mutations: &[Mutation],
         now: Millis,
     ) -> Result<Vec<MutationResult>, PushError> {
@@ -247,6 +295,7 @@ impl PgStore {
         let tx = client.transaction().await?;
         let mut batch = PgTx {
             tx,
+            user: user.to_owned(),
             error: None,
             records: Vec::new(),
             seen: HashMap::new(),
@@ -263,26 +312,32 @@ impl PgStore {
     }
 
     /// See [`crate::storage::Db::changes_after`].
-    pub async fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+    pub async fn changes_after(
+        &self,
+        user: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Entity>, ApiError> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT collection, key, value, deleted, updated_at, version FROM entities
-                 WHERE version > $1 ORDER BY version LIMIT $2",
-                &[&to_i64(since)?, &to_i64(limit as u64)?],
+                 WHERE user_id = $3 AND version > $1 ORDER BY version LIMIT $2",
+                &[&to_i64(since)?, &to_i64(limit as u64)?, &user],
             )
             .await?;
         rows.iter().map(entity_of).collect()
     }
 
     /// See [`crate::storage::Db::all_entities`].
-    pub async fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+    pub async fn all_entities(&self, user: &str) -> Result<Vec<Entity>, ApiError> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT collection, key, value, deleted, updated_at, version FROM entities
+                 WHERE user_id = $1
                  ORDER BY collection COLLATE \"C\", key COLLATE \"C\"",
-                &[],
+                &[&user],
             )
             .await?;
         rows.iter().map(entity_of).collect()
@@ -291,19 +346,30 @@ impl PgStore {
     /// See [`crate::storage::Db::insert_backup`]. The client's backups are serialised by a
     /// transaction-scoped advisory lock, so that the check, the insert and the pruning of
     /// two concurrent uploads do not interleave (the unique index is the backstop).
-    pub async fn insert_backup(&self, b: NewBackup, keep: usize) -> Result<BackupStored, ApiError> {
+    pub async fn insert_backup(
+        &self,
+        user: &str,
+        b: NewBackup,
+        keep: usize,
+    ) -> Result<BackupStored, ApiError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if let Some(client_id) = &b.client_id {
+            if !claim_client(&tx, user, client_id).await? {
+                return Err(client_owned_by_another_user(client_id));
+            }
+        }
         let owner = b.client_id.as_deref().unwrap_or("");
         tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&BACKUP_LOCK_CLASS, &owner],
+            "SELECT pg_advisory_xact_lock($1, hashtext($3 || chr(1) || $2))",
+            &[&BACKUP_LOCK_CLASS, &owner, &user],
         )
         .await?;
         let existing = tx
             .query_opt(
-                "SELECT id FROM backups WHERE coalesce(client_id, '') = $1 AND checksum = $2",
-                &[&owner, &b.checksum],
+                "SELECT id FROM backups
+                 WHERE user_id = $3 AND coalesce(client_id, '') = $1 AND checksum = $2",
+                &[&owner, &b.checksum, &user],
             )
             .await?;
         let (id, created): (i64, bool) = match existing {
@@ -312,8 +378,10 @@ impl PgStore {
                 let row = tx
                     .query_one(
                         "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
-                                              entities, counts, format, body, size, received_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                                              entities, counts, format, body, size, received_at,
+                                              user_id, public_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                         RETURNING id",
                         &[
                             &b.exported_at,
                             &b.checksum,
@@ -326,15 +394,18 @@ impl PgStore {
                             &b.body,
                             &to_i64(b.body.len() as u64)?,
                             &b.received_at,
+                            &user,
+                            &new_backup_id(),
                         ],
                     )
                     .await?;
                 tx.execute(
-                    "DELETE FROM backups WHERE coalesce(client_id, '') = $1 AND id NOT IN (
-                         SELECT id FROM backups WHERE coalesce(client_id, '') = $1
+                    "DELETE FROM backups
+                     WHERE user_id = $3 AND coalesce(client_id, '') = $1 AND id NOT IN (
+                         SELECT id FROM backups WHERE user_id = $3 AND coalesce(client_id, '') = $1
                          ORDER BY id DESC LIMIT $2
                      )",
-                    &[&owner, &to_i64(keep as u64)?],
+                    &[&owner, &to_i64(keep as u64)?, &user],
                 )
                 .await?;
                 (row.get(0), true)
@@ -354,6 +425,7 @@ impl PgStore {
     /// See [`crate::storage::Db::backups`].
     pub async fn backups(
         &self,
+        user: &str,
         client_id: Option<String>,
         limit: usize,
     ) -> Result<Vec<BackupInfo>, ApiError> {
@@ -362,22 +434,38 @@ impl PgStore {
             .query(
                 &format!(
                     "SELECT {BACKUP_COLUMNS} FROM backups
-                     WHERE $1::TEXT IS NULL OR coalesce(client_id, '') = $1
+                     WHERE user_id = $3 AND ($1::TEXT IS NULL OR coalesce(client_id, '') = $1)
                      ORDER BY id DESC LIMIT $2"
                 ),
-                &[&client_id, &to_i64(limit as u64)?],
+                &[&client_id, &to_i64(limit as u64)?, &user],
             )
             .await?;
         Ok(rows.iter().map(backup_info).collect())
     }
 
     /// See [`crate::storage::Db::backup_body`].
-    pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+    pub async fn backup_body(
+        &self,
+        user: &str,
+        id: String,
+    ) -> Result<Option<(String, String)>, ApiError> {
         let client = self.client().await?;
         let row = client
-            .query_opt("SELECT format, body FROM backups WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT format, body FROM backups WHERE public_id = $1 AND user_id = $2",
+                &[&id, &user],
+            )
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// A backup's text by its row (for the counts backfill).
+    pub async fn backup_text(&self, row: i64) -> Result<Option<String>, ApiError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT body FROM backups WHERE id = $1", &[&row])
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Ids of the backups with no counts.
@@ -409,6 +497,7 @@ impl PgStore {
     /// COMMITTED transaction that first shuts out every other writer of entities.
     pub async fn restore(
         &self,
+        user: &str,
         snapshot: Snapshot,
         dry_run: bool,
         now: Millis,
@@ -424,7 +513,10 @@ impl PgStore {
         } else {
             client.transaction().await?
         };
-        let mut restore = PgRestore { tx };
+        let mut restore = PgRestore {
+            tx,
+            user: user.to_owned(),
+        };
         let outcome = apply_restore(&mut restore, &snapshot, dry_run, now).await?;
         if dry_run {
             restore.tx.rollback().await?;
@@ -437,6 +529,7 @@ impl PgStore {
     /// See [`crate::storage::Db::insert_captured`].
     pub async fn insert_captured(
         &self,
+        user: &str,
         path: String,
         body: String,
         idempotency_key: Option<String>,
@@ -445,16 +538,16 @@ impl PgStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "INSERT INTO captured_requests (path, body, idempotency_key, received_at)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
-                &[&path, &body, &idempotency_key, &now],
+                "INSERT INTO captured_requests (path, body, idempotency_key, received_at, user_id)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                &[&path, &body, &idempotency_key, &now, &user],
             )
             .await?;
         Ok(n == 1)
     }
 
     /// See [`crate::storage::Db::stats`].
-    pub async fn stats(&self) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
+    pub async fn stats(&self, user: &str) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
         let mut client = self.client().await?;
         // One snapshot for both reads.
         let tx = client
@@ -464,24 +557,24 @@ impl PgStore {
             .start()
             .await?;
         let c = tx
-            .query_one(
+            .query_opt(
                 "SELECT push_requests, mutations_applied, duplicates, conflicts, rejected
-                 FROM counters",
-                &[],
+                 FROM user_counters WHERE user_id = $1",
+                &[&user],
             )
             .await?;
-        let counters = Counters {
+        let counters = c.map_or_else(Counters::default, |c| Counters {
             push_requests: to_u64(c.get(0)),
             mutations_applied: to_u64(c.get(1)),
             duplicates: to_u64(c.get(2)),
             conflicts: to_u64(c.get(3)),
             rejected: to_u64(c.get(4)),
-        };
+        });
         let rows = tx
             .query(
                 "SELECT path, idempotency_key, body, received_at FROM captured_requests
-                 ORDER BY id",
-                &[],
+                 WHERE user_id = $1 ORDER BY id",
+                &[&user],
             )
             .await?;
         let captured = rows
@@ -498,13 +591,19 @@ impl PgStore {
     }
 
     /// See [`crate::storage::Db::mutations_of`].
-    pub async fn mutations_of(&self, client_id: String) -> Result<Vec<MutationRow>, ApiError> {
+    pub async fn mutations_of(
+        &self,
+        user: &str,
+        client_id: String,
+    ) -> Result<Vec<MutationRow>, ApiError> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT client_id, seq, status, collection, key, op, version, reason, received_at
-                 FROM mutations WHERE client_id = $1 ORDER BY seq",
-                &[&client_id],
+                 FROM mutations WHERE client_id = $1
+                   AND client_id IN (SELECT client_id FROM clients WHERE user_id = $2)
+                 ORDER BY seq",
+                &[&client_id, &user],
             )
             .await?;
         Ok(rows
@@ -533,6 +632,8 @@ impl PgStore {
                  DELETE FROM mutations;
                  DELETE FROM backups;
                  DELETE FROM captured_requests;
+                 DELETE FROM clients;
+                 DELETE FROM user_counters;
                  UPDATE counters SET push_requests = 0, mutations_applied = 0, duplicates = 0,
                                      conflicts = 0, rejected = 0;
                  COMMIT;",
@@ -579,6 +680,8 @@ async fn migrate(client: &mut Object) -> Result<(), tokio_postgres::Error> {
 /// One restore's transaction.
 struct PgRestore<'a> {
     tx: Transaction<'a>,
+    /// Whose entities it restores.
+    user: String,
 }
 
 impl RestoreTx for PgRestore<'_> {
@@ -608,8 +711,9 @@ impl RestoreTx for PgRestore<'_> {
                         e.seq, e.version
                  FROM entities e
                  JOIN unnest($1::text[], $2::text[]) AS d(collection, key)
-                   ON e.collection = d.collection AND e.key = d.key",
-                &[&collections, &names],
+                   ON e.collection = d.collection AND e.key = d.key
+                 WHERE e.user_id = $3",
+                &[&collections, &names, &self.user],
             )
             .await?;
         Ok(rows
@@ -660,14 +764,14 @@ impl RestoreTx for PgRestore<'_> {
             self.tx
                 .execute(
                     "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id,
-                                           seq, version)
+                                           seq, version, user_id)
                      SELECT d.collection, d.key, d.value, d.deleted, d.updated_at, d.client_id,
-                            d.seq, $8 + d.n - 1
+                            d.seq, $8 + d.n - 1, $9
                      FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[],
                                  $6::text[], $7::bigint[])
                           WITH ORDINALITY AS d(collection, key, value, deleted, updated_at,
                                                client_id, seq, n)
-                     ON CONFLICT (collection, key) DO UPDATE SET
+                     ON CONFLICT (user_id, collection, key) DO UPDATE SET
                        value = excluded.value, deleted = excluded.deleted,
                        updated_at = excluded.updated_at, client_id = excluded.client_id,
                        seq = excluded.seq, version = excluded.version",
@@ -680,6 +784,7 @@ impl RestoreTx for PgRestore<'_> {
                         &client_ids,
                         &seqs,
                         &first,
+                        &self.user,
                     ],
                 )
                 .await?;
@@ -728,6 +833,8 @@ struct Record {
 /// One push batch's transaction.
 struct PgTx<'a> {
     tx: Transaction<'a>,
+    /// Whose entities the batch writes.
+    user: String,
     /// The first database error, kept whole (an [`ApiError`] only says "internal").
     error: Option<tokio_postgres::Error>,
     /// Outcomes of the claimed mutations, written by `finish` in one statement.
@@ -814,8 +921,8 @@ impl PgTx<'_> {
             .tx
             .query_opt(
                 "SELECT value, deleted, updated_at, client_id, seq, version
-                 FROM entities WHERE collection = $1 AND key = $2",
-                &[&collection, &key],
+                 FROM entities WHERE user_id = $3 AND collection = $1 AND key = $2",
+                &[&collection, &key, &self.user],
             )
             .await;
         match row {
@@ -835,6 +942,18 @@ impl PgTx<'_> {
 }
 
 impl PushTx for PgTx<'_> {
+    /// In sorted order, so two batches claiming the same new ids wait in one order.
+    async fn own_clients(&mut self, client_ids: &[&str]) -> Result<Option<String>, ApiError> {
+        for &client_id in client_ids {
+            match claim_client(&self.tx, &self.user, client_id).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(Some(client_id.to_owned())),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        Ok(None)
+    }
+
     async fn begin(&mut self, mutations: &[Mutation]) -> Result<(), ApiError> {
         let collections: Vec<&str> = mutations.iter().map(|m| m.collection.as_str()).collect();
         let keys: Vec<&str> = mutations.iter().map(|m| m.key.as_str()).collect();
@@ -844,11 +963,11 @@ impl PushTx for PgTx<'_> {
             .tx
             .execute(
                 "SELECT pg_advisory_xact_lock(h) FROM (
-                     SELECT DISTINCT hashtextextended(c || chr(1) || k, 0) AS h
+                     SELECT DISTINCT hashtextextended($3 || chr(1) || c || chr(1) || k, 0) AS h
                      FROM unnest($1::text[], $2::text[]) AS d(c, k)
                  ) AS entity_keys
                  ORDER BY h",
-                &[&collections, &keys],
+                &[&collections, &keys, &self.user],
             )
             .await;
         if let Err(e) = locked {
@@ -893,9 +1012,9 @@ impl PushTx for PgTx<'_> {
         let written = self
             .tx
             .execute(
-                "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0)
-                 ON CONFLICT (collection, key) DO UPDATE SET
+                "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version, user_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)
+                 ON CONFLICT (user_id, collection, key) DO UPDATE SET
                    value = excluded.value, deleted = excluded.deleted,
                    updated_at = excluded.updated_at, client_id = excluded.client_id,
                    seq = excluded.seq, version = 0
@@ -909,6 +1028,7 @@ impl PushTx for PgTx<'_> {
                     &m.updated_at,
                     &m.client_id,
                     &to_i64(m.seq)?,
+                    &self.user,
                 ],
             )
             .await;
@@ -972,18 +1092,24 @@ impl PushTx for PgTx<'_> {
             .tx
             .query_one(
                 "WITH taken AS (
-                     UPDATE counters SET version = version + $1,
-                         push_requests = push_requests + $2,
-                         mutations_applied = mutations_applied + $3,
-                         duplicates = duplicates + $4,
-                         conflicts = conflicts + $5,
-                         rejected = rejected + $6
+                     UPDATE counters SET version = version + $1
                      RETURNING version - $1 AS base
+                 ),
+                 counted AS (
+                     INSERT INTO user_counters AS u (user_id, push_requests, mutations_applied,
+                                                     duplicates, conflicts, rejected)
+                     VALUES ($16, $2, $3, $4, $5, $6)
+                     ON CONFLICT (user_id) DO UPDATE SET
+                         push_requests = u.push_requests + excluded.push_requests,
+                         mutations_applied = u.mutations_applied + excluded.mutations_applied,
+                         duplicates = u.duplicates + excluded.duplicates,
+                         conflicts = u.conflicts + excluded.conflicts,
+                         rejected = u.rejected + excluded.rejected
                  ),
                  stamped AS (
                      UPDATE entities e SET version = (SELECT base FROM taken) + d.position
                      FROM unnest($7::text[], $8::text[], $9::bigint[]) AS d(collection, key, position)
-                     WHERE e.collection = d.collection AND e.key = d.key
+                     WHERE e.user_id = $16 AND e.collection = d.collection AND e.key = d.key
                  ),
                  recorded AS (
                      UPDATE mutations m SET status = d.status, reason = d.reason,
@@ -1012,6 +1138,7 @@ impl PushTx for PgTx<'_> {
                     &m_reasons,
                     &m_positions,
                     &m_received,
+                    &self.user,
                 ],
             )
             .await;
@@ -1021,6 +1148,28 @@ impl PushTx for PgTx<'_> {
         };
         Ok((1..=n).map(|i| to_u64(base + i)).collect())
     }
+}
+
+/// Make `client_id` `user`'s if no user has it yet; whether it is `user`'s. A concurrent
+/// claim of the same new id waits for this transaction on the primary key.
+async fn claim_client(
+    tx: &Transaction<'_>,
+    user: &str,
+    client_id: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO clients (client_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&client_id, &user],
+    )
+    .await?;
+    let owner: String = tx
+        .query_one(
+            "SELECT user_id FROM clients WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await?
+        .get(0);
+    Ok(owner == user)
 }
 
 fn op_str(op: Op) -> &'static str {

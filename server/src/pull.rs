@@ -11,6 +11,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use rangersync_shared::protocol::PullResponse;
 
+use crate::auth::Caller;
 use crate::error::{codes, ApiError};
 use crate::AppState;
 
@@ -63,12 +64,16 @@ pub fn query_params(
 /// The handler.
 pub async fn pull(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<PullResponse>, ApiError> {
     let params = query_params(q)?;
     let since = parse_cursor(params.get("since").map_or("", String::as_str))?;
     let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let mut changes = state.db.changes_after(since, limit + 1).await?;
+    let mut changes = state
+        .db
+        .changes_after(&caller.user_id, since, limit + 1)
+        .await?;
     let has_more = changes.len() > limit;
     changes.truncate(limit);
     let cursor = changes.last().map_or(since, |e| e.version).to_string();

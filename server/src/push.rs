@@ -5,15 +5,16 @@ use std::collections::HashMap;
 
 use axum::extract::{Request, State};
 use axum::Json;
-use rangersync_shared::conflict::Stored;
+use rangersync_shared::conflict::{self, Stored};
 use rangersync_shared::protocol::{
     CurrentEntity, Millis, Mutation, MutationResult, PushRequest, PushResponse,
 };
 use rangersync_shared::validate::{self, ValidationError, MAX_BATCH_BYTES};
 
+use crate::auth::Caller;
 use crate::body::{is_json, read_body};
 use crate::error::{codes, ApiError};
-use crate::storage::{Counters, MutationStatus, PushTx, Written};
+use crate::storage::{client_owned_by_another_user, Counters, MutationStatus, PushTx, Written};
 use crate::{now_ms, AppState};
 
 /// Bodies up to this size are read and judged by `validate_push` (which refuses anything over
@@ -33,6 +34,7 @@ fn whole_request_error(e: &ValidationError) -> ApiError {
 /// The handler.
 pub async fn push(
     State(state): State<AppState>,
+    caller: Caller,
     req: Request,
 ) -> Result<Json<PushResponse>, ApiError> {
     let (parts, body) = req.into_parts();
@@ -58,7 +60,27 @@ pub async fn push(
             format!("seq {} is larger than this server stores", m.seq),
         ));
     }
-    let results = state.db.push(request.mutations, now_ms()).await?;
+    let now = now_ms();
+    let mut mutations = request.mutations;
+    // A valid stamp too far ahead of the server's clock is stored under the allowed one
+    // (an invalid one stays as sent, to be rejected); the client is told which.
+    let restamped: Vec<Option<Millis>> = mutations
+        .iter_mut()
+        .map(|m| {
+            let bounded = conflict::bounded_stamp(m.updated_at, now, state.max_clock_skew_ms);
+            (bounded != m.updated_at && validate::validate_mutation(m).is_ok()).then(|| {
+                m.updated_at = bounded;
+                bounded
+            })
+        })
+        .collect();
+    let mut results = state.db.push(&caller.user_id, mutations, now).await?;
+    // One result per mutation, in request order.
+    for (r, stamp) in results.iter_mut().zip(restamped) {
+        if let MutationResult::Applied { stamped_at, .. } = r {
+            *stamped_at = stamp;
+        }
+    }
     Ok(Json(PushResponse {
         results,
         server_time: now_ms(),
@@ -89,6 +111,12 @@ pub async fn apply_batch(
     // that show one of them: those carry the version `finish` gives it.
     let mut written_here: HashMap<(&str, &str), usize> = HashMap::new();
     let mut shows_written: Vec<(usize, usize)> = Vec::new();
+    let mut client_ids: Vec<&str> = mutations.iter().map(|m| m.client_id.as_str()).collect();
+    client_ids.sort_unstable();
+    client_ids.dedup();
+    if let Some(client_id) = tx.own_clients(&client_ids).await? {
+        return Err(client_owned_by_another_user(&client_id));
+    }
     tx.begin(mutations).await?;
     for m in mutations {
         let seq = m.seq;
@@ -132,7 +160,11 @@ pub async fn apply_batch(
                 counts.mutations_applied += 1;
                 written_here.insert((m.collection.as_str(), m.key.as_str()), applied.len());
                 applied.push(results.len());
-                results.push(MutationResult::Applied { seq, version: 0 });
+                results.push(MutationResult::Applied {
+                    seq,
+                    version: 0,
+                    stamped_at: None,
+                });
             }
             Written::Lost(stored) => {
                 tx.record(m, MutationStatus::Conflict, None, now).await?;

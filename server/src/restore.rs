@@ -37,6 +37,7 @@ use rangersync_shared::snapshot::{self, RestoreReport, Snapshot, SnapshotSource}
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::body::read_body;
 use crate::error::{codes, ApiError};
 use crate::export::{decode_snapshot, parse_backup_id};
@@ -167,7 +168,9 @@ fn refused_error(n: usize, first: &snapshot::Refusal) -> ApiError {
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoredFrom {
     /// The stored backup, when restored by `backup_id`.
-    pub backup_id: Option<i64>,
+    pub backup_id: Option<String>,
+    /// Whose entities were restored.
+    pub user_id: String,
     /// `client` or `server`.
     pub source: SnapshotSource,
     /// The client that exported it.
@@ -242,10 +245,23 @@ fn parse_dry_run(text: Option<&str>) -> Result<bool, ApiError> {
 /// The handler.
 pub async fn restore(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    caller.require_admin("POST /api/restore")?;
     let params = query_params(q)?;
+    // An admin restores their own entities, or another user's with `user_id`.
+    let user = match params.get("user_id") {
+        None => caller.user_id.clone(),
+        Some(u) if !u.is_empty() => u.clone(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                codes::BAD_QUERY,
+                "user_id must not be empty",
+            ))
+        }
+    };
     let dry_run = parse_dry_run(params.get("dry_run").map(String::as_str))?;
     let backup_id = params
         .get("backup_id")
@@ -253,7 +269,7 @@ pub async fn restore(
         .transpose()?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, snapshot::MAX_SNAPSHOT_BYTES).await?;
-    let text = match backup_id {
+    let text = match &backup_id {
         Some(id) => {
             if !bytes.iter().all(u8::is_ascii_whitespace) {
                 return Err(ApiError::bad_request(
@@ -263,7 +279,7 @@ pub async fn restore(
             }
             state
                 .db
-                .backup_body(id)
+                .backup_body(&user, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no backup {id}")))?
                 .1
@@ -284,13 +300,14 @@ pub async fn restore(
     let not_restored = client_side_lists(&mut snap);
     let from = RestoredFrom {
         backup_id,
+        user_id: user.clone(),
         source: snap.source,
         client_id: snap.client_id.clone(),
         exported_at: snap.exported_at,
         checksum: snap.checksum.value.to_ascii_lowercase(),
     };
     let now = now_ms();
-    let outcome = state.db.restore(snap, dry_run, now).await?;
+    let outcome = state.db.restore(&user, snap, dry_run, now).await?;
     let report_value = serde_json::to_value(&outcome.report).unwrap_or(Value::Null);
     let answer = RestoreAnswer {
         totals: list_lengths(&report_value, &[]),

@@ -24,9 +24,9 @@ use crate::error::ApiError;
 use crate::push::apply_batch;
 use crate::restore::{apply_restore, RestoreOutcome};
 use crate::storage::{
-    counts_text, json_text, parse_counts, parse_json, BackupInfo, BackupStored, CapturedRow,
-    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
-    VERSION_COUNTER,
+    client_owned_by_another_user, counts_text, json_text, new_backup_id, parse_counts, parse_json,
+    BackupInfo, BackupStored, CapturedRow, Counters, MutationRow, MutationStatus, NewBackup,
+    Overwrite, PushTx, RestoreTx, Seen, Written, VERSION_COUNTER,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -95,11 +95,71 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX backups_by_content ON backups (coalesce(client_id, ''), checksum);
     ",
+    // 3: users. Every row belongs to a user; rows stored before belong to `default` (the
+    //    user of `--token` and of a server without auth). A client id belongs to the user who
+    //    first used it. Entities are keyed by user; backups get unguessable public ids and
+    //    are unique per (user, client, checksum); idempotency keys are unique per user; the
+    //    counters of `/api/test/stats` are kept per user (the version counter stays global:
+    //    it orders every user's feed).
+    "
+    CREATE TABLE clients (
+        client_id TEXT PRIMARY KEY,
+        user_id   TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO clients SELECT DISTINCT client_id, 'default' FROM mutations;
+    INSERT OR IGNORE INTO clients SELECT DISTINCT client_id, 'default' FROM backups
+        WHERE client_id IS NOT NULL;
+    CREATE TABLE entities_by_user (
+        user_id    TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        deleted    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        client_id  TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        version    INTEGER NOT NULL UNIQUE,
+        PRIMARY KEY (user_id, collection, key)
+    );
+    INSERT INTO entities_by_user
+        SELECT 'default', collection, key, value, deleted, updated_at, client_id, seq, version
+        FROM entities;
+    DROP TABLE entities;
+    ALTER TABLE entities_by_user RENAME TO entities;
+    CREATE INDEX entities_by_user_version ON entities (user_id, version);
+    ALTER TABLE backups ADD COLUMN user_id TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE backups ADD COLUMN public_id TEXT;                    -- 32 hex digits
+    UPDATE backups SET public_id = lower(hex(randomblob(16)));
+    CREATE UNIQUE INDEX backups_by_public_id ON backups (public_id);
+    DROP INDEX backups_by_content;
+    CREATE UNIQUE INDEX backups_by_content ON backups (user_id, coalesce(client_id, ''), checksum);
+    CREATE TABLE captured_by_user (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id         TEXT NOT NULL,
+        path            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        idempotency_key TEXT,
+        received_at     INTEGER NOT NULL,
+        UNIQUE (user_id, idempotency_key)
+    );
+    INSERT INTO captured_by_user
+        SELECT id, 'default', path, body, idempotency_key, received_at FROM captured_requests;
+    DROP TABLE captured_requests;
+    ALTER TABLE captured_by_user RENAME TO captured_requests;
+    CREATE TABLE user_counters (
+        user_id TEXT NOT NULL,
+        name    TEXT NOT NULL,
+        value   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, name)
+    ) WITHOUT ROWID;
+    INSERT INTO user_counters SELECT 'default', name, value FROM counters WHERE name <> 'version';
+    DELETE FROM counters WHERE name <> 'version';
+    ",
 ];
 
 /// The columns [`backup_info`] reads, in its order.
 const BACKUP_COLUMNS: &str =
-    "id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
+    "public_id, client_id, exported_at, received_at, size, checksum, counts, entities, source, app_version, format";
 
 fn backup_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupInfo> {
     Ok(BackupInfo {
@@ -168,27 +228,30 @@ impl SqliteStore {
     /// Run `f` in one write transaction (`BEGIN IMMEDIATE`) on a blocking thread; commit when
     /// it returns `Ok`, roll back otherwise. The work runs to completion even when the HTTP
     /// request that asked for it goes away.
-    async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    async fn write<T, F>(&self, user: &str, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        self.run(TransactionBehavior::Immediate, true, f).await
+        self.run(TransactionBehavior::Immediate, true, user, f)
+            .await
     }
 
     /// Run `f` in one read transaction (a consistent view) on a blocking thread.
-    async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    async fn read<T, F>(&self, user: &str, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        self.run(TransactionBehavior::Deferred, false, f).await
+        self.run(TransactionBehavior::Deferred, false, user, f)
+            .await
     }
 
     async fn run<T, F>(
         &self,
         behavior: TransactionBehavior,
         commit: bool,
+        user: &str,
         f: F,
     ) -> Result<T, ApiError>
     where
@@ -196,11 +259,13 @@ impl SqliteStore {
         F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let user = user.to_owned();
         let job = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&conn);
             let tx = guard.transaction_with_behavior(behavior)?;
             let mut store = Store {
                 tx,
+                user,
                 versions: Vec::new(),
             };
             let out = f(&mut store)?;
@@ -215,58 +280,89 @@ impl SqliteStore {
         }
     }
 
-    /// Apply a validated push batch in one transaction.
+    /// Apply a validated push batch of `user` in one transaction.
     pub async fn push(
         &self,
+        user: &str,
         mutations: Vec<Mutation>,
         now: Millis,
     ) -> Result<Vec<MutationResult>, ApiError> {
         let runtime = tokio::runtime::Handle::current();
         // The protocol is async (PostgreSQL's steps are); SQLite's steps never wait, so the
         // batch is driven to the end right here on the blocking thread.
-        self.write(move |store| runtime.block_on(apply_batch(store, &mutations, now)))
-            .await
+        self.write(user, move |store| {
+            runtime.block_on(apply_batch(store, &mutations, now))
+        })
+        .await
     }
 
     /// See [`crate::storage::Db::changes_after`].
-    pub async fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
-        self.read(move |store| store.changes_after(since, limit))
+    pub async fn changes_after(
+        &self,
+        user: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Entity>, ApiError> {
+        self.read(user, move |store| store.changes_after(since, limit))
             .await
     }
 
     /// See [`crate::storage::Db::all_entities`].
-    pub async fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
-        self.read(|store| store.all_entities()).await
+    pub async fn all_entities(&self, user: &str) -> Result<Vec<Entity>, ApiError> {
+        self.read(user, |store| store.all_entities()).await
     }
 
     /// See [`crate::storage::Db::insert_backup`].
     pub async fn insert_backup(
         &self,
+        user: &str,
         backup: NewBackup,
         keep: usize,
     ) -> Result<BackupStored, ApiError> {
-        self.write(move |store| store.insert_backup(&backup, keep))
+        self.write(user, move |store| store.insert_backup(&backup, keep))
             .await
     }
 
     /// See [`crate::storage::Db::backups`].
     pub async fn backups(
         &self,
+        user: &str,
         client_id: Option<String>,
         limit: usize,
     ) -> Result<Vec<BackupInfo>, ApiError> {
-        self.read(move |store| store.backups(client_id.as_deref(), limit))
-            .await
+        self.read(user, move |store| {
+            store.backups(client_id.as_deref(), limit)
+        })
+        .await
     }
 
     /// See [`crate::storage::Db::backup_body`].
-    pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
-        self.read(move |store| store.backup_body(id)).await
+    pub async fn backup_body(
+        &self,
+        user: &str,
+        id: String,
+    ) -> Result<Option<(String, String)>, ApiError> {
+        self.read(user, move |store| store.backup_body(&id)).await
     }
 
-    /// Ids of the backups with no counts.
+    /// A backup's text by its row (for the counts backfill).
+    pub async fn backup_text(&self, row: i64) -> Result<Option<String>, ApiError> {
+        self.read("", move |store| {
+            Ok(store
+                .tx
+                .query_row(
+                    "SELECT body FROM backups WHERE id = ?1",
+                    params![row],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Rows of the backups with no counts.
     pub async fn backups_without_counts(&self) -> Result<Vec<i64>, ApiError> {
-        self.read(|store| {
+        self.read("", |store| {
             let mut stmt = store
                 .tx
                 .prepare("SELECT id FROM backups WHERE counts IS NULL ORDER BY id")?;
@@ -276,12 +372,12 @@ impl SqliteStore {
         .await
     }
 
-    /// Set a backup's counts (JSON text).
-    pub async fn set_backup_counts(&self, id: i64, counts: String) -> Result<(), ApiError> {
-        self.write(move |store| {
+    /// Set a backup's counts (JSON text), by its row.
+    pub async fn set_backup_counts(&self, row: i64, counts: String) -> Result<(), ApiError> {
+        self.write("", move |store| {
             store.tx.execute(
                 "UPDATE backups SET counts = ?2 WHERE id = ?1",
-                params![id, counts],
+                params![row, counts],
             )?;
             Ok(())
         })
@@ -292,6 +388,7 @@ impl SqliteStore {
     /// in a write transaction (`BEGIN IMMEDIATE`: the only writer until it commits).
     pub async fn restore(
         &self,
+        user: &str,
         snapshot: Snapshot,
         dry_run: bool,
         now: Millis,
@@ -301,40 +398,46 @@ impl SqliteStore {
             runtime.block_on(apply_restore(store, &snapshot, dry_run, now))
         };
         if dry_run {
-            self.read(job).await
+            self.read(user, job).await
         } else {
-            self.write(job).await
+            self.write(user, job).await
         }
     }
 
     /// See [`crate::storage::Db::insert_captured`].
     pub async fn insert_captured(
         &self,
+        user: &str,
         path: String,
         body: String,
         idempotency_key: Option<String>,
         now: Millis,
     ) -> Result<bool, ApiError> {
-        self.write(move |store| {
+        self.write(user, move |store| {
             store.insert_captured(&path, &body, idempotency_key.as_deref(), now)
         })
         .await
     }
 
     /// See [`crate::storage::Db::stats`].
-    pub async fn stats(&self) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
-        self.read(|store| Ok((store.counters()?, store.captured()?)))
+    pub async fn stats(&self, user: &str) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
+        self.read(user, |store| Ok((store.counters()?, store.captured()?)))
             .await
     }
 
     /// See [`crate::storage::Db::mutations_of`].
-    pub async fn mutations_of(&self, client_id: String) -> Result<Vec<MutationRow>, ApiError> {
-        self.read(move |store| store.mutations_of(&client_id)).await
+    pub async fn mutations_of(
+        &self,
+        user: &str,
+        client_id: String,
+    ) -> Result<Vec<MutationRow>, ApiError> {
+        self.read(user, move |store| store.mutations_of(&client_id))
+            .await
     }
 
     /// See [`crate::storage::Db::wipe`].
     pub async fn wipe(&self) -> Result<(), ApiError> {
-        self.write(|store| store.wipe()).await
+        self.write("", |store| store.wipe()).await
     }
 }
 
@@ -365,6 +468,8 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 /// The tables, inside one transaction.
 pub struct Store<'a> {
     tx: rusqlite::Transaction<'a>,
+    /// Whose rows this transaction reads and writes (empty for the whole-database steps).
+    user: String,
     /// The versions taken by this push batch so far, in order.
     versions: Vec<u64>,
 }
@@ -378,6 +483,16 @@ fn op_str(op: Op) -> &'static str {
 
 /// Every step is a plain statement: `BEGIN IMMEDIATE` already made this the only writer.
 impl PushTx for Store<'_> {
+    async fn own_clients(&mut self, client_ids: &[&str]) -> Result<Option<String>, ApiError> {
+        for &client_id in client_ids {
+            if self.claim_client(client_id)? {
+                continue;
+            }
+            return Ok(Some(client_id.to_owned()));
+        }
+        Ok(None)
+    }
+
     async fn begin(&mut self, _: &[Mutation]) -> Result<(), ApiError> {
         Ok(())
     }
@@ -455,12 +570,12 @@ impl RestoreTx for Store<'_> {
     ) -> Result<HashMap<(String, String), Stored>, ApiError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT value, deleted, updated_at, client_id, seq, version
-             FROM entities WHERE collection = ?1 AND key = ?2",
+             FROM entities WHERE user_id = ?3 AND collection = ?1 AND key = ?2",
         )?;
         let mut found = HashMap::new();
         for &(collection, key) in keys {
             let row = stmt
-                .query_row(params![collection, key], |r| {
+                .query_row(params![collection, key, self.user], |r| {
                     Ok(Stored {
                         value: parse_json(&r.get::<_, String>(0)?),
                         deleted: r.get(1)?,
@@ -491,9 +606,9 @@ impl RestoreTx for Store<'_> {
         )?;
         let base = last - n;
         let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (collection, key) DO UPDATE SET
+            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version, user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (user_id, collection, key) DO UPDATE SET
                value = excluded.value, deleted = excluded.deleted, updated_at = excluded.updated_at,
                client_id = excluded.client_id, seq = excluded.seq, version = excluded.version",
         )?;
@@ -507,7 +622,8 @@ impl RestoreTx for Store<'_> {
                 row.stamp.updated_at,
                 row.stamp.client_id,
                 row.stamp.seq,
-                version
+                version,
+                self.user
             ])?;
             versions.push(version);
         }
@@ -516,6 +632,21 @@ impl RestoreTx for Store<'_> {
 }
 
 impl Store<'_> {
+    /// Make `client_id` this user's if no user has it yet; whether it is this user's.
+    fn claim_client(&self, client_id: &str) -> Result<bool, ApiError> {
+        self.tx.execute(
+            "INSERT INTO clients (client_id, user_id) VALUES (?1, ?2)
+             ON CONFLICT (client_id) DO NOTHING",
+            params![client_id, self.user],
+        )?;
+        let owner: String = self.tx.query_row(
+            "SELECT user_id FROM clients WHERE client_id = ?1",
+            params![client_id],
+            |r| r.get(0),
+        )?;
+        Ok(owner == self.user)
+    }
+
     /// The first outcome of `(client_id, seq)`, if it was seen.
     fn seen(&self, client_id: &str, seq: u64) -> Result<Option<Seen>, ApiError> {
         Ok(self
@@ -556,8 +687,8 @@ impl Store<'_> {
             .tx
             .query_row(
                 "SELECT value, deleted, updated_at, client_id, seq, version
-                 FROM entities WHERE collection = ?1 AND key = ?2",
-                params![collection, key],
+                 FROM entities WHERE user_id = ?3 AND collection = ?1 AND key = ?2",
+                params![collection, key, self.user],
                 |r| {
                     Ok(Stored {
                         value: parse_json(&r.get::<_, String>(0)?),
@@ -588,9 +719,9 @@ impl Store<'_> {
     /// Store an entity's new state (a tombstone when `deleted`).
     fn put_entity(&self, collection: &str, key: &str, state: &Stored) -> Result<(), ApiError> {
         self.tx.execute(
-            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (collection, key) DO UPDATE SET
+            "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version, user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (user_id, collection, key) DO UPDATE SET
                value = excluded.value, deleted = excluded.deleted, updated_at = excluded.updated_at,
                client_id = excluded.client_id, seq = excluded.seq, version = excluded.version",
             params![
@@ -601,7 +732,8 @@ impl Store<'_> {
                 state.stamp.updated_at,
                 state.stamp.client_id,
                 state.stamp.seq,
-                state.version
+                state.version,
+                self.user
             ],
         )?;
         Ok(())
@@ -612,9 +744,9 @@ impl Store<'_> {
         for (name, n) in c.named() {
             if n > 0 {
                 self.tx.execute(
-                    "INSERT INTO counters (name, value) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                    params![name, n],
+                    "INSERT INTO user_counters (user_id, name, value) VALUES (?3, ?1, ?2)
+                     ON CONFLICT (user_id, name) DO UPDATE SET value = value + excluded.value",
+                    params![name, n, self.user],
                 )?;
             }
         }
@@ -627,8 +759,8 @@ impl Store<'_> {
             Ok(self
                 .tx
                 .query_row(
-                    "SELECT value FROM counters WHERE name = ?1",
-                    params![name],
+                    "SELECT value FROM user_counters WHERE user_id = ?2 AND name = ?1",
+                    params![name, self.user],
                     |r| r.get(0),
                 )
                 .optional()?
@@ -649,7 +781,8 @@ impl Store<'_> {
         args: impl rusqlite::Params,
     ) -> Result<Vec<Entity>, ApiError> {
         let sql = format!(
-            "SELECT collection, key, value, deleted, updated_at, version FROM entities {sql_tail}"
+            "SELECT collection, key, value, deleted, updated_at, version FROM entities
+             WHERE user_id = :user {sql_tail}"
         );
         let mut stmt = self.tx.prepare(&sql)?;
         let rows = stmt.query_map(args, |r| {
@@ -668,25 +801,34 @@ impl Store<'_> {
     /// Up to `limit` entities whose version is greater than `since`, oldest first.
     fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
         self.entities_where(
-            "WHERE version > ?1 ORDER BY version LIMIT ?2",
-            params![since, limit],
+            "AND version > :since ORDER BY version LIMIT :limit",
+            rusqlite::named_params! {":user": self.user, ":since": since, ":limit": limit},
         )
     }
 
     /// Every entity, tombstones included, by `(collection, key)`.
     fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
-        self.entities_where("ORDER BY collection, key", [])
+        self.entities_where(
+            "ORDER BY collection, key",
+            rusqlite::named_params! {":user": self.user},
+        )
     }
 
     /// See [`crate::storage::Db::insert_backup`]. `BEGIN IMMEDIATE` makes the check, the
     /// insert and the pruning one step.
     fn insert_backup(&self, b: &NewBackup, keep: usize) -> Result<BackupStored, ApiError> {
+        if let Some(client_id) = &b.client_id {
+            if !self.claim_client(client_id)? {
+                return Err(client_owned_by_another_user(client_id));
+            }
+        }
         let owner = b.client_id.as_deref().unwrap_or("");
         let existing: Option<i64> = self
             .tx
             .query_row(
-                "SELECT id FROM backups WHERE coalesce(client_id, '') = ?1 AND checksum = ?2",
-                params![owner, b.checksum],
+                "SELECT id FROM backups
+                 WHERE user_id = ?3 AND coalesce(client_id, '') = ?1 AND checksum = ?2",
+                params![owner, b.checksum, self.user],
                 |r| r.get(0),
             )
             .optional()?;
@@ -695,8 +837,9 @@ impl Store<'_> {
             None => {
                 self.tx.execute(
                     "INSERT INTO backups (exported_at, checksum, source, client_id, app_version,
-                                          entities, counts, format, body, size, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                          entities, counts, format, body, size, received_at,
+                                          user_id, public_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     params![
                         b.exported_at,
                         b.checksum,
@@ -708,16 +851,19 @@ impl Store<'_> {
                         b.format,
                         b.body,
                         b.body.len() as u64,
-                        b.received_at
+                        b.received_at,
+                        self.user,
+                        new_backup_id()
                     ],
                 )?;
                 let id = self.tx.last_insert_rowid();
                 self.tx.execute(
-                    "DELETE FROM backups WHERE coalesce(client_id, '') = ?1 AND id NOT IN (
-                         SELECT id FROM backups WHERE coalesce(client_id, '') = ?1
+                    "DELETE FROM backups
+                     WHERE user_id = ?3 AND coalesce(client_id, '') = ?1 AND id NOT IN (
+                         SELECT id FROM backups WHERE user_id = ?3 AND coalesce(client_id, '') = ?1
                          ORDER BY id DESC LIMIT ?2
                      )",
-                    params![owner, keep as u64],
+                    params![owner, keep as u64, self.user],
                 )?;
                 (id, true)
             }
@@ -738,21 +884,21 @@ impl Store<'_> {
     fn backups(&self, client_id: Option<&str>, limit: usize) -> Result<Vec<BackupInfo>, ApiError> {
         let sql = format!(
             "SELECT {BACKUP_COLUMNS} FROM backups
-             WHERE ?1 IS NULL OR coalesce(client_id, '') = ?1
+             WHERE user_id = ?3 AND (?1 IS NULL OR coalesce(client_id, '') = ?1)
              ORDER BY id DESC LIMIT ?2"
         );
         let mut stmt = self.tx.prepare(&sql)?;
-        let rows = stmt.query_map(params![client_id, limit as u64], backup_info)?;
+        let rows = stmt.query_map(params![client_id, limit as u64, self.user], backup_info)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// A backup's format and text.
-    fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+    fn backup_body(&self, id: &str) -> Result<Option<(String, String)>, ApiError> {
         Ok(self
             .tx
             .query_row(
-                "SELECT format, body FROM backups WHERE id = ?1",
-                params![id],
+                "SELECT format, body FROM backups WHERE public_id = ?1 AND user_id = ?2",
+                params![id, self.user],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
@@ -768,10 +914,10 @@ impl Store<'_> {
         now: Millis,
     ) -> Result<bool, ApiError> {
         let n = self.tx.execute(
-            "INSERT INTO captured_requests (path, body, idempotency_key, received_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-            params![path, body, idempotency_key, now],
+            "INSERT INTO captured_requests (path, body, idempotency_key, received_at, user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+            params![path, body, idempotency_key, now, self.user],
         )?;
         Ok(n == 1)
     }
@@ -779,9 +925,10 @@ impl Store<'_> {
     /// Every captured request, in arrival order.
     fn captured(&self) -> Result<Vec<CapturedRow>, ApiError> {
         let mut stmt = self.tx.prepare(
-            "SELECT path, idempotency_key, body, received_at FROM captured_requests ORDER BY id",
+            "SELECT path, idempotency_key, body, received_at FROM captured_requests
+             WHERE user_id = ?1 ORDER BY id",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![self.user], |r| {
             Ok(CapturedRow {
                 path: r.get(0)?,
                 idempotency_key: r.get(1)?,
@@ -796,9 +943,11 @@ impl Store<'_> {
     fn mutations_of(&self, client_id: &str) -> Result<Vec<MutationRow>, ApiError> {
         let mut stmt = self.tx.prepare(
             "SELECT client_id, seq, status, collection, key, op, version, reason, received_at
-             FROM mutations WHERE client_id = ?1 ORDER BY seq",
+             FROM mutations WHERE client_id = ?1
+               AND client_id IN (SELECT client_id FROM clients WHERE user_id = ?2)
+             ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![client_id], |r| {
+        let rows = stmt.query_map(params![client_id, self.user], |r| {
             Ok(MutationRow {
                 client_id: r.get(0)?,
                 seq: r.get(1)?,
@@ -822,6 +971,8 @@ impl Store<'_> {
              DELETE FROM mutations;
              DELETE FROM backups;
              DELETE FROM captured_requests;
+             DELETE FROM clients;
+             DELETE FROM user_counters;
              DELETE FROM counters WHERE name <> 'version';",
         )?;
         Ok(())

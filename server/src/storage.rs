@@ -92,7 +92,12 @@ pub enum Written {
 // they need no `Send` bound; the trait is implemented only in this crate.
 #[allow(async_fn_in_trait)]
 pub trait PushTx {
-    /// Called first with the whole batch: take whatever locks the batch's entities need, in
+    /// Called before anything else with the batch's client ids (sorted, distinct): make each
+    /// one that no user has yet this transaction's user's, and return the first that belongs
+    /// to another user (the batch is then refused and nothing is stored).
+    async fn own_clients(&mut self, client_ids: &[&str]) -> Result<Option<String>, ApiError>;
+
+    /// Called next with the whole batch: take whatever locks the batch's entities need, in
     /// an order every transaction agrees on, so that batches never deadlock; a backend may
     /// also claim every `(client_id, seq)` of the batch here, ahead of [`PushTx::claim`].
     async fn begin(&mut self, mutations: &[Mutation]) -> Result<(), ApiError>;
@@ -209,8 +214,8 @@ pub struct NewBackup {
 /// One stored backup, without its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupInfo {
-    /// Its id.
-    pub id: i64,
+    /// Its id: 32 lower-case hex digits, 128 random bits (unguessable).
+    pub id: String,
     /// The client that made it (`null` for a server export).
     pub client_id: Option<String>,
     /// From the snapshot.
@@ -241,6 +246,28 @@ pub struct BackupStored {
     pub info: BackupInfo,
     /// Whether it was stored now (`false`: the same client had stored the same checksum).
     pub created: bool,
+}
+
+/// A new backup id: 128 bits from the operating system's random source, as 32 lower-case hex
+/// digits.
+pub fn new_backup_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `text` has the shape of a backup id (anything else is no backup of anyone).
+pub fn is_backup_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `403 client_owned_by_another_user`: a client id belongs to the user who first used it.
+pub fn client_owned_by_another_user(client_id: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        crate::error::codes::CLIENT_OWNED_BY_ANOTHER_USER,
+        format!("client id {client_id:?} belongs to another user; nothing was changed"),
+    )
 }
 
 /// A counts column back to its map (`None` for NULL or anything unreadable).
@@ -335,71 +362,89 @@ impl Db {
         Ok(db)
     }
 
-    /// Apply a validated push batch in one transaction.
+    /// Apply a validated push batch of `user` in one transaction (refused whole with `403
+    /// client_owned_by_another_user` when a client id of it is another user's).
     pub async fn push(
         &self,
+        user: &str,
         mutations: Vec<Mutation>,
         now: Millis,
     ) -> Result<Vec<MutationResult>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.push(mutations, now).await,
-            Self::Postgres(p) => p.push(mutations, now).await,
+            Self::Sqlite(s) => s.push(user, mutations, now).await,
+            Self::Postgres(p) => p.push(user, mutations, now).await,
         }
     }
 
-    /// Up to `limit` entities whose version is greater than `since`, oldest first.
-    pub async fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+    /// Up to `limit` of `user`'s entities whose version is greater than `since`, oldest
+    /// first.
+    pub async fn changes_after(
+        &self,
+        user: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Entity>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.changes_after(since, limit).await,
-            Self::Postgres(p) => p.changes_after(since, limit).await,
+            Self::Sqlite(s) => s.changes_after(user, since, limit).await,
+            Self::Postgres(p) => p.changes_after(user, since, limit).await,
         }
     }
 
-    /// Every entity, tombstones included, by `(collection, key)`.
-    pub async fn all_entities(&self) -> Result<Vec<Entity>, ApiError> {
+    /// Every entity of `user`, tombstones included, by `(collection, key)`.
+    pub async fn all_entities(&self, user: &str) -> Result<Vec<Entity>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.all_entities().await,
-            Self::Postgres(p) => p.all_entities().await,
+            Self::Sqlite(s) => s.all_entities(user).await,
+            Self::Postgres(p) => p.all_entities(user).await,
         }
     }
 
-    /// Store a verified backup unless the same client already stored the same checksum
-    /// (then nothing changes and the stored one is returned), and delete that client's
-    /// oldest backups beyond the newest `keep`, in the same transaction. Backups with no
-    /// client id are one more client.
+    /// Store a verified backup of `user` unless the same client of that user already stored
+    /// the same checksum (then nothing changes and the stored one is returned), and delete
+    /// that client's oldest backups beyond the newest `keep`, in the same transaction.
+    /// Backups with no client id are one more client of the user. A client id of another
+    /// user is `403 client_owned_by_another_user`; one no user has yet becomes `user`'s.
     pub async fn insert_backup(
         &self,
+        user: &str,
         backup: NewBackup,
         keep: usize,
     ) -> Result<BackupStored, ApiError> {
         match self {
-            Self::Sqlite(s) => s.insert_backup(backup, keep).await,
-            Self::Postgres(p) => p.insert_backup(backup, keep).await,
+            Self::Sqlite(s) => s.insert_backup(user, backup, keep).await,
+            Self::Postgres(p) => p.insert_backup(user, backup, keep).await,
         }
     }
 
-    /// Up to `limit` backups, newest (last stored) first, without bodies; only those of
-    /// `client_id` when given.
+    /// Up to `limit` of `user`'s backups, newest (last stored) first, without bodies; only
+    /// those of `client_id` when given.
     pub async fn backups(
         &self,
+        user: &str,
         client_id: Option<String>,
         limit: usize,
     ) -> Result<Vec<BackupInfo>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.backups(client_id, limit).await,
-            Self::Postgres(p) => p.backups(client_id, limit).await,
+            Self::Sqlite(s) => s.backups(user, client_id, limit).await,
+            Self::Postgres(p) => p.backups(user, client_id, limit).await,
         }
     }
 
-    /// A backup's format and text.
-    pub async fn backup_body(&self, id: i64) -> Result<Option<(String, String)>, ApiError> {
+    /// The format and text of `user`'s backup `id` (`None` for another user's).
+    pub async fn backup_body(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<Option<(String, String)>, ApiError> {
+        if !is_backup_id(id) {
+            return Ok(None);
+        }
         match self {
-            Self::Sqlite(s) => s.backup_body(id).await,
-            Self::Postgres(p) => p.backup_body(id).await,
+            Self::Sqlite(s) => s.backup_body(user, id.to_owned()).await,
+            Self::Postgres(p) => p.backup_body(user, id.to_owned()).await,
         }
     }
 
-    /// Ids of the backups stored without counts (by a server older than the counts column).
+    /// Rows of the backups stored without counts (by a server older than the counts column).
     async fn backups_without_counts(&self) -> Result<Vec<i64>, ApiError> {
         match self {
             Self::Sqlite(s) => s.backups_without_counts().await,
@@ -407,11 +452,19 @@ impl Db {
         }
     }
 
-    /// Set a backup's counts.
-    async fn set_backup_counts(&self, id: i64, counts: String) -> Result<(), ApiError> {
+    /// A backup's text, by its row.
+    async fn backup_text(&self, row: i64) -> Result<Option<String>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.set_backup_counts(id, counts).await,
-            Self::Postgres(p) => p.set_backup_counts(id, counts).await,
+            Self::Sqlite(s) => s.backup_text(row).await,
+            Self::Postgres(p) => p.backup_text(row).await,
+        }
+    }
+
+    /// Set a backup's counts, by its row.
+    async fn set_backup_counts(&self, row: i64, counts: String) -> Result<(), ApiError> {
+        match self {
+            Self::Sqlite(s) => s.set_backup_counts(row, counts).await,
+            Self::Postgres(p) => p.set_backup_counts(row, counts).await,
         }
     }
 
@@ -419,64 +472,78 @@ impl Db {
     /// text (verified again). One at a time: a backup may be 64 MiB. One that no longer
     /// decodes keeps no counts and is named on stderr.
     async fn backfill_backup_counts(&self) -> Result<(), ApiError> {
-        for id in self.backups_without_counts().await? {
-            let Some((_, body)) = self.backup_body(id).await? else {
+        for row in self.backups_without_counts().await? {
+            let Some(body) = self.backup_text(row).await? else {
                 continue;
             };
             match snapshot::decode(&body) {
                 Ok(snap) => {
-                    self.set_backup_counts(id, counts_text(&snap.counts))
+                    self.set_backup_counts(row, counts_text(&snap.counts))
                         .await?
                 }
-                Err(e) => eprintln!("rangersync-server: backup {id} has no counts: {e}"),
+                Err(e) => eprintln!("rangersync-server: backup row {row} has no counts: {e}"),
             }
         }
         Ok(())
     }
 
-    /// Restore `snapshot` (verified, and with no entity `plan_restore` refuses) in one
-    /// transaction with [`crate::restore::apply_restore`]: a dry run only reads, and commits
-    /// nothing; a real restore commits only when every write succeeded.
+    /// Restore `user`'s entities from `snapshot` (verified, and with no entity
+    /// `plan_restore` refuses) in one transaction with [`crate::restore::apply_restore`]: a
+    /// dry run only reads, and commits nothing; a real restore commits only when every write
+    /// succeeded.
     pub async fn restore(
         &self,
+        user: &str,
         snapshot: Snapshot,
         dry_run: bool,
         now: Millis,
     ) -> Result<RestoreOutcome, ApiError> {
         match self {
-            Self::Sqlite(s) => s.restore(snapshot, dry_run, now).await,
-            Self::Postgres(p) => p.restore(snapshot, dry_run, now).await,
+            Self::Sqlite(s) => s.restore(user, snapshot, dry_run, now).await,
+            Self::Postgres(p) => p.restore(user, snapshot, dry_run, now).await,
         }
     }
 
-    /// Store a captured request unless its idempotency key was stored before; returns
-    /// whether it was stored.
+    /// Store a captured request of `user` unless its idempotency key was stored before for
+    /// that user; returns whether it was stored.
     pub async fn insert_captured(
         &self,
+        user: &str,
         path: String,
         body: String,
         idempotency_key: Option<String>,
         now: Millis,
     ) -> Result<bool, ApiError> {
         match self {
-            Self::Sqlite(s) => s.insert_captured(path, body, idempotency_key, now).await,
-            Self::Postgres(p) => p.insert_captured(path, body, idempotency_key, now).await,
+            Self::Sqlite(s) => {
+                s.insert_captured(user, path, body, idempotency_key, now)
+                    .await
+            }
+            Self::Postgres(p) => {
+                p.insert_captured(user, path, body, idempotency_key, now)
+                    .await
+            }
         }
     }
 
-    /// The persistent counters and every captured request, in arrival order.
-    pub async fn stats(&self) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
+    /// `user`'s counters and captured requests, in arrival order.
+    pub async fn stats(&self, user: &str) -> Result<(Counters, Vec<CapturedRow>), ApiError> {
         match self {
-            Self::Sqlite(s) => s.stats().await,
-            Self::Postgres(p) => p.stats().await,
+            Self::Sqlite(s) => s.stats(user).await,
+            Self::Postgres(p) => p.stats(user).await,
         }
     }
 
-    /// Every recorded `(client_id, seq)` of one client, in seq order.
-    pub async fn mutations_of(&self, client_id: String) -> Result<Vec<MutationRow>, ApiError> {
+    /// Every recorded `(client_id, seq)` of one client of `user`, in seq order (nothing for
+    /// another user's client).
+    pub async fn mutations_of(
+        &self,
+        user: &str,
+        client_id: String,
+    ) -> Result<Vec<MutationRow>, ApiError> {
         match self {
-            Self::Sqlite(s) => s.mutations_of(client_id).await,
-            Self::Postgres(p) => p.mutations_of(client_id).await,
+            Self::Sqlite(s) => s.mutations_of(user, client_id).await,
+            Self::Postgres(p) => p.mutations_of(user, client_id).await,
         }
     }
 

@@ -33,6 +33,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
 use crate::error::{codes, ApiError};
 use crate::pull::query_params;
 use crate::AppState;
@@ -261,8 +262,8 @@ pub async fn clear_faults(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /api/test/stats`.
-pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (counters, captured) = state.db.stats().await?;
+pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let (counters, captured) = state.db.stats(&caller.user_id).await?;
     let captured: Vec<Value> = captured
         .into_iter()
         .map(|c| json!({ "path": c.path, "idempotency_key": c.idempotency_key, "body": c.body }))
@@ -281,6 +282,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 /// `GET /api/test/mutations?client_id=X`.
 pub async fn mutations(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let params = query_params(q)?;
@@ -289,7 +291,7 @@ pub async fn mutations(
         .filter(|c| !c.is_empty())
         .cloned()
         .ok_or_else(|| ApiError::bad_request(codes::BAD_QUERY, "client_id is required"))?;
-    let rows = state.db.mutations_of(client_id).await?;
+    let rows = state.db.mutations_of(&caller.user_id, client_id).await?;
     Ok(Json(json!({ "mutations": rows })))
 }
 

@@ -15,12 +15,18 @@ mod auth_and_cors;
 mod backups;
 #[path = "api/captured.rs"]
 mod captured;
+#[path = "api/clocks.rs"]
+mod clocks;
 #[path = "api/export.rs"]
 mod export;
 #[path = "api/faults.rs"]
 mod faults;
+#[path = "api/guard.rs"]
+mod guard;
 #[path = "api/instances.rs"]
 mod instances;
+#[path = "api/isolation.rs"]
+mod isolation;
 #[path = "api/postgres_connection_loss.rs"]
 mod postgres_connection_loss;
 #[path = "api/pull.rs"]
@@ -31,3 +37,5 @@ mod push;
 mod restore;
 #[path = "api/server.rs"]
 mod server;
+#[path = "api/users.rs"]
+mod users;

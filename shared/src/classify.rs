@@ -448,7 +448,11 @@ mod tests {
 
     fn results_body(n: u64) -> String {
         let results: Vec<MutationResult> = (1..=n)
-            .map(|seq| MutationResult::Applied { seq, version: seq })
+            .map(|seq| MutationResult::Applied {
+                seq,
+                version: seq,
+                stamped_at: None,
+            })
             .collect();
         serde_json::to_string(&PushResponse {
             results,

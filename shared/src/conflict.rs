@@ -74,6 +74,17 @@ pub fn apply(slot: &mut Option<Stored>, m: &Mutation, next_version: u64) -> Verd
     verdict
 }
 
+/// How far ahead of the server's clock a stamp may be when no other limit is configured
+/// (5 minutes).
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: Millis = 300_000;
+
+/// The `updated_at` a write is stored and compared under: as sent, unless it is further
+/// ahead of the server's clock `now` than `max_skew`; then `now + max_skew`. A device whose
+/// clock runs years ahead would otherwise win every later conflict.
+pub fn bounded_stamp(updated_at: Millis, now: Millis, max_skew: Millis) -> Millis {
+    updated_at.min(now.saturating_add(max_skew.max(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -341,5 +352,17 @@ mod tests {
             prop_assert!(stored.deleted);
             prop_assert_eq!(stored.value, Value::Null);
         }
+    }
+
+    #[test]
+    fn a_stamp_far_ahead_of_the_server_clock_is_brought_back_to_the_allowed_skew() {
+        let now = 1_764_000_000_000;
+        assert_eq!(bounded_stamp(now + 1000, now, 300_000), now + 1000);
+        assert_eq!(bounded_stamp(now - 5, now, 300_000), now - 5);
+        assert_eq!(
+            bounded_stamp(253_402_300_799_000, now, 300_000),
+            now + 300_000
+        );
+        assert_eq!(bounded_stamp(now + 1, now, 0), now);
     }
 }

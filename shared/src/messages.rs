@@ -354,9 +354,9 @@ pub enum Request {
         all_clients: bool,
     },
     /// Fetch a server backup (`GET /api/backups/{id}`) and restore it like a file (a dry run
-    /// writes nothing).
+    /// writes nothing). The id is the server's (32 hex digits from the reference server).
     RestoreFromServer {
-        id: u64,
+        id: String,
         dry_run: bool,
     },
 }

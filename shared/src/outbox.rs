@@ -515,7 +515,7 @@ impl Flusher {
                     .collect();
                 for ((r, e), may_adopt) in resp.results.into_iter().zip(&batch).zip(adopt_ok) {
                     match r {
-                        MutationResult::Applied { seq, version } => {
+                        MutationResult::Applied { seq, version, .. } => {
                             plan.ack.push(seq);
                             plan.applied.push((seq, version));
                         }

@@ -58,8 +58,16 @@ pub struct CurrentEntity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum MutationResult {
-    /// Stored; `version` is the entity's new server version.
-    Applied { seq: u64, version: u64 },
+    /// Stored; `version` is the entity's new server version. `stamped_at` is set when the
+    /// server stored it under another `updated_at` than the one sent (a stamp further ahead
+    /// of the server's clock than it allows is stored as the server's clock plus that skew);
+    /// absent otherwise, and from older servers.
+    Applied {
+        seq: u64,
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamped_at: Option<Millis>,
+    },
     /// This `(client_id, seq)` was seen before; nothing changed.
     Duplicate { seq: u64 },
     /// The server holds a newer write of the entity.
@@ -151,10 +159,22 @@ mod tests {
         let r = MutationResult::Applied {
             seq: 42,
             version: 17,
+            stamped_at: None,
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({"seq": 42, "status": "applied", "version": 17})
+        );
+        let stamped: MutationResult =
+            serde_json::from_str(r#"{"seq":1,"status":"applied","version":2,"stamped_at":5}"#)
+                .unwrap();
+        assert_eq!(
+            stamped,
+            MutationResult::Applied {
+                seq: 1,
+                version: 2,
+                stamped_at: Some(5)
+            }
         );
         let back: MutationResult =
             serde_json::from_str(r#"{"seq":41,"status":"duplicate"}"#).unwrap();

@@ -56,10 +56,13 @@ fn now() -> i64 {
 async fn api(method: &str, path: &str, body: Option<Value>) -> Value {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
-    if let Some(b) = body {
+    if method != "GET" {
+        // The server refuses any other method without a JSON content type (no CSRF).
         let headers = web_sys::Headers::new().unwrap();
         headers.set("content-type", "application/json").unwrap();
         init.set_headers(&headers);
+    }
+    if let Some(b) = body {
         init.set_body(&JsValue::from_str(&b.to_string()));
     }
     let req =

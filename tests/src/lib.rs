@@ -1088,6 +1088,7 @@ impl TestServer {
         let response = self
             .http
             .delete(format!("{}/api/test/faults", self.url()))
+            .header("content-type", "application/json")
             .send()
             .await?;
         if !response.status().is_success() {

@@ -45,7 +45,7 @@ async fn wait_for_backups(
 /// Fetch a stored backup (`GET /api/backups/{id}`) and verify it by its checksum, as a restore
 /// would; returns the decoded snapshot.
 async fn verified_backup(server: &TestServer, info: &Value) -> Result<Snapshot> {
-    let id = info["id"].as_i64().ok_or("backup without id")?;
+    let id = info["id"].as_str().ok_or("backup without id")?;
     let text = reqwest::get(format!("{}/api/backups/{id}", server.url()))
         .await?
         .text()
@@ -278,7 +278,7 @@ async fn a_failed_backup_upload_is_shown_in_the_status_and_retried_until_the_ser
 
     // And a person asking: backupNow resolves once the server holds it.
     let done = eval(&page, "client.backupNow()").await?;
-    assert!(done["backup"]["id"].is_number(), "{done}");
+    assert!(done["backup"]["id"].is_string(), "{done}");
     browser.close().await?;
     Ok(())
 }
@@ -496,7 +496,10 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     )
     .await?;
     let done = eval(&page, "client.backupNow()").await?;
-    let backup_id = done["backup"]["id"].as_i64().ok_or("no backup id")?;
+    let backup_id = done["backup"]["id"]
+        .as_str()
+        .ok_or("no backup id")?
+        .to_owned();
     // The first of them reaches the server after the backup; the second never does.
     server.clear_faults().await?;
     server
@@ -554,7 +557,7 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     assert_eq!(list[0]["client_id"], old_id.as_str());
     let report = eval(
         &page,
-        &format!("client.restoreFromServer({backup_id}, {{ dryRun: true }})"),
+        &format!("client.restoreFromServer({backup_id:?}, {{ dryRun: true }})"),
     )
     .await?;
     assert_eq!(report["added"][0]["key"], "unsynced", "{report}");
@@ -573,7 +576,7 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
     );
 
     let stats_before = server.stats().await?;
-    let report = eval(&page, &format!("client.restoreFromServer({backup_id})")).await?;
+    let report = eval(&page, &format!("client.restoreFromServer({backup_id:?})")).await?;
     assert_eq!(report["pending"]["requeued"], json!([3, 4]), "{report}");
     let value = eval(&page, "client.get('notes', 'unsynced')").await?;
     assert_eq!(value["t"], "only in the backup");

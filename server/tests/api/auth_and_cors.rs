@@ -65,6 +65,12 @@ async fn with_a_token_api_routes_need_it_and_health_stays_open() {
     s.stop().await;
 }
 
+/// A JSON text body with its content type.
+fn json_body(req: reqwest::RequestBuilder, text: &str) -> reqwest::RequestBuilder {
+    req.header("content-type", "application/json")
+        .body(text.to_owned())
+}
+
 #[tokio::test]
 async fn with_a_token_uploading_listing_fetching_and_restoring_backups_need_it() {
     let s = TestServer::start("auth-backups", |o| o.token = Some("s3cret-token".into())).await;
@@ -80,19 +86,17 @@ async fn with_a_token_uploading_listing_fetching_and_restoring_backups_need_it()
             None => req,
         };
         vec![
-            with(s.http.post(s.at("/api/backups")).body(text.clone())),
+            with(json_body(s.http.post(s.at("/api/backups")), &text)),
             with(s.http.get(s.at("/api/backups"))),
-            with(s.http.get(s.at("/api/backups/1"))),
-            with(
-                s.http
-                    .post(s.at("/api/restore?dry_run=true"))
-                    .body(text.clone()),
-            ),
-            with(
-                s.http
-                    .post(s.at("/api/restore?dry_run=false"))
-                    .body(text.clone()),
-            ),
+            with(s.http.get(s.at(&format!("/api/backups/{NO_SUCH_BACKUP}")))),
+            with(json_body(
+                s.http.post(s.at("/api/restore?dry_run=true")),
+                &text,
+            )),
+            with(json_body(
+                s.http.post(s.at("/api/restore?dry_run=false")),
+                &text,
+            )),
         ]
     };
     for token in [None, Some("wrong")] {
@@ -131,11 +135,17 @@ async fn with_a_token_uploading_listing_fetching_and_restoring_backups_need_it()
         vec![
             StatusCode::CREATED,
             StatusCode::OK,
-            StatusCode::OK,
+            StatusCode::NOT_FOUND, // ids are unguessable: this one names no backup
             StatusCode::OK,
             StatusCode::OK
         ]
     );
+    let authed = s.as_user("s3cret-token");
+    let stored = authed.backups("").await;
+    let (status, _) = authed
+        .get_json(&format!("/api/backups/{}", id_of(&stored[0])))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     s.stop().await;
 }
 

@@ -8,8 +8,8 @@ use rangersync_shared::snapshot::MAX_SNAPSHOT_BYTES;
 
 use crate::common::*;
 
-fn ids(list: &[Value]) -> Vec<i64> {
-    list.iter().map(|b| b["id"].as_i64().unwrap()).collect()
+fn ids(list: &[Value]) -> Vec<String> {
+    list.iter().map(id_of).collect()
 }
 
 #[tokio::test]
@@ -30,7 +30,7 @@ async fn an_uploaded_backup_is_verified_listed_and_given_back_exactly_as_sent() 
         .post_text("/api/backups", json_text.clone(), "application/json")
         .await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
-    let id = stored["id"].as_i64().unwrap();
+    let id = id_of(&stored);
     assert_eq!(headers["location"], format!("/api/backups/{id}").as_str());
     assert_eq!(stored["client_id"], "client-a");
     assert_eq!(stored["exported_at"], T0 + 5);
@@ -59,7 +59,7 @@ async fn an_uploaded_backup_is_verified_listed_and_given_back_exactly_as_sent() 
     let list = s.backups("").await;
     assert_eq!(
         ids(&list),
-        vec![yaml_stored["id"].as_i64().unwrap(), id],
+        vec![id_of(&yaml_stored), id.clone()],
         "newest first"
     );
     assert_eq!(list[1], stored, "the list shows what the upload answered");
@@ -70,11 +70,7 @@ async fn an_uploaded_backup_is_verified_listed_and_given_back_exactly_as_sent() 
 
     for (id, text, ct) in [
         (id, &json_text, "application/json"),
-        (
-            yaml_stored["id"].as_i64().unwrap(),
-            &yaml_text,
-            "application/yaml",
-        ),
+        (id_of(&yaml_stored), &yaml_text, "application/yaml"),
     ] {
         let resp = s
             .http
@@ -108,12 +104,12 @@ async fn only_the_newest_n_backups_of_each_client_are_kept_and_other_clients_are
         );
         let (status, b) = s.upload(json_of(&snap)).await;
         assert_eq!(status, StatusCode::CREATED, "{b}");
-        a.push(b["id"].as_i64().unwrap());
+        a.push(id_of(&b));
     }
     let kept = s.backups("?client_id=client-a").await;
     assert_eq!(
         ids(&kept),
-        vec![a[4], a[3], a[2]],
+        vec![a[4].clone(), a[3].clone(), a[2].clone()],
         "the newest 3, newest first"
     );
     for pruned in &a[..2] {
@@ -164,7 +160,7 @@ async fn uploading_the_same_document_again_answers_the_stored_backup_and_uses_no
 
     assert_eq!(
         ids(&s.backups("").await),
-        vec![two["id"].as_i64().unwrap(), one["id"].as_i64().unwrap()],
+        vec![id_of(&two), id_of(&one)],
         "both kept: a re-upload used no slot and pruned nothing"
     );
 
@@ -386,14 +382,17 @@ async fn backups_stored_by_the_previous_version_keep_one_row_per_document_with_s
         opts,
         http: reqwest::Client::new(),
         _dir: dir,
+        keys: None,
     };
 
     let list = s.backups("").await;
     assert_eq!(
-        ids(&list),
-        vec![3, 1],
+        list.len(),
+        2,
         "the second copy of the same document is gone"
     );
+    let migrated = ids(&list);
+    assert_ne!(migrated[0], migrated[1]);
     assert_eq!(list[1]["size"], a_text.len());
     assert_eq!(list[1]["counts"], json!({"notes": 1}));
     assert_eq!(list[0]["size"], server_text.len());
@@ -405,6 +404,6 @@ async fn backups_stored_by_the_previous_version_keep_one_row_per_document_with_s
     assert_eq!(list[0]["client_id"], Value::Null);
     let (status, again) = s.upload(a_text).await;
     assert_eq!(status, StatusCode::OK, "{again}");
-    assert_eq!(again["id"], 1);
+    assert_eq!(again["id"], list[1]["id"], "the first copy is the one kept");
     s.stop().await;
 }

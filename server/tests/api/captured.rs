@@ -61,6 +61,15 @@ async fn a_captured_route_refuses_non_json_and_oversize_bodies() {
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let resp = s
+        .http
+        .post(s.at("/api/sync/chat"))
+        .header("content-type", "application/json")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let big = json!({"blob": "x".repeat(1024 * 1024 + 1)});
     let (status, body) = send(&s, "/api/sync/chat", Some("k"), &big).await;

@@ -68,6 +68,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// Holds the database until the test ends.
     pub _dir: TempDir,
+    /// Holds the key files of [`TestServer::with_users`].
+    pub keys: Option<TempDir>,
 }
 
 impl TestServer {
@@ -80,9 +82,14 @@ impl TestServer {
             db_pool: 4,
             www: None,
             allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
+            insecure_no_auth: false,
             token: None,
             test_endpoints: true,
+            max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
             keep_backups: rangersync_server::config::DEFAULT_KEEP_BACKUPS,
+            // No tokens file, no JWT keys (RANGERSYNC_TOKENS_FILE is read only by the CLI).
+            ..ServerOptions::default()
         };
         tweak(&mut opts);
         let server = start(opts.clone()).await.expect("server starts");
@@ -93,6 +100,7 @@ impl TestServer {
             url,
             http: reqwest::Client::new(),
             _dir: dir,
+            keys: None,
         }
     }
 
@@ -115,6 +123,7 @@ impl TestServer {
             opts,
             http: reqwest::Client::new(),
             _dir: TempDir::new("instance"),
+            keys: None,
         }
     }
 
@@ -313,3 +322,109 @@ impl TestServer {
         }
     }
 }
+
+/// The tokens file of the users tests: two users and an admin.
+pub const TOKENS_FILE: &str = "# test users\n\
+    alice-token-0123456789 alice\n\
+    bob-token-0123456789 bob\n\
+    root-token-0123456789 root admin\n";
+
+/// The HS256 secret of the JWT tests (at least 32 bytes).
+pub const HS256_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
+
+/// The Ed25519 key pair of the JWT tests (`tests/fixtures`), and another one.
+pub const ED25519_PRIVATE: &str = include_str!("../fixtures/ed25519-private.pem");
+pub const ED25519_PUBLIC: &str = include_str!("../fixtures/ed25519-public.pem");
+pub const ED25519_OTHER_PRIVATE: &str = include_str!("../fixtures/ed25519-other-private.pem");
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 JWT with these claims.
+pub fn hs256_jwt(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// An EdDSA JWT with these claims, signed with a PEM private key.
+pub fn eddsa_jwt(claims: &Value, private_pem: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Claims of a user's JWT valid for an hour.
+pub fn user_claims(sub: &str) -> Value {
+    json!({ "sub": sub, "exp": unix_now() + 3600 })
+}
+
+impl TestServer {
+    /// A server whose users come from [`TOKENS_FILE`] and from JWTs ([`HS256_SECRET`] and
+    /// [`ED25519_PUBLIC`]); `tweak` changes anything else.
+    pub async fn with_users(name: &str, tweak: impl FnOnce(&mut ServerOptions)) -> Self {
+        let keys = TempDir::new(&format!("{name}-keys"));
+        let tokens = keys.path().join("tokens");
+        std::fs::write(&tokens, TOKENS_FILE).unwrap();
+        let secret = keys.path().join("hs256.secret");
+        std::fs::write(&secret, format!("{HS256_SECRET}\n")).unwrap();
+        let public = keys.path().join("ed25519.pem");
+        std::fs::write(&public, ED25519_PUBLIC).unwrap();
+        let mut s = Self::start(name, |o| {
+            o.tokens_file = Some(tokens);
+            o.jwt_hs256_secret_file = Some(secret);
+            o.jwt_public_key_file = Some(public);
+            tweak(o);
+        })
+        .await;
+        // The key files live as long as the server.
+        s.keys = Some(keys);
+        s
+    }
+
+    /// The same server, every request carrying `Authorization: Bearer <token>`.
+    pub fn as_user(&self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        Self {
+            server: None,
+            opts: self.opts.clone(),
+            url: self.url.clone(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            _dir: TempDir::new("as-user"),
+            keys: None,
+        }
+    }
+}
+
+/// A backup's id, checked to be 32 lower-case hex digits (128 random bits).
+pub fn id_of(backup: &Value) -> String {
+    let id = backup["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {backup}"));
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{id}"
+    );
+    id.to_owned()
+}
+
+/// A backup id no backup has.
+pub const NO_SUCH_BACKUP: &str = "00000000000000000000000000000000";

@@ -111,7 +111,7 @@ async fn json_and_yaml_exports_carry_the_same_checksum_and_both_store_as_backups
     }
 
     let (status, again) = s
-        .get_json(&format!("/api/backups/{}", from_json["id"]))
+        .get_json(&format!("/api/backups/{}", id_of(&from_json)))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again, doc, "a stored backup is given back as sent");

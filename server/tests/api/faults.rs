@@ -79,6 +79,7 @@ async fn fault_rules_match_their_path_only_and_can_be_listed_and_cleared() {
     let resp = s
         .http
         .delete(s.at("/api/test/faults"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

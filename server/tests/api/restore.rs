@@ -293,7 +293,7 @@ async fn a_stored_backup_restores_by_id_and_client_side_state_is_reported_not_re
     );
     let (status, stored) = s.upload(yaml_of(&snap)).await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
-    let id = stored["id"].as_i64().unwrap();
+    let id = id_of(&stored);
 
     let (status, report) =
         restore(&s, &format!("?backup_id={id}&dry_run=false"), String::new()).await;
@@ -317,7 +317,7 @@ async fn a_stored_backup_restores_by_id_and_client_side_state_is_reported_not_re
         "no push was recorded for the client"
     );
 
-    let (status, body) = restore(&s, "?backup_id=999999", String::new()).await;
+    let (status, body) = restore(&s, &format!("?backup_id={NO_SUCH_BACKUP}"), String::new()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(code(&body), "not_found");
     let (status, body) = restore(&s, &format!("?backup_id={id}"), json_of(&snap)).await;
@@ -421,7 +421,13 @@ async fn pushes_racing_a_restore_never_fail_and_each_entity_ends_as_one_of_them(
         let http = s.http.clone();
         let url = s.at("/api/restore?dry_run=false");
         tokio::spawn(async move {
-            let resp = http.post(url).body(backup).send().await.unwrap();
+            let resp = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(backup)
+                .send()
+                .await
+                .unwrap();
             (resp.status(), resp.text().await.unwrap())
         })
     };

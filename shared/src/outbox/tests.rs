@@ -75,7 +75,11 @@ fn ok_results(results: Vec<MutationResult>) -> HttpOutcome {
 fn applied(seqs: &[u64]) -> HttpOutcome {
     ok_results(
         seqs.iter()
-            .map(|&seq| MutationResult::Applied { seq, version: seq })
+            .map(|&seq| MutationResult::Applied {
+                seq,
+                version: seq,
+                stamped_at: None,
+            })
             .collect(),
     )
 }
@@ -245,7 +249,11 @@ fn applied_duplicate_and_conflict_are_acknowledged_and_rejected_goes_dead() {
     f.handle_push_outcome(
         T0,
         &ok_results(vec![
-            MutationResult::Applied { seq: 1, version: 3 },
+            MutationResult::Applied {
+                seq: 1,
+                version: 3,
+                stamped_at: None,
+            },
             MutationResult::Duplicate { seq: 2 },
             MutationResult::Conflict {
                 seq: 3,
@@ -284,15 +292,39 @@ fn applied_duplicate_and_conflict_are_acknowledged_and_rejected_goes_dead() {
 #[test]
 fn results_that_do_not_match_the_batch_back_off_with_bad_response() {
     for results in [
-        vec![MutationResult::Applied { seq: 1, version: 1 }],
+        vec![MutationResult::Applied {
+            seq: 1,
+            version: 1,
+            stamped_at: None,
+        }],
         vec![
-            MutationResult::Applied { seq: 2, version: 1 },
-            MutationResult::Applied { seq: 1, version: 1 },
+            MutationResult::Applied {
+                seq: 2,
+                version: 1,
+                stamped_at: None,
+            },
+            MutationResult::Applied {
+                seq: 1,
+                version: 1,
+                stamped_at: None,
+            },
         ],
         vec![
-            MutationResult::Applied { seq: 1, version: 1 },
-            MutationResult::Applied { seq: 2, version: 1 },
-            MutationResult::Applied { seq: 3, version: 1 },
+            MutationResult::Applied {
+                seq: 1,
+                version: 1,
+                stamped_at: None,
+            },
+            MutationResult::Applied {
+                seq: 2,
+                version: 1,
+                stamped_at: None,
+            },
+            MutationResult::Applied {
+                seq: 3,
+                version: 1,
+                stamped_at: None,
+            },
         ],
     ] {
         let mut f = flusher(10);
@@ -782,6 +814,7 @@ fn a_flaky_server_still_gets_every_entry_exactly_once_in_seq_order() {
                                     MutationResult::Applied {
                                         seq: m.seq,
                                         version: 1,
+                                        stamped_at: None,
                                     }
                                 } else {
                                     MutationResult::Duplicate { seq: m.seq }
@@ -1067,7 +1100,11 @@ fn a_conflict_followed_by_an_applied_write_of_the_same_entity_adopts_nothing() {
                 seq: 1,
                 current: current.clone(),
             },
-            MutationResult::Applied { seq: 2, version: 5 },
+            MutationResult::Applied {
+                seq: 2,
+                version: 5,
+                stamped_at: None,
+            },
         ]),
         &mut SplitMix64(25),
     );
@@ -1080,7 +1117,11 @@ fn a_conflict_followed_by_an_applied_write_of_the_same_entity_adopts_nothing() {
     f.handle_push_outcome(
         T0,
         &ok_results(vec![
-            MutationResult::Applied { seq: 1, version: 3 },
+            MutationResult::Applied {
+                seq: 1,
+                version: 3,
+                stamped_at: None,
+            },
             MutationResult::Conflict {
                 seq: 2,
                 current: current.clone(),
@@ -1198,7 +1239,11 @@ fn a_dead_letter_counts_the_attempt_that_killed_it() {
     f.handle_push_outcome(
         T0,
         &ok_results(vec![
-            MutationResult::Applied { seq: 1, version: 1 },
+            MutationResult::Applied {
+                seq: 1,
+                version: 1,
+                stamped_at: None,
+            },
             MutationResult::Rejected {
                 seq: 2,
                 reason: "bad".into(),

@@ -278,7 +278,11 @@ impl Engine {
                 })
             }
             Request::RestoreFromServer { id, dry_run } => {
-                let url = format!("{}/api/backups/{id}", self.base_url());
+                let url = format!(
+                    "{}/api/backups/{}",
+                    self.base_url(),
+                    String::from(js_sys::encode_uri_component(&id))
+                );
                 let text = self.fetch_text(&url).await?;
                 let report = self.restore(&text, dry_run).await;
                 if !dry_run {
