@@ -55,6 +55,9 @@ pub fn run(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--server") {
         return crate::bench_server::run(args);
     }
+    if args.iter().any(|a| a == "--encryption") {
+        return crate::bench_encryption::run();
+    }
     let mut o = Options {
         mutations: 20_000,
         batch: 500,
@@ -1051,20 +1054,23 @@ fn report(results: &Value) -> Result {
     section.push_str(END_MARKER);
     let path = util::root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    std::fs::write(&path, replace_section(&old, &section))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(
+        &path,
+        replace_section(&old, BEGIN_MARKER, END_MARKER, &section),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("written: {}", path.display());
     Ok(())
 }
 
 /// `old` with the part between the markers (inclusive) replaced by `section`, or with
 /// `section` appended when the markers are absent. Everything else is kept.
-fn replace_section(old: &str, section: &str) -> String {
-    match (old.find(BEGIN_MARKER), old.find(END_MARKER)) {
+pub fn replace_section(old: &str, begin_marker: &str, end_marker: &str, section: &str) -> String {
+    match (old.find(begin_marker), old.find(end_marker)) {
         (Some(begin), Some(end)) if begin < end => format!(
             "{}{section}{}",
             &old[..begin],
-            &old[end + END_MARKER.len()..]
+            &old[end + end_marker.len()..]
         ),
         _ => format!("{}\n\n{section}\n", old.trim_end()),
     }
@@ -1169,12 +1175,17 @@ mod tests {
     #[test]
     fn only_the_browser_part_of_benchmarks_md_is_replaced() {
         let old = format!("# B\n\nserver part\n\n{BEGIN_MARKER}\nold\n{END_MARKER}\n\ntail\n");
-        let new = replace_section(&old, &format!("{BEGIN_MARKER}\nnew\n{END_MARKER}"));
+        let new = replace_section(
+            &old,
+            BEGIN_MARKER,
+            END_MARKER,
+            &format!("{BEGIN_MARKER}\nnew\n{END_MARKER}"),
+        );
         assert_eq!(
             new,
             format!("# B\n\nserver part\n\n{BEGIN_MARKER}\nnew\n{END_MARKER}\n\ntail\n")
         );
-        let appended = replace_section("# B\n", "S");
+        let appended = replace_section("# B\n", BEGIN_MARKER, END_MARKER, "S");
         assert_eq!(appended, "# B\n\nS\n");
     }
 

@@ -10,6 +10,7 @@
 //! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker (wasm-pack), the Vite example built from the npm package, end-to-end tests in Chromium, then in Firefox ESR; a table of the fault scenarios at the end |
 //! | `pkg` | builds, then assembles the npm package in `dist/rangersync/` and packs it into `dist/rangersync.tgz` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
+//! | `bench --encryption` | what encrypted backups cost on 10,000 entities beside the same backup in clear, in Chromium, into `BENCHMARKS.md` |
 //! | `bench --server` | push throughput (new, resent, p99) on SQLite and on 1, 2 and 3 PostgreSQL instances, into `BENCHMARKS.md` |
 //!
 //! Prerequisites are installed only from crates.io (`cargo install`) and Debian
@@ -20,6 +21,7 @@
 //! `tidy` holds repository rules checked as tests.
 
 mod bench;
+mod bench_encryption;
 mod bench_server;
 mod build;
 mod demo;
@@ -54,6 +56,8 @@ commands:
                          measure push and dedup throughput of the reference server, then
                          rangersync beside Workbox 7.4 in Chromium, timed from the page;
                          writes BENCHMARKS.md (browser part) and docs/bench-drain-10k.svg
+  bench --encryption     backupNow() and register with and without backupEncryption on
+                         10,000 entities (Chromium): BENCHMARKS.md (encryption part)
   bench --server         push throughput of SQLite and of 1, 2, 3 PostgreSQL instances,
                          50 clients; written into BENCHMARKS.md";
 
