@@ -20,7 +20,7 @@ use web_sys::{BroadcastChannel, MessageEvent, VisibilityState, Window};
 use crate::error::ClientError;
 use crate::extras::{self, error_from_js, PageEngine};
 use crate::js::{self, call_listener, describe, Listener};
-use crate::options::{parse_restore_options, ClientOptions, SLOW_REQUEST_FACTOR};
+use crate::options::{parse_restore_options, ClientOptions, RestoreOptions, SLOW_REQUEST_FACTOR};
 use crate::request::{self, Incoming};
 use crate::worker::{LinkError, WorkerLink};
 
@@ -738,6 +738,14 @@ impl SyncClient {
                 }
             });
         }
+        if let Some(passphrase) = inner.options.backup_passphrase.clone() {
+            // The outbox keeps the key derived from it (PBKDF2: a fraction of a second).
+            inner
+                .send(Request::BackupKey {
+                    passphrase: Some(passphrase),
+                })
+                .await?;
+        }
         inner.install_page_events(&window);
         // Hydration: the local copy is readable now; ask for a flush (which pulls after it).
         let hydrate = Rc::clone(&inner);
@@ -1068,10 +1076,17 @@ impl SyncClient {
         let inner = Rc::clone(&self.inner);
         promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
-            let dry_run = parse_restore_options(&js::options_json(&options)?)?;
+            let RestoreOptions {
+                dry_run,
+                passphrase,
+            } = parse_restore_options(&js::options_json(&options)?)?;
             Ok(js::from_json(
                 &inner
-                    .send(Request::RestoreFromServer { id, dry_run })
+                    .send(Request::RestoreFromServer {
+                        id,
+                        dry_run,
+                        passphrase,
+                    })
                     .await?,
             ))
         })
@@ -1088,7 +1103,10 @@ impl SyncClient {
         let inner = Rc::clone(&self.inner);
         promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
-            let dry_run = parse_restore_options(&js::options_json(&options)?)?;
+            let RestoreOptions {
+                dry_run,
+                passphrase,
+            } = parse_restore_options(&js::options_json(&options)?)?;
             let text = if request::is_json(&text) {
                 text
             } else {
@@ -1098,7 +1116,13 @@ impl SyncClient {
                 extras::load("restoring YAML").await?.json(&text)?
             };
             Ok(js::from_json(
-                &inner.send(Request::Restore { text, dry_run }).await?,
+                &inner
+                    .send(Request::Restore {
+                        text,
+                        dry_run,
+                        passphrase,
+                    })
+                    .await?,
             ))
         })
     }

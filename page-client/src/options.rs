@@ -38,6 +38,9 @@ pub struct ClientOptions {
     pub persist_storage: bool,
     /// What the worker (or the page engine) persists and syncs with.
     pub config: Config,
+    /// `backupEncryption.passphrase`: sent to the outbox apart from the config, which is
+    /// stored, so that only the key derived from it is kept.
+    pub backup_passphrase: Option<String>,
 }
 
 /// Most files `appShell.files` may list (`rangersync-worker.js` checks the same bounds).
@@ -78,6 +81,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "captureMaxBodyBytes",
     "localOnly",
     "excludeFromBackup",
+    "backupEncryption",
     "controllerTimeoutMs",
     "appShell",
     "persistStorage",
@@ -170,6 +174,7 @@ impl ClientOptions {
             opt_positive(map, "requestTimeoutMs")?.unwrap_or(defaults.request_timeout_ms);
         let capture_max_body_bytes =
             opt_positive(map, "captureMaxBodyBytes")?.unwrap_or(defaults.capture_max_body_bytes);
+        let backup_passphrase = parse_backup_encryption(map.get("backupEncryption"))?;
         let local_only = opt_collections(map, "localOnly")?;
         let exclude_from_backup = opt_collections(map, "excludeFromBackup")?;
         let retry = parse_retry(map.get("retry"))?;
@@ -198,6 +203,7 @@ impl ClientOptions {
             capture_max_body_bytes,
             local_only,
             exclude_from_backup,
+            backup_encryption: backup_passphrase.is_some(),
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.
@@ -210,6 +216,7 @@ impl ClientOptions {
             app_shell,
             persist_storage,
             config,
+            backup_passphrase,
         })
     }
 
@@ -351,22 +358,60 @@ fn encode_uri_component(text: &str) -> String {
 }
 
 /// The options of `restore(text, { dryRun })`: returns `dry_run` (default `false`).
-pub fn parse_restore_options(options: &Value) -> Result<bool, ClientError> {
+pub fn parse_restore_options(options: &Value) -> Result<RestoreOptions, ClientError> {
     match options {
-        Value::Null => Ok(false),
+        Value::Null => Ok(RestoreOptions::default()),
         Value::Object(map) => {
-            if let Some(unknown) = map.keys().find(|k| k.as_str() != "dryRun") {
+            if let Some(unknown) = map
+                .keys()
+                .find(|k| !matches!(k.as_str(), "dryRun" | "passphrase"))
+            {
                 return Err(ClientError::config(format!(
-                    "unknown restore option {unknown:?} (known: dryRun)"
+                    "unknown restore option {unknown:?} (known: dryRun, passphrase)"
                 )));
             }
-            match map.get("dryRun") {
-                None | Some(Value::Null) => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(_) => Err(ClientError::config("dryRun must be true or false")),
-            }
+            let dry_run = match map.get("dryRun") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ClientError::config("dryRun must be true or false")),
+            };
+            Ok(RestoreOptions {
+                dry_run,
+                passphrase: opt_string(map, "passphrase")?,
+            })
         }
         _ => Err(ClientError::config("restore options must be an object")),
+    }
+}
+
+/// `{ dryRun, passphrase }` of a restore.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Report what would change and write nothing.
+    pub dry_run: bool,
+    /// The passphrase of an encrypted backup.
+    pub passphrase: Option<String>,
+}
+
+/// `backupEncryption: { passphrase }`: the passphrase server backups are encrypted with.
+fn parse_backup_encryption(value: Option<&Value>) -> Result<Option<String>, ClientError> {
+    let bad = || {
+        ClientError::config(
+            "backupEncryption must be { passphrase: string } (at least 8 characters)",
+        )
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => {
+            if map.keys().any(|k| k != "passphrase") {
+                return Err(bad());
+            }
+            match map.get("passphrase") {
+                Some(Value::String(p)) if p.chars().count() >= 8 => Ok(Some(p.clone())),
+                _ => Err(bad()),
+            }
+        }
+        Some(_) => Err(bad()),
     }
 }
 
@@ -716,9 +761,20 @@ mod tests {
     }
 
     #[test]
-    fn restore_options_take_only_dry_run() {
-        assert!(!parse_restore_options(&Value::Null).unwrap());
-        assert!(parse_restore_options(&json!({ "dryRun": true })).unwrap());
+    fn restore_options_take_dry_run_and_a_passphrase_only() {
+        assert!(!parse_restore_options(&Value::Null).unwrap().dry_run);
+        assert!(
+            parse_restore_options(&json!({ "dryRun": true }))
+                .unwrap()
+                .dry_run
+        );
+        assert_eq!(
+            parse_restore_options(&json!({ "passphrase": "pw" }))
+                .unwrap()
+                .passphrase
+                .as_deref(),
+            Some("pw")
+        );
         assert_eq!(
             parse_restore_options(&json!({ "dry_run": true }))
                 .unwrap_err()

@@ -88,7 +88,7 @@ pub fn check_snapshot_text(text: &str) -> Result<(), ClientError> {
         let doc: Value = serde_json::from_str(text)
             .map_err(|e| snapshot::SnapshotError::Parse(e.to_string()))?;
         match doc.get("format").and_then(Value::as_str) {
-            Some(snapshot::SNAPSHOT_FORMAT) => {}
+            Some(snapshot::SNAPSHOT_FORMAT | rangersync_shared::sealed::FORMAT) => {}
             other => {
                 return Err(snapshot::SnapshotError::WrongFormat(
                     other.unwrap_or_default().to_owned(),
@@ -116,6 +116,7 @@ pub fn is_slow(request: &Request) -> bool {
             | Request::Backup { manual: true }
             | Request::ServerBackups { .. }
             | Request::RestoreFromServer { .. }
+            | Request::BackupKey { .. }
     )
 }
 
@@ -400,6 +401,7 @@ mod tests {
             let garbage = Request::Restore {
                 text: text.into(),
                 dry_run: true,
+                passphrase: None,
             };
             assert_eq!(
                 check(&garbage).unwrap_err().code,
@@ -417,6 +419,7 @@ mod tests {
             Request::Restore {
                 text: big.clone(),
                 dry_run: false,
+                passphrase: None,
             },
         )
         .expect("a 2 MiB+ restore fits its own limit");
@@ -438,11 +441,13 @@ mod tests {
         }));
         assert!(is_write(&Request::Restore {
             text: String::new(),
-            dry_run: false
+            dry_run: false,
+            passphrase: None,
         }));
         assert!(!is_write(&Request::Restore {
             text: String::new(),
-            dry_run: true
+            dry_run: true,
+            passphrase: None,
         }));
         assert!(is_write(&Request::RetryDead { seq: 3 }));
         assert!(is_write(&Request::DiscardDead { seq: 3 }));

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rangersync_shared::messages::ExportFormat;
+use rangersync_shared::sealed;
 use rangersync_shared::snapshot::{
     self, Snapshot, SnapshotError, SnapshotSource, MAX_SNAPSHOT_BYTES,
 };
@@ -122,6 +123,28 @@ pub async fn create_backup(
         )
     })?;
     let received_at = now_ms();
+    if sealed::is_sealed(&text) {
+        // Encrypted in the browser: only the envelope and its outer checksum can be checked.
+        let opened = sealed::open(&text).map_err(|e| match e {
+            SnapshotError::TooLarge { .. } => {
+                ApiError::too_large(codes::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            _ => ApiError::bad_request(e.code(), e.to_string()),
+        })?;
+        let backup = NewBackup {
+            exported_at: opened.exported_at,
+            checksum: opened.checksum,
+            source: "client".to_owned(),
+            client_id: opened.client_id.filter(|c| !c.is_empty()),
+            app_version: String::new(),
+            entities: 0,
+            counts: Default::default(),
+            format: SEALED_FORMAT.to_owned(),
+            body: text,
+            received_at,
+        };
+        return stored_response(&state, &caller, backup).await;
+    }
     let snap = decode_snapshot(&text)?;
     let format = if text.trim_start().starts_with('{') {
         "json"
@@ -143,6 +166,18 @@ pub async fn create_backup(
         body: text,
         received_at,
     };
+    stored_response(&state, &caller, backup).await
+}
+
+/// `format` of a backup encrypted in the browser (`shared::sealed`): stored and given back as
+/// JSON, never decoded.
+pub const SEALED_FORMAT: &str = "sealed";
+
+async fn stored_response(
+    state: &AppState,
+    caller: &Caller,
+    backup: NewBackup,
+) -> Result<Response, ApiError> {
     let stored = state
         .db
         .insert_backup(&caller.user_id, backup, state.keep_backups)

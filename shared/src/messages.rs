@@ -48,6 +48,11 @@ pub mod codes {
     /// nothing is dead-lettered until it answers properly or a page sends a valid config.
     pub const CONFIG_ERROR: &str = "config_error";
     pub const INTERNAL: &str = "internal";
+    /// The passphrase does not open an encrypted backup; nothing was changed.
+    pub const WRONG_PASSPHRASE: &str = "wrong_passphrase";
+    /// An encrypted backup was restored without a passphrase, or a backup is due and no page
+    /// has given the passphrase since the worker started.
+    pub const PASSPHRASE_REQUIRED: &str = "passphrase_required";
     /// A captured call's body is over `capture_max_body_bytes`: answered `413`, not queued.
     pub const CAPTURE_TOO_LARGE: &str = "capture_too_large";
 }
@@ -119,6 +124,9 @@ pub struct Config {
     pub local_only: Vec<String>,
     /// Collections that sync like any other but are left out of server backups.
     pub exclude_from_backup: Vec<String>,
+    /// Server backups are encrypted (`backupEncryption`): none is uploaded in clear, even
+    /// before a page has given the passphrase.
+    pub backup_encryption: bool,
 }
 
 impl Default for Config {
@@ -135,6 +143,7 @@ impl Default for Config {
             capture_max_body_bytes: DEFAULT_CAPTURE_MAX_BODY_BYTES,
             local_only: Vec::new(),
             exclude_from_backup: Vec::new(),
+            backup_encryption: false,
         }
     }
 }
@@ -336,6 +345,14 @@ pub enum Request {
     Restore {
         text: String,
         dry_run: bool,
+        /// The passphrase of an encrypted backup (never stored).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<String>,
+    },
+    /// The passphrase server backups are encrypted with (`None`: none). The worker keeps only
+    /// the key derived from it, not extractable; the passphrase itself is never stored.
+    BackupKey {
+        passphrase: Option<String>,
     },
     PageEvent {
         event: PageEvent,
@@ -358,6 +375,9 @@ pub enum Request {
     RestoreFromServer {
         id: String,
         dry_run: bool,
+        /// The passphrase of an encrypted backup (never stored).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<String>,
     },
 }
 
@@ -566,6 +586,7 @@ mod tests {
             request: Request::Restore {
                 text: "x".repeat(text_len),
                 dry_run: true,
+                passphrase: None,
             },
         })
         .unwrap()
@@ -596,7 +617,8 @@ mod tests {
         assert_eq!(
             message_limit(&Request::Restore {
                 text: String::new(),
-                dry_run: false
+                dry_run: false,
+                passphrase: None,
             }),
             MAX_RESTORE_MESSAGE_BYTES
         );

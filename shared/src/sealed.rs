@@ -79,14 +79,16 @@ pub struct Opened {
 }
 
 /// Whether `text` is an encrypted backup (rather than a plain snapshot): a JSON object whose
-/// `format` is [`FORMAT`]. Cheap: only the start of the text is looked at.
+/// top-level `format` is [`FORMAT`], wherever that key stands. Everything else is skipped
+/// without being built, so a large plain snapshot costs one scan.
 pub fn is_sealed(text: &str) -> bool {
-    let head: String = text
-        .chars()
-        .take(256)
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    head.starts_with('{') && head.contains(&format!("\"format\":\"{FORMAT}\""))
+    #[derive(Deserialize)]
+    struct Format<'a> {
+        #[serde(borrow)]
+        format: std::borrow::Cow<'a, str>,
+    }
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<Format>(text).is_ok_and(|f| f.format == FORMAT)
 }
 
 /// The envelope of `ciphertext`, as JSON text.
@@ -220,6 +222,19 @@ mod tests {
         assert_eq!(opened.iv, [9; 12]);
         assert_eq!(opened.ciphertext, b"0123456789abcdef-ciphertext");
         assert_eq!(opened.checksum, sha256_hex(b"0123456789abcdef-ciphertext"));
+    }
+
+    #[test]
+    fn an_envelope_is_sealed_whatever_the_order_of_its_keys() {
+        let reordered = serde_json::from_str::<serde_json::Value>(&sample())
+            .unwrap()
+            .to_string();
+        assert!(!reordered.starts_with("{\"format\""));
+        assert!(is_sealed(&reordered));
+        // A plain snapshot holding the name in a value is not.
+        assert!(!is_sealed(
+            r#"{"format":"rangersync-snapshot","entities":[{"value":{"format":"rangersync-sealed-snapshot"}}]}"#
+        ));
     }
 
     #[test]

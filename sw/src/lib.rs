@@ -52,6 +52,7 @@ mod idb;
 mod js;
 mod lock;
 mod schema;
+mod seal;
 mod store;
 #[cfg(feature = "worker")]
 pub mod worker;

@@ -67,6 +67,9 @@ pub mod meta {
     /// The highest seq ever given to a captured request: no write coalesces an entry at or
     /// below it (every entry below a delivered captured request has left the outbox).
     pub const CAPTURE_BARRIER: &str = "capture_barrier";
+    /// The key server backups are encrypted with: `{ key, salt, iterations }`, `key` a
+    /// non-extractable AES-GCM `CryptoKey` (the passphrase itself is never stored).
+    pub const BACKUP_KEY: &str = "backup_key";
 }
 
 /// A seq as an IndexedDB key: a JS number (a BigInt is not a valid key).

@@ -511,6 +511,14 @@ impl Store {
     }
 
     /// Put one `meta` value.
+    /// One `meta` record (`undefined` when absent).
+    pub async fn get_meta(&self, key: &str) -> Result<JsValue> {
+        let tx = Tx::new(&self.db, &[META], false)?;
+        let value = req(tx.store(META)?.get(&key.into())).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
     pub async fn put_meta(&self, key: &str, value: &JsValue) -> Result<()> {
         let tx = Tx::new(&self.db, &[META], true)?;
         req(tx.store(META)?.put_with_key(value, &key.into())).await?;

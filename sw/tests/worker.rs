@@ -202,6 +202,7 @@ async fn restore(engine: &Rc<Engine>, text: &str, dry_run: bool) -> Result<Value
         .handle(Request::Restore {
             text: text.to_owned(),
             dry_run,
+            passphrase: None,
         })
         .await
 }
@@ -1403,6 +1404,7 @@ async fn a_snapshot_over_two_mib_can_be_restored_through_a_message() {
         request: Request::Restore {
             text,
             dry_run: false,
+            passphrase: None,
         },
     })
     .unwrap();

@@ -805,3 +805,79 @@ async fn a_local_only_collection_never_reaches_the_server_and_an_excluded_one_sy
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_encrypted_backup_is_ciphertext_on_the_server_and_after_clear_site_data_restores_with_the_right_passphrase_only(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let url = bare_page_url(&server);
+    let page = browser.open(&url).await?;
+    let options =
+        "{ exportIntervalMs: 0, backupEncryption: { passphrase: 'correct horse battery staple' } }";
+    assert_eq!(register_client(&page, options).await?, "worker");
+    wait_for_controller(&page).await?;
+    // A note the server never gets as a write: it lives only in the backup.
+    server.refuse_pushes().await?;
+    eval(
+        &page,
+        "client.put('notes', 'diary', { t: 'only in the encrypted backup' })",
+    )
+    .await?;
+    let done = eval(&page, "client.backupNow()").await?;
+    let backup_id = done["backup"]["id"]
+        .as_str()
+        .ok_or("no backup id")?
+        .to_owned();
+    let stored = reqwest::get(format!("{}/api/backups/{backup_id}", server.url()))
+        .await?
+        .text()
+        .await?;
+    assert!(stored.contains("rangersync-sealed-snapshot"), "{stored}");
+    assert!(
+        !stored.contains("only in the encrypted backup"),
+        "the server holds plain text"
+    );
+    assert!(!stored.contains("diary"), "the server sees the keys");
+
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    server.clear_faults().await?;
+    let page = browser.open(&url).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    let restore = |passphrase: &str| {
+        format!(
+            "client.restoreFromServer({backup_id:?}{passphrase}).then(r => ({{ ok: r }}), e => ({{ code: e.code, message: e.message }}))"
+        )
+    };
+    let without = eval(&page, &restore("")).await?;
+    assert_eq!(without["code"], "passphrase_required", "{without}");
+    let wrong = eval(&page, &restore(", { passphrase: 'Tr0ub4dor&3' }")).await?;
+    assert_eq!(wrong["code"], "wrong_passphrase", "{wrong}");
+    assert!(
+        eval(&page, "client.get('notes', 'diary')").await?.is_null(),
+        "nothing changed"
+    );
+    let status = eval(&page, "client.status()").await?;
+    assert_eq!(status["pending"], 0, "nothing changed: {status}");
+    let right = eval(
+        &page,
+        &restore(", { passphrase: 'correct horse battery staple' }"),
+    )
+    .await?;
+    assert!(right["ok"].is_object(), "{right}");
+    let diary = eval(&page, "client.get('notes', 'diary')").await?;
+    assert_eq!(diary["t"], "only in the encrypted backup");
+    browser.close().await?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use rangersync_shared::sealed;
 use rangersync_shared::snapshot::MAX_SNAPSHOT_BYTES;
 
 use crate::common::*;
@@ -405,5 +406,56 @@ async fn backups_stored_by_the_previous_version_keep_one_row_per_document_with_s
     let (status, again) = s.upload(a_text).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["id"], list[1]["id"], "the first copy is the one kept");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_encrypted_backup_is_stored_as_sent_checked_only_by_its_outer_checksum_and_a_tampered_one_is_refused(
+) {
+    let s = TestServer::default("backup-sealed").await;
+    let ciphertext = b"an AES-GCM ciphertext and its 16-byte tag, opaque to the server";
+    let text = sealed::seal(
+        Some("client-s".into()),
+        T0 + 9,
+        sealed::PBKDF2_ITERATIONS,
+        &[3; sealed::SALT_BYTES],
+        &[4; sealed::IV_BYTES],
+        ciphertext,
+    );
+    let (status, _, stored) = s
+        .post_text("/api/backups", text.clone(), "application/json")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(stored["format"], "sealed");
+    assert_eq!(stored["client_id"], "client-s");
+    assert_eq!(stored["exported_at"], T0 + 9);
+    assert_eq!(
+        stored["checksum"],
+        rangersync_shared::snapshot::sha256_hex(ciphertext).as_str()
+    );
+    let resp = s
+        .http
+        .get(s.at(&format!("/api/backups/{}", id_of(&stored))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.text().await.unwrap(), text, "byte for byte as sent");
+
+    // One changed byte of the ciphertext: the outer checksum no longer holds.
+    let mut envelope: Value = serde_json::from_str(&text).unwrap();
+    let c = envelope["ciphertext"].as_str().unwrap().to_owned();
+    let flipped = if c.starts_with('Q') { "R" } else { "Q" };
+    envelope["ciphertext"] = json!(format!("{flipped}{}", &c[1..]));
+    let (status, _, refused) = s
+        .post_text("/api/backups", envelope.to_string(), "application/json")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"]["code"], "checksum_mismatch", "{refused}");
+    // Too few PBKDF2 iterations: refused too.
+    let weak = text.replace("\"iterations\":600000", "\"iterations\":1000");
+    let (status, _, _) = s.post_text("/api/backups", weak, "application/json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.backups("").await.len(), 1, "nothing else stored");
     s.stop().await;
 }

@@ -267,6 +267,18 @@ impl Engine {
                 return Err(e.detail());
             }
         };
+        let text = match self.sealed_for_upload(text, snap.exported_at).await {
+            Ok(text) => text,
+            Err(e) => {
+                self.backups.borrow_mut().handle_export_failed(
+                    now(),
+                    e.code(),
+                    e.to_string(),
+                    &mut MathRandom,
+                );
+                return Err(e.detail());
+            }
+        };
         let outcome = self.upload_backup(text).await;
         let result = self.backups.borrow_mut().handle_upload(
             now(),

@@ -237,7 +237,12 @@ impl Engine {
                     "checksum": snap.checksum.value, "counts": snap.counts,
                 }))
             }
-            Request::Restore { text, dry_run } => {
+            Request::Restore {
+                text,
+                dry_run,
+                passphrase,
+            } => {
+                let text = self.opened(text, passphrase.as_deref()).await?;
                 let report = self.restore(&text, dry_run).await;
                 if !dry_run {
                     self.reload_captured().await;
@@ -277,13 +282,24 @@ impl Engine {
                     )
                 })
             }
-            Request::RestoreFromServer { id, dry_run } => {
+            Request::BackupKey { passphrase } => {
+                self.set_backup_passphrase(passphrase).await?;
+                // A backup that failed for want of the key may go now.
+                self.spawn_backup(BackupTrigger::PageOpen);
+                self.status_json()
+            }
+            Request::RestoreFromServer {
+                id,
+                dry_run,
+                passphrase,
+            } => {
                 let url = format!(
                     "{}/api/backups/{}",
                     self.base_url(),
                     String::from(js_sys::encode_uri_component(&id))
                 );
                 let text = self.fetch_text(&url).await?;
+                let text = self.opened(text, passphrase.as_deref()).await?;
                 let report = self.restore(&text, dry_run).await;
                 if !dry_run {
                     self.reload_captured().await;

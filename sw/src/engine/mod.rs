@@ -21,6 +21,7 @@ mod broadcast;
 mod capture;
 mod commit;
 mod dispatch;
+mod encryption;
 mod flush;
 mod http;
 mod pull;
@@ -76,6 +77,8 @@ pub struct Engine {
     backup_waiters: RefCell<Vec<js::Signal>>,
     /// `navigator.storage.persisted()`, when the browser can tell.
     persistent: Cell<Option<bool>>,
+    /// The backup encryption key, once read from `meta` (`Some(None)`: there is none).
+    backup_key: RefCell<Option<Option<encryption::BackupKey>>>,
     /// This engine created the database.
     new_database: bool,
     /// The database changed under this engine's own view of it (a restore put entries back
@@ -164,6 +167,7 @@ impl Engine {
             backup_timer: RefCell::new(None),
             backup_waiters: RefCell::new(Vec::new()),
             persistent: Cell::new(persistent),
+            backup_key: RefCell::new(None),
             new_database: m.created,
             retired: Cell::new(false),
         });
