@@ -142,3 +142,69 @@ impl Jwt {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn claims() -> Value {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        json!({ "sub": "erin", "exp": exp, "rangersync_admin": true })
+    }
+
+    #[test]
+    fn each_kind_of_public_key_accepts_only_its_own_algorithm() {
+        let fixtures = [
+            (
+                include_str!("../tests/fixtures/rsa-public.pem"),
+                include_str!("../tests/fixtures/rsa-private.pem"),
+                Algorithm::RS256,
+            ),
+            (
+                include_str!("../tests/fixtures/p256-public.pem"),
+                include_str!("../tests/fixtures/p256-private.pem"),
+                Algorithm::ES256,
+            ),
+            (
+                include_str!("../tests/fixtures/ed25519-public.pem"),
+                include_str!("../tests/fixtures/ed25519-private.pem"),
+                Algorithm::EdDSA,
+            ),
+        ];
+        for (public, private, alg) in fixtures {
+            let jwt = Jwt::new(&JwtOptions {
+                public_key_pem: Some(public.as_bytes().to_vec()),
+                ..JwtOptions::default()
+            })
+            .unwrap()
+            .unwrap();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()),
+                Algorithm::ES256 => EncodingKey::from_ec_pem(private.as_bytes()),
+                _ => EncodingKey::from_ed_pem(private.as_bytes()),
+            }
+            .unwrap();
+            let token = encode(&Header::new(alg), &claims(), &key).unwrap();
+            let caller = jwt
+                .caller(&token)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert_eq!((caller.user_id.as_str(), caller.admin), ("erin", true));
+            let hmac = encode(
+                &Header::new(Algorithm::HS256),
+                &claims(),
+                &EncodingKey::from_secret(public.as_bytes()),
+            )
+            .unwrap();
+            assert!(
+                jwt.caller(&hmac).is_err(),
+                "{alg:?}: the public key as an HMAC secret"
+            );
+        }
+    }
+}
