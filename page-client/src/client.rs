@@ -85,6 +85,10 @@ struct Inner {
     /// A refresh is running, or ran within [`TOKEN_REFRESH_MIN_MS`] (`js_sys::Date::now`).
     token_refreshed_at: Cell<f64>,
     token_refreshing: Cell<bool>,
+    /// `captureCredentials`: gives the secret headers (the API's `Authorization`, say) that a
+    /// captured call restored from a snapshot lost; asked at register and before each
+    /// `flush()`, handed to the outbox, which keeps them in memory only.
+    credentials_source: Option<Function>,
 }
 
 /// A refused token is asked for again at most this often (a token function that keeps giving
@@ -110,11 +114,16 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    fn new(options: ClientOptions, token_source: Option<Function>) -> Rc<Self> {
+    fn new(
+        options: ClientOptions,
+        token_source: Option<Function>,
+        credentials_source: Option<Function>,
+    ) -> Rc<Self> {
         let token = RefCell::new(options.config.token.clone());
         Rc::new(Self {
             options,
             token_source,
+            credentials_source,
             token,
             token_refreshed_at: Cell::new(f64::NEG_INFINITY),
             token_refreshing: Cell::new(false),
@@ -169,6 +178,41 @@ impl Inner {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Ask `captureCredentials` (if given) for the current secret headers and hand them to
+    /// the outbox.
+    async fn give_capture_credentials(self: &Rc<Self>) -> Result<(), ClientError> {
+        let Some(source) = self.credentials_source.clone() else {
+            return Ok(());
+        };
+        let failed = |e: &JsValue| {
+            ClientError::config(format!("captureCredentials failed: {}", describe(e)))
+        };
+        let mut answer = source.call0(&JsValue::UNDEFINED).map_err(|e| failed(&e))?;
+        if let Some(p) = answer.dyn_ref::<Promise>() {
+            answer = JsFuture::from(p.clone()).await.map_err(|e| failed(&e))?;
+        }
+        let headers: Vec<(String, String)> = match js::options_json(&answer)? {
+            Value::Null => Vec::new(),
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(v) => Ok((k, v)),
+                    _ => Err(ClientError::config(format!(
+                        "captureCredentials must give {{ header: string }} (got {k:?}: {v})"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(ClientError::config(format!(
+                    "captureCredentials must give {{ header: string }} (got {other})"
+                )))
+            }
+        };
+        self.send(Request::CaptureCredentials { headers })
+            .await
+            .map(|_| ())
     }
 
     fn mode(&self) -> Mode {
@@ -685,10 +729,14 @@ impl SyncClient {
             .origin()
             .map_err(|e| ClientError::internal(format!("no origin: {}", describe(&e))))?;
         // `token` may be a function (JSON leaves it out of the options it reads).
-        let token_source = (!options.is_undefined() && !options.is_null())
-            .then(|| js_sys::Reflect::get(options, &"token".into()).ok())
-            .flatten()
-            .and_then(|t| t.dyn_into::<Function>().ok());
+        let function_option = |name: &str| {
+            (!options.is_undefined() && !options.is_null())
+                .then(|| js_sys::Reflect::get(options, &name.into()).ok())
+                .flatten()
+                .and_then(|t| t.dyn_into::<Function>().ok())
+        };
+        let token_source = function_option("token");
+        let credentials_source = function_option("captureCredentials");
         let mut options = ClientOptions::parse(&js::options_json(options)?, &origin)?;
         if let Some(source) = &token_source {
             options.config.token = call_token_source(source).await?;
@@ -700,7 +748,7 @@ impl SyncClient {
             .persist_storage
             .then(|| js::request_persistent_storage(&window))
             .flatten();
-        let inner = Inner::new(options, token_source);
+        let inner = Inner::new(options, token_source, credentials_source);
         if inner.options.force_page_mode {
             inner.fall_back("forcePageMode").await?;
         } else {
@@ -746,6 +794,7 @@ impl SyncClient {
                 })
                 .await?;
         }
+        inner.give_capture_credentials().await?;
         inner.install_page_events(&window);
         // Hydration: the local copy is readable now; ask for a flush (which pulls after it).
         let hydrate = Rc::clone(&inner);
@@ -914,6 +963,7 @@ impl SyncClient {
         promise(async move {
             // Before a burst of requests: a fresh token, when `token` is a function.
             inner.refresh_token(true).await?;
+            inner.give_capture_credentials().await?;
             let result = inner.send(Request::Flush).await?;
             let status = if request::is_status(&result) {
                 result

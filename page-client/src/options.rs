@@ -82,6 +82,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "localOnly",
     "excludeFromBackup",
     "backupEncryption",
+    "captureCredentials",
     "controllerTimeoutMs",
     "appShell",
     "persistStorage",

@@ -176,11 +176,16 @@ impl CaptureRoute {
 }
 
 /// An HTTP header name (RFC 9110 token characters).
-fn is_header_name(name: &str) -> bool {
+pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An HTTP header value a `Headers` object takes (no CR, LF or NUL).
+pub fn is_header_value(value: &str) -> bool {
+    !value.contains(['\r', '\n', '\0'])
 }
 
 /// The secret headers of a call to `url`: those of the route that captures it, or

@@ -349,6 +349,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passphrase: Option<String>,
     },
+    /// The page's current secret headers for restored captured calls (`captureCredentials`):
+    /// kept in memory by the worker, never stored, used only for the headers a restored call
+    /// lost to its snapshot.
+    CaptureCredentials {
+        headers: Vec<(String, String)>,
+    },
     /// The passphrase server backups are encrypted with (`None`: none). The worker keeps only
     /// the key derived from it, not extractable; the passphrase itself is never stored.
     BackupKey {

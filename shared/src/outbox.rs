@@ -63,6 +63,10 @@ pub struct CapturedRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Secret headers the call lost when it went through a snapshot (a restored call): the
+    /// page's `captureCredentials` gives them at replay; until one does, the call waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// What an outbox entry carries.

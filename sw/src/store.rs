@@ -56,6 +56,9 @@ pub struct OutboxRecord {
     pub headers: Option<Vec<(String, String)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Vec<u8>>,
+    /// A restored captured call's secret headers, to be given by the page at replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<Vec<String>>,
 }
 
 impl OutboxRecord {
@@ -75,6 +78,7 @@ impl OutboxRecord {
             url: None,
             headers: None,
             body: None,
+            redacted: None,
         };
         match entry {
             NewEntry::Write {
@@ -100,6 +104,7 @@ impl OutboxRecord {
                 r.url = Some(c.url.clone());
                 r.headers = Some(c.headers.clone());
                 r.body = Some(c.body.clone());
+                r.redacted = (!c.redacted.is_empty()).then(|| c.redacted.clone());
             }
         }
         r
@@ -142,6 +147,7 @@ impl OutboxRecord {
                     url,
                     headers: self.headers.clone().unwrap_or_default(),
                     body: self.body.clone().unwrap_or_default(),
+                    redacted: self.redacted.clone().unwrap_or_default(),
                 })
             }
             other => {
@@ -790,6 +796,7 @@ impl Store {
                 url: r.url.clone(),
                 headers: r.headers.clone(),
                 body: r.body.clone(),
+                redacted: r.redacted.clone(),
             });
             issue(outbox.put(&to_js(&OutboxRecord::new(r.seq, &entry, r.created_at))?))?;
         }

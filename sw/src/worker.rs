@@ -351,6 +351,7 @@ pub async fn on_fetch(request: web_sys::Request) -> Result<web_sys::Response, Js
                 url: copy.url(),
                 headers: headers_to_vec(&copy.headers()),
                 body: body.to_vec(),
+                redacted: Vec::new(),
             };
             match engine.capture(captured).await {
                 Ok(seq) => json_response(202, &serde_json::json!({ "queued": true, "seq": seq })),

@@ -786,6 +786,7 @@ async fn a_captured_request_is_replayed_in_order_with_an_idempotency_key() {
             url: format!("{}/api/sync/chat", server()),
             headers: vec![("content-type".into(), "application/json".into())],
             body: br#"{"message":"hi"}"#.to_vec(),
+            redacted: Vec::new(),
         })
         .await
         .expect("captured");
@@ -1185,6 +1186,7 @@ async fn a_captured_request_answered_401_is_dead_lettered_and_the_outbox_goes_on
             url: format!("{}/api/sync/chat", server()),
             headers: vec![("authorization".into(), "Bearer old".into())],
             body: b"{}".to_vec(),
+            redacted: Vec::new(),
         })
         .await
         .expect("captured");
@@ -1207,6 +1209,7 @@ async fn a_write_never_coalesces_an_entry_queued_before_a_captured_request() {
             url: format!("{}/api/sync/chat", server()),
             headers: vec![],
             body: b"{}".to_vec(),
+            redacted: Vec::new(),
         })
         .await
         .expect("captured");

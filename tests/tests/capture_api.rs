@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    bare_page_url, client_id_of, eval, fetch_post_js, register_client, serial, wait_for_controller,
-    wait_until, Result, TestBrowser, TestServer,
+    bare_page_url, cdp, client_id_of, eval, fetch_post_js, register_client, serial,
+    wait_for_controller, wait_until, Result, TestBrowser, TestServer,
 };
 use serde_json::{json, Value};
 
@@ -267,6 +267,100 @@ async fn a_captured_call_over_capture_max_body_bytes_is_answered_413_and_nothing
     assert_eq!(small["status"], 202, "{small}");
     let status = eval(&page, "client.status()").await?;
     assert_eq!(status["pending"], 1, "only the small call waits: {status}");
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_captured_call_restored_from_an_export_waits_for_its_credential_and_is_replayed_once_with_the_one_capture_credentials_gives(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let mut api = TestServer::start_with_token(API_TOKEN).await?;
+    let browser = TestBrowser::launch().await?;
+    let page = app_with_api(&browser, &server, &api, "exportIntervalMs: 0").await?;
+    let chat = format!("{}/api/sync/chat", api.url());
+    api.stop().await;
+    let queued = eval(
+        &page,
+        &format!(
+            "fetch({chat:?}, {{ method: 'POST', headers: {{ 'content-type': 'application/json', \
+             'authorization': 'Bearer {API_TOKEN}' }}, body: JSON.stringify({{ id: 'B', v: 1 }}) }})\
+             .then(r => r.status)"
+        ),
+    )
+    .await?;
+    assert_eq!(queued, 202);
+    let export = eval(&page, "client.exportSnapshot('json')").await?;
+    let export = export.as_str().ok_or("export is not text")?.to_owned();
+
+    // The browser's data is cleared; the API is back; the export is restored.
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    api.restart().await?;
+    let page = app_with_api(&browser, &server, &api, "exportIntervalMs: 0").await?;
+    let report = eval(
+        &page,
+        &format!("client.restore({})", serde_json::to_string(&export)?),
+    )
+    .await?;
+    assert_eq!(
+        report["pending"]["requeued"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    // Without a credential the call waits, and says for what.
+    let waiting = wait_until(
+        "the restored call waits",
+        Duration::from_secs(20),
+        || async {
+            let s = eval(&page, "client.flush()").await?;
+            let message = s["last_error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Ok(message.contains("authorization").then_some(s))
+        },
+    )
+    .await?;
+    assert_eq!(waiting["pending"], 1, "{waiting}");
+    assert!(
+        stored(&api, "/api/sync/chat").await?.is_empty(),
+        "sent without its credential"
+    );
+
+    // A page that can give it: the call is replayed, authenticated, once.
+    let app = app_with_api(
+        &browser,
+        &server,
+        &api,
+        &format!("exportIntervalMs: 0, captureCredentials: async () => ({{ authorization: 'Bearer {API_TOKEN}' }})"),
+    )
+    .await?;
+    let arrived = wait_until(
+        "the call reached the API",
+        Duration::from_secs(30),
+        || async {
+            let bodies = stored(&api, "/api/sync/chat").await?;
+            Ok((!bodies.is_empty()).then_some(bodies))
+        },
+    )
+    .await?;
+    wait_until("the outbox is empty", Duration::from_secs(20), || async {
+        let s = eval(&app, "client.status()").await?;
+        Ok((s["pending"] == 0).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        stored(&api, "/api/sync/chat").await?.len(),
+        1,
+        "{arrived:?}"
+    );
     browser.close().await?;
     Ok(())
 }

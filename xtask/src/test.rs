@@ -128,6 +128,10 @@ pub fn run(args: &[String]) -> Result {
     let summary = scenario_summary_file();
     if selected("e2e") || selected("firefox") {
         let _ = std::fs::remove_file(&summary);
+        // The scenarios append to it: its folder must exist even when no earlier step made it.
+        if let Some(dir) = summary.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
     }
     let start = Instant::now();
     let mut state = State {

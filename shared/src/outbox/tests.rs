@@ -51,6 +51,7 @@ fn captured(seq: u64) -> QueuedEntry {
             url: "http://127.0.0.1/api/sync/chat".into(),
             headers: vec![("content-type".into(), "application/json".into())],
             body: b"{}".to_vec(),
+            redacted: Vec::new(),
         }),
     }
 }

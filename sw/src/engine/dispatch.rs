@@ -282,6 +282,24 @@ impl Engine {
                     )
                 })
             }
+            Request::CaptureCredentials { headers } => {
+                if let Some((name, _)) = headers.iter().find(|(k, v)| {
+                    !rangersync_shared::capture::is_header_name(k)
+                        || !rangersync_shared::capture::is_header_value(v)
+                }) {
+                    return Err(SwError::coded(
+                        codes::INVALID_CONFIG,
+                        format!("captureCredentials gave a header that is not one: {name:?}"),
+                    ));
+                }
+                *self.capture_credentials.borrow_mut() = headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                // A restored call that waited for them may go now.
+                self.kick(Trigger::Manual);
+                self.status_json()
+            }
             Request::BackupKey { passphrase } => {
                 self.set_backup_passphrase(passphrase).await?;
                 // A backup that failed for want of the key may go now.

@@ -158,6 +158,28 @@ impl Engine {
         for (k, v) in &request.headers {
             headers.append(k, v);
         }
+        if !request.redacted.is_empty() {
+            // A restored call: its secret headers come from the page, never from a snapshot.
+            let given = self.capture_credentials.borrow();
+            let missing: Vec<&str> = request
+                .redacted
+                .iter()
+                .filter(|name| !given.contains_key(name.as_str()))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return network(format!(
+                    "a restored call to {} waits for its {} header(s), which backups never hold: open the app (its captureCredentials gives them)",
+                    request.url,
+                    missing.join(", ")
+                ));
+            }
+            for name in &request.redacted {
+                if let Some(value) = given.get(name) {
+                    headers.set(name, value);
+                }
+            }
+        }
         headers.set("idempotency-key", idempotency_key);
         let method_name = request.method.to_ascii_uppercase();
         let Ok(method) = Method::from_bytes(method_name.as_bytes()) else {

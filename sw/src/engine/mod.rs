@@ -77,6 +77,9 @@ pub struct Engine {
     backup_waiters: RefCell<Vec<js::Signal>>,
     /// `navigator.storage.persisted()`, when the browser can tell.
     persistent: Cell<Option<bool>>,
+    /// Secret headers a page gave for restored captured calls (`captureCredentials`): in memory
+    /// only, never stored (lower-case name → value).
+    capture_credentials: RefCell<std::collections::BTreeMap<String, String>>,
     /// The backup encryption key, once read from `meta` (`Some(None)`: there is none).
     backup_key: RefCell<Option<Option<encryption::BackupKey>>>,
     /// This engine created the database.
@@ -168,6 +171,7 @@ impl Engine {
             backup_waiters: RefCell::new(Vec::new()),
             persistent: Cell::new(persistent),
             backup_key: RefCell::new(None),
+            capture_credentials: RefCell::new(std::collections::BTreeMap::new()),
             new_database: m.created,
             retired: Cell::new(false),
         });
