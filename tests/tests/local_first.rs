@@ -179,3 +179,56 @@ async fn hydration_merges_server_changes_by_the_conflict_rule() -> Result {
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_write_that_loses_a_conflict_takes_the_servers_value_and_tells_the_page_through_on_change(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    // Another device wrote x a minute ahead of this one's clock.
+    let now = eval(&page, "Date.now()")
+        .await?
+        .as_u64()
+        .ok_or("no clock")?;
+    let other =
+        push_as_other_client(&server, 1, "x", json!({ "by": "other" }), now + 60_000).await?;
+    assert_eq!(other["status"], "applied", "{other}");
+    // This page's write of x is held on the wire a moment, so that its own change notice has
+    // come and gone before the server's answer.
+    server
+        .add_faults(
+            json!([{ "path": "/api/sync/push", "method": "POST", "delay_ms": 1000, "times": 1 }]),
+        )
+        .await?;
+    eval(&page, "client.put('notes', 'x', { by: 'local' })").await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    eval(&page, "window.changes = []").await?;
+    let told = wait_until(
+        "the page is told x changed",
+        Duration::from_secs(20),
+        || async {
+            let changes = eval(&page, "window.changes").await?;
+            let listed = changes.as_array().cloned().unwrap_or_default();
+            Ok(listed.iter().any(|c| c == "notes/x").then_some(changes))
+        },
+    )
+    .await?;
+    let x = eval(&page, "client.get('notes', 'x')").await?;
+    assert_eq!(
+        x["by"], "other",
+        "the newer server value is kept: {x} (told {told})"
+    );
+    let stats = server.stats().await?;
+    assert!(
+        stats["conflicts"].as_u64().unwrap_or(0) >= 1,
+        "the server answered a conflict: {stats}"
+    );
+    browser.close().await?;
+    Ok(())
+}
