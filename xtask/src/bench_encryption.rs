@@ -75,7 +75,9 @@ fn table(results: &Value) -> String {
          {} in headless {}, {} entities, `backupNow()` timed from the page (median of {}: \
          export, AES-256-GCM, upload, the server's check); `register` includes the PBKDF2-SHA-256 \
          derivation (600,000 iterations) when a passphrase is given. No peer encrypts backups: \
-         the column beside is the same backup in clear, in the same run.\n\n\
+         the column beside is the same backup in clear, in the same run. The server checks an \
+         encrypted backup only by its outer SHA-256, where a backup in clear is decoded and its \
+         canonical checksum recomputed: that difference is part of the `backupNow()` row.\n\n\
          | | in clear | encrypted |\n|---|---|---|\n\
          | `register` | {} | {} |\n| `backupNow()` | {plain_backup} | {sealed_backup} |\n\
          | stored on the server | {plain_bytes} | {sealed_bytes} |\n{END}",
