@@ -112,6 +112,15 @@ impl Tx {
         })
     }
 
+    /// The durability the browser gave the transaction (`IDBTransaction.durability`), where
+    /// the engine reports one.
+    #[cfg(test)]
+    pub fn durability(&self) -> Option<String> {
+        js_sys::Reflect::get(&self.tx, &"durability".into())
+            .ok()
+            .and_then(|d| d.as_string())
+    }
+
     /// One of the transaction's stores.
     pub fn store(&self, name: &str) -> Result<IdbObjectStore> {
         self.tx.object_store(name).map_err(|e| SwError::from_js(&e))

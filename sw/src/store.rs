@@ -1442,3 +1442,24 @@ impl Store {
         Ok(Some(entity))
     }
 }
+
+#[cfg(all(test, target_arch = "wasm32"))]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    /// Every write the page is told "saved" went through a readwrite transaction of the store:
+    /// it must be a strict one (flushed to disk before `complete`), not the browser's default.
+    #[wasm_bindgen_test]
+    async fn readwrite_transactions_are_strict_and_readonly_ones_are_not() {
+        let store = Store::open("durability-check").await.expect("opens");
+        let write = Tx::new(&store.db, &[META, OUTBOX, ENTITIES], true).expect("a readwrite tx");
+        assert_eq!(write.durability().as_deref(), Some("strict"));
+        write.commit().await.expect("commits");
+        let read = Tx::new(&store.db, &[META], false).expect("a readonly tx");
+        assert_eq!(read.durability().as_deref(), Some("default"));
+        read.commit().await.expect("ends");
+    }
+}
