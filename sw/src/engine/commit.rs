@@ -114,6 +114,13 @@ impl Engine {
                 }
                 Err(e) => {
                     let e = quota_if_storage_is_full(e, &jobs).await;
+                    if matches!(&e, SwError::Js { name, .. } if name == "InvalidStateError") {
+                        // Firefox, once a transaction of this connection ran into the quota,
+                        // may refuse every later write on it ("a database that did not allow
+                        // mutations") even after space is freed: the owner opens a fresh
+                        // connection before the next request. Nothing of this write was kept.
+                        self.retire();
+                    }
                     for job in jobs {
                         *job.answer.borrow_mut() = Some(Err(e.clone()));
                         job.done.fire();
