@@ -114,7 +114,7 @@ impl Tx {
 
     /// The durability the browser gave the transaction (`IDBTransaction.durability`), where
     /// the engine reports one.
-    #[cfg(test)]
+    #[cfg(all(test, target_arch = "wasm32"))]
     pub fn durability(&self) -> Option<String> {
         js_sys::Reflect::get(&self.tx, &"durability".into())
             .ok()
