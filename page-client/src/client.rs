@@ -6,9 +6,9 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use js_sys::{Function, Promise, JSON};
+use js_sys::{Function, Promise, Reflect, JSON};
 use rangersync_shared::messages::{
-    codes, Config, ExportFormat, PageEvent, Request, MESSAGE_VERSION,
+    codes, Config, ExportFormat, PageEvent, Request, KEY_BESIDE, MESSAGE_VERSION,
 };
 use rangersync_shared::outbox::VISIBLE_PROBE_MS;
 use rangersync_shared::status::Mode;
@@ -20,7 +20,9 @@ use web_sys::{BroadcastChannel, MessageEvent, VisibilityState, Window};
 use crate::error::ClientError;
 use crate::extras::{self, error_from_js, PageEngine};
 use crate::js::{self, call_listener, describe, Listener};
-use crate::options::{parse_restore_options, ClientOptions, RestoreOptions, SLOW_REQUEST_FACTOR};
+use crate::options::{
+    parse_restore_options, BackupEncryption, ClientOptions, RestoreOptions, SLOW_REQUEST_FACTOR,
+};
 use crate::request::{self, Incoming};
 use crate::worker::{LinkError, WorkerLink};
 
@@ -234,6 +236,17 @@ impl Inner {
     /// write), it fails with `worker_unavailable`. With no worker in control, the client falls
     /// back to page mode and sends it there.
     async fn send(self: &Rc<Self>, request: Request) -> Result<Value, ClientError> {
+        self.send_carrying(request, &JsValue::UNDEFINED).await
+    }
+
+    /// [`Self::send`] for a request that carries a `CryptoKey` (`key: true`): the message is
+    /// `{ text, key }` ([`rangersync_shared::messages::KEY_BESIDE`]), the key cloned, never
+    /// written as text.
+    async fn send_carrying(
+        self: &Rc<Self>,
+        request: Request,
+        key: &JsValue,
+    ) -> Result<Value, ClientError> {
         request::check(&request)?;
         let factor = if request::is_slow(&request) {
             SLOW_REQUEST_FACTOR
@@ -252,7 +265,7 @@ impl Inner {
                     let id = self.take_id();
                     let reply = link
                         .engine
-                        .request(&request::envelope(id, request)?)
+                        .request(&request::envelope(id, request)?, key)
                         .await?;
                     return request::reply(id, &reply);
                 }
@@ -260,7 +273,15 @@ impl Inner {
                     let id = self.take_id();
                     // As text: the worker parses it once and answers with text, so no
                     // message is converted to a JS object and back on either side.
-                    let message = JsValue::from_str(&request::envelope(id, request.clone())?);
+                    let text = JsValue::from_str(&request::envelope(id, request.clone())?);
+                    let message = if key.is_undefined() {
+                        text
+                    } else {
+                        let carrying = js_sys::Object::new();
+                        let _ = Reflect::set(&carrying, &"text".into(), &text);
+                        let _ = Reflect::set(&carrying, &KEY_BESIDE.into(), key);
+                        carrying.into()
+                    };
                     match link.request(id, &message, timeout_ms).await {
                         Ok(data) => {
                             // A string to a string (an object only from an old worker).
@@ -360,7 +381,7 @@ impl Inner {
         };
         let reply = link
             .engine
-            .request(&request::envelope(id, configure)?)
+            .request(&request::envelope(id, configure)?, &JsValue::UNDEFINED)
             .await;
         if let Err(e) = reply.and_then(|text| request::reply(id, &text)) {
             link.engine.close();
@@ -737,6 +758,12 @@ impl SyncClient {
         };
         let token_source = function_option("token");
         let credentials_source = function_option("captureCredentials");
+        let backup_key = (!options.is_undefined() && !options.is_null())
+            .then(|| Reflect::get(options, &"backupEncryption".into()).ok())
+            .flatten()
+            .map(|encryption| js::crypto_key_option(&encryption, "backupEncryption.key"))
+            .transpose()?
+            .flatten();
         let mut options = ClientOptions::parse(&js::options_json(options)?, &origin)?;
         if let Some(source) = &token_source {
             options.config.token = call_token_source(source).await?;
@@ -786,13 +813,33 @@ impl SyncClient {
                 }
             });
         }
-        if let Some(passphrase) = inner.options.backup_passphrase.clone() {
-            // The outbox keeps the key derived from it (PBKDF2: a fraction of a second).
-            inner
-                .send(Request::BackupKey {
-                    passphrase: Some(passphrase),
-                })
-                .await?;
+        match (inner.options.backup_encryption.clone(), backup_key) {
+            (Some(BackupEncryption::Passphrase(passphrase)), _) => {
+                // The outbox keeps the key derived from it (PBKDF2: a fraction of a second).
+                inner
+                    .send(Request::BackupKey {
+                        passphrase: Some(passphrase),
+                        key: false,
+                    })
+                    .await?;
+            }
+            (Some(BackupEncryption::Key), Some(key)) => {
+                inner
+                    .send_carrying(
+                        Request::BackupKey {
+                            passphrase: None,
+                            key: true,
+                        },
+                        &key,
+                    )
+                    .await?;
+            }
+            (Some(BackupEncryption::Key), None) => {
+                return Err(ClientError::config(
+                    "backupEncryption.key must be a CryptoKey (from crypto.subtle.generateKey, importKey or deriveKey)",
+                ))
+            }
+            (None, _) => {}
         }
         inner.give_capture_credentials().await?;
         inner.install_page_events(&window);
@@ -1129,14 +1176,20 @@ impl SyncClient {
             let RestoreOptions {
                 dry_run,
                 passphrase,
+                key: with_key,
             } = parse_restore_options(&js::options_json(&options)?)?;
+            let key = js::crypto_key_option(&options, "key")?.unwrap_or(JsValue::UNDEFINED);
             Ok(js::from_json(
                 &inner
-                    .send(Request::RestoreFromServer {
-                        id,
-                        dry_run,
-                        passphrase,
-                    })
+                    .send_carrying(
+                        Request::RestoreFromServer {
+                            id,
+                            dry_run,
+                            passphrase,
+                            key: with_key,
+                        },
+                        &key,
+                    )
                     .await?,
             ))
         })
@@ -1156,7 +1209,9 @@ impl SyncClient {
             let RestoreOptions {
                 dry_run,
                 passphrase,
+                key: with_key,
             } = parse_restore_options(&js::options_json(&options)?)?;
+            let key = js::crypto_key_option(&options, "key")?.unwrap_or(JsValue::UNDEFINED);
             let text = if request::is_json(&text) {
                 text
             } else {
@@ -1167,11 +1222,15 @@ impl SyncClient {
             };
             Ok(js::from_json(
                 &inner
-                    .send(Request::Restore {
-                        text,
-                        dry_run,
-                        passphrase,
-                    })
+                    .send_carrying(
+                        Request::Restore {
+                            text,
+                            dry_run,
+                            passphrase,
+                            key: with_key,
+                        },
+                        &key,
+                    )
                     .await?,
             ))
         })

@@ -51,7 +51,7 @@ extern "C" {
     pub type PageEngine;
 
     #[wasm_bindgen(method, js_name = handle)]
-    fn handle_text(this: &PageEngine, text: &str) -> Promise;
+    fn handle_text(this: &PageEngine, text: &str, key: &JsValue) -> Promise;
 
     #[wasm_bindgen(method, js_name = close)]
     fn close_engine(this: &PageEngine);
@@ -121,9 +121,10 @@ impl ExtrasModule {
 }
 
 impl PageEngine {
-    /// Send one request envelope (JSON text); resolves with the reply envelope's JSON text.
-    pub async fn request(&self, text: &str) -> Result<String, ClientError> {
-        let reply = JsFuture::from(self.handle_text(text))
+    /// Send one request envelope (JSON text) and the `CryptoKey` it carries (or
+    /// `undefined`); resolves with the reply envelope's JSON text.
+    pub async fn request(&self, text: &str, key: &JsValue) -> Result<String, ClientError> {
+        let reply = JsFuture::from(self.handle_text(text, key))
             .await
             .map_err(|e| error_from_js(&e))?;
         reply
@@ -133,7 +134,7 @@ impl PageEngine {
 
     /// Send a request envelope and forget the reply (page events).
     pub fn post(&self, text: &str) {
-        let _ = self.handle_text(text);
+        let _ = self.handle_text(text, &JsValue::UNDEFINED);
     }
 
     /// Stop the engine and close its database connection.

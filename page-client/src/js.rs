@@ -44,6 +44,26 @@ pub fn options_json(value: &JsValue) -> Result<Value, ClientError> {
     to_json(value).map_err(|e| ClientError::config(e.message))
 }
 
+/// `options.key` when it is a `CryptoKey` (`None` when absent); anything else there is
+/// `invalid_config` naming it `label`. Keys are read from the options object itself: JSON
+/// cannot hold one.
+pub fn crypto_key_option(options: &JsValue, label: &str) -> Result<Option<JsValue>, ClientError> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(None);
+    }
+    let value = Reflect::get(options, &JsValue::from_str("key")).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    if value.has_type::<web_sys::CryptoKey>() {
+        Ok(Some(value))
+    } else {
+        Err(ClientError::config(format!(
+            "{label} must be a CryptoKey (from crypto.subtle.generateKey, importKey or deriveKey)"
+        )))
+    }
+}
+
 /// A JSON value as a plain JS value (objects, arrays; never `Map`).
 pub fn from_json(value: &Value) -> JsValue {
     let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned());

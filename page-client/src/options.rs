@@ -38,9 +38,19 @@ pub struct ClientOptions {
     pub persist_storage: bool,
     /// What the worker (or the page engine) persists and syncs with.
     pub config: Config,
-    /// `backupEncryption.passphrase`: sent to the outbox apart from the config, which is
-    /// stored, so that only the key derived from it is kept.
-    pub backup_passphrase: Option<String>,
+    /// `backupEncryption`: how server backups are encrypted (none when absent).
+    pub backup_encryption: Option<BackupEncryption>,
+}
+
+/// `backupEncryption`: what server backups are encrypted with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupEncryption {
+    /// `{ passphrase }`: sent to the outbox apart from the config, which is stored, so that
+    /// only the key derived from it is kept.
+    Passphrase(String),
+    /// `{ key }`: the app's own `CryptoKey`, read from the options object itself (JSON, which
+    /// this module reads, cannot hold one) and sent beside the request.
+    Key,
 }
 
 /// Most files `appShell.files` may list (`rangersync-worker.js` checks the same bounds).
@@ -175,7 +185,7 @@ impl ClientOptions {
             opt_positive(map, "requestTimeoutMs")?.unwrap_or(defaults.request_timeout_ms);
         let capture_max_body_bytes =
             opt_positive(map, "captureMaxBodyBytes")?.unwrap_or(defaults.capture_max_body_bytes);
-        let backup_passphrase = parse_backup_encryption(map.get("backupEncryption"))?;
+        let backup_encryption = parse_backup_encryption(map.get("backupEncryption"))?;
         let local_only = opt_collections(map, "localOnly")?;
         let exclude_from_backup = opt_collections(map, "excludeFromBackup")?;
         let retry = parse_retry(map.get("retry"))?;
@@ -204,7 +214,7 @@ impl ClientOptions {
             capture_max_body_bytes,
             local_only,
             exclude_from_backup,
-            backup_encryption: backup_passphrase.is_some(),
+            backup_encryption: backup_encryption.is_some(),
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.
@@ -217,7 +227,7 @@ impl ClientOptions {
             app_shell,
             persist_storage,
             config,
-            backup_passphrase,
+            backup_encryption,
         })
     }
 
@@ -365,50 +375,69 @@ pub fn parse_restore_options(options: &Value) -> Result<RestoreOptions, ClientEr
         Value::Object(map) => {
             if let Some(unknown) = map
                 .keys()
-                .find(|k| !matches!(k.as_str(), "dryRun" | "passphrase"))
+                .find(|k| !matches!(k.as_str(), "dryRun" | "passphrase" | "key"))
             {
                 return Err(ClientError::config(format!(
-                    "unknown restore option {unknown:?} (known: dryRun, passphrase)"
+                    "unknown restore option {unknown:?} (known: dryRun, passphrase, key)"
                 )));
             }
+            let key = match map.get("key") {
+                None | Some(Value::Null) => false,
+                // A CryptoKey is `{}` as JSON: the client reads the key itself.
+                Some(Value::Object(_)) => true,
+                Some(_) => return Err(ClientError::config("key must be a CryptoKey")),
+            };
             let dry_run = match map.get("dryRun") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err(ClientError::config("dryRun must be true or false")),
             };
+            let passphrase = opt_string(map, "passphrase")?;
+            if key && passphrase.is_some() {
+                return Err(ClientError::config(
+                    "restore takes a passphrase or a key, not both",
+                ));
+            }
             Ok(RestoreOptions {
                 dry_run,
-                passphrase: opt_string(map, "passphrase")?,
+                passphrase,
+                key,
             })
         }
         _ => Err(ClientError::config("restore options must be an object")),
     }
 }
 
-/// `{ dryRun, passphrase }` of a restore.
+/// `{ dryRun, passphrase, key }` of a restore.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RestoreOptions {
     /// Report what would change and write nothing.
     pub dry_run: bool,
     /// The passphrase of an encrypted backup.
     pub passphrase: Option<String>,
+    /// A `CryptoKey` was given (`key`), which the client reads from the options object.
+    pub key: bool,
 }
 
-/// `backupEncryption: { passphrase }`: the passphrase server backups are encrypted with.
-fn parse_backup_encryption(value: Option<&Value>) -> Result<Option<String>, ClientError> {
+/// `backupEncryption: { passphrase }` or `{ key }`.
+fn parse_backup_encryption(value: Option<&Value>) -> Result<Option<BackupEncryption>, ClientError> {
     let bad = || {
         ClientError::config(
-            "backupEncryption must be { passphrase: string } (at least 8 characters)",
+            "backupEncryption must be { passphrase: string } (at least 8 characters) or { key: CryptoKey }",
         )
     };
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => {
-            if map.keys().any(|k| k != "passphrase") {
+            if map.len() != 1 {
                 return Err(bad());
             }
-            match map.get("passphrase") {
-                Some(Value::String(p)) if p.chars().count() >= 8 => Ok(Some(p.clone())),
+            match (map.get("passphrase"), map.get("key")) {
+                (Some(Value::String(p)), None) if p.chars().count() >= 8 => {
+                    Ok(Some(BackupEncryption::Passphrase(p.clone())))
+                }
+                // A CryptoKey is `{}` as JSON: the client reads the key itself.
+                (None, Some(Value::Object(_))) => Ok(Some(BackupEncryption::Key)),
                 _ => Err(bad()),
             }
         }
@@ -762,7 +791,58 @@ mod tests {
     }
 
     #[test]
-    fn restore_options_take_dry_run_and_a_passphrase_only() {
+    fn backup_encryption_takes_a_passphrase_of_eight_characters_or_a_key_never_both() {
+        let parse = |v: Value| ClientOptions::parse(&json!({ "backupEncryption": v }), ORIGIN);
+        let o = parse(json!({ "passphrase": "correct horse" })).unwrap();
+        assert_eq!(
+            o.backup_encryption,
+            Some(BackupEncryption::Passphrase("correct horse".into()))
+        );
+        assert!(o.config.backup_encryption);
+        // A CryptoKey reads as `{}` in JSON.
+        let o = parse(json!({ "key": {} })).unwrap();
+        assert_eq!(o.backup_encryption, Some(BackupEncryption::Key));
+        assert!(o.config.backup_encryption);
+        for bad in [
+            json!({ "passphrase": "short" }),
+            json!({ "key": "a string" }),
+            json!({ "passphrase": "correct horse", "key": {} }),
+            json!({}),
+            json!({ "secret": "correct horse" }),
+            json!("correct horse"),
+        ] {
+            assert_eq!(
+                parse(bad.clone()).unwrap_err().code,
+                codes::INVALID_CONFIG,
+                "{bad}"
+            );
+        }
+        assert!(
+            !ClientOptions::parse(&Value::Null, ORIGIN)
+                .unwrap()
+                .config
+                .backup_encryption
+        );
+    }
+
+    #[test]
+    fn restore_options_take_a_key_or_a_passphrase_not_both() {
+        assert!(parse_restore_options(&json!({ "key": {} })).unwrap().key);
+        assert!(!parse_restore_options(&json!({})).unwrap().key);
+        for bad in [
+            json!({ "key": "k" }),
+            json!({ "key": {}, "passphrase": "correct horse" }),
+        ] {
+            assert_eq!(
+                parse_restore_options(&bad).unwrap_err().code,
+                codes::INVALID_CONFIG,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn restore_options_take_dry_run_a_passphrase_and_a_key_only() {
         assert!(!parse_restore_options(&Value::Null).unwrap().dry_run);
         assert!(
             parse_restore_options(&json!({ "dryRun": true }))

@@ -402,6 +402,7 @@ mod tests {
                 text: text.into(),
                 dry_run: true,
                 passphrase: None,
+                key: false,
             };
             assert_eq!(
                 check(&garbage).unwrap_err().code,
@@ -420,6 +421,7 @@ mod tests {
                 text: big.clone(),
                 dry_run: false,
                 passphrase: None,
+                key: false,
             },
         )
         .expect("a 2 MiB+ restore fits its own limit");
@@ -443,11 +445,13 @@ mod tests {
             text: String::new(),
             dry_run: false,
             passphrase: None,
+            key: false,
         }));
         assert!(!is_write(&Request::Restore {
             text: String::new(),
             dry_run: true,
             passphrase: None,
+            key: false,
         }));
         assert!(is_write(&Request::RetryDead { seq: 3 }));
         assert!(is_write(&Request::DiscardDead { seq: 3 }));

@@ -28,8 +28,8 @@ export interface SyncClientOptions {
   token?: string | null | (() => string | null | Promise<string | null>);
   /** Existing REST routes whose unanswered requests are queued and replayed in order: a path pattern for the page's or the sync server's origin ("/api/sync/*"), a URL pattern for another API origin ("http://localhost:3000/api/sync/*"), or { origin?, path, secretHeaders? }. `*` matches anything; the query string and one trailing slash are ignored. A captured call's `Authorization`, `Cookie` and `Proxy-Authorization` headers, and those named in its route's `secretHeaders`, are kept in the outbox only to replay it: an export, a backup or a dead-letter copy never holds them (they are named in its `redacted`). */
   captureRoutes?: (string | { origin?: string; path: string; secretHeaders?: string[] })[];
-  /** Encrypt every server backup in the browser (AES-256-GCM, key from PBKDF2-SHA-256 with 600,000 iterations): the server stores ciphertext it cannot read and checks only an outer checksum. The worker keeps only the derived key (not extractable), never the passphrase; a backup due before a page has given it fails with `passphrase_required` rather than leaving in clear. Restore with `restoreFromServer(id, { passphrase })`; a wrong one is `wrong_passphrase` and changes nothing. At least 8 characters. */
-  backupEncryption?: { passphrase: string };
+  /** Encrypt every server backup in the browser (AES-256-GCM): the server stores ciphertext it cannot read and checks only an outer checksum. `{ passphrase }` (at least 8 characters): the key comes from PBKDF2-SHA-256 with 600,000 iterations; the worker keeps only the derived key (not extractable), never the passphrase; restore with `restoreFromServer(id, { passphrase })`. `{ key }`: the app's own AES-GCM `CryptoKey` of 256 bits with usages encrypt and decrypt (from its login, say; best not extractable), kept by the worker as it is; restore with `{ key }`, or with none on a client that still has it. A backup due before a page has given either fails with `passphrase_required` rather than leaving in clear; a wrong passphrase or key is `wrong_passphrase` and changes nothing. */
+  backupEncryption?: { passphrase: string } | { key: CryptoKey };
   /** Collections that never leave the device: kept in IndexedDB, never pushed, never in a server backup, and not in `exportSnapshot` unless `{ includeLocalOnly: true }`. For secrets such as API keys (IndexedDB itself is not encrypted at rest). */
   localOnly?: string[];
   /** Collections that sync like any other but are left out of server backups (`backupNow`, scheduled backups). */
@@ -154,7 +154,7 @@ export interface DeadLetter {
   dead_at: number;
 }
 
-export interface RestoreOptions { dryRun?: boolean; /** The passphrase of an encrypted backup (`backupEncryption`). */ passphrase?: string }
+export interface RestoreOptions { dryRun?: boolean; /** The passphrase of an encrypted backup (`backupEncryption: { passphrase }`). */ passphrase?: string; /** The `CryptoKey` of a backup encrypted with `backupEncryption: { key }`. */ key?: CryptoKey }
 
 export interface EntityRef { collection: string; key: string }
 

@@ -82,13 +82,15 @@ pub async fn open_page_engine(
 #[wasm_bindgen]
 impl PageEngine {
     /// Answer one request envelope (`{ v, id, request }` as JSON text) with its reply envelope
-    /// as JSON text. Refusals are replies too; the promise itself does not reject.
+    /// as JSON text; `key` is the `CryptoKey` a request saying `key: true` carries (else
+    /// `undefined`). Refusals are replies too; the promise itself does not reject.
     #[wasm_bindgen(unchecked_return_type = "Promise<string>")]
-    pub fn handle(&self, text: String) -> Promise {
+    pub fn handle(&self, text: String, key: JsValue) -> Promise {
         let slot = Rc::clone(&self.engine);
+        let key = (!key.is_undefined() && !key.is_null()).then_some(key);
         future_to_promise(async move {
             let engine = live(&slot).await?;
-            let reply = engine.handle_text(&text).await;
+            let reply = engine.handle_text_with(&text, key).await;
             if engine.is_closed() {
                 // A restore retired it: the fresh engine flushes what was put back.
                 let fresh = live(&slot).await?;

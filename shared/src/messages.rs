@@ -48,7 +48,8 @@ pub mod codes {
     /// nothing is dead-lettered until it answers properly or a page sends a valid config.
     pub const CONFIG_ERROR: &str = "config_error";
     pub const INTERNAL: &str = "internal";
-    /// The passphrase does not open an encrypted backup; nothing was changed.
+    /// The passphrase (or the `CryptoKey`) does not open an encrypted backup; nothing was
+    /// changed.
     pub const WRONG_PASSPHRASE: &str = "wrong_passphrase";
     /// An encrypted backup was restored without a passphrase, or a backup is due and no page
     /// has given the passphrase since the worker started.
@@ -63,6 +64,12 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Largest `restore` message a worker accepts: a snapshot of up to
 /// [`crate::snapshot::MAX_SNAPSHOT_BYTES`] plus the envelope (JSON escaping may add some more).
 pub const MAX_RESTORE_MESSAGE_BYTES: usize = crate::snapshot::MAX_SNAPSHOT_BYTES + 1024 * 1024;
+
+/// A message that carries a `CryptoKey` (`backupEncryption: { key }`, `restore…({ key })`) is
+/// not JSON text alone, since a key cannot be written as text: it is an object
+/// `{ text, key }`, the request's JSON text and the key beside it (structured clone keeps it
+/// non-extractable). Its request says `key: true`.
+pub const KEY_BESIDE: &str = "key";
 
 /// The size limit for a message of this request type (`restore` may carry a whole snapshot).
 pub fn message_limit(request: &Request) -> usize {
@@ -348,6 +355,9 @@ pub enum Request {
         /// The passphrase of an encrypted backup (never stored).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passphrase: Option<String>,
+        /// The backup's `CryptoKey` travels beside this text (see [`KEY_BESIDE`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        key: bool,
     },
     /// The page's current secret headers for restored captured calls (`captureCredentials`):
     /// kept in memory by the worker, never stored, used only for the headers a restored call
@@ -355,10 +365,13 @@ pub enum Request {
     CaptureCredentials {
         headers: Vec<(String, String)>,
     },
-    /// The passphrase server backups are encrypted with (`None`: none). The worker keeps only
-    /// the key derived from it, not extractable; the passphrase itself is never stored.
+    /// The passphrase server backups are encrypted with, or (`key: true`) the AES-256-GCM
+    /// `CryptoKey` the app gave, beside this text (see [`KEY_BESIDE`]); neither: none. The
+    /// worker keeps only a key, not extractable; a passphrase itself is never stored.
     BackupKey {
         passphrase: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        key: bool,
     },
     PageEvent {
         event: PageEvent,
@@ -384,6 +397,9 @@ pub enum Request {
         /// The passphrase of an encrypted backup (never stored).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passphrase: Option<String>,
+        /// The backup's `CryptoKey` travels beside this text (see [`KEY_BESIDE`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        key: bool,
     },
 }
 
@@ -593,6 +609,7 @@ mod tests {
                 text: "x".repeat(text_len),
                 dry_run: true,
                 passphrase: None,
+                key: false,
             },
         })
         .unwrap()
@@ -625,6 +642,7 @@ mod tests {
                 text: String::new(),
                 dry_run: false,
                 passphrase: None,
+                key: false,
             }),
             MAX_RESTORE_MESSAGE_BYTES
         );

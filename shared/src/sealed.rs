@@ -1,7 +1,9 @@
 //! Encrypted backups: the envelope a client's snapshot travels in when `backupEncryption` is
-//! set. The browser encrypts the snapshot text with AES-256-GCM under a key derived from the
-//! passphrase (PBKDF2-SHA-256, [`PBKDF2_ITERATIONS`]); the server stores the envelope and can
-//! verify only its outer checksum (SHA-256 of the ciphertext), never read what is inside.
+//! set. The browser encrypts the snapshot text with AES-256-GCM under a key derived from a
+//! passphrase (PBKDF2-SHA-256, [`PBKDF2_ITERATIONS`]; the envelope names the salt and the
+//! iterations) or under a `CryptoKey` the app gave (no `kdf`: the app keeps the key); the server
+//! stores the envelope and can verify only its outer checksum (SHA-256 of the ciphertext),
+//! never read what is inside.
 //!
 //! The crypto itself is WebCrypto's, in the browser; this module owns the format: building it
 //! from the pieces, and reading it back with every field checked before a key is derived.
@@ -57,7 +59,9 @@ pub struct Sealed {
     #[serde(default)]
     pub client_id: Option<String>,
     pub exported_at: Millis,
-    pub kdf: Kdf,
+    /// How the key came from a passphrase; absent when the app gave the key itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<Kdf>,
     pub cipher: Cipher,
     /// Base64 of the AES-GCM output (ciphertext and tag).
     pub ciphertext: String,
@@ -65,13 +69,20 @@ pub struct Sealed {
     pub checksum: Checksum,
 }
 
+/// How a passphrase gave the key: PBKDF2-SHA-256 with these iterations and salt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivation {
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+}
+
 /// The pieces of an opened envelope, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     pub client_id: Option<String>,
     pub exported_at: Millis,
-    pub iterations: u32,
-    pub salt: Vec<u8>,
+    /// `None`: sealed under a key the app gave, not one derived from a passphrase.
+    pub derivation: Option<Derivation>,
     pub iv: Vec<u8>,
     pub ciphertext: Vec<u8>,
     /// The outer checksum (hex), as verified.
@@ -91,12 +102,12 @@ pub fn is_sealed(text: &str) -> bool {
         && serde_json::from_str::<Format>(text).is_ok_and(|f| f.format == FORMAT)
 }
 
-/// The envelope of `ciphertext`, as JSON text.
+/// The envelope of `ciphertext`, as JSON text; `derivation` is how the key came from a
+/// passphrase (`None` for a key the app gave).
 pub fn seal(
     client_id: Option<String>,
     exported_at: Millis,
-    iterations: u32,
-    salt: &[u8],
+    derivation: Option<&Derivation>,
     iv: &[u8],
     ciphertext: &[u8],
 ) -> String {
@@ -105,12 +116,12 @@ pub fn seal(
         format_version: FORMAT_VERSION,
         client_id,
         exported_at,
-        kdf: Kdf {
+        kdf: derivation.map(|d| Kdf {
             name: "PBKDF2".into(),
             hash: "SHA-256".into(),
-            iterations,
-            salt: B64.encode(salt),
-        },
+            iterations: d.iterations,
+            salt: B64.encode(&d.salt),
+        }),
         cipher: Cipher {
             name: "AES-GCM".into(),
             iv: B64.encode(iv),
@@ -141,17 +152,19 @@ pub fn open(text: &str) -> Result<Opened, SnapshotError> {
         return Err(SnapshotError::UnsupportedVersion(sealed.format_version));
     }
     let bad = |why: String| SnapshotError::Parse(why);
-    if sealed.kdf.name != "PBKDF2" || sealed.kdf.hash != "SHA-256" {
-        return Err(bad(format!(
-            "key derivation {} with {} is not supported (only PBKDF2 with SHA-256)",
-            sealed.kdf.name, sealed.kdf.hash
-        )));
-    }
-    if !(PBKDF2_ITERATIONS..=MAX_PBKDF2_ITERATIONS).contains(&sealed.kdf.iterations) {
-        return Err(bad(format!(
-            "{} PBKDF2 iterations is outside {PBKDF2_ITERATIONS}..={MAX_PBKDF2_ITERATIONS}",
-            sealed.kdf.iterations
-        )));
+    if let Some(kdf) = &sealed.kdf {
+        if kdf.name != "PBKDF2" || kdf.hash != "SHA-256" {
+            return Err(bad(format!(
+                "key derivation {} with {} is not supported (only PBKDF2 with SHA-256)",
+                kdf.name, kdf.hash
+            )));
+        }
+        if !(PBKDF2_ITERATIONS..=MAX_PBKDF2_ITERATIONS).contains(&kdf.iterations) {
+            return Err(bad(format!(
+                "{} PBKDF2 iterations is outside {PBKDF2_ITERATIONS}..={MAX_PBKDF2_ITERATIONS}",
+                kdf.iterations
+            )));
+        }
     }
     if sealed.cipher.name != "AES-GCM" {
         return Err(bad(format!(
@@ -168,13 +181,24 @@ pub fn open(text: &str) -> Result<Opened, SnapshotError> {
         B64.decode(b64)
             .map_err(|e| bad(format!("{what} is not base64: {e}")))
     };
-    let salt = decode("kdf.salt", &sealed.kdf.salt)?;
+    let derivation = match &sealed.kdf {
+        Some(kdf) => Some(Derivation {
+            iterations: kdf.iterations,
+            salt: decode("kdf.salt", &kdf.salt)?,
+        }),
+        None => None,
+    };
+    if let Some(d) = derivation.as_ref().filter(|d| d.salt.len() < SALT_BYTES) {
+        return Err(bad(format!(
+            "a salt of {} bytes is too short (at least {SALT_BYTES})",
+            d.salt.len()
+        )));
+    }
     let iv = decode("cipher.iv", &sealed.cipher.iv)?;
     let ciphertext = decode("ciphertext", &sealed.ciphertext)?;
-    if salt.len() < SALT_BYTES || iv.len() != IV_BYTES || ciphertext.len() < 16 {
+    if iv.len() != IV_BYTES || ciphertext.len() < 16 {
         return Err(bad(format!(
-            "salt of {} bytes, IV of {} bytes or ciphertext of {} bytes: not an AES-GCM envelope",
-            salt.len(),
+            "an IV of {} bytes or a ciphertext of {} bytes: not an AES-GCM envelope",
             iv.len(),
             ciphertext.len()
         )));
@@ -189,8 +213,7 @@ pub fn open(text: &str) -> Result<Opened, SnapshotError> {
     Ok(Opened {
         client_id: sealed.client_id,
         exported_at: sealed.exported_at,
-        iterations: sealed.kdf.iterations,
-        salt,
+        derivation,
         iv,
         ciphertext,
         checksum: actual,
@@ -205,8 +228,10 @@ mod tests {
         seal(
             Some("c1".into()),
             1_764_000_000_000,
-            PBKDF2_ITERATIONS,
-            &[7; 16],
+            Some(&Derivation {
+                iterations: PBKDF2_ITERATIONS,
+                salt: vec![7; 16],
+            }),
             &[9; 12],
             b"0123456789abcdef-ciphertext",
         )
@@ -218,7 +243,9 @@ mod tests {
         assert!(is_sealed(&text));
         let opened = open(&text).unwrap();
         assert_eq!(opened.client_id.as_deref(), Some("c1"));
-        assert_eq!(opened.salt, [7; 16]);
+        let derivation = opened.derivation.unwrap();
+        assert_eq!(derivation.salt, [7; 16]);
+        assert_eq!(derivation.iterations, PBKDF2_ITERATIONS);
         assert_eq!(opened.iv, [9; 12]);
         assert_eq!(opened.ciphertext, b"0123456789abcdef-ciphertext");
         assert_eq!(opened.checksum, sha256_hex(b"0123456789abcdef-ciphertext"));
@@ -263,13 +290,31 @@ mod tests {
             f(&mut sealed);
             open(&serde_json::to_string(&sealed).unwrap())
         };
-        assert!(tweak(&|s| s.kdf.iterations = 1_000).is_err());
-        assert!(tweak(&|s| s.kdf.iterations = u32::MAX).is_err());
-        assert!(tweak(&|s| s.kdf.hash = "SHA-1".into()).is_err());
+        let kdf = |f: &dyn Fn(&mut Kdf)| {
+            tweak(&|s| {
+                if let Some(k) = s.kdf.as_mut() {
+                    f(k)
+                }
+            })
+        };
+        assert!(kdf(&|k| k.iterations = 1_000).is_err());
+        assert!(kdf(&|k| k.iterations = u32::MAX).is_err());
+        assert!(kdf(&|k| k.hash = "SHA-1".into()).is_err());
+        assert!(kdf(&|k| k.salt = "not base64!".into()).is_err());
+        assert!(kdf(&|k| k.salt = B64.encode([1; 8])).is_err());
         assert!(tweak(&|s| s.cipher.name = "AES-CBC".into()).is_err());
         assert!(tweak(&|s| s.cipher.iv = B64.encode([1; 8])).is_err());
-        assert!(tweak(&|s| s.kdf.salt = "not base64!".into()).is_err());
         assert!(tweak(&|s| s.format_version = 2).is_err());
         assert!(open("{").is_err());
+    }
+
+    #[test]
+    fn an_envelope_sealed_under_a_given_key_names_no_derivation_and_opens() {
+        let text = seal(None, 1, None, &[9; 12], b"0123456789abcdef-ciphertext");
+        assert!(!text.contains("kdf"), "{text}");
+        assert!(is_sealed(&text));
+        let opened = open(&text).unwrap();
+        assert_eq!(opened.derivation, None);
+        assert_eq!(opened.iv, [9; 12]);
     }
 }

@@ -1,12 +1,13 @@
 //! WebCrypto for encrypted backups (`shared::sealed` owns the envelope): a non-extractable
-//! AES-256-GCM key derived from the passphrase with PBKDF2-SHA-256, encryption of a snapshot's
-//! text and decryption of one. Called through `crypto.subtle` by name: the worker's glue is a
+//! AES-256-GCM key derived from the passphrase with PBKDF2-SHA-256 (or the check of one the app
+//! gave), encryption of a snapshot's text and decryption of one. Called through `crypto.subtle` by name: the worker's glue is a
 //! classic script, which cannot import a JS snippet.
 
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
+use web_sys::CryptoKey;
 
-use rangersync_shared::messages::codes::WRONG_PASSPHRASE;
+use rangersync_shared::messages::codes::{INVALID_CONFIG, WRONG_PASSPHRASE};
 
 use crate::error::{Result, SwError};
 use crate::js;
@@ -99,6 +100,33 @@ pub async fn derive_key(passphrase: &str, salt: &[u8], iterations: u32) -> Resul
     .map_err(|e| SwError::from_js(&e))
 }
 
+/// `key` as the app gave it (`backupEncryption: { key }`, `restore…({ key })`): an AES-GCM
+/// `CryptoKey` of 256 bits that may encrypt and decrypt, or `invalid_config` saying what it is.
+pub fn check_given_key(key: &JsValue) -> Result<()> {
+    let refuse = |why: String| {
+        Err(SwError::coded(
+            INVALID_CONFIG,
+            format!("the backup key must be an AES-GCM CryptoKey of 256 bits for encrypt and decrypt: {why}"),
+        ))
+    };
+    let Some(key) = key.dyn_ref::<CryptoKey>() else {
+        return refuse("it is not a CryptoKey".into());
+    };
+    let algorithm = key.algorithm().map(JsValue::from).unwrap_or_default();
+    let get = |k: &str| Reflect::get(&algorithm, &k.into()).unwrap_or_default();
+    let name = get("name").as_string().unwrap_or_default();
+    let length = get("length").as_f64().unwrap_or(0.0);
+    if name != "AES-GCM" || length != 256.0 {
+        return refuse(format!("it is {name} of {length} bits"));
+    }
+    let usages = Array::from(&key.usages());
+    let can = |u: &str| usages.includes(&u.into(), 0);
+    if !can("encrypt") || !can("decrypt") {
+        return refuse("its usages lack encrypt or decrypt".into());
+    }
+    Ok(())
+}
+
 /// AES-GCM of `text`'s UTF-8 bytes under `key` with `iv`: ciphertext and tag.
 pub async fn encrypt(key: &JsValue, iv: &[u8], text: &str) -> Result<Vec<u8>> {
     let params = object(&[
@@ -112,8 +140,9 @@ pub async fn encrypt(key: &JsValue, iv: &[u8], text: &str) -> Result<Vec<u8>> {
     Ok(Uint8Array::new(&out).to_vec())
 }
 
-/// The text `ciphertext` holds, or [`WRONG_PASSPHRASE`] when `key` does not open it.
-pub async fn decrypt(key: &JsValue, iv: &[u8], ciphertext: &[u8]) -> Result<String> {
+/// The text `ciphertext` holds, or [`WRONG_PASSPHRASE`] when `key` does not open it (`what`
+/// names where the key came from: "the passphrase", "the key").
+pub async fn decrypt(key: &JsValue, what: &str, iv: &[u8], ciphertext: &[u8]) -> Result<String> {
     let params = object(&[
         ("name", "AES-GCM".into()),
         ("iv", Uint8Array::from(iv).into()),
@@ -124,7 +153,7 @@ pub async fn decrypt(key: &JsValue, iv: &[u8], ciphertext: &[u8]) -> Result<Stri
         .map_err(|_| {
             SwError::coded(
                 WRONG_PASSPHRASE,
-                "the passphrase does not open this encrypted backup: nothing was changed",
+                format!("{what} does not open this encrypted backup: nothing was changed"),
             )
         })?;
     String::from_utf8(Uint8Array::new(&out).to_vec()).map_err(|_| {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, Uint8Array};
 use rangersync_shared::backup::BackupTrigger;
-use rangersync_shared::messages::{codes, Broadcast, ReplyEnvelope};
+use rangersync_shared::messages::{self, codes, Broadcast, ReplyEnvelope};
 use rangersync_shared::outbox::{CapturedRequest, Trigger};
 use rangersync_shared::status::Mode;
 use wasm_bindgen::prelude::*;
@@ -193,9 +193,19 @@ fn post(port: &MessagePort, reply: &ReplyEnvelope, as_text: bool) {
 pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
     let port = event.ports().get(0).dyn_into::<MessagePort>().ok();
     let data = event.data();
-    let as_text = data.is_string();
-    let text = data
-        .as_string()
+    // `{ text, key }`: a request's text with the CryptoKey it carries beside it.
+    let beside_text = (!data.is_string())
+        .then(|| js_sys::Reflect::get(&data, &"text".into()).ok())
+        .flatten()
+        .and_then(|t| t.as_string());
+    let key = beside_text.as_ref().and_then(|_| {
+        js_sys::Reflect::get(&data, &messages::KEY_BESIDE.into())
+            .ok()
+            .filter(|k| !k.is_undefined())
+    });
+    let as_text = data.is_string() || beside_text.is_some();
+    let text = beside_text
+        .or_else(|| data.as_string())
         .or_else(|| {
             js_sys::JSON::stringify(&data)
                 .ok()
@@ -226,7 +236,7 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
         return Ok(());
     }
     let current = engine().await?;
-    let reply = current.handle_text(&text).await;
+    let reply = current.handle_text_with(&text, key).await;
     if let Some(port) = &port {
         post(port, &reply, as_text);
     }

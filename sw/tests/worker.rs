@@ -203,6 +203,7 @@ async fn restore(engine: &Rc<Engine>, text: &str, dry_run: bool) -> Result<Value
             text: text.to_owned(),
             dry_run,
             passphrase: None,
+            key: false,
         })
         .await
 }
@@ -1408,6 +1409,7 @@ async fn a_snapshot_over_two_mib_can_be_restored_through_a_message() {
             text,
             dry_run: false,
             passphrase: None,
+            key: false,
         },
     })
     .unwrap();

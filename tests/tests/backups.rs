@@ -881,3 +881,113 @@ async fn an_encrypted_backup_is_ciphertext_on_the_server_and_after_clear_site_da
     browser.close().await?;
     Ok(())
 }
+
+/// A script that keeps, as `window[name]`, a non-extractable AES-GCM key of 32 `byte`s: the
+/// key an app would derive from its login, made again the same on the next visit.
+fn import_key_js(name: &str, byte: u8, algorithm: &str) -> String {
+    format!(
+        "crypto.subtle.importKey('raw', new Uint8Array(32).fill({byte}), '{algorithm}', false, ['encrypt', 'decrypt']).then(k => {{ window.{name} = k; return true; }})"
+    )
+}
+
+#[tokio::test]
+async fn a_backup_encrypted_with_the_apps_crypto_key_restores_after_clear_site_data_with_that_key_only(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let url = bare_page_url(&server);
+    let page = browser.open(&url).await?;
+    // What is not an AES-256-GCM key for encrypt and decrypt is refused at register.
+    eval(&page, &import_key_js("cbc", 7, "AES-CBC")).await?;
+    for bad in ["'not a key'", "window.cbc"] {
+        let refused = eval(
+            &page,
+            &format!(
+                "({}).then(() => 'registered', e => e.code)",
+                rangersync_e2e::register_client_js(&format!(
+                    "{{ exportIntervalMs: 0, backupEncryption: {{ key: {bad} }} }}"
+                ))
+            ),
+        )
+        .await?;
+        assert_eq!(refused, "invalid_config", "backupEncryption.key {bad}");
+    }
+    eval(&page, &import_key_js("appKey", 7, "AES-GCM")).await?;
+    let options = "{ exportIntervalMs: 0, backupEncryption: { key: window.appKey } }";
+    assert_eq!(register_client(&page, options).await?, "worker");
+    wait_for_controller(&page).await?;
+    server.refuse_pushes().await?;
+    eval(
+        &page,
+        "client.put('notes', 'diary', { t: 'sealed under the app key' })",
+    )
+    .await?;
+    let done = eval(&page, "client.backupNow()").await?;
+    let backup_id = done["backup"]["id"]
+        .as_str()
+        .ok_or("no backup id")?
+        .to_owned();
+    let stored = reqwest::get(format!("{}/api/backups/{backup_id}", server.url()))
+        .await?
+        .text()
+        .await?;
+    assert!(stored.contains("rangersync-sealed-snapshot"), "{stored}");
+    assert!(
+        !stored.contains("\"kdf\""),
+        "a given key has no derivation: {stored}"
+    );
+    assert!(!stored.contains("sealed under the app key") && !stored.contains("diary"));
+
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    server.clear_faults().await?;
+    let page = browser.open(&url).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    eval(&page, &import_key_js("sameKey", 7, "AES-GCM")).await?;
+    eval(&page, &import_key_js("otherKey", 8, "AES-GCM")).await?;
+    let restore = |options: &str| {
+        format!(
+            "client.restoreFromServer({backup_id:?}{options}).then(r => ({{ ok: r }}), e => ({{ code: e.code, message: e.message }}))"
+        )
+    };
+    let without = eval(&page, &restore("")).await?;
+    assert_eq!(without["code"], "passphrase_required", "{without}");
+    assert!(
+        without["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("{ key }"),
+        "{without}"
+    );
+    let wrong = eval(&page, &restore(", { key: window.otherKey }")).await?;
+    assert_eq!(wrong["code"], "wrong_passphrase", "{wrong}");
+    let not_a_key = eval(&page, &restore(", { key: 'sk-1234' }")).await?;
+    assert_eq!(not_a_key["code"], "invalid_config", "{not_a_key}");
+    assert!(
+        eval(&page, "client.get('notes', 'diary')").await?.is_null(),
+        "nothing changed"
+    );
+    let right = eval(&page, &restore(", { key: window.sameKey }")).await?;
+    assert!(right["ok"].is_object(), "{right}");
+    let diary = eval(&page, "client.get('notes', 'diary')").await?;
+    assert_eq!(diary["t"], "sealed under the app key");
+
+    // A client that keeps the key opens its backups without being given it again.
+    eval(&page, "client.close()").await?;
+    let options = "{ exportIntervalMs: 0, backupEncryption: { key: window.sameKey } }";
+    assert_eq!(register_client(&page, options).await?, "worker");
+    let kept = eval(&page, &restore(", { dryRun: true }")).await?;
+    assert!(kept["ok"].is_object(), "{kept}");
+    browser.close().await?;
+    Ok(())
+}

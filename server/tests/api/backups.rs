@@ -417,8 +417,10 @@ async fn an_encrypted_backup_is_stored_as_sent_checked_only_by_its_outer_checksu
     let text = sealed::seal(
         Some("client-s".into()),
         T0 + 9,
-        sealed::PBKDF2_ITERATIONS,
-        &[3; sealed::SALT_BYTES],
+        Some(&sealed::Derivation {
+            iterations: sealed::PBKDF2_ITERATIONS,
+            salt: vec![3; sealed::SALT_BYTES],
+        }),
         &[4; sealed::IV_BYTES],
         ciphertext,
     );

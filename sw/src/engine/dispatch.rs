@@ -13,6 +13,7 @@ use rangersync_shared::validate;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
 
+use super::encryption::Unlock;
 use super::{validate_config, Engine};
 use crate::bindings;
 use crate::error::SwError;
@@ -23,9 +24,23 @@ use crate::store::NewEntry;
 impl Engine {
     /// Parse a page's message text and answer it (errors are replies too; never panics).
     pub async fn handle_text(self: &Rc<Self>, text: &str) -> ReplyEnvelope {
+        self.handle_text_with(text, None).await
+    }
+
+    /// [`Self::handle_text`] for a message that carried a `CryptoKey` beside its text
+    /// ([`rangersync_shared::messages::KEY_BESIDE`]).
+    pub async fn handle_text_with(
+        self: &Rc<Self>,
+        text: &str,
+        key: Option<JsValue>,
+    ) -> ReplyEnvelope {
         match parse_request(text) {
             Err((id, e)) => ReplyEnvelope::err(id.unwrap_or(0), e.code(), e.to_string()),
-            Ok(env) => match self.handle(env.request).await {
+            Ok(env) => match self
+                .handle_inner(env.request, key)
+                .await
+                .map_err(|e| e.detail())
+            {
                 Ok(v) => ReplyEnvelope::ok(env.id, v),
                 Err(d) => ReplyEnvelope {
                     v: MESSAGE_VERSION,
@@ -40,10 +55,27 @@ impl Engine {
 
     /// Answer one request.
     pub async fn handle(self: &Rc<Self>, request: Request) -> Result<Value, ErrorDetail> {
-        self.handle_inner(request).await.map_err(|e| e.detail())
+        self.handle_inner(request, None)
+            .await
+            .map_err(|e| e.detail())
     }
 
-    async fn handle_inner(self: &Rc<Self>, request: Request) -> Result<Value, SwError> {
+    /// `beside`: the `CryptoKey` the message carried, for a request that says `key: true`.
+    async fn handle_inner(
+        self: &Rc<Self>,
+        request: Request,
+        beside: Option<JsValue>,
+    ) -> Result<Value, SwError> {
+        let key = |wanted: bool| -> Result<Option<JsValue>, SwError> {
+            match (wanted, beside.clone()) {
+                (false, _) => Ok(None),
+                (true, Some(key)) => Ok(Some(key)),
+                (true, None) => Err(SwError::coded(
+                    codes::INVALID_MESSAGE,
+                    "the request says a key travels beside it and none did",
+                )),
+            }
+        };
         match request {
             Request::Configure { config } => {
                 validate_config(&config)?;
@@ -241,8 +273,13 @@ impl Engine {
                 text,
                 dry_run,
                 passphrase,
+                key: with_key,
             } => {
-                let text = self.opened(text, passphrase.as_deref()).await?;
+                let unlock = Unlock {
+                    passphrase: passphrase.as_deref(),
+                    key: key(with_key)?,
+                };
+                let text = self.opened(text, unlock).await?;
                 let report = self.restore(&text, dry_run).await;
                 if !dry_run {
                     self.reload_captured().await;
@@ -300,8 +337,11 @@ impl Engine {
                 self.kick(Trigger::Manual);
                 self.status_json()
             }
-            Request::BackupKey { passphrase } => {
-                self.set_backup_passphrase(passphrase).await?;
+            Request::BackupKey {
+                passphrase,
+                key: with_key,
+            } => {
+                self.set_backup_key(passphrase, key(with_key)?).await?;
                 // A backup that failed for want of the key may go now.
                 self.spawn_backup(BackupTrigger::PageOpen);
                 self.status_json()
@@ -310,14 +350,19 @@ impl Engine {
                 id,
                 dry_run,
                 passphrase,
+                key: with_key,
             } => {
+                let unlock = Unlock {
+                    passphrase: passphrase.as_deref(),
+                    key: key(with_key)?,
+                };
                 let url = format!(
                     "{}/api/backups/{}",
                     self.base_url(),
                     String::from(js_sys::encode_uri_component(&id))
                 );
                 let text = self.fetch_text(&url).await?;
-                let text = self.opened(text, passphrase.as_deref()).await?;
+                let text = self.opened(text, unlock).await?;
                 let report = self.restore(&text, dry_run).await;
                 if !dry_run {
                     self.reload_captured().await;
