@@ -24,6 +24,7 @@ const state = {
   status: null,
   notes: [],          // [{ key, value: { title, body }, updated_at, pending }]
   selected: null,     // note key
+  draft: null,        // the selected note's client.autosave handle
   chat: [],
   settings: {},
   dead: [],
@@ -226,8 +227,25 @@ function renderNotes() {
   }
 }
 
+// The open note is saved as it is typed (client.autosave: 350 ms after the last keystroke, at
+// most 2 s while typing on, handed over at once when the tab is hidden or closed).
+function openDraft(key) {
+  if (state.draft) state.draft.dispose().catch((e) => showError(e, 'Could not save the note'));
+  state.draft = key ? state.client.autosave('notes', key, { debounceMs: 350 }) : null;
+  state.dirty = false;
+  if (!state.draft) return;
+  const draft = state.draft;
+  draft.onStatus((s) => {
+    if (state.draft !== draft) return;
+    // Typed but not yet handed to the outbox: never overwrite the editor.
+    state.dirty = s.state === 'saving';
+    if (s.state === 'saved') $('note-state').textContent = 'Saved on this device';
+    if (s.state === 'error') showError(s.error, 'Could not save the note');
+  });
+}
+
 function selectNote(key) {
-  if (state.dirty) saveSoon.flush();
+  if (!state.draft || state.draft.status.key !== key) openDraft(key);
   state.selected = key;
   const n = state.notes.find((x) => x.key === key);
   $('note-title').value = (n && n.value && n.value.title) || '';
@@ -236,24 +254,15 @@ function selectNote(key) {
   $('note-title').focus();
 }
 
-const saveSoon = debounce(async () => {
-  const key = state.selected;
-  if (!key) return;
-  const value = { title: $('note-title').value, body: $('note-body').value };
-  state.dirty = false;
-  try {
-    await state.client.put('notes', key, value);
-    $('note-state').textContent = 'Saved on this device';
-  } catch (e) { showError(e, 'Could not save the note'); }
-}, 350);
-
 function saveNote() {
-  state.dirty = true; // typed but not yet handed to client.put: never overwrite the editor
-  saveSoon();
+  if (!state.draft) return;
+  state.dirty = true;
+  try {
+    state.draft.set({ title: $('note-title').value, body: $('note-body').value });
+  } catch (e) { showError(e, 'Could not save the note'); }
 }
 
 async function newNote() {
-  if (state.dirty) saveSoon.flush();
   const key = newKey('n');
   try {
     await state.client.put('notes', key, { title: '', body: '' });
@@ -266,7 +275,9 @@ async function newNote() {
 async function deleteNote() {
   const key = state.selected;
   if (!key) return;
-  saveSoon.cancel();
+  // What was typed into a note being deleted must not bring it back.
+  if (state.draft) state.draft.cancel();
+  state.draft = null;
   state.dirty = false;
   try {
     await state.client.delete('notes', key);
@@ -693,13 +704,6 @@ async function start() {
   $('export-yaml').addEventListener('click', () => exportAs('yaml'));
   $('restore-file').addEventListener('change', pickRestore);
   $('restore-dialog').addEventListener('close', closeRestore);
-  // Closing the tab (or hiding it, the last event a mobile browser may send) within the 350 ms
-  // of saveSoon must not lose the edit: hand it to client.put at once.
-  const saveNow = () => { if (state.dirty) saveSoon.flush(); };
-  window.addEventListener('pagehide', saveNow);
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'hidden') saveNow();
-  });
   window.addEventListener('online', () => renderStatus());
   window.addEventListener('offline', () => renderStatus());
   $('failed-badge').addEventListener('click', () => $('dead-list').closest('.card').scrollIntoView({ behavior: 'smooth' }));

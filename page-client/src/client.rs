@@ -17,11 +17,13 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 use web_sys::{BroadcastChannel, MessageEvent, VisibilityState, Window};
 
+use crate::autosave::Autosave;
 use crate::error::ClientError;
 use crate::extras::{self, error_from_js, PageEngine};
 use crate::js::{self, call_listener, describe, Listener};
 use crate::options::{
-    parse_restore_options, BackupEncryption, ClientOptions, RestoreOptions, SLOW_REQUEST_FACTOR,
+    parse_autosave_options, parse_restore_options, BackupEncryption, ClientOptions, RestoreOptions,
+    SLOW_REQUEST_FACTOR,
 };
 use crate::request::{self, Incoming};
 use crate::worker::{LinkError, WorkerLink};
@@ -61,7 +63,7 @@ enum Source {
 
 /// The state behind a `SyncClient`. Event handlers and the engine hold it weakly, so dropping
 /// (or `free()`ing) the client removes every listener it added.
-struct Inner {
+pub(crate) struct Inner {
     options: ClientOptions,
     transport: RefCell<Option<Transport>>,
     next_id: Cell<u64>,
@@ -235,7 +237,7 @@ impl Inner {
     /// usually committed it: sending it again would commit it twice, possibly after a newer
     /// write), it fails with `worker_unavailable`. With no worker in control, the client falls
     /// back to page mode and sends it there.
-    async fn send(self: &Rc<Self>, request: Request) -> Result<Value, ClientError> {
+    pub(crate) async fn send(self: &Rc<Self>, request: Request) -> Result<Value, ClientError> {
         self.send_carrying(request, &JsValue::UNDEFINED).await
     }
 
@@ -900,6 +902,28 @@ impl SyncClient {
                 .await?;
             Ok(js::from_json(&ack))
         })
+    }
+
+    /// Save `(collection, key)` as it changes, with no save button: `handle.set(value)` on
+    /// every change; changes coalesce (`debounceMs`, default 300, and at most `maxWaitMs`,
+    /// default 2000, after the first unsaved one) and what is waiting is handed to the outbox
+    /// at once when the page is hidden or unloads. Throws `invalid_config` for bad options or
+    /// names.
+    #[wasm_bindgen(js_name = autosave)]
+    pub fn autosave(
+        &self,
+        collection: String,
+        key: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "AutosaveOptions")] options: Option<JsValue>,
+    ) -> Result<Autosave, JsValue> {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
+        let options = parse_autosave_options(&js::options_json(&options)?)?;
+        Ok(Autosave::new(
+            Rc::clone(&self.inner),
+            collection,
+            key,
+            options,
+        )?)
     }
 
     /// Delete `(collection, key)` (a tombstone that syncs like any write). Resolves with `{ seq }`.

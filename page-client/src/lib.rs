@@ -39,10 +39,13 @@
 
 #![deny(missing_docs)]
 
+pub mod coalesce;
 pub mod error;
 pub mod options;
 pub mod request;
 
+#[cfg(target_arch = "wasm32")]
+mod autosave;
 #[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]

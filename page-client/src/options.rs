@@ -408,6 +408,60 @@ pub fn parse_restore_options(options: &Value) -> Result<RestoreOptions, ClientEr
     }
 }
 
+/// Default `debounceMs` of `client.autosave`.
+pub const DEFAULT_AUTOSAVE_DEBOUNCE_MS: u32 = 300;
+/// Default `maxWaitMs` of `client.autosave`.
+pub const DEFAULT_AUTOSAVE_MAX_WAIT_MS: u32 = 2_000;
+/// The longest `debounceMs` / `maxWaitMs` (a value kept unsaved longer is a value at risk).
+pub const MAX_AUTOSAVE_WAIT_MS: u32 = 60_000;
+
+/// `{ debounceMs, maxWaitMs }` of `client.autosave`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutosaveOptions {
+    /// Write this long after the last change.
+    pub debounce_ms: u32,
+    /// …and never later than this after the first change not yet written.
+    pub max_wait_ms: u32,
+}
+
+/// The options of `autosave(collection, key, options)`.
+pub fn parse_autosave_options(options: &Value) -> Result<AutosaveOptions, ClientError> {
+    let empty = Map::new();
+    let map = match options {
+        Value::Null => &empty,
+        Value::Object(map) => map,
+        _ => return Err(ClientError::config("autosave options must be an object")),
+    };
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "debounceMs" | "maxWaitMs"))
+    {
+        return Err(ClientError::config(format!(
+            "unknown autosave option {unknown:?} (known: debounceMs, maxWaitMs)"
+        )));
+    }
+    let within = |name: &str, default: u32| -> Result<u32, ClientError> {
+        match opt_integer(map, name)? {
+            None => Ok(default),
+            Some(ms) if ms <= u64::from(MAX_AUTOSAVE_WAIT_MS) => Ok(ms as u32),
+            Some(ms) => Err(ClientError::config(format!(
+                "{name} must be 0 to {MAX_AUTOSAVE_WAIT_MS} ms (got {ms})"
+            ))),
+        }
+    };
+    let debounce_ms = within("debounceMs", DEFAULT_AUTOSAVE_DEBOUNCE_MS)?;
+    let max_wait_ms = within("maxWaitMs", DEFAULT_AUTOSAVE_MAX_WAIT_MS.max(debounce_ms))?;
+    if max_wait_ms < debounce_ms {
+        return Err(ClientError::config(format!(
+            "maxWaitMs ({max_wait_ms}) must be at least debounceMs ({debounce_ms})"
+        )));
+    }
+    Ok(AutosaveOptions {
+        debounce_ms,
+        max_wait_ms,
+    })
+}
+
 /// `{ dryRun, passphrase, key }` of a restore.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RestoreOptions {
@@ -823,6 +877,30 @@ mod tests {
                 .config
                 .backup_encryption
         );
+    }
+
+    #[test]
+    fn autosave_waits_300_ms_and_at_most_2_s_unless_told_within_a_minute() {
+        let o = parse_autosave_options(&Value::Null).unwrap();
+        assert_eq!((o.debounce_ms, o.max_wait_ms), (300, 2_000));
+        let o = parse_autosave_options(&json!({ "debounceMs": 0 })).unwrap();
+        assert_eq!((o.debounce_ms, o.max_wait_ms), (0, 2_000));
+        let o = parse_autosave_options(&json!({ "debounceMs": 5_000 })).unwrap();
+        assert_eq!(o.max_wait_ms, 5_000, "max wait follows a longer debounce");
+        for bad in [
+            json!({ "debounceMs": 60_001 }),
+            json!({ "debounceMs": -1 }),
+            json!({ "debounceMs": 500, "maxWaitMs": 100 }),
+            json!({ "debounce": 300 }),
+            json!({ "maxWaitMs": "2s" }),
+            json!(300),
+        ] {
+            assert_eq!(
+                parse_autosave_options(&bad).unwrap_err().code,
+                codes::INVALID_CONFIG,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

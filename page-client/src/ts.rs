@@ -128,6 +128,22 @@ export interface BackupResult {
 }
 
 export interface WriteAck { seq: number }
+/** Options of `client.autosave(collection, key, options)`. */
+export interface AutosaveOptions {
+  /** Write this long after the last change (0 to 60000 ms). Default 300. */
+  debounceMs?: number;
+  /** …and never later than this after the first change not yet written (≥ debounceMs, ≤ 60000). Default 2000, or debounceMs if longer. */
+  maxWaitMs?: number;
+}
+/** Where an auto-saved value stands: `saved` (everything set is committed to IndexedDB), `saving` (a change waits or is being written), `error` (the last write failed; the value is kept and tried again on the next change or `flush()`). */
+export interface AutosaveStatus {
+  collection: string;
+  key: string;
+  state: 'saved' | 'saving' | 'error';
+  /** When the last write was committed (ms since the epoch), or null. */
+  savedAt: number | null;
+  error: { code: string; message: string } | null;
+}
 export interface WriteManyAck { seqs: number[] }
 export interface PutItem { collection: string; key: string; value: unknown }
 export type WriteOp =
