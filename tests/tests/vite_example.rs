@@ -247,6 +247,44 @@ async fn the_vite_example_in_the_dev_server_gets_its_worker_from_the_plugin_and_
     type_and_click(&page, "note-text", "from dev", "save-note").await?;
     let changes = synced_notes(&sync).await?;
     assert_eq!(changes[0]["value"], json!({ "text": "from dev" }));
+
+    // The draft autosaves: typed, the page reloaded at once (inside the 300 ms debounce), it is
+    // back in the textarea and reaches the server.
+    wait_until("the draft is ready", Duration::from_secs(20), || async {
+        Ok((text_of(&page, "#draft-state").await? == "saved").then_some(()))
+    })
+    .await?;
+    eval(
+        &page,
+        "(() => { const el = document.querySelector('#draft');          Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set.call(el, 'a draft typed right before a reload');          el.dispatchEvent(new Event('input', { bubbles: true })); return true; })()",
+    )
+    .await?;
+    page.reload().await?;
+    wait_for_worker_mode(&page).await?;
+    wait_until(
+        "the reloaded page shows the draft",
+        Duration::from_secs(20),
+        || async {
+            let value = eval(&page, "document.querySelector('#draft')?.value ?? ''").await?;
+            Ok((value == "a draft typed right before a reload").then_some(()))
+        },
+    )
+    .await?;
+    wait_until(
+        "the draft reached the sync server",
+        Duration::from_secs(30),
+        || async {
+            let changes = sync.pull_all().await?;
+            Ok(changes
+                .iter()
+                .any(|c| {
+                    c["collection"] == "drafts"
+                        && c["value"] == json!({ "text": "a draft typed right before a reload" })
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
     browser.close().await?;
     Ok(())
 }

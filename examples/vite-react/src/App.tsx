@@ -1,5 +1,5 @@
-import { useCallback, useEffect, useState } from 'react'
-import type { ListItem, SyncStatus } from 'rangersync'
+import { useCallback, useEffect, useRef, useState } from 'react'
+import type { Autosave, ListItem, SyncStatus } from 'rangersync'
 import { API_URL, client } from './sync'
 import { useSyncStatus } from './useSyncStatus'
 
@@ -33,6 +33,32 @@ export default function App() {
   const [chat, setChat] = useState<Chat>({ id: CHAT_ID, messages: [] })
   const [chatText, setChatText] = useState('')
   const [lastSend, setLastSend] = useState({ message: '', result: '' })
+  const [draft, setDraft] = useState('')
+  const [draftState, setDraftState] = useState('')
+  const draftSaver = useRef<Autosave | null>(null)
+
+  // The draft is saved as it is typed, with no button (client.autosave): reloading or closing
+  // the tab right after a keystroke keeps it.
+  useEffect(() => {
+    let live = true
+    let saver: Autosave | null = null
+    let off = () => {}
+    client.then(async (c) => {
+      const saved = (await c.get('drafts', 'draft-1')) as Note | undefined
+      if (!live) return
+      if (saved) setDraft(saved.text)
+      saver = c.autosave('drafts', 'draft-1', { debounceMs: 300 })
+      off = saver.onStatus((s) => setDraftState(s.state))
+      setDraftState(saver.status.state)
+      draftSaver.current = saver
+    })
+    return () => {
+      live = false
+      off()
+      draftSaver.current = null
+      void saver?.dispose()
+    }
+  }, [])
 
   const reload = useCallback(async () => {
     setNotes((await (await client).list('notes')) as ListItem<Note>[])
@@ -108,6 +134,19 @@ export default function App() {
             </li>
           ))}
         </ul>
+      </section>
+
+      <section>
+        <h2>Draft (autosave, no button)</h2>
+        <textarea
+          id="draft"
+          value={draft}
+          onChange={(e) => {
+            setDraft(e.target.value)
+            draftSaver.current?.set({ text: e.target.value })
+          }}
+        />
+        <p id="draft-state">{draftState}</p>
       </section>
 
       <section>
