@@ -329,6 +329,25 @@ impl Firefox {
         Ok(answer["ok"].clone())
     }
 
+    /// Registers the client in the page open now with `options` (a JS object literal; what the
+    /// page set up, a key say, stays), asserts worker mode (Firefox has service workers) and
+    /// waits until the worker controls the page.
+    pub async fn register_client(&self, options: &str) -> Result {
+        let mode = self.eval(&crate::register_client_js(options)).await?;
+        assert_eq!(mode, "worker", "Firefox runs the service worker");
+        wait_until(
+            "a service worker controls the page",
+            Duration::from_secs(30),
+            || async {
+                let controlled = self
+                    .eval("navigator.serviceWorker.controller !== null")
+                    .await?;
+                Ok((controlled == true).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// The current tab's handle.
     pub async fn current_tab(&self) -> Result<String> {
         let handle = self

@@ -358,6 +358,15 @@ impl TestServer {
         self.get_json("/api/test/stats").await
     }
 
+    /// The backup `id` as the server stores it (`GET /api/backups/{id}`).
+    pub async fn backup_text(&self, id: &str) -> Result<String> {
+        Ok(reqwest::get(format!("{}/api/backups/{id}", self.url()))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
     /// Every change the server holds (`GET /api/sync/pull`, following `has_more`).
     pub async fn pull_all(&self) -> Result<Vec<Value>> {
         let mut changes = Vec::new();

@@ -46,10 +46,7 @@ async fn wait_for_backups(
 /// would; returns the decoded snapshot.
 async fn verified_backup(server: &TestServer, info: &Value) -> Result<Snapshot> {
     let id = info["id"].as_str().ok_or("backup without id")?;
-    let text = reqwest::get(format!("{}/api/backups/{id}", server.url()))
-        .await?
-        .text()
-        .await?;
+    let text = server.backup_text(id).await?;
     let snap = rangersync_server::export::decode_snapshot(&text)
         .map_err(|e| format!("backup {id} does not verify: {e:?}"))?;
     assert_eq!(
@@ -78,6 +75,63 @@ async fn dead_letter(server: &TestServer, page: &Page, put: &str) -> Result {
         },
     )
     .await
+}
+
+/// `backupNow()` in `page`: the id of the backup the server confirmed.
+async fn backup_now(page: &Page) -> Result<String> {
+    let done = eval(page, "client.backupNow()").await?;
+    Ok(done["backup"]["id"]
+        .as_str()
+        .ok_or_else(|| format!("no backup id: {done}"))?
+        .to_owned())
+}
+
+/// Register `page` with `options` (which encrypt backups), write one note the server never
+/// gets as a write (it lives only in the backup) and back up: the backup's id, checked to be
+/// stored sealed, with neither the note's text nor its key readable.
+async fn sealed_backup_of_one_note(
+    page: &Page,
+    server: &TestServer,
+    options: &str,
+    text: &str,
+) -> Result<(String, String)> {
+    assert_eq!(register_client(page, options).await?, "worker");
+    wait_for_controller(page).await?;
+    server.refuse_pushes().await?;
+    eval(
+        page,
+        &format!("client.put('notes', 'diary', {{ t: {text:?} }})"),
+    )
+    .await?;
+    let backup_id = backup_now(page).await?;
+    let stored = server.backup_text(&backup_id).await?;
+    assert!(stored.contains("rangersync-sealed-snapshot"), "{stored}");
+    assert!(!stored.contains(text), "the server holds plain text");
+    assert!(!stored.contains("diary"), "the server sees the keys");
+    Ok((backup_id, stored))
+}
+
+/// Clear site data (everything of the origin), close `page`, let pushes through again and
+/// open `url` anew, registered with `options`: the same browser as a fresh device.
+async fn after_clear_site_data(
+    browser: &TestBrowser,
+    server: &TestServer,
+    page: Page,
+    url: &str,
+    options: &str,
+) -> Result<Page> {
+    cdp(
+        &page,
+        "Storage.clearDataForOrigin",
+        json!({ "origin": server.url(), "storageTypes": "all" }),
+    )
+    .await?;
+    browser.close_tab(page).await?;
+    server.clear_faults().await?;
+    let page = browser.open(url).await?;
+    assert_eq!(register_client(&page, options).await?, "worker");
+    wait_for_controller(&page).await?;
+    Ok(page)
 }
 
 #[tokio::test]
@@ -495,11 +549,7 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
         "client.put('notes', 'unsynced', { t: 'only in the backup' })",
     )
     .await?;
-    let done = eval(&page, "client.backupNow()").await?;
-    let backup_id = done["backup"]["id"]
-        .as_str()
-        .ok_or("no backup id")?
-        .to_owned();
+    let backup_id = backup_now(&page).await?;
     // The first of them reaches the server after the backup; the second never does.
     server.clear_faults().await?;
     server
@@ -516,17 +566,7 @@ async fn after_clear_site_data_the_server_data_comes_back_and_the_latest_backup_
 
     // "Clear site data": every storage type, the worker registration included, before the
     // browser heard that answer for sure: the backup still lists both writes as pending.
-    cdp(
-        &page,
-        "Storage.clearDataForOrigin",
-        json!({ "origin": server.url(), "storageTypes": "all" }),
-    )
-    .await?;
-    browser.close_tab(page).await?;
-    server.clear_faults().await?;
-    let page = browser.open(&url).await?;
-    assert_eq!(register_client(&page, options).await?, "worker");
-    wait_for_controller(&page).await?;
+    let page = after_clear_site_data(&browser, &server, page, &url, options).await?;
     let status = eval(&page, "client.status()").await?;
     assert_eq!(status["new_database"], true, "{status}");
     let fresh_id = client_id_of(&page).await?;
@@ -816,45 +856,11 @@ async fn an_encrypted_backup_is_ciphertext_on_the_server_and_after_clear_site_da
     let page = browser.open(&url).await?;
     let options =
         "{ exportIntervalMs: 0, backupEncryption: { passphrase: 'correct horse battery staple' } }";
-    assert_eq!(register_client(&page, options).await?, "worker");
-    wait_for_controller(&page).await?;
-    // A note the server never gets as a write: it lives only in the backup.
-    server.refuse_pushes().await?;
-    eval(
-        &page,
-        "client.put('notes', 'diary', { t: 'only in the encrypted backup' })",
-    )
-    .await?;
-    let done = eval(&page, "client.backupNow()").await?;
-    let backup_id = done["backup"]["id"]
-        .as_str()
-        .ok_or("no backup id")?
-        .to_owned();
-    let stored = reqwest::get(format!("{}/api/backups/{backup_id}", server.url()))
-        .await?
-        .text()
-        .await?;
-    assert!(stored.contains("rangersync-sealed-snapshot"), "{stored}");
-    assert!(
-        !stored.contains("only in the encrypted backup"),
-        "the server holds plain text"
-    );
-    assert!(!stored.contains("diary"), "the server sees the keys");
+    let (backup_id, _) =
+        sealed_backup_of_one_note(&page, &server, options, "only in the encrypted backup").await?;
 
-    cdp(
-        &page,
-        "Storage.clearDataForOrigin",
-        json!({ "origin": server.url(), "storageTypes": "all" }),
-    )
-    .await?;
-    browser.close_tab(page).await?;
-    server.clear_faults().await?;
-    let page = browser.open(&url).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page =
+        after_clear_site_data(&browser, &server, page, &url, "{ exportIntervalMs: 0 }").await?;
     let restore = |passphrase: &str| {
         format!(
             "client.restoreFromServer({backup_id:?}{passphrase}).then(r => ({{ ok: r }}), e => ({{ code: e.code, message: e.message }}))"
@@ -915,44 +921,15 @@ async fn a_backup_encrypted_with_the_apps_crypto_key_restores_after_clear_site_d
     }
     eval(&page, &import_key_js("appKey", 7, "AES-GCM")).await?;
     let options = "{ exportIntervalMs: 0, backupEncryption: { key: window.appKey } }";
-    assert_eq!(register_client(&page, options).await?, "worker");
-    wait_for_controller(&page).await?;
-    server.refuse_pushes().await?;
-    eval(
-        &page,
-        "client.put('notes', 'diary', { t: 'sealed under the app key' })",
-    )
-    .await?;
-    let done = eval(&page, "client.backupNow()").await?;
-    let backup_id = done["backup"]["id"]
-        .as_str()
-        .ok_or("no backup id")?
-        .to_owned();
-    let stored = reqwest::get(format!("{}/api/backups/{backup_id}", server.url()))
-        .await?
-        .text()
-        .await?;
-    assert!(stored.contains("rangersync-sealed-snapshot"), "{stored}");
+    let (backup_id, stored) =
+        sealed_backup_of_one_note(&page, &server, options, "sealed under the app key").await?;
     assert!(
         !stored.contains("\"kdf\""),
         "a given key has no derivation: {stored}"
     );
-    assert!(!stored.contains("sealed under the app key") && !stored.contains("diary"));
 
-    cdp(
-        &page,
-        "Storage.clearDataForOrigin",
-        json!({ "origin": server.url(), "storageTypes": "all" }),
-    )
-    .await?;
-    browser.close_tab(page).await?;
-    server.clear_faults().await?;
-    let page = browser.open(&url).await?;
-    assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
+    let page =
+        after_clear_site_data(&browser, &server, page, &url, "{ exportIntervalMs: 0 }").await?;
     eval(&page, &import_key_js("sameKey", 7, "AES-GCM")).await?;
     eval(&page, &import_key_js("otherKey", 8, "AES-GCM")).await?;
     let restore = |options: &str| {

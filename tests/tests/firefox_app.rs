@@ -5,30 +5,12 @@
 use std::time::Duration;
 
 use rangersync_e2e::firefox::Firefox;
-use rangersync_e2e::{bare_page_url, register_client_js, serial, wait_until, Result, TestServer};
+use rangersync_e2e::{bare_page_url, serial, wait_until, Result, TestServer};
 
-/// Opens the app's origin in the current tab and registers the client with `options` (worker
-/// mode, asserted), waiting until the worker controls the page.
+/// Opens the app's origin in the current tab and registers the client with `options`.
 async fn register(firefox: &Firefox, server: &TestServer, options: &str) -> Result {
     firefox.goto(&bare_page_url(server)).await?;
-    register_here(firefox, options).await
-}
-
-/// [`register`] in the page open now (what it set up, a key say, stays).
-async fn register_here(firefox: &Firefox, options: &str) -> Result {
-    let mode = firefox.eval(&register_client_js(options)).await?;
-    assert_eq!(mode, "worker", "Firefox runs the service worker");
-    wait_until(
-        "a service worker controls the page",
-        Duration::from_secs(30),
-        || async {
-            let controlled = firefox
-                .eval("navigator.serviceWorker.controller !== null")
-                .await?;
-            Ok((controlled == true).then_some(()))
-        },
-    )
-    .await
+    firefox.register_client(options).await
 }
 
 #[tokio::test]
@@ -78,11 +60,9 @@ async fn firefox_a_backup_encrypted_with_the_apps_crypto_key_opens_with_that_key
         format!("crypto.subtle.importKey('raw', new Uint8Array(32).fill({byte}), 'AES-GCM', false, ['encrypt', 'decrypt']).then(k => {{ window.{name} = k; return true; }})")
     };
     firefox.eval(&import("appKey", 7)).await?;
-    register_here(
-        &firefox,
-        "{ exportIntervalMs: 0, backupEncryption: { key: window.appKey } }",
-    )
-    .await?;
+    firefox
+        .register_client("{ exportIntervalMs: 0, backupEncryption: { key: window.appKey } }")
+        .await?;
     server.refuse_pushes().await?;
     firefox
         .eval("client.put('notes', 'diary', { t: 'sealed in Firefox' })")
@@ -92,10 +72,7 @@ async fn firefox_a_backup_encrypted_with_the_apps_crypto_key_opens_with_that_key
         .as_str()
         .ok_or("no backup id")?
         .to_owned();
-    let stored = reqwest::get(format!("{}/api/backups/{backup_id}", server.url()))
-        .await?
-        .text()
-        .await?;
+    let stored = server.backup_text(&backup_id).await?;
     assert!(stored.contains("rangersync-sealed-snapshot"), "{stored}");
     assert!(!stored.contains("sealed in Firefox") && !stored.contains("diary"));
 

@@ -33,19 +33,7 @@ async fn register(firefox: &Firefox, server: &TestServer) -> Result<String> {
 /// [`register`] with these options (a JS object literal).
 async fn register_with(firefox: &Firefox, server: &TestServer, options: &str) -> Result<String> {
     firefox.goto(&bare_page_url(server)).await?;
-    let mode = firefox.eval(&register_client_js(options)).await?;
-    assert_eq!(mode, "worker", "Firefox runs the service worker");
-    wait_until(
-        "a service worker controls the page",
-        Duration::from_secs(30),
-        || async {
-            let controlled = firefox
-                .eval("navigator.serviceWorker.controller !== null")
-                .await?;
-            Ok((controlled == true).then_some(()))
-        },
-    )
-    .await?;
+    firefox.register_client(options).await?;
     let sync = firefox
         .eval("navigator.serviceWorker.ready.then(r => typeof r.sync)")
         .await?;
