@@ -10,9 +10,10 @@ use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise};
 use rangersync_shared::messages::{codes, Request};
+use rangersync_shared::validate::{validate_collection, validate_key, validate_value};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::spawn_local;
 use web_sys::VisibilityState;
 
 use crate::client::Inner;
@@ -20,7 +21,6 @@ use crate::coalesce::Coalescer;
 use crate::error::ClientError;
 use crate::js::{self, call_listener, Listener};
 use crate::options::AutosaveOptions;
-use crate::request;
 
 /// Where an auto-saved value stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +71,8 @@ impl Autosave {
         options: AutosaveOptions,
     ) -> Result<Self, ClientError> {
         // The names are checked now, not at the first write.
-        request::check(&Request::Put {
-            collection: collection.clone(),
-            key: key.clone(),
-            value: Value::Null,
-        })?;
+        validate_collection(&collection)?;
+        validate_key(&key)?;
         let shared = Rc::new(Shared {
             client,
             collection,
@@ -144,11 +141,7 @@ impl Autosave {
             .into());
         }
         let value = js::to_json(&value)?;
-        request::check(&Request::Put {
-            collection: shared.collection.clone(),
-            key: shared.key.clone(),
-            value: value.clone(),
-        })?;
+        validate_value(&value).map_err(ClientError::from)?;
         *shared.pending.borrow_mut() = Some(value);
         let now = js_sys::Date::now();
         let due = shared.coalescer.borrow_mut().handle_change(now);
@@ -222,6 +215,24 @@ impl Autosave {
 }
 
 impl Shared {
+    /// The write of `value` to this handle's key.
+    fn put(&self, value: Value) -> Request {
+        Request::Put {
+            collection: self.collection.clone(),
+            key: self.key.clone(),
+            value,
+        }
+    }
+
+    /// The write of `value` failed with `e`: the value is kept (unless a newer one replaced it
+    /// meanwhile) and the status says why.
+    fn failed(&self, value: Value, e: ClientError) {
+        self.pending.borrow_mut().get_or_insert(value);
+        *self.error.borrow_mut() = Some(e);
+        self.state.set(State::Error);
+        self.notify();
+    }
+
     fn arm(&self, delay_ms: u32) {
         self.disarm();
         if let Some(callback) = self.on_timer.borrow().as_ref() {
@@ -293,12 +304,7 @@ async fn write_pending(shared: Rc<Shared>) {
             break;
         };
         shared.coalescer.borrow_mut().handle_taken();
-        let request = Request::Put {
-            collection: shared.collection.clone(),
-            key: shared.key.clone(),
-            value: value.clone(),
-        };
-        match shared.client.send(request).await {
+        match shared.client.send(shared.put(value.clone())).await {
             Ok(_) => {
                 *shared.error.borrow_mut() = None;
                 shared.saved_at.set(Some(js_sys::Date::now()));
@@ -308,11 +314,7 @@ async fn write_pending(shared: Rc<Shared>) {
                 shared.notify();
             }
             Err(e) => {
-                // Kept, unless a newer value replaced it meanwhile.
-                shared.pending.borrow_mut().get_or_insert(value);
-                *shared.error.borrow_mut() = Some(e);
-                shared.state.set(State::Error);
-                shared.notify();
+                shared.failed(value, e);
                 break;
             }
         }
@@ -324,8 +326,7 @@ async fn write_pending(shared: Rc<Shared>) {
 fn flush(shared: Rc<Shared>) -> Promise {
     shared.disarm();
     if shared.pending.borrow().is_none() && !shared.writing.get() {
-        let status = shared.status();
-        return future_to_promise(async move { Ok::<_, JsValue>(js::from_json(&status)) });
+        return Promise::resolve(&js::from_json(&shared.status()));
     }
     let waiting = Promise::new(&mut |resolve, reject| {
         shared.waiters.borrow_mut().push((resolve, reject));
@@ -353,16 +354,8 @@ fn hand_over(weak: &Weak<Shared>) {
         return;
     };
     spawn_local(async move {
-        let request = Request::Put {
-            collection: shared.collection.clone(),
-            key: shared.key.clone(),
-            value: value.clone(),
-        };
-        if let Err(e) = shared.client.send(request).await {
-            shared.pending.borrow_mut().get_or_insert(value);
-            *shared.error.borrow_mut() = Some(e);
-            shared.state.set(State::Error);
-            shared.notify();
+        if let Err(e) = shared.client.send(shared.put(value.clone())).await {
+            shared.failed(value, e);
         }
     });
 }

@@ -8,7 +8,7 @@ use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise, Reflect, JSON};
 use rangersync_shared::messages::{
-    codes, Config, ExportFormat, PageEvent, Request, KEY_BESIDE, MESSAGE_VERSION,
+    codes, Config, ExportFormat, PageEvent, Request, KEY_BESIDE, MESSAGE_VERSION, TEXT_BESIDE,
 };
 use rangersync_shared::outbox::VISIBLE_PROBE_MS;
 use rangersync_shared::status::Mode;
@@ -280,7 +280,7 @@ impl Inner {
                         text
                     } else {
                         let carrying = js_sys::Object::new();
-                        let _ = Reflect::set(&carrying, &"text".into(), &text);
+                        let _ = Reflect::set(&carrying, &TEXT_BESIDE.into(), &text);
                         let _ = Reflect::set(&carrying, &KEY_BESIDE.into(), key);
                         carrying.into()
                     };
@@ -837,9 +837,7 @@ impl SyncClient {
                     .await?;
             }
             (Some(BackupEncryption::Key), None) => {
-                return Err(ClientError::config(
-                    "backupEncryption.key must be a CryptoKey (from crypto.subtle.generateKey, importKey or deriveKey)",
-                ))
+                return Err(js::not_a_crypto_key("backupEncryption.key"))
             }
             (None, _) => {}
         }

@@ -58,10 +58,15 @@ pub fn crypto_key_option(options: &JsValue, label: &str) -> Result<Option<JsValu
     if value.has_type::<web_sys::CryptoKey>() {
         Ok(Some(value))
     } else {
-        Err(ClientError::config(format!(
-            "{label} must be a CryptoKey (from crypto.subtle.generateKey, importKey or deriveKey)"
-        )))
+        Err(not_a_crypto_key(label))
     }
+}
+
+/// The `invalid_config` of an option `label` that must be a `CryptoKey` and is not.
+pub fn not_a_crypto_key(label: &str) -> ClientError {
+    ClientError::config(format!(
+        "{label} must be a CryptoKey (from crypto.subtle.generateKey, importKey or deriveKey)"
+    ))
 }
 
 /// A JSON value as a plain JS value (objects, arrays; never `Map`).

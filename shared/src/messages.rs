@@ -70,6 +70,8 @@ pub const MAX_RESTORE_MESSAGE_BYTES: usize = crate::snapshot::MAX_SNAPSHOT_BYTES
 /// `{ text, key }`, the request's JSON text and the key beside it (structured clone keeps it
 /// non-extractable). Its request says `key: true`.
 pub const KEY_BESIDE: &str = "key";
+/// The field of such a message that holds the request's JSON text (see [`KEY_BESIDE`]).
+pub const TEXT_BESIDE: &str = "text";
 
 /// The size limit for a message of this request type (`restore` may carry a whole snapshot).
 pub fn message_limit(request: &Request) -> usize {

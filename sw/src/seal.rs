@@ -1,7 +1,8 @@
 //! WebCrypto for encrypted backups (`shared::sealed` owns the envelope): a non-extractable
 //! AES-256-GCM key derived from the passphrase with PBKDF2-SHA-256 (or the check of one the app
-//! gave), encryption of a snapshot's text and decryption of one. Called through `crypto.subtle` by name: the worker's glue is a
-//! classic script, which cannot import a JS snippet.
+//! gave), encryption of a snapshot's text and decryption of one. Called through
+//! `crypto.subtle` by name: the worker's glue is a classic script, which cannot import a JS
+//! snippet.
 
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};

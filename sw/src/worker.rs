@@ -195,7 +195,7 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
     let data = event.data();
     // `{ text, key }`: a request's text with the CryptoKey it carries beside it.
     let beside_text = (!data.is_string())
-        .then(|| js_sys::Reflect::get(&data, &"text".into()).ok())
+        .then(|| js_sys::Reflect::get(&data, &messages::TEXT_BESIDE.into()).ok())
         .flatten()
         .and_then(|t| t.as_string());
     let key = beside_text.as_ref().and_then(|_| {

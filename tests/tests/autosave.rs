@@ -83,22 +83,16 @@ async fn the_last_change_survives_a_reload_and_a_closed_tab_before_the_debounce(
     assert_eq!(register_client(&page, "{}").await?, "worker");
     wait_for_controller(&page).await?;
     // A 10 s debounce: only the hand-over on pagehide can save these in time.
-    let slow = "{ debounceMs: 10000, maxWaitMs: 10000 }";
-    eval(
-        &page,
-        &format!("window.draft = client.autosave('notes', 'draft', {slow}); draft.set({{ body: 'before the reload' }}); true"),
-    )
-    .await?;
+    let set_slowly = |body: &str| {
+        format!("window.draft = client.autosave('notes', 'draft', {{ debounceMs: 10000, maxWaitMs: 10000 }}); draft.set({{ body: {body:?} }}); true")
+    };
+    eval(&page, &set_slowly("before the reload")).await?;
     page.reload().await?;
     assert_eq!(register_client(&page, "{}").await?, "worker");
     let value = eval(&page, "client.get('notes', 'draft')").await?;
     assert_eq!(value["body"], "before the reload", "{value}");
 
-    eval(
-        &page,
-        &format!("window.draft = client.autosave('notes', 'draft', {slow}); draft.set({{ body: 'before the tab closed' }}); true"),
-    )
-    .await?;
+    eval(&page, &set_slowly("before the tab closed")).await?;
     browser.close_tab(page).await?;
     let page = browser.open(&url).await?;
     assert_eq!(register_client(&page, "{}").await?, "worker");

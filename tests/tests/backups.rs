@@ -111,6 +111,14 @@ async fn sealed_backup_of_one_note(
     Ok((backup_id, stored))
 }
 
+/// A script restoring server backup `id` with `options` (`""` or `", { … }"`), answering
+/// `{ ok: report }` or `{ code, message }` rather than throwing.
+fn restore_from_server_js(id: &str, options: &str) -> String {
+    format!(
+        "client.restoreFromServer({id:?}{options}).then(r => ({{ ok: r }}), e => ({{ code: e.code, message: e.message }}))"
+    )
+}
+
 /// Clear site data (everything of the origin), close `page`, let pushes through again and
 /// open `url` anew, registered with `options`: the same browser as a fresh device.
 async fn after_clear_site_data(
@@ -861,11 +869,7 @@ async fn an_encrypted_backup_is_ciphertext_on_the_server_and_after_clear_site_da
 
     let page =
         after_clear_site_data(&browser, &server, page, &url, "{ exportIntervalMs: 0 }").await?;
-    let restore = |passphrase: &str| {
-        format!(
-            "client.restoreFromServer({backup_id:?}{passphrase}).then(r => ({{ ok: r }}), e => ({{ code: e.code, message: e.message }}))"
-        )
-    };
+    let restore = |options: &str| restore_from_server_js(&backup_id, options);
     let without = eval(&page, &restore("")).await?;
     assert_eq!(without["code"], "passphrase_required", "{without}");
     let wrong = eval(&page, &restore(", { passphrase: 'Tr0ub4dor&3' }")).await?;
@@ -932,11 +936,7 @@ async fn a_backup_encrypted_with_the_apps_crypto_key_restores_after_clear_site_d
         after_clear_site_data(&browser, &server, page, &url, "{ exportIntervalMs: 0 }").await?;
     eval(&page, &import_key_js("sameKey", 7, "AES-GCM")).await?;
     eval(&page, &import_key_js("otherKey", 8, "AES-GCM")).await?;
-    let restore = |options: &str| {
-        format!(
-            "client.restoreFromServer({backup_id:?}{options}).then(r => ({{ ok: r }}), e => ({{ code: e.code, message: e.message }}))"
-        )
-    };
+    let restore = |options: &str| restore_from_server_js(&backup_id, options);
     let without = eval(&page, &restore("")).await?;
     assert_eq!(without["code"], "passphrase_required", "{without}");
     assert!(
