@@ -59,6 +59,20 @@ async fn text_of(page: &Page, selector: &str) -> Result<String> {
     .to_string())
 }
 
+/// Types `text` into the draft's textarea the way React sees it.
+async fn type_draft(page: &Page, text: &str) -> Result {
+    eval(
+        page,
+        &format!(
+            "(() => {{ const el = document.querySelector('#draft'); \
+             Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set.call(el, {text:?}); \
+             el.dispatchEvent(new Event('input', {{ bubbles: true }})); return true; }})()"
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Sends a chat message through the app and waits for what the app reports (`sent`, `queued`).
 async fn send_chat(page: &Page, text: &str, expected: &str) -> Result {
     type_and_click(page, "chat-text", text, "send-chat").await?;
@@ -244,9 +258,37 @@ async fn the_vite_example_in_the_dev_server_gets_its_worker_from_the_plugin_and_
     let browser = TestBrowser::launch().await?;
     let page = browser.open(&page_origin).await?;
     wait_for_worker_mode(&page).await?;
+    // A second tab: `useCollection` and `useSynced` (rangersync/react) follow the first one's
+    // writes with no reload.
+    let other = browser.open(&page_origin).await?;
+    wait_for_worker_mode(&other).await?;
     type_and_click(&page, "note-text", "from dev", "save-note").await?;
     let changes = synced_notes(&sync).await?;
     assert_eq!(changes[0]["value"], json!({ "text": "from dev" }));
+    wait_until(
+        "the other tab lists the note, delivered",
+        Duration::from_secs(20),
+        || async {
+            let list = text_of(&other, "#notes").await?;
+            Ok((list == "from dev").then_some(()))
+        },
+    )
+    .await?;
+    wait_until("the draft is ready", Duration::from_secs(20), || async {
+        Ok((text_of(&other, "#draft-state").await? == "saved").then_some(()))
+    })
+    .await?;
+    type_draft(&other, "typed in the other tab").await?;
+    wait_until(
+        "the first tab shows the other tab's draft",
+        Duration::from_secs(20),
+        || async {
+            let value = eval(&page, "document.querySelector('#draft')?.value ?? ''").await?;
+            Ok((value == "typed in the other tab").then_some(()))
+        },
+    )
+    .await?;
+    browser.close_tab(other).await?;
 
     // The draft autosaves: typed, the page reloaded at once (inside the 300 ms debounce), it is
     // back in the textarea and reaches the server.
@@ -254,11 +296,7 @@ async fn the_vite_example_in_the_dev_server_gets_its_worker_from_the_plugin_and_
         Ok((text_of(&page, "#draft-state").await? == "saved").then_some(()))
     })
     .await?;
-    eval(
-        &page,
-        "(() => { const el = document.querySelector('#draft');          Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set.call(el, 'a draft typed right before a reload');          el.dispatchEvent(new Event('input', { bubbles: true })); return true; })()",
-    )
-    .await?;
+    type_draft(&page, "a draft typed right before a reload").await?;
     page.reload().await?;
     wait_for_worker_mode(&page).await?;
     wait_until(

@@ -7,7 +7,7 @@ use crate::util::{self, Result};
 /// Files copied from `www/pkg` (and the worker scripts of `www/`) into the package; the page module's
 /// `snippets/` folder is copied too (its extras loader imports `../../rangersync_page_extras.js`,
 /// so the layout must stay as wasm-bindgen wrote it).
-const FILES: [(&str, &str); 11] = [
+const FILES: [(&str, &str); 13] = [
     ("www/pkg", "rangersync_page.js"),
     ("www/pkg", "rangersync_page_bg.wasm"),
     ("www/pkg", "rangersync_page.d.ts"),
@@ -19,6 +19,8 @@ const FILES: [(&str, &str); 11] = [
     ("www/pkg", "rangersync_sw_bg.wasm"),
     ("page-client/npm", "vite.js"),
     ("page-client/npm", "vite.d.ts"),
+    ("page-client/npm", "react.js"),
+    ("page-client/npm", "react.d.ts"),
 ];
 
 /// The tarball `npm pack` makes of the package, renamed without its version so that an app can
@@ -112,12 +114,13 @@ pub fn assemble() -> Result {
   "exports": {{
     ".": {{ "types": "./rangersync_page.d.ts", "default": "./rangersync_page.js" }},
     "./vite": {{ "types": "./vite.d.ts", "default": "./vite.js" }},
+    "./react": {{ "types": "./react.d.ts", "default": "./react.js" }},
     "./sw.js": "./sw.js",
     "./rangersync-worker.js": "./rangersync-worker.js",
     "./package.json": "./package.json"
   }},
-  "peerDependencies": {{ "vite": ">=5" }},
-  "peerDependenciesMeta": {{ "vite": {{ "optional": true }} }},
+  "peerDependencies": {{ "react": ">=18", "vite": ">=5" }},
+  "peerDependenciesMeta": {{ "react": {{ "optional": true }}, "vite": {{ "optional": true }} }},
   "files": [{}],
   "sideEffects": ["./sw.js", "./rangersync-worker.js", "./rangersync_sw.js"]
 }}

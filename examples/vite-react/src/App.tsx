@@ -1,7 +1,7 @@
-import { useCallback, useEffect, useRef, useState } from 'react'
-import type { Autosave, ListItem, SyncStatus } from 'rangersync'
-import { API_URL, client } from './sync'
-import { useSyncStatus } from './useSyncStatus'
+import { useState } from 'react'
+import type { SyncStatus } from 'rangersync'
+import { useCollection, useSyncClient, useSynced, useSyncStatus } from 'rangersync/react'
+import { API_URL } from './sync'
 
 interface Note {
   text: string
@@ -27,62 +27,21 @@ function indicator(s: SyncStatus | null): string {
 }
 
 export default function App() {
+  const client = useSyncClient()
   const status = useSyncStatus()
-  const [notes, setNotes] = useState<ListItem<Note>[]>([])
+  // Re-rendered on a change from any tab, and as pending notes are delivered.
+  const notes = useCollection<Note>('notes') ?? []
   const [noteText, setNoteText] = useState('')
   const [chat, setChat] = useState<Chat>({ id: CHAT_ID, messages: [] })
   const [chatText, setChatText] = useState('')
   const [lastSend, setLastSend] = useState({ message: '', result: '' })
-  const [draft, setDraft] = useState('')
-  const [draftState, setDraftState] = useState('')
-  const draftSaver = useRef<Autosave | null>(null)
-
-  // The draft is saved as it is typed, with no button (client.autosave): reloading or closing
-  // the tab right after a keystroke keeps it.
-  useEffect(() => {
-    let live = true
-    let saver: Autosave | null = null
-    let off = () => {}
-    client.then(async (c) => {
-      const saved = (await c.get('drafts', 'draft-1')) as Note | undefined
-      if (!live) return
-      if (saved) setDraft(saved.text)
-      saver = c.autosave('drafts', 'draft-1', { debounceMs: 300 })
-      off = saver.onStatus((s) => setDraftState(s.state))
-      setDraftState(saver.status.state)
-      draftSaver.current = saver
-    })
-    return () => {
-      live = false
-      off()
-      draftSaver.current = null
-      void saver?.dispose()
-    }
-  }, [])
-
-  const reload = useCallback(async () => {
-    setNotes((await (await client).list('notes')) as ListItem<Note>[])
-  }, [])
-
-  useEffect(() => {
-    let off = () => {}
-    let live = true
-    client.then((c) => {
-      if (!live) return
-      off = c.onChange(() => void reload())
-      void reload()
-    })
-    return () => {
-      live = false
-      off()
-    }
-  }, [reload])
+  // The draft is saved as it is typed, with no button (useSynced is client.autosave): reloading
+  // or closing the tab right after a keystroke keeps it, and another tab's edits show here.
+  const [draft, setDraft, draftStatus] = useSynced<Note>('drafts', 'draft-1', { text: '' })
 
   async function saveNote() {
-    const c = await client
-    await c.put('notes', `n${Date.now()}`, { text: noteText })
+    await client?.put('notes', `n${Date.now()}`, { text: noteText })
     setNoteText('')
-    await reload()
   }
 
   // RangerPlex's way: POST the whole chat to its REST API. With the API down, the worker answers
@@ -123,7 +82,7 @@ export default function App() {
       <section>
         <h2>Notes (put → rangersync server)</h2>
         <input id="note-text" value={noteText} onChange={(e) => setNoteText(e.target.value)} />
-        <button id="save-note" onClick={() => void saveNote()} disabled={!noteText}>
+        <button id="save-note" onClick={() => void saveNote()} disabled={!noteText || !client}>
           Save note
         </button>
         <ul id="notes">
@@ -140,13 +99,10 @@ export default function App() {
         <h2>Draft (autosave, no button)</h2>
         <textarea
           id="draft"
-          value={draft}
-          onChange={(e) => {
-            setDraft(e.target.value)
-            draftSaver.current?.set({ text: e.target.value })
-          }}
+          value={draft.text}
+          onChange={(e) => setDraft({ text: e.target.value })}
         />
-        <p id="draft-state">{draftState}</p>
+        <p id="draft-state">{draftStatus?.state ?? ''}</p>
       </section>
 
       <section>
