@@ -191,3 +191,106 @@ async fn a_page_event_makes_the_worker_flush() -> Result {
     browser.close().await?;
     Ok(())
 }
+
+/// Records every message the page posts to its worker, as JSON text, in `window.posted`
+/// (the page module posts with `ServiceWorker.prototype.postMessage`).
+const RECORD_POSTS_JS: &str = "(() => { window.posted = []; \
+    const post = ServiceWorker.prototype.postMessage; \
+    ServiceWorker.prototype.postMessage = function (...args) { \
+        window.posted.push(JSON.stringify(args[0])); return post.apply(this, args); }; \
+    return true; })()";
+
+/// The `page_event`s recorded by [`RECORD_POSTS_JS`], in order.
+async fn posted_page_events(page: &Page) -> Result<Vec<String>> {
+    let events = eval(
+        page,
+        "window.posted.map(t => JSON.parse(t)).filter(m => m.request?.type === 'page_event') \
+         .map(m => m.request.event)",
+    )
+    .await?;
+    Ok(serde_json::from_value(events)?)
+}
+
+#[tokio::test]
+async fn the_page_modules_own_listeners_tell_the_worker_of_pagehide_hidden_visible_online_and_offline(
+) -> Result {
+    let _serial = serial().await;
+    let mut server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    browser.deny_background_sync(&server.url()).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    // A 10 min backoff keeps the worker's own retry timer out of the way (as above).
+    assert_eq!(
+        register_client(
+            &page,
+            "{ retry: { baseDelayMs: 600000, maxDelayMs: 600000 } }"
+        )
+        .await?,
+        "worker"
+    );
+    wait_for_controller(&page).await?;
+    assert_no_background_sync(&page).await?;
+    let client_id = client_id_of(&page).await?;
+    eval(&page, RECORD_POSTS_JS).await?;
+
+    // The browser's own events, as the page module hears them: nothing here talks to the
+    // worker but its listeners.
+    eval(
+        &page,
+        "(() => { window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true })); \
+         Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' }); \
+         document.dispatchEvent(new Event('visibilitychange')); \
+         delete document.visibilityState; \
+         document.dispatchEvent(new Event('visibilitychange')); \
+         return document.visibilityState; })()",
+    )
+    .await?;
+    assert_eq!(
+        posted_page_events(&page).await?,
+        ["pagehide", "hidden", "visible"],
+        "each page event is posted to the worker, in order"
+    );
+
+    // `offline`: the worker's status says so, with nothing else asked of it.
+    eval(&page, "window.dispatchEvent(new Event('offline')); true").await?;
+    wait_until(
+        "the status says offline after the page's offline event",
+        Duration::from_secs(20),
+        || async {
+            let status = eval(&page, "client.status()").await?;
+            Ok((status["state"] == "offline").then_some(()))
+        },
+    )
+    .await?;
+
+    // `online` after an outage: the server down, a write waits under the 10 min backoff; back
+    // up, the page's `online` event alone delivers it.
+    server.stop().await;
+    eval(&page, "client.put('notes', 'o1', { title: 'online' })").await?;
+    wait_until(
+        "the worker's push got no answer",
+        Duration::from_secs(30),
+        || async {
+            let status = eval(&page, "client.status()").await?;
+            Ok((status["pending"] == 1 && status["last_error"]["code"] == "network").then_some(()))
+        },
+    )
+    .await?;
+    server.restart().await?;
+    assert!(
+        server.mutations_of(&client_id).await?.is_empty(),
+        "nothing delivered before the online event"
+    );
+    eval(&page, "window.dispatchEvent(new Event('online')); true").await?;
+    let recorded = server
+        .wait_for_recorded(&client_id, 1, Duration::from_secs(20))
+        .await?;
+    assert_seqs_applied_once(&recorded, 1);
+    assert_eq!(recorded[0]["key"], "o1");
+    assert_eq!(
+        posted_page_events(&page).await?,
+        ["pagehide", "hidden", "visible", "offline", "online"]
+    );
+    browser.close().await?;
+    Ok(())
+}
