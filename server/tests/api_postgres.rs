@@ -29,6 +29,8 @@ mod instances;
 mod isolation;
 #[path = "api/postgres_connection_loss.rs"]
 mod postgres_connection_loss;
+#[path = "api/postgres_instances_start.rs"]
+mod postgres_instances_start;
 #[path = "api/pull.rs"]
 mod pull;
 #[path = "api/push.rs"]
