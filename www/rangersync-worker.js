@@ -288,21 +288,34 @@
       ]));
     });
 
+    /** Answers a message the wasm could not: `worker_unavailable`, echoing its id. */
+    function replyUnavailable(event, err) {
+      const port = event.ports && event.ports[0];
+      if (!port) return;
+      let id = 0;
+      try {
+        const data = typeof event.data === 'string' ? JSON.parse(event.data) : event.data;
+        id = (data && typeof data.id === 'number') ? data.id : 0;
+      } catch (_) { /* not JSON */ }
+      port.postMessage({ v: 1, id, ok: false,
+        error: { code: 'worker_unavailable', message: describe(err) } });
+    }
+
     self.addEventListener('message', (event) => {
       event.waitUntil(ready().then(
-        () => rangersync_wasm.on_message(event),
-        (err) => {
-          const port = event.ports && event.ports[0];
-          if (port) {
-            let id = 0;
-            try {
-              const data = typeof event.data === 'string' ? JSON.parse(event.data) : event.data;
-              id = (data && typeof data.id === 'number') ? data.id : 0;
-            } catch (_) { /* not JSON */ }
-            port.postMessage({ v: 1, id, ok: false,
-              error: { code: 'worker_unavailable', message: describe(err) } });
+        () => rangersync_wasm.on_message(event).catch((err) => {
+          // A trap is a panic in the wasm: its state can no longer be trusted, so the page
+          // hears it twice, as this request's answer and as a worker error (the page then
+          // works in page mode and says why in its status), never as a silent timeout.
+          if (err instanceof WebAssembly.RuntimeError) {
+            const panic = new Error(`the worker's wasm stopped on a panic (${describe(err)}); `
+              + 'the worker console has its message');
+            replyUnavailable(event, panic);
+            reportError(panic);
           }
-        }));
+          throw err;
+        }),
+        (err) => replyUnavailable(event, err)));
     });
 
     self.addEventListener('sync', (event) => {

@@ -462,7 +462,7 @@ impl Inner {
                     "rangersync: the worker reported {code}: {message}; switching to page mode"
                 )));
                 let inner = Rc::clone(self);
-                let reason = format!("the worker reported {code}");
+                let reason = format!("the worker reported {code}: {message}");
                 spawn_local(async move {
                     if let Err(e) = inner.fall_back(&reason).await {
                         web_sys::console::error_1(&JsValue::from(e));

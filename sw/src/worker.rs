@@ -41,24 +41,21 @@ fn scope() -> Option<ServiceWorkerGlobalScope> {
 /// deleted or cleared while the worker ran: DevTools' "Clear storage", an eviction, "Clear
 /// site data"), so the next request works instead of failing with "The database connection
 /// is closing".
-async fn engine() -> Result<Rc<Engine>, JsValue> {
-    let current = ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| {
-        JsValue::from(SwError::coded(
-            codes::WORKER_UNAVAILABLE,
-            "the worker has not started",
-        ))
-    })?;
+async fn engine() -> Result<Rc<Engine>, SwError> {
+    let current = ENGINE
+        .with(|e| e.borrow().clone())
+        .ok_or_else(|| SwError::coded(codes::WORKER_UNAVAILABLE, "the worker has not started"))?;
     if !current.is_closed() {
         return Ok(current);
     }
     let fresh = current.reopen().await.map_err(|d| {
-        JsValue::from(SwError::coded(
+        SwError::coded(
             codes::STORAGE_ERROR,
             format!(
                 "the database closed and could not be reopened: {}",
                 d.message
             ),
-        ))
+        )
     })?;
     // Two events may have reopened it at once: keep the first, close the other.
     let kept = ENGINE.with(|e| {
@@ -219,14 +216,10 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
         .is_some_and(|c| same_origin(&c.url(), &own_origin()));
     if !allowed {
         if let Some(port) = &port {
-            let id = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("id")?.as_u64())
-                .unwrap_or(0);
             post(
                 port,
                 &ReplyEnvelope::err(
-                    id,
+                    request_id(&text),
                     codes::FORBIDDEN_ORIGIN,
                     "messages are accepted only from window clients of this origin",
                 ),
@@ -235,7 +228,20 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
         }
         return Ok(());
     }
-    let current = engine().await?;
+    let current = match engine().await {
+        Ok(current) => current,
+        Err(error) => {
+            // Answer it: the page hears why at once instead of waiting out its timeout.
+            if let Some(port) = &port {
+                post(
+                    port,
+                    &ReplyEnvelope::err(request_id(&text), error.code(), error.to_string()),
+                    as_text,
+                );
+            }
+            return Err(error.into());
+        }
+    };
     let reply = current.handle_text_with(&text, key).await;
     if let Some(port) = &port {
         post(port, &reply, as_text);
@@ -246,6 +252,14 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
         engine().await?;
     }
     Ok(())
+}
+
+/// The `id` of a request's text, or 0 when it has none (a reply must echo it when it can).
+fn request_id(text: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("id")?.as_u64())
+        .unwrap_or(0)
 }
 
 /// `sync`: flush; reject when the attempt failed so the browser retries (unless `last_chance`,

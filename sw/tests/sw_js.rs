@@ -2,7 +2,7 @@
 //! a stub service-worker global (fetch, Cache Storage, events): which requests the fetch listener
 //! answers (captured routes, the app shell) and which it leaves to the network or to an app's own
 //! listener, what `install` precaches and refuses, what `activate` deletes, how `listen` checks
-//! its options.
+//! its options, and how a panic in the wasm (a trap) reaches the page.
 //!
 //! Needs Node: `$NODE`, else `node` on `PATH`. `cargo xtask test` installs Debian's `nodejs`
 //! when it is missing and sets `NODE`; without Node this test fails saying so, it never skips.
@@ -72,15 +72,16 @@ function worker({ url = '/sw.js', script = null, wasm = 'loads',
     settle = wasm === 'loads' ? resolve : () => reject(new Error('no wasm'));
   });
   loading.catch(() => {});
-  const w = { listeners: {}, fetched: [], imported: [], logged: [], network, settle, error: null };
+  const w = { listeners: {}, fetched: [], imported: [], logged: [], network, settle, error: null,
+    toPages: [] };
   const ctx = {
-    Promise, Error, TypeError, String, JSON, URL, Object, Array, Math,
+    Promise, Error, TypeError, String, JSON, URL, Object, Array, Math, WebAssembly,
     console: { warn: (m) => w.logged.push(String(m)), error: (m) => w.logged.push(String(m)) },
     location: new URL(url, ORIGIN),
     Request: FakeRequest,
     Response: FakeResponse,
     skipWaiting: async () => {},
-    clients: { matchAll: async () => [], claim: async () => {} },
+    clients: { matchAll: async () => [{ postMessage: (m) => w.toPages.push(m) }], claim: async () => {} },
   };
   ctx.self = ctx;
   ctx.fetch = async (r) => {
@@ -101,6 +102,7 @@ function worker({ url = '/sw.js', script = null, wasm = 'loads',
   glue.wants = (u, method) => u.endsWith('/api/sync/chat') && method !== 'GET';
   glue.on_fetch = async () => 'captured';
   ctx.rangersync_wasm = glue;
+  w.glue = glue;
   vm.createContext(ctx);
   try {
     vm.runInContext(script === null ? swSrc : script, ctx);
@@ -165,6 +167,27 @@ const out = (label, value) => console.log(`${label}: ${typeof value === 'string'
     await tick();
     out('a navigation, no app shell', await answer(w, '/account?x=1', { mode: 'navigate' }));
     out('the scripts sw.js imports', w.imported);
+  }
+
+  // A message the wasm fails on: a trap (a panic) is answered and told to every page; any
+  // other failure was answered by the wasm itself.
+  for (const [label, failure] of [
+    ['a panic in the wasm', () => new WebAssembly.RuntimeError('unreachable')],
+    ['another failure of the wasm', () => new Error('storage_error: the database closed')],
+  ]) {
+    const w = worker();
+    w.settle();
+    await tick();
+    w.glue.on_message = async () => { throw failure(); };
+    const replies = [];
+    const waits = [];
+    for (const f of w.listeners.message) {
+      f({ data: { v: 1, id: 7, request: { type: 'status' } },
+        ports: [{ postMessage: (m) => replies.push(m) }], waitUntil: (p) => waits.push(p) });
+    }
+    const [settled] = await Promise.allSettled(waits);
+    await tick();
+    out(label, { event: settled.status, replies, pages: w.toPages });
   }
 
   // An app's own worker: its listeners keep their requests.
@@ -291,6 +314,8 @@ const EXPECTED: &[&str] = &[
     "get the worker script: not intercepted",
     "a navigation, no app shell: not intercepted",
     r#"the scripts sw.js imports: ["/rangersync-worker.js","/pkg/rangersync_sw.js"]"#,
+    r#"a panic in the wasm: {"event":"rejected","replies":[{"v":1,"id":7,"ok":false,"error":{"code":"worker_unavailable","message":"the worker's wasm stopped on a panic (unreachable); the worker console has its message"}}],"pages":[{"type":"worker_error","code":"worker_unavailable","message":"the worker's wasm stopped on a panic (unreachable); the worker console has its message"}]}"#,
+    r#"another failure of the wasm: {"event":"rejected","replies":[],"pages":[]}"#,
     "a post the app answered before rangersync: the app answered; rangersync fetched 0",
     "a get the app answers after rangersync: hello from the app",
     r#"the app worker imports: ["/rangersync-worker.js","/pkg/rangersync_sw.js"]"#,
