@@ -350,6 +350,21 @@ mod tests {
     }
 
     #[test]
+    fn db_pool_defaults_to_16_and_takes_a_whole_number_from_1() {
+        let pool = |args: &[&str]| {
+            Cli::try_parse_from(["rangersync-server"].iter().chain(args))
+                .map(|c| c.into_options().db_pool)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(pool(&[]), Ok(16));
+        assert_eq!(pool(&["--db-pool", "1"]), Ok(1));
+        assert_eq!(pool(&["--db-pool", "64"]), Ok(64));
+        for bad in ["0", "-1", "x", "1.5"] {
+            assert!(pool(&["--db-pool", bad]).is_err(), "--db-pool {bad}");
+        }
+    }
+
+    #[test]
     fn keep_backups_defaults_to_14_and_takes_1_to_1000() {
         let keep = |args: &[&str]| {
             Cli::try_parse_from(["rangersync-server"].iter().chain(args))
