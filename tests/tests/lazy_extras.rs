@@ -224,3 +224,28 @@ async fn when_the_extras_cannot_be_downloaded_page_mode_and_yaml_fail_with_worke
     browser.close().await?;
     Ok(())
 }
+
+/// The YAML library leaves its source paths in a wasm that holds its code (the locations of its
+/// panics): the extras must have them, the worker and the messaging client must not.
+#[test]
+fn only_the_extras_wasm_holds_yaml_code() -> Result {
+    const MARKER: &[u8] = b"serde-saphyr";
+    let pkg = www_dir()?.join("pkg");
+    let holds = |file: &str| -> Result<bool> {
+        let bytes = std::fs::read(pkg.join(file))?;
+        Ok(bytes.windows(MARKER.len()).any(|w| w == MARKER))
+    };
+    assert!(
+        holds("rangersync_page_extras_bg.wasm")?,
+        "the marker is in the extras (else this check proves nothing)"
+    );
+    assert!(
+        !holds("rangersync_sw_bg.wasm")?,
+        "YAML code crept into the worker's wasm"
+    );
+    assert!(
+        !holds("rangersync_page_bg.wasm")?,
+        "YAML code crept into the page's messaging client"
+    );
+    Ok(())
+}
