@@ -149,22 +149,45 @@ async fn indexeddb_cleared_under_a_running_worker_is_reopened_and_the_next_write
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let page = worker_page(&browser, &server, "{ exportIntervalMs: 0 }").await?;
-    let first_id = client_id_of(&page).await?;
-    eval(&page, "client.put('notes', 'n1', { title: 'before' })").await?;
+    cleared_indexeddb_is_reopened(&page, &server).await?;
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn indexeddb_cleared_under_a_page_mode_engine_is_reopened_and_the_next_write_reaches_the_server(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    let mode = register_client(&page, "{ forcePageMode: true, exportIntervalMs: 0 }").await?;
+    assert_eq!(mode, "page");
+    // PageEngine.handle reopens the engine as the worker's on_message does.
+    cleared_indexeddb_is_reopened(&page, &server).await?;
+    browser.close().await?;
+    Ok(())
+}
+
+/// DevTools' "Clear storage" (IndexedDB only) under a running engine: the next write goes into
+/// a fresh database (a new client, seq 1) and reaches the server, which then fills it again.
+async fn cleared_indexeddb_is_reopened(page: &Page, server: &TestServer) -> Result {
+    let first_id = client_id_of(page).await?;
+    eval(page, "client.put('notes', 'n1', { title: 'before' })").await?;
     server
         .wait_for_recorded(&first_id, 1, Duration::from_secs(30))
         .await?;
 
     // DevTools' "Clear storage" with only IndexedDB ticked, while the worker runs.
     cdp(
-        &page,
+        page,
         "Storage.clearDataForOrigin",
         json!({ "origin": server.url(), "storageTypes": "indexeddb" }),
     )
     .await?;
 
     let ack = eval(
-        &page,
+        page,
         "client.put('notes', 'n2', { title: 'after' })
            .then(a => a.seq, e => 'error ' + e.code + ': ' + e.message)",
     )
@@ -173,7 +196,7 @@ async fn indexeddb_cleared_under_a_running_worker_is_reopened_and_the_next_write
         ack, 1,
         "the write went into a fresh database (a new client, seq 1)"
     );
-    let second_id = client_id_of(&page).await?;
+    let second_id = client_id_of(page).await?;
     assert_ne!(second_id, first_id, "a wiped database is a new client");
     let recorded = server
         .wait_for_recorded(&second_id, 1, Duration::from_secs(30))
@@ -185,20 +208,19 @@ async fn indexeddb_cleared_under_a_running_worker_is_reopened_and_the_next_write
         "the synced note is back from the server",
         Duration::from_secs(30),
         || async {
-            eval(&page, "client.flush()").await?;
-            let v = eval(&page, "client.get('notes', 'n1')").await?;
+            eval(page, "client.flush()").await?;
+            let v = eval(page, "client.get('notes', 'n1')").await?;
             Ok((!v.is_null()).then_some(v))
         },
     )
     .await?;
     assert_eq!(back["title"], "before");
 
-    let status = eval(&page, "client.status()").await?;
+    let status = eval(page, "client.status()").await?;
     assert!(
         status["persistent"].is_boolean(),
         "the status says whether storage is persistent: {status}"
     );
-    browser.close().await?;
     Ok(())
 }
 
