@@ -13,7 +13,7 @@
 //! - A profile folder given as `-profile DIR` is used in place (not copied), so
 //!   [`Firefox::restart`] and [`Firefox::kill_and_restart`] relaunch on the same IndexedDB,
 //!   registration and config.
-//! - Closing the last window ends a WebDriver session: [`Firefox::close_tab`] refuses to close
+//! - Closing the last window ends a WebDriver session: [`Session::close_tab`](crate::webdriver::Session::close_tab) refuses to close
 //!   the last one; open another first ([`Firefox::new_tab`]).
 //! - Service workers work on `http://127.0.0.1` with no prefs (a potentially trustworthy
 //!   origin).
@@ -23,8 +23,7 @@
 //! - Dropping a [`Firefox`] ends its session (Firefox quits) and kills what is left; the
 //!   geckodriver process is killed with it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::webdriver::Session;
 use crate::{wait_until, workspace_root, Result};
 
 /// The browser: `$FIREFOX`, else `/usr/bin/firefox-esr`.
@@ -103,11 +103,9 @@ fn free_port() -> Result<u16> {
 /// the current tab.
 pub struct Firefox {
     driver: tokio::process::Child,
-    addr: SocketAddr,
-    session: String,
+    session: Session,
     pid: Option<u32>,
     version: String,
-    http: reqwest::Client,
     profile: Arc<tempfile::TempDir>,
     prefs: Value,
     log: PathBuf,
@@ -149,16 +147,11 @@ impl Firefox {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", geckodriver.display()))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(180))
-            .build()?;
         let mut firefox_driver = Firefox {
             driver,
-            addr,
-            session: String::new(),
+            session: Session::new(addr)?,
             pid: None,
             version: String::new(),
-            http,
             profile,
             prefs,
             log,
@@ -178,21 +171,10 @@ impl Firefox {
         {
             all.extend(extra.clone());
         }
-        wait_until(
-            "geckodriver answers /status",
-            Duration::from_secs(30),
-            || async {
-                let status: Value = firefox_driver
-                    .http
-                    .get(format!("http://{addr}/status"))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                Ok((status["value"]["ready"] == true).then_some(()))
-            },
-        )
-        .await?;
+        firefox_driver
+            .session
+            .wait_for_driver("geckodriver")
+            .await?;
         let driver_ready = launched.elapsed();
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
@@ -206,7 +188,8 @@ impl Firefox {
             }},
         });
         let started = firefox_driver
-            .command("POST", "/session", capabilities)
+            .session
+            .start(capabilities)
             .await
             .map_err(|e| {
                 format!(
@@ -214,10 +197,6 @@ impl Firefox {
                     firefox_driver.log_tail()
                 )
             })?;
-        firefox_driver.session = started["sessionId"]
-            .as_str()
-            .ok_or_else(|| format!("no sessionId in {started}"))?
-            .to_string();
         let caps = &started["capabilities"];
         firefox_driver.pid = caps["moz:processID"].as_u64().map(|p| p as u32);
         firefox_driver.version = format!(
@@ -256,156 +235,6 @@ impl Firefox {
         )
     }
 
-    /// One WebDriver command: `method path` with a JSON body; returns `value`, or an error
-    /// carrying WebDriver's error and message.
-    async fn command(&self, method: &str, path: &str, body: Value) -> Result<Value> {
-        let url = format!("http://{}{path}", self.addr);
-        let request = match method {
-            "GET" => self.http.get(&url),
-            "DELETE" => self.http.delete(&url),
-            _ => self.http.post(&url).json(&body),
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        let status = response.status();
-        let answer: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("{method} {path}: {status}, not JSON: {e}"))?;
-        let value = answer["value"].clone();
-        if !status.is_success() {
-            return Err(format!(
-                "{method} {path}: {status} {}: {}",
-                value["error"].as_str().unwrap_or("?"),
-                value["message"].as_str().unwrap_or("?")
-            )
-            .into());
-        }
-        Ok(value)
-    }
-
-    fn session_path(&self, rest: &str) -> String {
-        format!("/session/{}{rest}", self.session)
-    }
-
-    /// Navigates the current tab to `url` and waits for it to load.
-    pub async fn goto(&self, url: &str) -> Result {
-        self.command("POST", &self.session_path("/url"), json!({ "url": url }))
-            .await?;
-        Ok(())
-    }
-
-    /// WebDriver "Execute Async Script": `script` is a function body whose last argument is the
-    /// callback; returns what it was called with.
-    pub async fn execute_async(&self, script: &str, args: Value) -> Result<Value> {
-        self.command(
-            "POST",
-            &self.session_path("/execute/async"),
-            json!({ "script": script, "args": args }),
-        )
-        .await
-    }
-
-    /// Evaluates `expression` in the current tab, awaits it if it is a promise, and returns its
-    /// value as JSON (`null` for `undefined`); a throw or a rejection is an error with the JS
-    /// message (as [`crate::eval`] does in Chromium).
-    pub async fn eval(&self, expression: &str) -> Result<Value> {
-        let script = format!(
-            "const done = arguments[arguments.length - 1];
-             Promise.resolve().then(() => ({expression})).then(
-               (v) => done({{ ok: v === undefined ? null : v }}),
-               (e) => done({{ err: String((e && (e.stack ? e.message + '\\n' + e.stack : e.message)) || e) }}));"
-        );
-        let answer = self.execute_async(&script, json!([])).await?;
-        if let Some(err) = answer.get("err") {
-            return Err(format!(
-                "JS threw: {}\n  in: {expression}",
-                err.as_str().unwrap_or("?")
-            )
-            .into());
-        }
-        Ok(answer["ok"].clone())
-    }
-
-    /// Registers the client in the page open now with `options` (a JS object literal; what the
-    /// page set up, a key say, stays), asserts worker mode (Firefox has service workers) and
-    /// waits until the worker controls the page.
-    pub async fn register_client(&self, options: &str) -> Result {
-        let mode = self.eval(&crate::register_client_js(options)).await?;
-        assert_eq!(mode, "worker", "Firefox runs the service worker");
-        wait_until(
-            "a service worker controls the page",
-            Duration::from_secs(30),
-            || async {
-                let controlled = self
-                    .eval("navigator.serviceWorker.controller !== null")
-                    .await?;
-                Ok((controlled == true).then_some(()))
-            },
-        )
-        .await
-    }
-
-    /// The current tab's handle.
-    pub async fn current_tab(&self) -> Result<String> {
-        let handle = self
-            .command("GET", &self.session_path("/window"), Value::Null)
-            .await?;
-        Ok(handle.as_str().unwrap_or_default().to_string())
-    }
-
-    /// Opens a new tab showing `url`, makes it current, and returns its handle.
-    pub async fn new_tab(&self, url: &str) -> Result<String> {
-        let opened = self
-            .command(
-                "POST",
-                &self.session_path("/window/new"),
-                json!({ "type": "tab" }),
-            )
-            .await?;
-        let handle = opened["handle"]
-            .as_str()
-            .ok_or_else(|| format!("no handle in {opened}"))?
-            .to_string();
-        self.switch_to(&handle).await?;
-        self.goto(url).await?;
-        Ok(handle)
-    }
-
-    /// Makes `handle` the current tab.
-    pub async fn switch_to(&self, handle: &str) -> Result {
-        self.command(
-            "POST",
-            &self.session_path("/window"),
-            json!({ "handle": handle }),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Closes the current tab (as a user would: `pagehide` runs) and makes another one current.
-    /// Refuses to close the last tab (that would end the session).
-    pub async fn close_tab(&self) -> Result {
-        let handles = self
-            .command("GET", &self.session_path("/window/handles"), Value::Null)
-            .await?;
-        if handles.as_array().map_or(0, Vec::len) < 2 {
-            return Err("close_tab: this is the last tab; open another first".into());
-        }
-        let left = self
-            .command("DELETE", &self.session_path("/window"), Value::Null)
-            .await?;
-        let next = left
-            .as_array()
-            .and_then(|h| h.first())
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("no tab left after closing: {left}"))?
-            .to_string();
-        self.switch_to(&next).await
-    }
-
     /// Ends the session (Firefox quits cleanly) and launches again on the same profile.
     pub async fn restart(mut self) -> Result<Firefox> {
         self.quit().await;
@@ -427,7 +256,7 @@ impl Firefox {
         .await
         .ok();
         self.pid = None;
-        self.session.clear();
+        self.session.forget();
         let _ = self.driver.kill().await;
         let (profile, prefs) = (self.profile.clone(), self.prefs.clone());
         drop(self);
@@ -443,12 +272,10 @@ impl Firefox {
     }
 
     async fn quit(&mut self) {
-        if self.session.is_empty() {
+        if !self.session.is_open() {
             return;
         }
-        let path = self.session_path("");
-        let _ = self.command("DELETE", &path, Value::Null).await;
-        self.session.clear();
+        self.session.end().await;
         if let Some(pid) = self.pid.take() {
             let deadline = Instant::now() + Duration::from_secs(20);
             while is_firefox(pid) && Instant::now() < deadline {
@@ -459,24 +286,20 @@ impl Firefox {
     }
 }
 
+impl std::ops::Deref for Firefox {
+    type Target = Session;
+
+    /// The WebDriver commands (navigate, scripts, tabs) act on the session.
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
 impl Drop for Firefox {
     /// A test that failed half-way: end the session with a blocking request (Firefox quits),
     /// then kill whatever is left.
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            if let Ok(mut stream) =
-                TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
-            {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let request = format!(
-                    "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    self.session, self.addr
-                );
-                if stream.write_all(request.as_bytes()).is_ok() {
-                    let _ = stream.read_to_end(&mut Vec::new());
-                }
-            }
-        }
+        self.session.end_blocking();
         if let Some(pid) = self.pid.filter(|pid| is_firefox(*pid)) {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])

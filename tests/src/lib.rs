@@ -59,6 +59,7 @@ pub mod example;
 pub mod firefox;
 pub mod proxy;
 pub mod summary;
+pub mod webdriver;
 
 pub use proxy::{Fault, FaultProxy, Rule};
 
