@@ -55,11 +55,13 @@ use rangersync_server::{DbLocation, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
+pub mod driver_scenarios;
 pub mod example;
 pub mod firefox;
 pub mod proxy;
 pub mod summary;
 pub mod webdriver;
+pub mod webkit;
 
 pub use proxy::{Fault, FaultProxy, Rule};
 
