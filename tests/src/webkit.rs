@@ -143,7 +143,11 @@ impl WebKit {
     }
 
     fn kill_group(&mut self) {
-        if let Some(group) = self.group.take().and_then(|g| libc::pid_t::try_from(g).ok()) {
+        if let Some(group) = self
+            .group
+            .take()
+            .and_then(|g| libc::pid_t::try_from(g).ok())
+        {
             // The group the driver leads (`process_group(0)`), never 0 or 1: a negative pid
             // of -1 would signal every process.
             if group > 1 {

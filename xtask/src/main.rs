@@ -47,9 +47,9 @@ commands:
   test [--repeat N] [STEP…]
                          run every check CI runs, or only some steps:
                          docs fmt clippy clippy-wasm unit browser wasm example e2e
-                         firefox-install firefox; --repeat N runs the browser steps
-                         (wasm, e2e, firefox) N times and ends with a table of the tests
-                         that failed in any run
+                         firefox-install firefox webkit-install webkit; --repeat N runs
+                         the browser steps (wasm, e2e, firefox, webkit) N times and ends
+                         with a table of the tests that failed in any run
   pkg                    build the npm package into dist/rangersync/ and dist/rangersync.tgz
   bench [--mutations N] [--batch B] [--debug] [--writes N] [--drain N] [--drain-large N]
         [--cold-runs N] [--browser-release] [--native-only | --browser-only]

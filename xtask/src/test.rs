@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::server::{self, Server};
-use crate::tools::{self, Browser, Firefox, WASM_TARGET};
+use crate::tools::{self, Browser, Firefox, WebKit, WASM_TARGET};
 use crate::util::{self, Result};
 
 /// The port the wasm tests' server prefers (see [`server::preferred_listen`]).
@@ -21,6 +21,7 @@ const WASM_TEST_PORT: u16 = 18787;
 struct State {
     browser: Option<Browser>,
     firefox: Option<Firefox>,
+    webkit: Option<WebKit>,
     /// With `--repeat N`: the browser steps run N times and every run's failures are kept.
     repeat: Option<u32>,
     /// The tests that failed, as `(run, step, test)`.
@@ -55,12 +56,12 @@ impl State {
 }
 
 /// The steps that drive browsers: the ones `--repeat N` runs N times.
-const BROWSER_STEPS: [&str; 3] = ["wasm", "e2e", "firefox"];
+const BROWSER_STEPS: [&str; 4] = ["wasm", "e2e", "firefox", "webkit"];
 
 /// A step: its id (for `cargo xtask test ID…`), its name, what it does.
 type Step = (&'static str, &'static str, fn(&mut State) -> Result);
 
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 13] = [
     ("docs", "docs (links, guarantee tests)", docs),
     ("fmt", "fmt", fmt),
     ("clippy", "clippy (native)", clippy_native),
@@ -76,6 +77,8 @@ const STEPS: [Step; 11] = [
         firefox_install,
     ),
     ("firefox", "e2e tests (Firefox)", firefox_tests),
+    ("webkit-install", "webkit2gtk-driver + xvfb", webkit_install),
+    ("webkit", "e2e tests (WebKitGTK)", webkit_tests),
 ];
 
 /// Where the fault scenarios write their summary lines (`tests/src/summary.rs`), emptied at
@@ -86,15 +89,19 @@ fn scenario_summary_file() -> PathBuf {
     util::target_dir().join("xtask").join("scenarios.jsonl")
 }
 
-/// The end-to-end test files that drive Firefox (`tests/tests/firefox_*.rs`); the Chromium
-/// run skips their tests (named `firefox_…`).
-fn firefox_test_files() -> Result<Vec<String>> {
+/// The browsers driven through WebDriver, each with its own test files
+/// (`tests/tests/<prefix>*.rs`) whose tests are all named `<prefix>…`: the Chromium run skips
+/// them by that prefix.
+const DRIVER_BROWSER_PREFIXES: [&str; 2] = ["firefox_", "webkit_"];
+
+/// The end-to-end test files whose name starts with `prefix` (`firefox_`, `webkit_`).
+fn driver_test_files(prefix: &str) -> Result<Vec<String>> {
     let dir = util::root().join("tests").join("tests");
     let entries =
         std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("firefox_") && name.ends_with(".rs"))
+        .filter(|name| name.starts_with(prefix) && name.ends_with(".rs"))
         .map(|name| name.trim_end_matches(".rs").to_string())
         .collect();
     names.sort();
@@ -118,15 +125,17 @@ pub fn run(args: &[String]) -> Result {
     // The e2e tests include the Vite example's, which need it built.
     let needs_example = args.iter().any(|a| a == "e2e");
     let needs_firefox = args.iter().any(|a| a == "firefox");
+    let needs_webkit = args.iter().any(|a| a == "webkit");
     let selected = |id: &str| {
         args.is_empty()
             || args.iter().any(|a| a == id)
             || (id == "browser" && needs_browser)
             || (id == "example" && needs_example)
             || (id == "firefox-install" && needs_firefox)
+            || (id == "webkit-install" && needs_webkit)
     };
     let summary = scenario_summary_file();
-    if selected("e2e") || selected("firefox") {
+    if selected("e2e") || selected("firefox") || selected("webkit") {
         let _ = std::fs::remove_file(&summary);
         // The scenarios append to it: its folder must exist even when no earlier step made it.
         if let Some(dir) = summary.parent() {
@@ -419,7 +428,8 @@ fn e2e_tests(state: &mut State) -> Result {
     state.run_tests(
         cargo
             .args(["-p", "rangersync-e2e", "--"])
-            .args(["--test-threads=1", "--skip", "firefox_"])
+            .arg("--test-threads=1")
+            .args(DRIVER_BROWSER_PREFIXES.iter().flat_map(|p| ["--skip", p]))
             .env(tools::NODE_ENV, node)
             .env("RANGERSYNC_WWW", util::root().join("www"))
             .env("CHROMIUM", &browser.chromium)
@@ -448,7 +458,7 @@ fn firefox_tests(state: &mut State) -> Result {
     crate::build::build()?;
     let mut cargo = state.cargo_test();
     cargo.args(["-p", "rangersync-e2e"]);
-    for file in firefox_test_files()? {
+    for file in driver_test_files("firefox_")? {
         cargo.args(["--test", &file]);
     }
     state.run_tests(
@@ -457,6 +467,38 @@ fn firefox_tests(state: &mut State) -> Result {
             .env("RANGERSYNC_WWW", util::root().join("www"))
             .env("FIREFOX", &firefox.firefox)
             .env("GECKODRIVER", &firefox.geckodriver)
+            .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),
+    )
+}
+
+fn webkit_install(state: &mut State) -> Result {
+    let webkit = tools::ensure_webkit()?;
+    if let Some(version) = util::output(Command::new(&webkit.driver).arg("--version")) {
+        println!("{}", version.lines().next().unwrap_or_default());
+    }
+    state.webkit = Some(webkit);
+    Ok(())
+}
+
+/// The end-to-end tests that drive WebKitGTK through WebKitWebDriver
+/// (`tests/tests/webkit_*.rs`), against the same `www/pkg`.
+fn webkit_tests(state: &mut State) -> Result {
+    let webkit = state
+        .webkit
+        .clone()
+        .ok_or("no WebKit (the webkit-install step did not run)")?;
+    crate::build::build()?;
+    let mut cargo = state.cargo_test();
+    cargo.args(["-p", "rangersync-e2e"]);
+    for file in driver_test_files("webkit_")? {
+        cargo.args(["--test", &file]);
+    }
+    state.run_tests(
+        cargo
+            .args(["--", "--test-threads=1"])
+            .env("RANGERSYNC_WWW", util::root().join("www"))
+            .env("WEBKIT_WEBDRIVER", &webkit.driver)
+            .env("XVFB_RUN", &webkit.xvfb_run)
             .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),
     )
 }
@@ -556,35 +598,39 @@ mod tests {
     }
 
     #[test]
-    fn firefox_test_files_are_found() {
-        let files = firefox_test_files().unwrap();
+    fn the_firefox_and_webkit_test_files_are_found() {
+        let files = driver_test_files("firefox_").unwrap();
         assert!(files.contains(&"firefox_delivery".to_string()), "{files:?}");
+        let files = driver_test_files("webkit_").unwrap();
+        assert!(files.contains(&"webkit_delivery".to_string()), "{files:?}");
     }
 
-    /// The Chromium run skips Firefox tests by name (`--skip firefox_`): a test in a
-    /// `firefox_*.rs` file named otherwise would run in both steps.
+    /// The Chromium run skips the WebDriver browsers' tests by name (`--skip firefox_`,
+    /// `--skip webkit_`): a test in such a file named otherwise would run in two steps.
     #[test]
-    fn every_test_in_a_firefox_file_is_named_firefox_something() {
-        for file in firefox_test_files().unwrap() {
-            let path = util::root().join(format!("tests/tests/{file}.rs"));
-            let text = std::fs::read_to_string(&path).unwrap();
-            let mut lines = text.lines();
-            while let Some(line) = lines.next() {
-                if !line.trim_start().starts_with("#[tokio::test]") {
-                    continue;
+    fn every_test_in_a_firefox_or_webkit_file_is_named_after_its_browser() {
+        for prefix in DRIVER_BROWSER_PREFIXES {
+            for file in driver_test_files(prefix).unwrap() {
+                let path = util::root().join(format!("tests/tests/{file}.rs"));
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut lines = text.lines();
+                while let Some(line) = lines.next() {
+                    if !line.trim_start().starts_with("#[tokio::test]") {
+                        continue;
+                    }
+                    let signature = lines.next().unwrap_or_default().trim();
+                    let name = signature
+                        .trim_start_matches("async ")
+                        .trim_start_matches("fn ")
+                        .split(['(', '<'])
+                        .next()
+                        .unwrap_or_default();
+                    assert!(
+                        name.starts_with(prefix),
+                        "{}: test `{name}` must be named {prefix}…",
+                        path.display()
+                    );
                 }
-                let signature = lines.next().unwrap_or_default().trim();
-                let name = signature
-                    .trim_start_matches("async ")
-                    .trim_start_matches("fn ")
-                    .split(['(', '<'])
-                    .next()
-                    .unwrap_or_default();
-                assert!(
-                    name.starts_with("firefox_"),
-                    "{}: test `{name}` must be named firefox_…",
-                    path.display()
-                );
             }
         }
     }

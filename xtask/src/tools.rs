@@ -263,6 +263,51 @@ pub fn ensure_firefox() -> Result<Firefox> {
     })
 }
 
+/// The Debian packages of WebKitGTK's WebDriver (with MiniBrowser) and the virtual display it
+/// needs.
+pub const WEBKIT_PACKAGES: &str = "webkit2gtk-driver xvfb";
+
+/// WebKitWebDriver and xvfb-run, for the end-to-end tests in Safari's engine.
+#[derive(Debug, Clone)]
+pub struct WebKit {
+    /// `$WEBKIT_WEBDRIVER`, default `/usr/bin/WebKitWebDriver`.
+    pub driver: PathBuf,
+    /// `$XVFB_RUN`, default `/usr/bin/xvfb-run`.
+    pub xvfb_run: PathBuf,
+}
+
+/// Finds WebKitWebDriver and xvfb-run; as root, installs Debian's packages when either is
+/// missing; otherwise says what to install.
+pub fn ensure_webkit() -> Result<WebKit> {
+    let webkit = WebKit {
+        driver: env_path("WEBKIT_WEBDRIVER", "/usr/bin/WebKitWebDriver"),
+        xvfb_run: env_path("XVFB_RUN", "/usr/bin/xvfb-run"),
+    };
+    let missing = |w: &WebKit| {
+        [&w.driver, &w.xvfb_run]
+            .into_iter()
+            .find(|p| !util::is_executable(p))
+            .cloned()
+    };
+    if let Some(path) = missing(&webkit) {
+        if !util::is_root() {
+            return Err(format!(
+                "{} is missing: run `sudo apt-get install -y {WEBKIT_PACKAGES}` (or set \
+                 WEBKIT_WEBDRIVER and XVFB_RUN)",
+                path.display()
+            ));
+        }
+        apt_get_install(WEBKIT_PACKAGES)?;
+        if let Some(path) = missing(&webkit) {
+            return Err(format!(
+                "apt-get installed {WEBKIT_PACKAGES} but {} is still missing",
+                path.display()
+            ));
+        }
+    }
+    Ok(webkit)
+}
+
 /// wasm-pack of the pinned version, from `.tools/bin` or `PATH`, else `cargo install --locked
 /// wasm-pack` into `.tools/`. It runs with `--mode no-install`, so it never downloads a tool.
 pub fn ensure_wasm_pack() -> Result<PathBuf> {
