@@ -225,14 +225,7 @@ impl Firefox {
 
     /// The end of geckodriver's log (Firefox's console output goes there too).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(40);
-        format!(
-            "--- {} (last lines) ---\n{}",
-            self.log.display(),
-            lines[start..].join("\n")
-        )
+        crate::webdriver::log_tail(&self.log)
     }
 
     /// Ends the session (Firefox quits cleanly) and launches again on the same profile.

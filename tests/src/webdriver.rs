@@ -7,11 +7,24 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::{wait_until, Result};
+
+/// The last 40 lines of a driver's log file, headed by its path (for a failure's message).
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    format!(
+        "--- {} (last lines) ---\n{}",
+        log.display(),
+        lines[start..].join("\n")
+    )
+}
 
 /// A driver at `addr`, and the session it started (`id` empty before and after).
 pub struct Session {

@@ -124,14 +124,7 @@ impl WebKit {
 
     /// The end of the driver's log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(40);
-        format!(
-            "--- {} (last lines) ---\n{}",
-            self.log.display(),
-            lines[start..].join("\n")
-        )
+        crate::webdriver::log_tail(&self.log)
     }
 
     /// Ends the session (MiniBrowser quits), then the driver and its display.

@@ -118,26 +118,26 @@ async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result
     Ok(())
 }
 
+/// A page of `server` whose client runs in worker mode with Background Sync denied and a
+/// 10 min backoff: the worker's own retry timer stays out of the way (its full-jitter delay is
+/// uniform over 0..=600 s, so the chance it fires in the short window between a restart and a
+/// delivery is tiny), so only what the test does can deliver.
+async fn page_under_a_long_backoff(browser: &TestBrowser, server: &TestServer) -> Result<Page> {
+    browser.deny_background_sync(&server.url()).await?;
+    let page = browser.open(&bare_page_url(server)).await?;
+    let options = "{ retry: { baseDelayMs: 600000, maxDelayMs: 600000 } }";
+    assert_eq!(register_client(&page, options).await?, "worker");
+    wait_for_controller(&page).await?;
+    assert_no_background_sync(&page).await?;
+    Ok(page)
+}
+
 #[tokio::test]
 async fn a_page_event_makes_the_worker_flush() -> Result {
     let _serial = serial().await;
     let mut server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    browser.deny_background_sync(&server.url()).await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    // A 10 min backoff: the worker's own retry timer stays out of the way (its
-    // full-jitter delay is uniform over 0..=600 s, so the chance it fires in the
-    // short window between the restart and the delivery is tiny).
-    assert_eq!(
-        register_client(
-            &page,
-            "{ retry: { baseDelayMs: 600000, maxDelayMs: 600000 } }"
-        )
-        .await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
-    assert_no_background_sync(&page).await?;
+    let page = page_under_a_long_backoff(&browser, &server).await?;
     eval(&page, RAW_MESSAGE_JS).await?;
     let client_id = client_id_of(&page).await?;
 
@@ -217,19 +217,7 @@ async fn the_page_modules_own_listeners_tell_the_worker_of_pagehide_hidden_visib
     let _serial = serial().await;
     let mut server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
-    browser.deny_background_sync(&server.url()).await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    // A 10 min backoff keeps the worker's own retry timer out of the way (as above).
-    assert_eq!(
-        register_client(
-            &page,
-            "{ retry: { baseDelayMs: 600000, maxDelayMs: 600000 } }"
-        )
-        .await?,
-        "worker"
-    );
-    wait_for_controller(&page).await?;
-    assert_no_background_sync(&page).await?;
+    let page = page_under_a_long_backoff(&browser, &server).await?;
     let client_id = client_id_of(&page).await?;
     eval(&page, RECORD_POSTS_JS).await?;
 
