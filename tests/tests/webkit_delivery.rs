@@ -1,8 +1,13 @@
 //! Delivery in WebKitGTK (Safari's engine; MiniBrowser through WebKitWebDriver under a virtual
 //! display): a browser with service workers and no Background Sync, run through the same
-//! scenarios as Firefox ESR (`tests/src/driver_scenarios.rs`).
+//! scenarios as Firefox ESR (`tests/src/driver_scenarios.rs`): a live worker after an outage, a
+//! next visit after the tab closed, RangerPlex's captured calls replayed after the tab closed, a
+//! poison request dead-lettered then retried and discarded. Not here: a browser restart
+//! (MiniBrowser keeps website data for one session only) and a full quota.
 
 use rangersync_e2e::driver_scenarios::{
+    a_request_the_api_always_fails_is_dead_lettered_then_retried_and_discarded,
+    captured_calls_are_replayed_in_order_once_after_the_tab_closes,
     live_worker_delivers_after_an_outage, next_visit_delivers_after_the_tab_closed,
 };
 use rangersync_e2e::webkit::WebKit;
@@ -23,5 +28,28 @@ async fn webkit_after_the_tab_closes_a_write_arrives_exactly_once_when_the_worke
     let _serial = serial().await;
     let webkit = WebKit::launch().await?;
     next_visit_delivers_after_the_tab_closed(&webkit, webkit.version()).await?;
+    webkit.close().await
+}
+
+#[tokio::test]
+async fn webkit_captured_calls_to_an_api_that_is_down_are_queued_and_replayed_in_order_once_after_the_tab_closes(
+) -> Result {
+    let _serial = serial().await;
+    let webkit = WebKit::launch().await?;
+    captured_calls_are_replayed_in_order_once_after_the_tab_closes(&webkit, webkit.version())
+        .await?;
+    webkit.close().await
+}
+
+#[tokio::test]
+async fn webkit_a_request_the_api_fails_every_time_is_dead_lettered_and_the_others_arrive_then_retry_and_discard_work(
+) -> Result {
+    let _serial = serial().await;
+    let webkit = WebKit::launch().await?;
+    a_request_the_api_always_fails_is_dead_lettered_then_retried_and_discarded(
+        &webkit,
+        webkit.version(),
+    )
+    .await?;
     webkit.close().await
 }
