@@ -5,7 +5,7 @@
 //! - every Markdown file a doc or a Rust doc comment cites by name (`see STYLE.md`) exists;
 //! - the page module's README, which `cargo xtask pkg` ships as the npm package's README,
 //!   links only to files the package holds;
-//! - every test the README's "Guarantees and their tests" section names exists as a test
+//! - every test docs/GUARANTEES.md's "Guarantees and their tests" section names exists as a test
 //!   function (not `#[ignore]`d) in the file named before it.
 //!
 //! Each checker returns its problems as `path:line: message` lines; the tests at the bottom run
@@ -20,7 +20,10 @@ use crate::util::{self, Result};
 /// Folders never searched at any depth: generated or installed.
 const SKIPPED_NAMES: [&str; 2] = ["target", "node_modules"];
 
-/// The README heading whose bullets name the tests behind each promise.
+/// The document whose "Guarantees and their tests" section names the tests behind each promise.
+pub const GUARANTEES_FILE: &str = "docs/GUARANTEES.md";
+
+/// The heading (in [`GUARANTEES_FILE`]) whose bullets name the tests behind each promise.
 pub const GUARANTEES_HEADING: &str = "## Guarantees and their tests";
 
 /// Marks the part of a guarantee bullet that lists its tests.
@@ -44,7 +47,7 @@ pub fn run(args: &[String]) -> Result {
 }
 
 /// Every check: the repository's links and citations, the package README's links, the
-/// README's guarantee tests.
+/// guarantee tests of docs/GUARANTEES.md.
 pub fn check_all(root: &Path) -> Vec<String> {
     let mut problems = check_repository(root);
     let readme = root.join(crate::pkg::README_SOURCE);
@@ -53,7 +56,7 @@ pub fn check_all(root: &Path) -> Vec<String> {
             .into_iter()
             .map(|p| format!("{} {p}", crate::pkg::README_SOURCE)),
     );
-    problems.extend(check_guarantees(root, &read(&root.join("README.md"))));
+    problems.extend(check_guarantees(root, &read(&root.join(GUARANTEES_FILE))));
     problems
 }
 
@@ -164,14 +167,16 @@ pub fn check_package_readme(text: &str, package_files: &[String]) -> Vec<String>
     problems
 }
 
-/// Checks the README's "Guarantees and their tests" section: every bullet above its
+/// Checks docs/GUARANTEES.md's "Guarantees and their tests" section: every bullet above its
 /// "Not yet covered" sub-heading names at least one test after `Tests:`, as
 /// `` `path/to/file.rs`: `test_fn`, `other_test_fn` ``, and each such function exists in that
 /// file as a test that is not `#[ignore]`d.
 pub fn check_guarantees(root: &Path, readme: &str) -> Vec<String> {
     let lines: Vec<&str> = readme.lines().collect();
     let Some(start) = lines.iter().position(|l| l.trim() == GUARANTEES_HEADING) else {
-        return vec![format!("README.md has no `{GUARANTEES_HEADING}` section")];
+        return vec![format!(
+            "{GUARANTEES_FILE} has no `{GUARANTEES_HEADING}` section"
+        )];
     };
     let mut problems = Vec::new();
     let mut covered = true;
@@ -211,7 +216,7 @@ pub fn check_guarantees(root: &Path, readme: &str) -> Vec<String> {
     for (number, item) in items {
         let Some((_, tests)) = item.split_once(TESTS_MARKER) else {
             problems.push(format!(
-                "README.md:{number}: a covered guarantee must name its tests after `{TESTS_MARKER}` \
+                "{GUARANTEES_FILE}:{number}: a covered guarantee must name its tests after `{TESTS_MARKER}` \
                  (or move to \"Not yet covered\")"
             ));
             continue;
@@ -225,13 +230,13 @@ pub fn check_guarantees(root: &Path, readme: &str) -> Vec<String> {
             }
             let Some(path) = &file else {
                 problems.push(format!(
-                    "README.md:{number}: `{span}` comes before any `file.rs` that holds it"
+                    "{GUARANTEES_FILE}:{number}: `{span}` comes before any `file.rs` that holds it"
                 ));
                 continue;
             };
             if span.is_empty() || !span.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 problems.push(format!(
-                    "README.md:{number}: `{span}` is not a test function name"
+                    "{GUARANTEES_FILE}:{number}: `{span}` is not a test function name"
                 ));
                 continue;
             }
@@ -240,17 +245,21 @@ pub fn check_guarantees(root: &Path, readme: &str) -> Vec<String> {
                 .entry(path.clone())
                 .or_insert_with(|| std::fs::read_to_string(root.join(path)).ok());
             match source {
-                None => problems.push(format!("README.md:{number}: `{path}` does not exist")),
+                None => problems.push(format!(
+                    "{GUARANTEES_FILE}:{number}: `{path}` does not exist"
+                )),
                 Some(text) => {
                     if let Err(message) = test_fn_status(text, &span) {
-                        problems.push(format!("README.md:{number}: `{path}`: `{span}` {message}"));
+                        problems.push(format!(
+                            "{GUARANTEES_FILE}:{number}: `{path}`: `{span}` {message}"
+                        ));
                     }
                 }
             }
         }
         if named == 0 {
             problems.push(format!(
-                "README.md:{number}: no test named after `{TESTS_MARKER}`"
+                "{GUARANTEES_FILE}:{number}: no test named after `{TESTS_MARKER}`"
             ));
         }
     }
@@ -738,9 +747,9 @@ mod tests {
     }
 
     #[test]
-    fn every_test_the_readme_names_for_a_guarantee_exists_and_runs() {
+    fn every_test_docs_guarantees_names_for_a_guarantee_exists_and_runs() {
         let root = root();
-        let problems = check_guarantees(&root, &read(&root.join("README.md")));
+        let problems = check_guarantees(&root, &read(&root.join(GUARANTEES_FILE)));
         assert!(problems.is_empty(), "{}", report(&problems));
     }
 
@@ -935,12 +944,14 @@ mod tests {
         assert!(text.contains("`gone` is not a function there"), "{text}");
         assert!(text.contains("`t/b.rs` does not exist"), "{text}");
         assert!(
-            text.contains("README.md:8: a covered guarantee must name its tests"),
+            text.contains("docs/GUARANTEES.md:8: a covered guarantee must name its tests"),
             "{text}"
         );
         assert_eq!(
             check_guarantees(dir.path(), "# X\n"),
-            vec![format!("README.md has no `{GUARANTEES_HEADING}` section")]
+            vec![format!(
+                "{GUARANTEES_FILE} has no `{GUARANTEES_HEADING}` section"
+            )]
         );
     }
 }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `demo [--listen ADDR]` | builds the wasm and the server, serves the demo app until Ctrl-C |
 //! | `build` | checks/installs the wasm target and the pinned wasm-bindgen CLI, builds both wasm crates into `www/pkg`, runs `wasm-opt -Oz` when available, prints sizes |
-//! | `docs` | every relative link, anchor and cited file in the docs resolves; every test the README's "Guarantees and their tests" names exists |
+//! | `docs` | every relative link, anchor and cited file in the docs resolves; every test docs/GUARANTEES.md's "Guarantees and their tests" names exists |
 //! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker (wasm-pack), the Vite example built from the npm package, end-to-end tests in Chromium, then in Firefox ESR; a table of the fault scenarios at the end |
 //! | `pkg` | builds, then assembles the npm package in `dist/rangersync/` and packs it into `dist/rangersync.tgz` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
@@ -43,7 +43,7 @@ usage: cargo xtask <command>
 commands:
   demo [--listen ADDR]   build everything and serve the demo app (default 127.0.0.1:8787)
   build                  build the service worker and page wasm into www/pkg
-  docs                   check the docs: links, anchors, cited files, the README's guarantee tests
+  docs                   check the docs: links, anchors, cited files, the guarantee tests
   test [--repeat N] [STEP…]
                          run every check CI runs, or only some steps:
                          docs fmt clippy clippy-wasm unit browser wasm example e2e

@@ -504,7 +504,7 @@ fn webkit_tests(state: &mut State) -> Result {
 }
 
 /// The summary lines as a Markdown table: scenario, browser, writes, faults injected, lost,
-/// duplicated, time (the README keeps a copy from the last run).
+/// duplicated, time (docs/GUARANTEES.md keeps a copy from the last run).
 fn scenario_table(lines: &str) -> String {
     let mut table = String::from(
         "| scenario | browser | writes | faults injected | lost | duplicated | time |\n\
