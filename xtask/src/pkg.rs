@@ -7,7 +7,7 @@ use crate::util::{self, Result};
 /// Files copied from `www/pkg` (and the worker scripts of `www/`) into the package; the page module's
 /// `snippets/` folder is copied too (its extras loader imports `../../rangersync_page_extras.js`,
 /// so the layout must stay as wasm-bindgen wrote it).
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 15] = [
     ("www/pkg", "rangersync_page.js"),
     ("www/pkg", "rangersync_page_bg.wasm"),
     ("www/pkg", "rangersync_page.d.ts"),
@@ -21,6 +21,8 @@ const FILES: [(&str, &str); 13] = [
     ("page-client/npm", "vite.d.ts"),
     ("page-client/npm", "react.js"),
     ("page-client/npm", "react.d.ts"),
+    ("page-client/npm", "status-element.js"),
+    ("page-client/npm", "status-element.d.ts"),
 ];
 
 /// The tarball `npm pack` makes of the package, renamed without its version so that an app can
@@ -115,6 +117,7 @@ pub fn assemble() -> Result {
     ".": {{ "types": "./rangersync_page.d.ts", "default": "./rangersync_page.js" }},
     "./vite": {{ "types": "./vite.d.ts", "default": "./vite.js" }},
     "./react": {{ "types": "./react.d.ts", "default": "./react.js" }},
+    "./status-element": {{ "types": "./status-element.d.ts", "default": "./status-element.js" }},
     "./sw.js": "./sw.js",
     "./rangersync-worker.js": "./rangersync-worker.js",
     "./package.json": "./package.json"
@@ -122,7 +125,7 @@ pub fn assemble() -> Result {
   "peerDependencies": {{ "react": ">=18", "vite": ">=5" }},
   "peerDependenciesMeta": {{ "react": {{ "optional": true }}, "vite": {{ "optional": true }} }},
   "files": [{}],
-  "sideEffects": ["./sw.js", "./rangersync-worker.js", "./rangersync_sw.js"]
+  "sideEffects": ["./sw.js", "./rangersync-worker.js", "./rangersync_sw.js", "./status-element.js"]
 }}
 "#,
         files.join(", ")
