@@ -59,6 +59,7 @@ pub mod driver_scenarios;
 pub mod example;
 pub mod firefox;
 pub mod proxy;
+pub mod status_element;
 pub mod summary;
 pub mod webdriver;
 pub mod webkit;
