@@ -264,8 +264,8 @@ pub fn ensure_firefox() -> Result<Firefox> {
 }
 
 /// The Debian packages of WebKitGTK's WebDriver (with MiniBrowser) and the virtual display it
-/// needs.
-pub const WEBKIT_PACKAGES: &str = "webkit2gtk-driver xvfb";
+/// needs (`xvfb-run` calls `xauth`, which `xvfb` only recommends).
+pub const WEBKIT_PACKAGES: &str = "webkit2gtk-driver xvfb xauth";
 
 /// WebKitWebDriver and xvfb-run, for the end-to-end tests in Safari's engine.
 #[derive(Debug, Clone)]
