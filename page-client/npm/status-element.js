@@ -160,11 +160,13 @@ class RangersyncStatus extends HTMLElement {
     const client = this._client;
     try {
       const dead = await client.deadLetters();
-      if (client === this._client) this._dead = dead;
+      if (client === this._client) {
+        this._dead = dead;
+        this._renderDead();
+      }
     } catch (err) {
       console.error('rangersync-status: deadLetters() failed', err);
     }
-    this._render();
   }
 
   async _act(seq, action) {
@@ -218,7 +220,14 @@ class RangersyncStatus extends HTMLElement {
     error.hidden = !s?.last_error;
     error.textContent = s?.last_error ? `${s.last_error.code}: ${s.last_error.message}` : '';
 
-    const dead = field('dead');
+  }
+
+  /**
+   * The dead-letter list, rebuilt only when a new list is read (not on every status, which
+   * would replace the buttons under a keyboard user's focus).
+   */
+  _renderDead() {
+    const dead = this.shadowRoot.querySelector('[data-field="dead"]');
     dead.hidden = this._dead.length === 0;
     const list = dead.querySelector('ul');
     list.replaceChildren(...this._dead.map((d) => {
