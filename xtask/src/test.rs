@@ -455,20 +455,33 @@ fn firefox_tests(state: &mut State) -> Result {
         .firefox
         .clone()
         .ok_or("no Firefox (the firefox-install step did not run)")?;
+    driver_browser_tests(
+        state,
+        "firefox_",
+        &[
+            ("FIREFOX", &firefox.firefox),
+            ("GECKODRIVER", &firefox.geckodriver),
+        ],
+    )
+}
+
+/// The end-to-end test files of one WebDriver browser (`tests/tests/<prefix>*.rs`), one test
+/// at a time, against the same `www/pkg`, with the browser's tools in `tools`.
+fn driver_browser_tests(state: &mut State, prefix: &str, tools: &[(&str, &Path)]) -> Result {
     crate::build::build()?;
     let mut cargo = state.cargo_test();
     cargo.args(["-p", "rangersync-e2e"]);
-    for file in driver_test_files("firefox_")? {
+    for file in driver_test_files(prefix)? {
         cargo.args(["--test", &file]);
     }
-    state.run_tests(
-        cargo
-            .args(["--", "--test-threads=1"])
-            .env("RANGERSYNC_WWW", util::root().join("www"))
-            .env("FIREFOX", &firefox.firefox)
-            .env("GECKODRIVER", &firefox.geckodriver)
-            .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),
-    )
+    cargo
+        .args(["--", "--test-threads=1"])
+        .env("RANGERSYNC_WWW", util::root().join("www"))
+        .env(SCENARIO_SUMMARY_ENV, scenario_summary_file());
+    for (name, path) in tools {
+        cargo.env(name, path);
+    }
+    state.run_tests(&mut cargo)
 }
 
 fn webkit_install(state: &mut State) -> Result {
@@ -487,19 +500,13 @@ fn webkit_tests(state: &mut State) -> Result {
         .webkit
         .clone()
         .ok_or("no WebKit (the webkit-install step did not run)")?;
-    crate::build::build()?;
-    let mut cargo = state.cargo_test();
-    cargo.args(["-p", "rangersync-e2e"]);
-    for file in driver_test_files("webkit_")? {
-        cargo.args(["--test", &file]);
-    }
-    state.run_tests(
-        cargo
-            .args(["--", "--test-threads=1"])
-            .env("RANGERSYNC_WWW", util::root().join("www"))
-            .env("WEBKIT_WEBDRIVER", &webkit.driver)
-            .env("XVFB_RUN", &webkit.xvfb_run)
-            .env(SCENARIO_SUMMARY_ENV, scenario_summary_file()),
+    driver_browser_tests(
+        state,
+        "webkit_",
+        &[
+            ("WEBKIT_WEBDRIVER", &webkit.driver),
+            ("XVFB_RUN", &webkit.xvfb_run),
+        ],
     )
 }
 
