@@ -52,6 +52,9 @@ pub struct ServerOptions {
     /// A mutation stamped further ahead of the server's clock than this is stored and
     /// compared as stamped at the server's clock plus this.
     pub max_clock_skew_ms: i64,
+    /// Applied mutation records, tombstones and captured requests older than this many days
+    /// are pruned ([`crate::retention`]); 0 keeps everything.
+    pub retain_mutations_days: u32,
     /// How many backups `POST /api/backups` keeps per `client_id` (server exports, which
     /// have none, count as one more client); storing one more deletes the oldest.
     pub keep_backups: usize,
@@ -75,6 +78,7 @@ impl Default for ServerOptions {
             jwt_audience: None,
             test_endpoints: false,
             max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
+            retain_mutations_days: crate::retention::DEFAULT_RETAIN_DAYS,
             keep_backups: DEFAULT_KEEP_BACKUPS,
         }
     }
@@ -99,6 +103,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("jwt_audience", &self.jwt_audience)
             .field("test_endpoints", &self.test_endpoints)
             .field("max_clock_skew_ms", &self.max_clock_skew_ms)
+            .field("retain_mutations_days", &self.retain_mutations_days)
             .field("keep_backups", &self.keep_backups)
             .finish()
     }
@@ -202,6 +207,14 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS, value_parser = clap::value_parser!(i64).range(0..))]
     pub max_clock_skew_ms: i64,
 
+    /// Days the server remembers each applied (client_id, seq), tombstone and captured
+    /// request; older ones are pruned hourly. A resend of a pruned seq is still answered
+    /// `duplicate` (each client's highest pruned seq is kept); a pull from a cursor older
+    /// than a pruned tombstone gets 410 cursor_expired and the client pulls everything again.
+    /// 0 keeps everything for ever.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::retention::DEFAULT_RETAIN_DAYS, value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::retention::MAX_RETAIN_DAYS)))]
+    pub retain_mutations_days: u32,
+
     /// Backups kept per client by POST /api/backups: storing one more deletes that client's
     /// oldest, in the same transaction (server exports, with no client_id, count as one
     /// client). From 1 to 1000; re-uploading a stored backup uses no slot.
@@ -281,6 +294,7 @@ impl Cli {
             jwt_audience: self.jwt_audience,
             test_endpoints: self.test_endpoints,
             max_clock_skew_ms: self.max_clock_skew_ms,
+            retain_mutations_days: self.retain_mutations_days,
             keep_backups: self.keep_backups,
         }
     }
@@ -361,6 +375,21 @@ mod tests {
         assert_eq!(pool(&["--db-pool", "64"]), Ok(64));
         for bad in ["0", "-1", "x", "1.5"] {
             assert!(pool(&["--db-pool", bad]).is_err(), "--db-pool {bad}");
+        }
+    }
+
+    #[test]
+    fn retain_mutations_days_defaults_to_30_and_zero_keeps_everything() {
+        let days = |args: &[&str]| {
+            Cli::try_parse_from(["rangersync-server"].iter().chain(args))
+                .map(|c| c.into_options().retain_mutations_days)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(days(&[]), Ok(30));
+        assert_eq!(days(&["--retain-mutations-days", "0"]), Ok(0));
+        assert_eq!(days(&["--retain-mutations-days", "365"]), Ok(365));
+        for bad in ["-1", "36501", "a month"] {
+            assert!(days(&["--retain-mutations-days", bad]).is_err(), "{bad}");
         }
     }
 

@@ -19,6 +19,8 @@ pub mod codes {
     pub const BAD_HEADER: &str = "bad_header";
     /// The `since` cursor was not issued by this server.
     pub const INVALID_CURSOR: &str = "invalid_cursor";
+    /// The `since` cursor is older than the retention horizon: pull again from the start.
+    pub const CURSOR_EXPIRED: &str = "cursor_expired";
     /// The body is larger than the route accepts.
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     /// The request's content type is not the one the route accepts.

@@ -59,6 +59,7 @@ pub mod postgres;
 pub mod pull;
 pub mod push;
 pub mod restore;
+pub mod retention;
 pub mod sqlite;
 pub mod static_files;
 pub mod storage;
@@ -162,6 +163,7 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             .route("/api/test/stats", get(testing::stats))
             .route("/api/test/mutations", get(testing::mutations))
             .route("/api/test/reset", post(testing::reset))
+            .route("/api/test/prune", post(testing::prune))
             .route("/api/test/no-store", get(testing::no_store));
     }
     let mut app = api
@@ -320,6 +322,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
         )),
     };
     let tokens = state.auth.tokens.clone();
+    let pruner = retention::spawn_pruner(state.db.clone(), opts.retain_mutations_days);
     let app = router(state, &opts)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -338,6 +341,9 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
         });
         if let Err(e) = serve.await {
             eprintln!("rangersync-server: server error: {e}");
+        }
+        if let Some(pruner) = pruner {
+            pruner.abort();
         }
     });
     Ok(RunningServer {

@@ -42,6 +42,7 @@ use crate::db_location::redact_url;
 use crate::error::ApiError;
 use crate::push::apply_batch;
 use crate::restore::{apply_restore, RestoreOutcome};
+use crate::retention::{cursor_expired, expired, Pruned};
 use crate::storage::{
     client_owned_by_another_user, counts_text, json_text, new_backup_id, parse_counts, parse_json,
     BackupInfo, BackupStored, CapturedRow, Counters, MutationRow, MutationStatus, NewBackup,
@@ -161,6 +162,24 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE counters SET push_requests = 0, mutations_applied = 0, duplicates = 0,
                         conflicts = 0, rejected = 0;
     "#,
+    // 4: as SQLite's migration 4: retention (`crate::retention`). The newest version a
+    //    forgotten mutation made is kept in its own one-row table, not in `counters`, whose
+    //    row lock is every push's version lock.
+    r#"
+    ALTER TABLE clients ADD COLUMN pruned_through_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE user_horizons (
+        user_id                   TEXT PRIMARY KEY,
+        tombstones_pruned_through BIGINT NOT NULL
+    );
+    CREATE TABLE retention (
+        only_row       BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        pruned_version BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO retention DEFAULT VALUES;
+    CREATE INDEX mutations_by_received_at ON mutations (received_at);
+    CREATE INDEX captured_by_received_at ON captured_requests (received_at);
+    CREATE INDEX tombstones_by_version ON entities (version) WHERE deleted;
+    "#,
 ];
 
 /// The columns [`backup_info`] reads, in its order.
@@ -193,6 +212,9 @@ const RESTORE_CHUNK: usize = 2000;
 /// Instances starting together on a new database migrate one at a time under this
 /// transaction-scoped advisory lock (any constant; "rangersync" in ASCII, truncated).
 const MIGRATION_LOCK: i64 = 0x7261_6e67_6572_7379;
+
+/// Instances prune one at a time under this transaction-scoped advisory lock ("prunelck").
+const PRUNE_LOCK: i64 = 0x7072_756e_656c_636b;
 
 /// How many times a batch aborted by a deadlock or a serialization failure is tried.
 const PUSH_ATTEMPTS: u32 = 5;
@@ -326,7 +348,102 @@ impl PgStore {
                 &[&to_i64(since)?, &to_i64(limit as u64)?, &user],
             )
             .await?;
+        // Read after the changes: a pruning that committed in between shows here (and the
+        // answer is 410), one that did not left the tombstones in the rows read above.
+        let pruned_through = client
+            .query_opt(
+                "SELECT tombstones_pruned_through FROM user_horizons WHERE user_id = $1",
+                &[&user],
+            )
+            .await?
+            .map_or(0, |r| to_u64(r.get(0)));
+        if expired(since, pruned_through) {
+            return Err(cursor_expired(since, pruned_through));
+        }
         rows.iter().map(entity_of).collect()
+    }
+
+    /// See [`crate::storage::Db::prune_step`]. Instances sharing the database prune one at a
+    /// time (a step waits for another instance's to commit, then finds what is left). Mutation records are
+    /// deleted and their clients' floors raised in one transaction, so a push that no longer
+    /// finds a record sees the floor that replaced it (see [`PgTx::claim_all`]).
+    pub async fn prune_step(&self, before: Millis, limit: usize) -> Result<Pruned, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+            .await?;
+        let limit = to_i64(limit as u64)?;
+        let forgotten = tx
+            .query(
+                "DELETE FROM mutations WHERE (client_id, seq) IN (
+                     SELECT client_id, seq FROM mutations
+                     WHERE received_at < $1 AND status <> 'claimed' LIMIT $2
+                 )
+                 RETURNING client_id, seq, version",
+                &[&before, &limit],
+            )
+            .await?;
+        let mut floors: HashMap<String, i64> = HashMap::new();
+        let mut newest_version = 0i64;
+        for r in &forgotten {
+            let floor = floors.entry(r.get(0)).or_default();
+            *floor = (*floor).max(r.get(1));
+            newest_version = newest_version.max(r.get::<_, Option<i64>>(2).unwrap_or(0));
+        }
+        let (clients, seqs): (Vec<String>, Vec<i64>) = floors.into_iter().unzip();
+        tx.execute(
+            "UPDATE clients c SET pruned_through_seq = GREATEST(c.pruned_through_seq, d.seq)
+             FROM unnest($1::text[], $2::bigint[]) AS d(client_id, seq)
+             WHERE c.client_id = d.client_id",
+            &[&clients, &seqs],
+        )
+        .await?;
+        let pruned_version: i64 = tx
+            .query_one(
+                "UPDATE retention SET pruned_version = GREATEST(pruned_version, $1)
+                 RETURNING pruned_version",
+                &[&newest_version],
+            )
+            .await?
+            .get(0);
+        let buried = tx
+            .query(
+                "DELETE FROM entities WHERE (user_id, collection, key) IN (
+                     SELECT user_id, collection, key FROM entities
+                     WHERE deleted AND version > 0 AND version <= $1 LIMIT $2
+                 ) AND deleted AND version <= $1
+                 RETURNING user_id, version",
+                &[&pruned_version, &limit],
+            )
+            .await?;
+        let mut horizons: HashMap<String, i64> = HashMap::new();
+        for r in &buried {
+            let h = horizons.entry(r.get(0)).or_default();
+            *h = (*h).max(r.get(1));
+        }
+        let (users, throughs): (Vec<String>, Vec<i64>) = horizons.into_iter().unzip();
+        tx.execute(
+            "INSERT INTO user_horizons AS h (user_id, tombstones_pruned_through)
+             SELECT * FROM unnest($1::text[], $2::bigint[])
+             ON CONFLICT (user_id) DO UPDATE SET tombstones_pruned_through =
+                 GREATEST(h.tombstones_pruned_through, excluded.tombstones_pruned_through)",
+            &[&users, &throughs],
+        )
+        .await?;
+        let captured = tx
+            .execute(
+                "DELETE FROM captured_requests WHERE id IN (
+                     SELECT id FROM captured_requests WHERE received_at < $1 LIMIT $2
+                 )",
+                &[&before, &limit],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            mutations: forgotten.len() as u64,
+            tombstones: buried.len() as u64,
+            captured,
+        })
     }
 
     /// See [`crate::storage::Db::all_entities`].
@@ -634,6 +751,8 @@ impl PgStore {
                  DELETE FROM captured_requests;
                  DELETE FROM clients;
                  DELETE FROM user_counters;
+                 DELETE FROM user_horizons;
+                 UPDATE retention SET pruned_version = 0;
                  UPDATE counters SET push_requests = 0, mutations_applied = 0, duplicates = 0,
                                      conflicts = 0, rejected = 0;
                  COMMIT;",
@@ -882,9 +1001,55 @@ impl PgTx<'_> {
             .copied()
             .filter(|s| !claimed.contains(s))
             .collect();
-        if before.is_empty() {
+        if !before.is_empty() {
+            self.read_seen(client_id, &before).await?;
+        }
+        // Read after the claims and the records: a pruning that deleted a record this batch
+        // claimed again, or one it was about to read, committed its floor with the deletion.
+        let floor: i64 = match self
+            .tx
+            .query_opt(
+                "SELECT pruned_through_seq FROM clients WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await
+        {
+            Ok(row) => row.map_or(0, |r| r.get(0)),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let forgotten: Vec<i64> = seqs
+            .iter()
+            .copied()
+            .filter(|s| *s <= floor && !self.seen.contains_key(s))
+            .collect();
+        if forgotten.is_empty() {
             return Ok(());
         }
+        if let Err(e) = self
+            .tx
+            .execute(
+                "DELETE FROM mutations
+                 WHERE client_id = $1 AND seq = ANY($2) AND status = 'claimed'",
+                &[&client_id, &forgotten],
+            )
+            .await
+        {
+            return Err(self.fail(e));
+        }
+        for seq in forgotten {
+            self.seen.insert(
+                seq,
+                Seen {
+                    status: MutationStatus::Applied,
+                    reason: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The first outcomes of seqs of `client_id` that were recorded before.
+    async fn read_seen(&mut self, client_id: &str, before: &[i64]) -> Result<(), ApiError> {
         let rows = self
             .tx
             .query(

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::push::apply_batch;
 use crate::restore::{apply_restore, RestoreOutcome};
+use crate::retention::{cursor_expired, expired, Pruned};
 use crate::storage::{
     client_owned_by_another_user, counts_text, json_text, new_backup_id, parse_counts, parse_json,
     BackupInfo, BackupStored, CapturedRow, Counters, MutationRow, MutationStatus, NewBackup,
@@ -155,6 +156,20 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO user_counters SELECT 'default', name, value FROM counters WHERE name <> 'version';
     DELETE FROM counters WHERE name <> 'version';
     ",
+    // 4: retention (`crate::retention`). What pruning must remember: each client's highest
+    //    forgotten seq, each user's newest forgotten tombstone, and (in `counters`, as
+    //    `pruned_version`) the newest version a forgotten mutation made. Indexes for the
+    //    pruner's range reads.
+    "
+    ALTER TABLE clients ADD COLUMN pruned_through_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE user_horizons (
+        user_id                   TEXT PRIMARY KEY,
+        tombstones_pruned_through INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX mutations_by_received_at ON mutations (received_at);
+    CREATE INDEX captured_by_received_at ON captured_requests (received_at);
+    CREATE INDEX tombstones_by_version ON entities (version) WHERE deleted = 1;
+    ",
 ];
 
 /// The columns [`backup_info`] reads, in its order.
@@ -177,7 +192,9 @@ fn backup_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupInfo> {
     })
 }
 
-/// Counter names in the `counters` table.
+/// The `counters` row holding the newest version a pruned mutation made.
+const PRUNED_VERSION: &str = "pruned_version";
+
 /// The SQLite database; cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -435,6 +452,12 @@ impl SqliteStore {
             .await
     }
 
+    /// See [`crate::storage::Db::prune_step`].
+    pub async fn prune_step(&self, before: Millis, limit: usize) -> Result<Pruned, ApiError> {
+        self.write("", move |store| store.prune_step(before, limit))
+            .await
+    }
+
     /// See [`crate::storage::Db::wipe`].
     pub async fn wipe(&self) -> Result<(), ApiError> {
         self.write("", |store| store.wipe()).await
@@ -647,9 +670,11 @@ impl Store<'_> {
         Ok(owner == self.user)
     }
 
-    /// The first outcome of `(client_id, seq)`, if it was seen.
+    /// The first outcome of `(client_id, seq)`, if it was seen; `applied` for a seq at or
+    /// below the client's highest pruned one (its record was forgotten, see
+    /// [`crate::retention`]).
     fn seen(&self, client_id: &str, seq: u64) -> Result<Option<Seen>, ApiError> {
-        Ok(self
+        let recorded = self
             .tx
             .query_row(
                 "SELECT status, reason FROM mutations WHERE client_id = ?1 AND seq = ?2",
@@ -661,7 +686,23 @@ impl Store<'_> {
                     })
                 },
             )
-            .optional()?)
+            .optional()?;
+        if recorded.is_some() {
+            return Ok(recorded);
+        }
+        let floor: u64 = self
+            .tx
+            .query_row(
+                "SELECT pruned_through_seq FROM clients WHERE client_id = ?1",
+                params![client_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        Ok((seq <= floor).then_some(Seen {
+            status: MutationStatus::Applied,
+            reason: None,
+        }))
     }
 
     /// Record the first outcome of a mutation.
@@ -798,12 +839,115 @@ impl Store<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Up to `limit` entities whose version is greater than `since`, oldest first.
+    /// Up to `limit` entities whose version is greater than `since`, oldest first; `410
+    /// cursor_expired` when a tombstone after `since` was pruned.
     fn changes_after(&self, since: u64, limit: usize) -> Result<Vec<Entity>, ApiError> {
+        let pruned_through: u64 = self
+            .tx
+            .query_row(
+                "SELECT tombstones_pruned_through FROM user_horizons WHERE user_id = ?1",
+                params![self.user],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if expired(since, pruned_through) {
+            return Err(cursor_expired(since, pruned_through));
+        }
         self.entities_where(
             "AND version > :since ORDER BY version LIMIT :limit",
             rusqlite::named_params! {":user": self.user, ":since": since, ":limit": limit},
         )
+    }
+
+    /// One pruning step (see [`crate::retention`]): at most `limit` mutation records
+    /// received before `before` (raising their clients' floors and the pruned version), the
+    /// tombstones at or below the pruned version (raising their users' horizons), and
+    /// captured requests received before `before`.
+    fn prune_step(&self, before: Millis, limit: usize) -> Result<Pruned, ApiError> {
+        let mut old = self.tx.prepare_cached(
+            "SELECT client_id, seq, version FROM mutations WHERE received_at < ?1 LIMIT ?2",
+        )?;
+        let rows = old
+            .query_map(params![before, limit as u64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, Option<u64>>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut floors: HashMap<&str, u64> = HashMap::new();
+        let mut newest_version = 0;
+        for (client_id, seq, version) in &rows {
+            let floor = floors.entry(client_id).or_default();
+            *floor = (*floor).max(*seq);
+            newest_version = newest_version.max(version.unwrap_or(0));
+        }
+        for (client_id, floor) in &floors {
+            self.tx.execute(
+                "UPDATE clients SET pruned_through_seq = max(pruned_through_seq, ?2)
+                 WHERE client_id = ?1",
+                params![client_id, floor],
+            )?;
+        }
+        let mut forget = self
+            .tx
+            .prepare_cached("DELETE FROM mutations WHERE client_id = ?1 AND seq = ?2")?;
+        for (client_id, seq, _) in &rows {
+            forget.execute(params![client_id, seq])?;
+        }
+        let pruned_version: u64 = self.tx.query_row(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)
+             RETURNING value",
+            params![PRUNED_VERSION, newest_version],
+            |r| r.get(0),
+        )?;
+        let mut tombstones = self.tx.prepare_cached(
+            "SELECT user_id, collection, key, version FROM entities
+             WHERE deleted = 1 AND version <= ?1 LIMIT ?2",
+        )?;
+        let dead = tombstones
+            .query_map(params![pruned_version, limit as u64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut horizons: HashMap<&str, u64> = HashMap::new();
+        for (user, _, _, version) in &dead {
+            let h = horizons.entry(user).or_default();
+            *h = (*h).max(*version);
+        }
+        for (user, through) in &horizons {
+            self.tx.execute(
+                "INSERT INTO user_horizons (user_id, tombstones_pruned_through) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET tombstones_pruned_through =
+                     max(tombstones_pruned_through, excluded.tombstones_pruned_through)",
+                params![user, through],
+            )?;
+        }
+        let mut bury = self.tx.prepare_cached(
+            "DELETE FROM entities WHERE user_id = ?1 AND collection = ?2 AND key = ?3",
+        )?;
+        for (user, collection, key, _) in &dead {
+            bury.execute(params![user, collection, key])?;
+        }
+        let captured = self.tx.execute(
+            "DELETE FROM captured_requests WHERE id IN (
+                 SELECT id FROM captured_requests WHERE received_at < ?1 LIMIT ?2
+             )",
+            params![before, limit as u64],
+        )?;
+        Ok(Pruned {
+            mutations: rows.len() as u64,
+            tombstones: dead.len() as u64,
+            captured: captured as u64,
+        })
     }
 
     /// Every entity, tombstones included, by `(collection, key)`.
@@ -973,6 +1117,7 @@ impl Store<'_> {
              DELETE FROM captured_requests;
              DELETE FROM clients;
              DELETE FROM user_counters;
+             DELETE FROM user_horizons;
              DELETE FROM counters WHERE name <> 'version';",
         )?;
         Ok(())

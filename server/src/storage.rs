@@ -33,6 +33,7 @@ use crate::db_location::DbLocation;
 use crate::error::ApiError;
 use crate::postgres::PgStore;
 use crate::restore::RestoreOutcome;
+use crate::retention::Pruned;
 use crate::sqlite::SqliteStore;
 
 /// How the server answered a `(client_id, seq)` the first time it saw it.
@@ -377,7 +378,8 @@ impl Db {
     }
 
     /// Up to `limit` of `user`'s entities whose version is greater than `since`, oldest
-    /// first.
+    /// first; `410 cursor_expired` when one of `user`'s tombstones after `since` was pruned
+    /// (the feed could miss a delete).
     pub async fn changes_after(
         &self,
         user: &str,
@@ -544,6 +546,16 @@ impl Db {
         match self {
             Self::Sqlite(s) => s.mutations_of(user, client_id).await,
             Self::Postgres(p) => p.mutations_of(user, client_id).await,
+        }
+    }
+
+    /// One bounded pruning transaction (see [`crate::retention`]): at most `limit` of each of
+    /// the mutation records and captured requests received before `before` and of the
+    /// tombstones older than them, with what must be remembered of them.
+    pub async fn prune_step(&self, before: Millis, limit: usize) -> Result<Pruned, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.prune_step(before, limit).await,
+            Self::Postgres(p) => p.prune_step(before, limit).await,
         }
     }
 

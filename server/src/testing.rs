@@ -307,6 +307,27 @@ pub async fn no_store() -> Response {
         .into_response()
 }
 
+/// `POST /api/test/prune?before=MILLIS`: prune now what the hourly pruner would prune with
+/// its horizon at `before` (default: now, so everything received so far), for every user.
+pub async fn prune(
+    State(state): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<crate::retention::Pruned>, ApiError> {
+    let params = query_params(q)?;
+    let before = match params.get("before") {
+        None => crate::now_ms() + 1,
+        Some(text) => text
+            .parse::<rangersync_shared::protocol::Millis>()
+            .map_err(|_| {
+                ApiError::bad_request(
+                    codes::BAD_QUERY,
+                    format!("before must be milliseconds since the epoch (got {text:?})"),
+                )
+            })?,
+    };
+    Ok(Json(crate::retention::prune(&state.db, before).await?))
+}
+
 /// `POST /api/test/reset`.
 pub async fn reset(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.faults.clear();

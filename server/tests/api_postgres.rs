@@ -37,6 +37,8 @@ mod pull;
 mod push;
 #[path = "api/restore.rs"]
 mod restore;
+#[path = "api/retention.rs"]
+mod retention;
 #[path = "api/server.rs"]
 mod server;
 #[path = "api/users.rs"]

@@ -19,5 +19,6 @@ mod isolation;
 mod pull;
 mod push;
 mod restore;
+mod retention;
 mod server;
 mod users;
