@@ -2,6 +2,7 @@
 //! for the outbox: acknowledge, dead-letter, wait for Retry-After, back off, halve the batch,
 //! or stop and report an auth error.
 
+use crate::messages::codes::CURSOR_EXPIRED;
 use crate::protocol::{ErrorBody, Millis, PushResponse};
 use crate::retry::parse_retry_after;
 
@@ -157,7 +158,8 @@ pub fn classify_push(outcome: &HttpOutcome, batch_len: usize, now: Millis) -> Pu
 
 /// What a pull answer means: `Ok(body)` for a 2xx (the caller parses it; an unreadable one is
 /// [`pull_unreadable`]), else `Err((code, message))` for the status: `network` (no answer),
-/// `auth` (401/403), `server_error` / `unavailable` / `rate_limited` (5xx, 429), and
+/// `auth` (401/403), `server_error` / `unavailable` / `rate_limited` (5xx, 429),
+/// `cursor_expired` (410 with that code: pull again from the start, see [`crate::resync`]), and
 /// `config_error` for anything that shows `url` is not a rangersync pull route (404, 405,
 /// 415, another status the protocol never uses).
 pub fn classify_pull(outcome: HttpOutcome, url: &str) -> Result<String, (&'static str, String)> {
@@ -181,6 +183,10 @@ pub fn classify_pull(outcome: HttpOutcome, url: &str) -> Result<String, (&'stati
         503 => Err((
             "unavailable",
             format!("the server is unavailable (HTTP 503){said}"),
+        )),
+        410 if error_detail(&body).is_some_and(|d| d.code == CURSOR_EXPIRED) => Err((
+            CURSOR_EXPIRED,
+            format!("the server no longer holds the changes after the stored cursor (HTTP 410){said}"),
         )),
         408 | 500..=599 => Err((
             "server_error",
@@ -546,6 +552,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_pull_answered_410_cursor_expired_means_start_over_and_another_410_is_a_config_error() {
+        let url = "http://x/api/sync/pull?since=7&limit=500";
+        let (code, message) =
+            classify_pull(resp(410, &error_body("cursor_expired", "pull again")), url).unwrap_err();
+        assert_eq!(code, CURSOR_EXPIRED);
+        assert!(message.contains("pull again"), "{message}");
+        assert_eq!(
+            classify_pull(resp(410, "gone"), url).unwrap_err().0,
+            "config_error"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod outbox;
 pub mod protocol;
 pub mod requeue;
+pub mod resync;
 pub mod retry;
 pub mod sealed;
 pub mod snapshot;

@@ -43,6 +43,9 @@ pub mod codes {
     /// (`requeue::RequeueBlocked`); nothing was changed.
     pub const RESTORE_BLOCKED: &str = "restore_blocked";
     pub const TIMEOUT: &str = "timeout";
+    /// The server pruned deletes after the stored pull cursor (`410`): the client pulls
+    /// everything again from the start and drops what the server no longer holds.
+    pub const CURSOR_EXPIRED: &str = "cursor_expired";
     /// The server URL does not lead to a rangersync sync endpoint (404, 405, 415, an HTML or
     /// non-protocol answer), or the stored configuration cannot be read: nothing is sent and
     /// nothing is dead-lettered until it answers properly or a page sends a valid config.

@@ -70,6 +70,9 @@ pub mod meta {
     /// The key server backups are encrypted with: `{ key, salt, iterations }`, `key` a
     /// non-extractable AES-GCM `CryptoKey` (the passphrase itself is never stored).
     pub const BACKUP_KEY: &str = "backup_key";
+    /// The epoch of the full re-pull under way after `410 cursor_expired`
+    /// (`shared::resync`); absent when none is.
+    pub const RESYNC: &str = "resync";
 }
 
 /// A seq as an IndexedDB key: a JS number (a BigInt is not a valid key).

@@ -184,6 +184,9 @@ pub struct EntityRecord {
     pub version: u64,
     #[serde(default)]
     pub pending: bool,
+    /// The full re-pull that last brought this record (`rangersync_shared::resync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<u64>,
 }
 
 impl EntityRecord {
@@ -208,6 +211,7 @@ impl EntityRecord {
             updated_at,
             version,
             pending: true,
+            resync: None,
         }
     }
 
@@ -1065,6 +1069,7 @@ impl Store {
                         updated_at: cur.updated_at,
                         version: cur.version,
                         pending: false,
+                        resync: None,
                     })
                 }
                 (_, Some(e)) if refused && remaining == 0 && e.version == 0 => {
@@ -1123,6 +1128,7 @@ impl Store {
         &self,
         changes: &[Entity],
         cursor: &str,
+        resync: Option<u64>,
     ) -> Result<(Vec<(String, String)>, bool)> {
         let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
         let (m, entities) = (tx.store(META)?, tx.store(ENTITIES)?);
@@ -1144,9 +1150,11 @@ impl Store {
                 skipped = true;
                 continue;
             }
-            if prev.as_ref().is_some_and(|p| {
+            let same = prev.as_ref().is_some_and(|p| {
                 p.version == ch.version && p.value == ch.value && p.deleted == ch.deleted
-            }) {
+            });
+            // A re-pull marks even an unchanged record: it shows the server still holds it.
+            if same && (resync.is_none() || prev.as_ref().is_some_and(|p| p.resync == resync)) {
                 continue;
             }
             let e = EntityRecord {
@@ -1157,9 +1165,12 @@ impl Store {
                 updated_at: ch.updated_at,
                 version: ch.version,
                 pending: false,
+                resync: resync.or_else(|| prev.as_ref().and_then(|p| p.resync)),
             };
             issue(entities.put(&to_js(&e)?))?;
-            changed.push((ch.collection.clone(), ch.key.clone()));
+            if !same {
+                changed.push((ch.collection.clone(), ch.key.clone()));
+            }
         }
         if !skipped {
             issue(m.put_with_key(&cursor.into(), &meta::CURSOR.into()))?;
@@ -1296,11 +1307,66 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn cursor(&self) -> Result<String> {
+    /// The stored pull cursor, and the epoch of the full re-pull under way, if any.
+    pub async fn pull_position(&self) -> Result<(String, Option<u64>)> {
         let tx = Tx::new(&self.db, &[META], false)?;
-        let v = req(tx.store(META)?.get(&meta::CURSOR.into())).await?;
+        let m = tx.store(META)?;
+        let cursor = req(m.get(&meta::CURSOR.into())).await?;
+        let resync = req(m.get(&meta::RESYNC.into())).await?;
         tx.commit().await?;
-        Ok(v.as_string().unwrap_or_default())
+        Ok((cursor.as_string().unwrap_or_default(), as_u64(&resync)))
+    }
+
+    /// Start a full re-pull (`rangersync_shared::resync`): the cursor goes back to the start
+    /// and the epoch is stored; returns it.
+    pub async fn begin_resync(&self, now: Millis) -> Result<u64> {
+        let tx = Tx::new(&self.db, &[META], true)?;
+        let m = tx.store(META)?;
+        let previous = as_u64(&req(m.get(&meta::RESYNC.into())).await?).unwrap_or(0);
+        let epoch = rangersync_shared::resync::new_epoch(now, previous);
+        issue(m.put_with_key(&JsValue::from_f64(epoch as f64), &meta::RESYNC.into()))?;
+        issue(m.put_with_key(&"".into(), &meta::CURSOR.into()))?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    /// End the full re-pull of `epoch` after its last page: drop every local entity record it
+    /// did not bring and no write waits for (the server no longer holds it), in one
+    /// transaction with forgetting the epoch. Returns the dropped entities.
+    pub async fn finish_resync(&self, epoch: u64) -> Result<Vec<(String, String)>> {
+        let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
+        let entities = tx.store(ENTITIES)?;
+        let mut dropped = Vec::new();
+        let mut after: Option<JsValue> = None;
+        loop {
+            let range = match &after {
+                None => JsValue::UNDEFINED,
+                Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
+                    .map_err(|e| SwError::from_js(&e))?
+                    .into(),
+            };
+            let page =
+                Array::from(&req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?);
+            let n = page.length();
+            for raw in page.iter() {
+                // A record that cannot be read is left for the export to name.
+                let Ok(r) = from_js::<EntityRecord>(raw) else {
+                    continue;
+                };
+                let key = entity_key(&r.collection, &r.key);
+                if rangersync_shared::resync::dropped_at_end(r.pending, r.resync, epoch) {
+                    issue(entities.delete(&key))?;
+                    dropped.push((r.collection, r.key));
+                }
+                after = Some(key);
+            }
+            if n < EXPORT_PAGE {
+                break;
+            }
+        }
+        issue(tx.store(META)?.delete(&meta::RESYNC.into()))?;
+        tx.commit().await?;
+        Ok(dropped)
     }
 
     /// `(outbox entries, dead letters)`.

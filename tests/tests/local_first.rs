@@ -232,3 +232,110 @@ async fn a_write_that_loses_a_conflict_takes_the_servers_value_and_tells_the_pag
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn after_the_server_pruned_a_delete_the_next_pull_starts_over_and_drops_what_the_server_no_longer_holds(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        "worker"
+    );
+    eval(&page, "client.put('notes', 'kept', { n: 1 })").await?;
+    eval(&page, "client.put('notes', 'gone', { n: 2 })").await?;
+    wait_until("both are delivered", Duration::from_secs(30), || async {
+        let listed = eval(&page, "client.flush().then(() => client.list('notes'))").await?;
+        let items = listed.as_array().cloned().unwrap_or_default();
+        Ok((items.len() == 2 && items.iter().all(|i| i["pending"] == false)).then_some(()))
+    })
+    .await?;
+
+    // The page pulls nothing more while another device deletes `gone` and writes `fresh`,
+    // and the server prunes: the tombstone of `gone` is forgotten.
+    server
+        .add_faults(json!([{ "path": "/api/sync/pull", "status": 503, "times": 100000 }]))
+        .await?;
+    let now = eval(&page, "Date.now()")
+        .await?
+        .as_u64()
+        .ok_or("no clock")?;
+    let other = server
+        .post_json(
+            "/api/sync/push",
+            &json!({
+                "client_id": "other-client",
+                "mutations": [
+                    { "client_id": "other-client", "seq": 1, "collection": "notes", "key": "gone",
+                      "op": "delete", "value": null, "updated_at": now + 1000 },
+                    { "client_id": "other-client", "seq": 2, "collection": "notes", "key": "fresh",
+                      "op": "put", "value": { "n": 3 }, "updated_at": now + 1000 },
+                ],
+            }),
+        )
+        .await?;
+    assert_eq!(other["results"][0]["status"], "applied", "{other}");
+    let pruned = server.post_json("/api/test/prune", &json!({})).await?;
+    assert_eq!(pruned["tombstones"], 1, "{pruned}");
+    // A write of this page goes out (pushes still work) while its pulls fail.
+    eval(&page, "client.put('notes', 'mine', { n: 4 })").await?;
+    wait_until("mine is delivered", Duration::from_secs(30), || async {
+        let listed = eval(&page, "client.flush().then(() => client.list('notes'))").await?;
+        let items = listed.as_array().cloned().unwrap_or_default();
+        Ok(items
+            .iter()
+            .any(|i| i["key"] == "mine" && i["pending"] == false)
+            .then_some(()))
+    })
+    .await?;
+    eval(&page, "window.changes = []").await?;
+
+    // Pulls work again: the stored cursor is before the pruned delete (410), so the worker
+    // pulls everything again and drops `gone`, which the server no longer holds.
+    server.clear_faults().await?;
+    let keys = wait_until(
+        "the local copy is the server's",
+        Duration::from_secs(30),
+        || async {
+            let listed = eval(&page, "client.flush().then(() => client.list('notes'))").await?;
+            let mut keys: Vec<String> = listed
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| i["key"].as_str().map(str::to_owned))
+                .collect();
+            keys.sort();
+            Ok((keys == ["fresh", "kept", "mine"]).then_some(keys))
+        },
+    )
+    .await?;
+    println!("after the re-pull: {keys:?}");
+    let gone = eval(
+        &page,
+        "client.get('notes', 'gone').then(v => v ?? 'absent')",
+    )
+    .await?;
+    assert_eq!(gone, "absent");
+    wait_until(
+        "the page is told gone changed",
+        Duration::from_secs(10),
+        || async {
+            let changes = eval(&page, "window.changes").await?;
+            let told = changes
+                .as_array()
+                .is_some_and(|c| c.iter().any(|x| x == "notes/gone"));
+            Ok(told.then_some(()))
+        },
+    )
+    .await?;
+    let status = eval(&page, "client.status()").await?;
+    assert!(
+        status["last_error"].is_null(),
+        "the 410 is no error for the app: {status}"
+    );
+    browser.close().await?;
+    Ok(())
+}
