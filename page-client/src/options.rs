@@ -91,6 +91,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "captureMaxBodyBytes",
     "localOnly",
     "excludeFromBackup",
+    "deadLetterRetentionDays",
     "backupEncryption",
     "captureCredentials",
     "controllerTimeoutMs",
@@ -188,6 +189,10 @@ impl ClientOptions {
         let backup_encryption = parse_backup_encryption(map.get("backupEncryption"))?;
         let local_only = opt_collections(map, "localOnly")?;
         let exclude_from_backup = opt_collections(map, "excludeFromBackup")?;
+        let dead_letter_retention_days = match opt_integer(map, "deadLetterRetentionDays")? {
+            None => defaults.dead_letter_retention_days,
+            Some(days) => u32::try_from(days).unwrap_or(u32::MAX),
+        };
         let retry = parse_retry(map.get("retry"))?;
         let force_page_mode = match map.get("forcePageMode") {
             None | Some(Value::Null) => false,
@@ -215,6 +220,7 @@ impl ClientOptions {
             local_only,
             exclude_from_backup,
             backup_encryption: backup_encryption.is_some(),
+            dead_letter_retention_days,
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.

@@ -19,6 +19,10 @@
 //!
 //! `last_exported_at` (a snapshot was built) and `last_backup_at` (the server answered that it
 //! holds a verified copy) are kept apart: only the second makes a backup "done".
+//!
+//! Dead letters are kept until a backup the server holds has them: then those that died more
+//! than `dead_letter_retention_days` before it was taken are removed ([`dead_letters_let_go`]),
+//! so an old one leaves the device only into a backup, never silently.
 
 use serde::{Deserialize, Serialize};
 
@@ -299,9 +303,47 @@ pub fn classify_upload(
     ))
 }
 
+/// The seqs of the dead letters a stored backup lets the device forget: those it holds
+/// (`in_backup`) that died more than `retention_days` before it was taken at `exported_at`.
+/// `0` days keeps every one.
+pub fn dead_letters_let_go(
+    in_backup: &[crate::snapshot::DeadLetterCopy],
+    exported_at: Millis,
+    retention_days: u32,
+) -> Vec<u64> {
+    if retention_days == 0 {
+        return Vec::new();
+    }
+    let horizon =
+        exported_at.saturating_sub(Millis::from(retention_days).saturating_mul(86_400_000));
+    in_backup
+        .iter()
+        .filter(|d| d.dead_at < horizon)
+        .map(|d| d.seq)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dead_letters_in_the_backup_and_older_than_the_retention_go() {
+        let day = 86_400_000;
+        let letter = |seq, dead_at| crate::snapshot::DeadLetterCopy {
+            seq,
+            reason: "rejected".into(),
+            dead_at,
+            attempts: 1,
+            record: serde_json::Value::Null,
+            redacted: Vec::new(),
+        };
+        let now = 1_000 * day;
+        let held = [letter(1, now - 91 * day), letter(2, now - 89 * day)];
+        assert_eq!(dead_letters_let_go(&held, now, 90), vec![1]);
+        assert!(dead_letters_let_go(&held, now, 0).is_empty(), "0 keeps all");
+        assert!(dead_letters_let_go(&[], now, 90).is_empty());
+    }
     use crate::retry::SplitMix64;
 
     const MIN: Millis = 60_000;

@@ -103,6 +103,11 @@ pub const DEFAULT_CAPTURE_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// IndexedDB transaction and a snapshot can carry).
 pub const MAX_CAPTURE_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Default `dead_letter_retention_days`.
+pub const DEFAULT_DEAD_LETTER_RETENTION_DAYS: u32 = 90;
+/// The most `dead_letter_retention_days` may be set to (about 100 years).
+pub const MAX_DEAD_LETTER_RETENTION_DAYS: u32 = 36_500;
+
 /// Configuration set by the page and persisted by the worker in `meta`,
 /// so the worker can sync with no page open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +144,9 @@ pub struct Config {
     /// Server backups are encrypted (`backupEncryption`): none is uploaded in clear, even
     /// before a page has given the passphrase.
     pub backup_encryption: bool,
+    /// Dead letters that died more than this many days before a backup the server stored are
+    /// removed after it (they leave the device only into a backup); `0` keeps them all.
+    pub dead_letter_retention_days: u32,
 }
 
 impl Default for Config {
@@ -156,6 +164,7 @@ impl Default for Config {
             local_only: Vec::new(),
             exclude_from_backup: Vec::new(),
             backup_encryption: false,
+            dead_letter_retention_days: DEFAULT_DEAD_LETTER_RETENTION_DAYS,
         }
     }
 }
@@ -239,6 +248,12 @@ impl Config {
                 crate::validate::validate_collection(collection)
                     .map_err(|e| format!("{name}: {e}"))?;
             }
+        }
+        if self.dead_letter_retention_days > MAX_DEAD_LETTER_RETENTION_DAYS {
+            return Err(format!(
+                "dead_letter_retention_days must be 0..={MAX_DEAD_LETTER_RETENTION_DAYS} (got {})",
+                self.dead_letter_retention_days
+            ));
         }
         if !(1..=MAX_CAPTURE_MAX_BODY_BYTES).contains(&self.capture_max_body_bytes) {
             return Err(format!(
@@ -685,6 +700,7 @@ mod tests {
         bad(&|c| c.request_timeout_ms = 99);
         bad(&|c| c.request_timeout_ms = 600_001);
         bad(&|c| c.capture_max_body_bytes = 0);
+        bad(&|c| c.dead_letter_retention_days = MAX_DEAD_LETTER_RETENTION_DAYS + 1);
         bad(&|c| c.capture_max_body_bytes = MAX_CAPTURE_MAX_BODY_BYTES + 1);
         bad(&|c| c.server_url = "ftp://x".into());
         bad(&|c| c.server_url = "http://".into());

@@ -1490,6 +1490,33 @@ impl Store {
             .collect())
     }
 
+    /// Forget the dead letters `seqs` (those a stored backup holds, see
+    /// `rangersync_shared::backup::dead_letters_let_go`) in one transaction. Returns how many
+    /// were there, with their entities.
+    pub async fn remove_dead(&self, seqs: &[u64]) -> Result<(u64, Vec<(String, String)>)> {
+        let tx = Tx::new(&self.db, &[DEAD], true)?;
+        let store = tx.store(DEAD)?;
+        let mut removed = 0;
+        let mut entities = Vec::new();
+        for &seq in seqs {
+            let v = req(store.get(&seq_key(seq))).await?;
+            if v.is_undefined() {
+                continue;
+            }
+            if let Some(entity) = from_js::<DeadRecord>(v)
+                .ok()
+                .and_then(|d| serde_json::from_value::<OutboxRecord>(d.record).ok())
+                .and_then(|r| r.entity())
+            {
+                entities.push(entity);
+            }
+            issue(store.delete(&seq_key(seq)))?;
+            removed += 1;
+        }
+        tx.commit().await?;
+        Ok((removed, entities))
+    }
+
     /// Forget a dead letter. Returns its entity (`None` inside for a captured request), or
     /// `None` when there is no such letter.
     pub async fn discard_dead(&self, seq: u64) -> Result<Option<Option<(String, String)>>> {

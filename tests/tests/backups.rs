@@ -990,3 +990,113 @@ async fn a_backup_encrypted_with_the_apps_crypto_key_restores_after_clear_site_d
     browser.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dead_letter_older_than_the_retention_leaves_the_device_only_into_a_stored_backup(
+) -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register_client(
+            &page,
+            "{ exportIntervalMs: 0, deadLetterRetentionDays: 30 }"
+        )
+        .await?,
+        "worker"
+    );
+    let client_id = client_id_of(&page).await?;
+    for (n, key) in ["old", "recent"].iter().enumerate() {
+        server
+            .add_faults(json!([{ "path": "/api/sync/push", "method": "POST", "status": 422,
+                "body": "{\"error\":{\"code\":\"invalid_value\",\"message\":\"refused by the test\"}}" }]))
+            .await?;
+        eval(
+            &page,
+            &format!("client.put('notes', '{key}', {{ n: {n} }})"),
+        )
+        .await?;
+        wait_until(
+            "the refused write is dead",
+            Duration::from_secs(30),
+            || async {
+                eval(&page, "client.flush()").await?;
+                let s = eval(&page, "client.status()").await?;
+                Ok((s["dead"] == n + 1).then_some(()))
+            },
+        )
+        .await?;
+    }
+    // `old` died 31 days ago (its record aged in the worker's own IndexedDB).
+    let aged = eval(
+        &page,
+        "new Promise((resolve, reject) => {
+           const open = indexedDB.open('rangersync');
+           open.onerror = () => reject(open.error);
+           open.onsuccess = () => {
+             const db = open.result;
+             const tx = db.transaction('dead', 'readwrite');
+             const store = tx.objectStore('dead');
+             const all = store.getAll();
+             let seq = null;
+             all.onsuccess = () => {
+               for (const d of all.result) {
+                 if (d.record.key === 'old') {
+                   d.dead_at = Date.now() - 31 * 86400000;
+                   seq = d.seq;
+                   store.put(d);
+                 }
+               }
+             };
+             tx.oncomplete = () => { db.close(); resolve(seq); };
+             tx.onerror = () => reject(tx.error);
+           };
+         })",
+    )
+    .await?;
+    let old_seq = aged
+        .as_u64()
+        .ok_or_else(|| format!("no dead letter of old: {aged}"))?;
+
+    // A backup the server does not store lets nothing go.
+    server
+        .add_faults(json!([{ "path": "/api/backups", "method": "POST", "status": 500 }]))
+        .await?;
+    let failed = eval(
+        &page,
+        "client.backupNow().then(() => 'stored', e => e.code)",
+    )
+    .await?;
+    assert_ne!(failed, "stored");
+    assert_eq!(eval(&page, "client.status()").await?["dead"], 2);
+
+    // A stored one holds both; then only the old one leaves the device.
+    let id = backup_now(&page).await?;
+    let list = backups_of(&server, &client_id).await?;
+    let info = list
+        .iter()
+        .find(|b| b["id"] == id.as_str())
+        .ok_or("the backup is listed")?;
+    let snap = verified_backup(&server, info).await?;
+    let in_backup: Vec<u64> = snap.dead.iter().map(|d| d.seq).collect();
+    assert!(
+        in_backup.contains(&old_seq),
+        "the backup holds it: {in_backup:?}"
+    );
+    assert_eq!(in_backup.len(), 2, "{in_backup:?}");
+    let dead = wait_until(
+        "the old dead letter is let go",
+        Duration::from_secs(10),
+        || async {
+            let dead = eval(&page, "client.deadLetters()").await?;
+            let left = dead.as_array().cloned().unwrap_or_default();
+            Ok((left.len() == 1).then_some(left))
+        },
+    )
+    .await?;
+    assert_eq!(dead[0]["key"], "recent", "{dead:?}");
+    assert_eq!(eval(&page, "client.status()").await?["dead"], 1);
+    browser.close().await?;
+    Ok(())
+}

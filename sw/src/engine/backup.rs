@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-use rangersync_shared::backup::{BackupAction, BackupTrigger, UploadResult};
+use rangersync_shared::backup::{dead_letters_let_go, BackupAction, BackupTrigger, UploadResult};
 use rangersync_shared::capture::{redact, redact_record, secret_headers_for, split_url};
 use rangersync_shared::classify::HttpOutcome;
 use rangersync_shared::messages::{codes, ExportFormat};
@@ -288,6 +288,7 @@ impl Engine {
         );
         match result {
             UploadResult::Stored => {
+                self.let_go_of_backed_up_dead_letters(&snap).await;
                 let body = match &outcome {
                     HttpOutcome::Response { body, .. } => {
                         serde_json::from_str(body).unwrap_or(Value::Null)
@@ -308,6 +309,27 @@ impl Engine {
                     .map_or_else(String::new, |f| f.error.message.clone());
                 Err(ErrorDetail { code, message })
             }
+        }
+    }
+
+    /// The server holds `snap`: remove the dead letters in it that are older than
+    /// `dead_letter_retention_days` (they leave the device only into a backup).
+    async fn let_go_of_backed_up_dead_letters(&self, snap: &snapshot::Snapshot) {
+        let days = self.config.borrow().dead_letter_retention_days;
+        let seqs = dead_letters_let_go(&snap.dead, snap.exported_at, days);
+        if seqs.is_empty() {
+            return;
+        }
+        match self.store.remove_dead(&seqs).await {
+            Ok((removed, entities)) => {
+                self.update_counts(|c| c.dead = c.dead.saturating_sub(removed));
+                for (collection, key) in entities {
+                    self.broadcast_change(&collection, &key);
+                }
+            }
+            Err(e) => js::log(&format!(
+                "the dead letters kept in the backup could not be removed: {e}"
+            )),
         }
     }
 
