@@ -1,5 +1,6 @@
 //! Test endpoints, mounted only with `--test-endpoints` (else every `/api/test/*` is `404`):
-//! fault injection, delivery counts and the recorded mutations of a client, and a reset.
+//! fault injection, delivery counts and the recorded mutations of a client, pruning now, and a
+//! reset.
 //!
 //! - `POST /api/test/faults` `{"rules":[{"path","method"?,"status"?,"retry_after"?,"body"?,
 //!   "times"?,"delay_ms"?}]}` appends rules (FIFO per path). A request to `path` (and
@@ -14,6 +15,8 @@
 //!   "rejected","faults_served","captured":[{"path","idempotency_key","body"}]}`.
 //! - `GET /api/test/mutations?client_id=X`: every recorded `(client_id, seq)` of that client
 //!   (applied, conflict or rejected) in seq order.
+//! - `POST /api/test/prune?before=MILLIS`: prunes now, for every user, what the hourly pruner
+//!   prunes with its horizon at `before` (default: now); answers what it removed.
 //! - `POST /api/test/reset`: wipes every table (the version counter keeps growing) and the
 //!   fault rules.
 //! - `GET /api/test/no-store`: a small text page sent with `Cache-Control: no-store`, which
