@@ -164,6 +164,43 @@ pub async fn live_worker_delivers_after_an_outage(
     .await
 }
 
+/// Writes queued with the server down for `outage` (longer than the browser's idle timeout
+/// for a service worker, `idle` says how long that is) with the default backoff, so the next
+/// retry is far beyond the outage; the page stays open and idle, and the test only watches
+/// the server: whatever wakes the worker (its timer, a restart) delivers each write once.
+pub async fn an_idle_page_delivers_after_an_outage_past_the_idle_timeout(
+    browser: &Session,
+    version: &str,
+    log_tail: impl Fn() -> String,
+    outage: Duration,
+    idle: &str,
+) -> Result {
+    let started = Instant::now();
+    let mut server = TestServer::start().await?;
+    println!("browser: {version}");
+    let client_id = register_with(browser, &server, "{}").await?;
+
+    server.stop().await;
+    let acked = write(browser, "idle").await?;
+    tokio::time::sleep(outage).await;
+    server.restart().await?;
+    let back = Instant::now();
+    wait_for_all_or_show_log(log_tail, &server, &client_id, back).await?;
+    check_and_record(
+        &server,
+        &client_id,
+        &acked,
+        &format!(
+            "server down {} s (past the worker's idle timeout, {idle}), idle page open",
+            outage.as_secs()
+        ),
+        version,
+        1,
+        started,
+    )
+    .await
+}
+
 /// Writes queued with the server down, the tab closed, the server back: the next visit
 /// starts the worker, whose start flushes. (Whether the worker delivered while no page was
 /// open is printed: it depends on how soon the browser stops an idle worker.)

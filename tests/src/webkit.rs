@@ -57,6 +57,15 @@ pub struct WebKit {
 impl WebKit {
     /// Starts the driver under a virtual display and opens a session.
     pub async fn launch() -> Result<WebKit> {
+        Self::launch_with(&[]).await
+    }
+
+    /// [`WebKit::launch`] in private browsing (MiniBrowser's `--private`).
+    pub async fn launch_private() -> Result<WebKit> {
+        Self::launch_with(&["--private"]).await
+    }
+
+    async fn launch_with(browser_args: &[&str]) -> Result<WebKit> {
         let launched = Instant::now();
         let driver_path = tool("WEBKIT_WEBDRIVER", "/usr/bin/WebKitWebDriver")?;
         let xvfb_run = tool("XVFB_RUN", "/usr/bin/xvfb-run")?;
@@ -91,10 +100,13 @@ impl WebKit {
             .wait_for_driver("WebKitWebDriver")
             .await
             .map_err(|e| format!("{e}\n{}", webkit.log_tail()))?;
+        let args: Vec<&str> = std::iter::once("--automation")
+            .chain(browser_args.iter().copied())
+            .collect();
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
                 "timeouts": { "script": 120_000, "pageLoad": 60_000 },
-                "webkitgtk:browserOptions": { "args": ["--automation"] },
+                "webkitgtk:browserOptions": { "args": args },
             }},
         });
         let started = webkit.session.start(capabilities).await.map_err(|e| {

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use rangersync_e2e::driver_scenarios::{
     a_request_the_api_always_fails_is_dead_lettered_then_retried_and_discarded,
+    an_idle_page_delivers_after_an_outage_past_the_idle_timeout,
     captured_calls_are_replayed_in_order_once_after_the_tab_closes, check_and_record,
     live_worker_delivers_after_an_outage, next_visit_delivers_after_the_tab_closed, register,
-    register_with, wait_for_all, wait_for_all_or_show_log, write, WRITES,
+    wait_for_all, write, WRITES,
 };
 use rangersync_e2e::firefox::Firefox;
 use rangersync_e2e::{bare_page_url, serial, wait_until, Result, TestServer};
@@ -115,35 +116,17 @@ async fn firefox_after_the_browser_is_killed_a_write_arrives_exactly_once() -> R
 async fn firefox_an_idle_page_delivers_once_the_server_is_back_from_an_outage_longer_than_the_worker_idle_timeout(
 ) -> Result {
     let _serial = serial().await;
-    let started = Instant::now();
-    let mut server = TestServer::start().await?;
-    // Firefox's own idle timeout (30 s): no pref changed.
+    // Firefox's own idle timeout: no pref changed.
     let firefox = Firefox::launch().await?;
-    println!("browser: {}", firefox.version());
-    // The default backoff: after a few failures the next retry is far beyond the outage.
-    let client_id = register_with(&firefox, &server, "{}").await?;
-
-    server.stop().await;
-    let acked = write(&firefox, "idle").await?;
-    // The page stays open and idle; the worker has nothing to do but wait for its timer, and
-    // Firefox stops it once it has been idle for 30 s.
-    tokio::time::sleep(Duration::from_secs(35)).await;
-    server.restart().await?;
-    let back = Instant::now();
-    // No page call from here on: the test only watches the server.
-    wait_for_all_or_show_log(|| firefox.log_tail(), &server, &client_id, back).await?;
-    check_and_record(
-        &server,
-        &client_id,
-        &acked,
-        "server down 35 s (past the worker's idle timeout), idle page open",
+    an_idle_page_delivers_after_an_outage_past_the_idle_timeout(
+        &firefox,
         firefox.version(),
-        1,
-        started,
+        || firefox.log_tail(),
+        Duration::from_secs(35),
+        "30 s in Firefox",
     )
     .await?;
-    firefox.close().await?;
-    Ok(())
+    firefox.close().await
 }
 
 #[tokio::test]

@@ -1,12 +1,16 @@
 //! Delivery in WebKitGTK (Safari's engine; MiniBrowser through WebKitWebDriver under a virtual
 //! display): a browser with service workers and no Background Sync, run through the same
 //! scenarios as Firefox ESR (`tests/src/driver_scenarios.rs`): a live worker after an outage, a
-//! next visit after the tab closed, RangerPlex's captured calls replayed after the tab closed, a
-//! poison request dead-lettered then retried and discarded. Not here: a browser restart
-//! (MiniBrowser keeps website data for one session only) and a full quota.
+//! next visit after the tab closed, an idle page through a 45 s outage, RangerPlex's captured
+//! calls replayed after the tab closed, a poison request dead-lettered then retried and
+//! discarded, and an outage in private browsing. Not here: a browser restart (MiniBrowser keeps
+//! website data for one session only) and a full quota (nothing here can lower WebKit's).
+
+use std::time::Duration;
 
 use rangersync_e2e::driver_scenarios::{
     a_request_the_api_always_fails_is_dead_lettered_then_retried_and_discarded,
+    an_idle_page_delivers_after_an_outage_past_the_idle_timeout,
     captured_calls_are_replayed_in_order_once_after_the_tab_closes,
     live_worker_delivers_after_an_outage, next_visit_delivers_after_the_tab_closed,
 };
@@ -51,5 +55,29 @@ async fn webkit_a_request_the_api_fails_every_time_is_dead_lettered_and_the_othe
         webkit.version(),
     )
     .await?;
+    webkit.close().await
+}
+
+#[tokio::test]
+async fn webkit_an_idle_page_delivers_once_the_server_is_back_from_a_45_s_outage() -> Result {
+    let _serial = serial().await;
+    let webkit = WebKit::launch().await?;
+    an_idle_page_delivers_after_an_outage_past_the_idle_timeout(
+        &webkit,
+        webkit.version(),
+        || webkit.log_tail(),
+        Duration::from_secs(45),
+        "not observable through WebDriver in WebKit",
+    )
+    .await?;
+    webkit.close().await
+}
+
+#[tokio::test]
+async fn webkit_in_private_browsing_a_write_made_while_the_server_is_down_arrives_exactly_once(
+) -> Result {
+    let _serial = serial().await;
+    let webkit = WebKit::launch_private().await?;
+    live_worker_delivers_after_an_outage(&webkit, webkit.version(), || webkit.log_tail()).await?;
     webkit.close().await
 }
