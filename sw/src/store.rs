@@ -1191,14 +1191,7 @@ impl Store {
         let entities = tx.store(ENTITIES)?;
         let mut after: Option<JsValue> = None;
         loop {
-            let range = match &after {
-                None => JsValue::UNDEFINED,
-                Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
-                    .map_err(|e| SwError::from_js(&e))?
-                    .into(),
-            };
-            let page =
-                Array::from(&req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?);
+            let page = entity_page(&entities, after.as_ref()).await?;
             let n = page.length();
             for raw in page.iter() {
                 let collection = js_sys::Reflect::get(&raw, &"collection".into()).ok();
@@ -1339,14 +1332,7 @@ impl Store {
         let mut dropped = Vec::new();
         let mut after: Option<JsValue> = None;
         loop {
-            let range = match &after {
-                None => JsValue::UNDEFINED,
-                Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
-                    .map_err(|e| SwError::from_js(&e))?
-                    .into(),
-            };
-            let page =
-                Array::from(&req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?);
+            let page = entity_page(&entities, after.as_ref()).await?;
             let n = page.length();
             for raw in page.iter() {
                 // A record that cannot be read is left for the export to name.
@@ -1534,6 +1520,20 @@ impl Store {
         tx.commit().await?;
         Ok(Some(entity))
     }
+}
+
+/// The next [`EXPORT_PAGE`] entity records after the key `after` (from the first without one),
+/// in key order: the page-by-page read of the whole store that export and a re-pull's end share.
+async fn entity_page(entities: &web_sys::IdbObjectStore, after: Option<&JsValue>) -> Result<Array> {
+    let range = match after {
+        None => JsValue::UNDEFINED,
+        Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
+            .map_err(|e| SwError::from_js(&e))?
+            .into(),
+    };
+    Ok(Array::from(
+        &req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?,
+    ))
 }
 
 #[cfg(all(test, target_arch = "wasm32"))]
