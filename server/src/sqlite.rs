@@ -1081,3 +1081,57 @@ impl Store<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_runs_beside_an_open_write_transaction_and_sees_only_what_had_committed() {
+        let dir = std::env::temp_dir().join(format!(
+            "rangersync-sqlite-readers-{}-{}",
+            std::process::id(),
+            crate::now_ms()
+        ));
+        let store = SqliteStore::open(&dir.join("db.sqlite")).await.unwrap();
+        let note = Mutation {
+            client_id: "c".to_owned(),
+            seq: 1,
+            collection: "notes".to_owned(),
+            key: "k".to_owned(),
+            op: Op::Put,
+            value: Value::from("before"),
+            updated_at: 1,
+        };
+        store.push("u", vec![note], crate::now_ms()).await.unwrap();
+
+        let (entered, in_write) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write("u", move |s| {
+                        s.tx.execute("UPDATE entities SET value = '\"after\"'", [])?;
+                        let _ = entered.send(());
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        in_write.await.unwrap();
+        // With one connection for everything this read would wait for the writer forever.
+        let seen = tokio::time::timeout(Duration::from_secs(60), store.all_entities("u"))
+            .await
+            .expect("the read does not wait for the writer")
+            .unwrap();
+        assert_eq!(seen[0].value, Value::from("before"));
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        let seen = store.all_entities("u").await.unwrap();
+        assert_eq!(seen[0].value, Value::from("after"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
