@@ -105,6 +105,10 @@ async fn beyond_max_concurrent_requests_a_request_is_answered_503_overloaded_wit
                 assert_eq!(probe.status(), StatusCode::OK);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            assert!(
+                held_answer.is_finished(),
+                "every probe was admitted while the held push was open: no limit"
+            );
             let (status, _, answer) = held_answer.await.unwrap();
             assert_eq!(
                 status, 503,
@@ -188,7 +192,11 @@ async fn a_push_whose_handler_outlasts_the_request_timeout_is_answered_503_timeo
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let batch = vec![put("late", 1, "k", json!("v"), T0)];
-    let (status, body) = s.push("late", batch.clone()).await;
+    // Only a guard against a hang: the timeout answers long before.
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(60), s.push("late", batch.clone()))
+            .await
+            .expect("an answer before the held one");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body), "timeout");
     let recorded = s.mutations_of("late").await;
