@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -9,6 +10,19 @@ use crate::db_location::{DbLocation, DbLocationError};
 
 /// PostgreSQL connections per instance when `--db-pool` is not given.
 pub const DEFAULT_DB_POOL: usize = 16;
+
+/// `--request-timeout-secs` when not given: the client's own `requestTimeoutMs` default, so a
+/// request the server gives up on is one the client would have given up on too.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// The most `--request-timeout-secs` accepts (an hour).
+pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 3600;
+
+/// `--max-concurrent-requests` when not given. Enough that a few hundred clients syncing at
+/// once are all admitted (the load benchmark runs 200), few enough that the bodies in memory
+/// stay bounded (a push is at most 5 MiB) and that a request admitted waits behind at most a
+/// few hundred others for the database, well inside the request timeout.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 
 /// Backups kept per client when `--keep-backups` is not given.
 pub const DEFAULT_KEEP_BACKUPS: usize = 14;
@@ -26,6 +40,12 @@ pub struct ServerOptions {
     pub db: DbLocation,
     /// At most this many PostgreSQL connections (unused with SQLite).
     pub db_pool: usize,
+    /// How long a request to `/api/*` may take from admission to its answer, body included
+    /// (see [`crate::limits`]).
+    pub request_timeout: Duration,
+    /// How many requests to `/api/*` (except `/api/health`) are handled at a time; one more is
+    /// answered `503 overloaded` with `Retry-After` (see [`crate::limits`]).
+    pub max_concurrent_requests: usize,
     /// The web app to serve at `/`; `None` serves no files.
     pub www: Option<PathBuf>,
     /// Page origins allowed by CORS (`http://127.0.0.1:8080`); `*` mirrors any origin.
@@ -66,6 +86,8 @@ impl Default for ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             db: DbLocation::Sqlite(PathBuf::from("data/rangersync.db")),
             db_pool: DEFAULT_DB_POOL,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             www: Some(PathBuf::from("www")),
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
@@ -91,6 +113,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("listen", &self.listen)
             .field("db", &self.db)
             .field("db_pool", &self.db_pool)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("www", &self.www)
             .field("allow_origins", &self.allow_origins)
             .field("allow_hosts", &self.allow_hosts)
@@ -135,6 +159,17 @@ pub struct Cli {
     /// pool must stay under the server's max_connections.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_DB_POOL, value_parser = parse_pool_size)]
     pub db_pool: usize,
+
+    /// Seconds a request to /api/* may take from admission to its answer: a body still
+    /// arriving then is answered 408 body_timeout, a handler still working 503 timeout (work
+    /// handed to the database finishes or rolls back whole). From 1 to 3600.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_SECS))]
+    pub request_timeout_secs: u64,
+
+    /// Requests to /api/* handled at a time (/api/health is not counted); one more is answered
+    /// at once 503 overloaded with Retry-After, never queued.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_max_concurrent)]
+    pub max_concurrent_requests: usize,
 
     /// Directory served at / (the demo app, sw.js and the built wasm under pkg/).
     #[arg(long, value_name = "DIR", default_value = "www")]
@@ -258,6 +293,16 @@ fn parse_pool_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--max-concurrent-requests`: a whole number from 1.
+fn parse_max_concurrent(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of requests (a whole number from 1)"
+        )),
+    }
+}
+
 /// `--keep-backups`: a whole number from 1 to [`MAX_KEEP_BACKUPS`]. Zero is refused: a
 /// server that keeps no backups would answer an upload with an id it no longer has.
 fn parse_keep_backups(text: &str) -> Result<usize, String> {
@@ -282,6 +327,8 @@ impl Cli {
             listen: self.listen,
             db: self.db,
             db_pool: self.db_pool,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_concurrent_requests: self.max_concurrent_requests,
             www: (!self.no_www).then_some(self.www),
             allow_origins: self.allow_origins,
             allow_hosts: self.allow_hosts,
@@ -390,6 +437,36 @@ mod tests {
         assert_eq!(days(&["--retain-mutations-days", "365"]), Ok(365));
         for bad in ["-1", "36501", "a month"] {
             assert!(days(&["--retain-mutations-days", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_limits_default_to_30_s_and_256_requests_and_refuse_zero() {
+        let limits = |args: &[&str]| {
+            Cli::try_parse_from(["rangersync-server"].iter().chain(args))
+                .map(|c| {
+                    let o = c.into_options();
+                    (o.request_timeout, o.max_concurrent_requests)
+                })
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(limits(&[]), Ok((Duration::from_secs(30), 256)));
+        assert_eq!(
+            limits(&[
+                "--request-timeout-secs",
+                "5",
+                "--max-concurrent-requests",
+                "1"
+            ]),
+            Ok((Duration::from_secs(5), 1))
+        );
+        for bad in [
+            ["--request-timeout-secs", "0"],
+            ["--request-timeout-secs", "3601"],
+            ["--max-concurrent-requests", "0"],
+            ["--max-concurrent-requests", "many"],
+        ] {
+            assert!(limits(&bad).is_err(), "{bad:?}");
         }
     }
 

@@ -41,6 +41,13 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// An answer injected by a test fault rule.
     pub const INJECTED_FAULT: &str = "injected_fault";
+    /// The server is handling as many requests as it may (`--max-concurrent-requests`):
+    /// `503` with `Retry-After`.
+    pub const OVERLOADED: &str = "overloaded";
+    /// The handler did not answer within `--request-timeout-secs`: `503`.
+    pub const TIMEOUT: &str = "timeout";
+    /// The request body did not arrive within `--request-timeout-secs`: `408`.
+    pub const BODY_TIMEOUT: &str = "body_timeout";
     /// Something failed on the server (database, a panic).
     pub const INTERNAL: &str = "internal";
 }

@@ -33,7 +33,8 @@
 //! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
 //! | everything else | [`static_files`] |
 //!
-//! Cross-cutting: [`guard`] (content type, `Origin`, `Host`: no CSRF, no DNS rebinding),
+//! Cross-cutting: [`limits`] (how many requests at a time, how long each may take),
+//! [`guard`] (content type, `Origin`, `Host`: no CSRF, no DNS rebinding),
 //! [`auth`] (who is calling: [`tokens`], [`jwt`]), [`cors`], [`error`] (every error body is
 //! `{"error":{"code","message"}}`), [`storage`] (the seam the protocol is written against),
 //! [`sqlite`] and [`postgres`] (the only modules that know a schema), [`db_location`]
@@ -55,6 +56,7 @@ pub mod error;
 pub mod export;
 pub mod guard;
 pub mod jwt;
+pub mod limits;
 pub mod postgres;
 pub mod pull;
 pub mod push;
@@ -183,7 +185,17 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             auth::authenticate,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), guard::check))
-        .layer(CatchPanicLayer::custom(panic_response));
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Outside everything but CORS: an overloaded server refuses before any work (auth
+        // checks a JWT's signature), and the refusal still carries the CORS headers a page
+        // needs to read its Retry-After.
+        .layer(middleware::from_fn_with_state(
+            Arc::new(limits::Limits::new(
+                opts.max_concurrent_requests,
+                opts.request_timeout,
+            )),
+            limits::bound,
+        ));
     if let Some(cors) = cors::layer(&opts.allow_origins)? {
         app = app.layer(cors);
     }

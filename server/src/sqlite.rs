@@ -1,24 +1,29 @@
 //! The SQLite store: the only module that knows the SQLite schema.
 //!
-//! One connection behind a mutex, used from `spawn_blocking`; WAL mode with `synchronous=FULL`
+//! One writer connection behind a mutex and a small pool of read-only connections
+//! ([`READERS`]), used from `spawn_blocking`; WAL mode, so the readers run beside the writer,
+//! each read transaction on a snapshot of what had committed when it began; `synchronous=FULL`
 //! so that an answered push survives a crash or power loss (the client drops acknowledged
 //! entries, so an acknowledgement must be durable). The schema is upgraded by
 //! `PRAGMA user_version`: [`MIGRATIONS`]`[i]` takes a database from version `i` to `i + 1`.
 //!
 //! One process, one writer: `BEGIN IMMEDIATE` serialises every write transaction, so the
 //! dedup claim, the conflict rule and the version counter need no more than plain reads and
-//! writes here (contrast [`crate::postgres`]).
+//! writes here (contrast [`crate::postgres`]). Versions are taken in commit order, so a reader's
+//! snapshot holds every version up to its newest: a pull page never skips one that commits
+//! later.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rangersync_shared::conflict::{self, Stamp, Stored, Verdict};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
 use rangersync_shared::snapshot::Snapshot;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 use crate::push::apply_batch;
@@ -195,11 +200,65 @@ fn backup_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupInfo> {
 /// The `counters` row holding the newest version a pruned mutation made.
 const PRUNED_VERSION: &str = "pruned_version";
 
+/// Read-only connections beside the writer. Reads are short and mostly CPU (a page of at most
+/// 1,000 rows); four keep both cores of a small machine busy while one waits on the disk, and
+/// more would only queue on the same cores.
+pub const READERS: usize = 4;
+
 /// The SQLite database; cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<ReadPool>,
     path: PathBuf,
+}
+
+/// The read-only connections, each lent to one read at a time; a read waits (asynchronously,
+/// holding no thread) for a free one.
+struct ReadPool {
+    free: Mutex<Vec<Connection>>,
+    available: Semaphore,
+}
+
+impl ReadPool {
+    /// Lend a connection until the returned guard drops (a panic included: the guard's drop
+    /// rolls back the transaction's leftovers and puts it back).
+    async fn lend(self: &Arc<Self>) -> Result<Lent, ApiError> {
+        self.available
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(format!("read pool: {e}")))?
+            .forget();
+        let conn = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .ok_or_else(|| ApiError::internal("read pool: a permit without a connection"))?;
+        Ok(Lent {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+        })
+    }
+}
+
+/// A read connection out of the pool.
+struct Lent {
+    conn: Option<Connection>,
+    pool: Arc<ReadPool>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool
+                .free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            self.pool.available.add_permits(1);
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -236,8 +295,16 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
+        // Opened after the migrations, so no reader ever sees an older schema.
+        let readers = (0..READERS)
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(ReadPool {
+                free: Mutex::new(readers),
+                available: Semaphore::new(READERS),
+            }),
             path: path.to_owned(),
         })
     }
@@ -254,14 +321,23 @@ impl SqliteStore {
             .await
     }
 
-    /// Run `f` in one read transaction (a consistent view) on a blocking thread.
+    /// Run `f` in one read transaction (a consistent view) on a read-only connection of the
+    /// pool, on a blocking thread. It never waits for the writer, nor the writer for it.
     async fn read<T, F>(&self, user: &str, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        self.run(TransactionBehavior::Deferred, false, user, f)
-            .await
+        let mut lent = self.readers.lend().await?;
+        let user = user.to_owned();
+        finish(tokio::task::spawn_blocking(move || {
+            let conn = lent
+                .conn
+                .as_mut()
+                .ok_or_else(|| ApiError::internal("read pool: a lent connection is gone"))?;
+            in_transaction(conn, TransactionBehavior::Deferred, false, user, f)
+        }))
+        .await
     }
 
     async fn run<T, F>(
@@ -277,24 +353,10 @@ impl SqliteStore {
     {
         let conn = Arc::clone(&self.conn);
         let user = user.to_owned();
-        let job = tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&conn);
-            let tx = guard.transaction_with_behavior(behavior)?;
-            let mut store = Store {
-                tx,
-                user,
-                versions: Vec::new(),
-            };
-            let out = f(&mut store)?;
-            if commit {
-                store.tx.commit()?;
-            }
-            Ok(out)
-        });
-        match job.await {
-            Ok(result) => result,
-            Err(e) => Err(ApiError::internal(format!("database task failed: {e}"))),
-        }
+        finish(tokio::task::spawn_blocking(move || {
+            in_transaction(&mut lock(&conn), behavior, commit, user, f)
+        }))
+        .await
     }
 
     /// Apply a validated push batch of `user` in one transaction.
@@ -464,11 +526,53 @@ impl SqliteStore {
     }
 }
 
+/// A read-only connection to the database at `path` (already in WAL mode, migrated).
+fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // A WAL reader waits only while the writer recovers or resets the log.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Run `f` in one transaction on `conn`, committing when asked and `f` returned `Ok`.
+fn in_transaction<T, F>(
+    conn: &mut Connection,
+    behavior: TransactionBehavior,
+    commit: bool,
+    user: String,
+    f: F,
+) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut Store<'_>) -> Result<T, ApiError>,
+{
+    let tx = conn.transaction_with_behavior(behavior)?;
+    let mut store = Store {
+        tx,
+        user,
+        versions: Vec::new(),
+    };
+    let out = f(&mut store)?;
+    if commit {
+        store.tx.commit()?;
+    }
+    Ok(out)
+}
+
+/// The answer of a database task; a task that panicked is a `500`.
+async fn finish<T>(job: tokio::task::JoinHandle<Result<T, ApiError>>) -> Result<T, ApiError> {
+    match job.await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::internal(format!("database task failed: {e}"))),
+    }
+}
+
 /// A panic inside a transaction poisons the mutex; the transaction was rolled back when it
 /// unwound, so the connection is fine to use again.
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
@@ -1121,5 +1225,59 @@ impl Store<'_> {
              DELETE FROM counters WHERE name <> 'version';",
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_runs_beside_an_open_write_transaction_and_sees_only_what_had_committed() {
+        let dir = std::env::temp_dir().join(format!(
+            "rangersync-sqlite-readers-{}-{}",
+            std::process::id(),
+            crate::now_ms()
+        ));
+        let store = SqliteStore::open(&dir.join("db.sqlite")).await.unwrap();
+        let note = Mutation {
+            client_id: "c".to_owned(),
+            seq: 1,
+            collection: "notes".to_owned(),
+            key: "k".to_owned(),
+            op: Op::Put,
+            value: Value::from("before"),
+            updated_at: 1,
+        };
+        store.push("u", vec![note], crate::now_ms()).await.unwrap();
+
+        let (entered, in_write) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write("u", move |s| {
+                        s.tx.execute("UPDATE entities SET value = '\"after\"'", [])?;
+                        let _ = entered.send(());
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        in_write.await.unwrap();
+        // With one connection for everything this read would wait for the writer forever.
+        let seen = tokio::time::timeout(Duration::from_secs(60), store.all_entities("u"))
+            .await
+            .expect("the read does not wait for the writer")
+            .unwrap();
+        assert_eq!(seen[0].value, Value::from("before"));
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        let seen = store.all_entities("u").await.unwrap();
+        assert_eq!(seen[0].value, Value::from("after"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

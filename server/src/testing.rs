@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
+use crate::body::read_body;
 use crate::error::{codes, ApiError};
 use crate::pull::query_params;
 use crate::AppState;
@@ -240,13 +241,22 @@ pub async fn inject_faults(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
+/// The largest `POST /api/test/faults` body.
+pub const MAX_FAULTS_BYTES: usize = 64 * 1024;
+
 /// `POST /api/test/faults`.
 pub async fn add_faults(
     State(state): State<AppState>,
-    body: Result<Json<AddRules>, JsonRejection>,
+    req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(add) =
-        body.map_err(|e| ApiError::bad_request(codes::MALFORMED_BODY, e.body_text()))?;
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, MAX_FAULTS_BYTES).await?;
+    let add: AddRules = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            codes::MALFORMED_BODY,
+            format!("not a list of fault rules: {e}"),
+        )
+    })?;
     for r in &add.rules {
         check_rule(r).map_err(|m| ApiError::bad_request(codes::MALFORMED_BODY, m))?;
     }

@@ -27,6 +27,8 @@ mod guard;
 mod instances;
 #[path = "api/isolation.rs"]
 mod isolation;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/postgres_connection_loss.rs"]
 mod postgres_connection_loss;
 #[path = "api/postgres_instances_start.rs"]

@@ -55,6 +55,9 @@ pub fn run(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--server") {
         return crate::bench_server::run(args);
     }
+    if args.iter().any(|a| a == "--load") {
+        return crate::bench_server::run_load(args);
+    }
     if args.iter().any(|a| a == "--encryption") {
         return crate::bench_encryption::run();
     }
@@ -934,7 +937,7 @@ fn text_table(rows: &[Row], workbox: &str) -> String {
 }
 
 /// A field of `/proc/<file>` such as `model name` or `MemTotal`.
-fn proc_field(file: &str, name: &str) -> Option<String> {
+pub(crate) fn proc_field(file: &str, name: &str) -> Option<String> {
     std::fs::read_to_string(Path::new("/proc").join(file))
         .ok()?
         .lines()

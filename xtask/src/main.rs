@@ -12,6 +12,7 @@
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
 //! | `bench --encryption` | what encrypted backups cost on 10,000 entities beside the same backup in clear, in Chromium, into `BENCHMARKS.md` |
 //! | `bench --server` | push throughput (new, resent, p99) on SQLite and on 1, 2 and 3 PostgreSQL instances, into `BENCHMARKS.md` |
+//! | `bench --load` | 200 clients pushing and pulling for 60 s against one server (SQLite; `--postgres` too): p50/p99, requests/s, non-2xx, nothing lost, into `BENCHMARKS.md` |
 //!
 //! Prerequisites are installed only from crates.io (`cargo install`) and Debian
 //! (`apt-get`, as root); nothing is ever downloaded from anywhere else. A missing
@@ -59,7 +60,10 @@ commands:
   bench --encryption     backupNow() and register with and without backupEncryption on
                          10,000 entities (Chromium): BENCHMARKS.md (encryption part)
   bench --server         push throughput of SQLite and of 1, 2, 3 PostgreSQL instances,
-                         50 clients; written into BENCHMARKS.md";
+                         50 clients; written into BENCHMARKS.md
+  bench --load [--clients N] [--secs S] [--postgres]
+                         N clients (200) pushing and pulling for S seconds (60) against one
+                         server: p50/p99, requests/s, non-2xx, nothing lost; BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

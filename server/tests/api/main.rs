@@ -16,6 +16,7 @@ mod faults;
 mod guard;
 mod instances;
 mod isolation;
+mod limits;
 mod pull;
 mod push;
 mod restore;
