@@ -207,8 +207,17 @@ fn percentile(sorted: &[Duration], p: usize) -> f64 {
 }
 
 /// One backend's run, as a table row.
-async fn run(backend: &str, db: &str, clients: usize, secs: u64) -> (String, String) {
-    let server = Instance::start(db, &["--test-endpoints"]);
+async fn run(
+    backend: &str,
+    db: &str,
+    limits: &[&str],
+    clients: usize,
+    secs: u64,
+) -> (String, String) {
+    let args: Vec<&str> = std::iter::once("--test-endpoints")
+        .chain(limits.iter().copied())
+        .collect();
+    let server = Instance::start(db, &args);
     let url = server.url();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -323,22 +332,37 @@ async fn many_clients_pushing_and_pulling_at_once_lose_nothing_and_are_answered_
         run(
             "SQLite",
             &scratch.join("load.db").display().to_string(),
+            &[],
             clients,
             secs,
         )
         .await,
     ];
+    // The same load against a limit below it: the overload answer under real traffic, and
+    // the clients' resends after its `Retry-After`.
+    let overloaded_limit = (clients / 4).max(1).to_string();
+    rows.push(
+        run(
+            &format!("SQLite, `--max-concurrent-requests {overloaded_limit}`"),
+            &scratch.join("load-overloaded.db").display().to_string(),
+            &["--max-concurrent-requests", &overloaded_limit],
+            clients,
+            secs,
+        )
+        .await,
+    );
     if postgres {
         let db = test_postgres::fresh_database()
             .await
             .unwrap_or_else(|e| panic!("the PostgreSQL run needs PostgreSQL: {e}"));
-        rows.push(run("PostgreSQL", &db, clients, secs).await);
+        rows.push(run("PostgreSQL", &db, &[], clients, secs).await);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     println!("BENCH-TABLE");
     println!(
         "{clients} concurrent clients for {secs} s against one release server with its default \
-         limits (`--max-concurrent-requests 256`, `--request-timeout-secs 30`), loopback, the \
+         limits (`--max-concurrent-requests 256`, `--request-timeout-secs 30`) unless the row \
+         names another (a limit below the load, to show the overload answer), loopback, the \
          load generator on the same cores. Each client pushes a batch of {BATCH} new mutations \
          (resent after a refusal, waiting its `Retry-After`), then pulls a page of at most \
          {PULL_LIMIT} changes from its cursor, and again. Latencies are of answered requests; \
