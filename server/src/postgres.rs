@@ -364,7 +364,9 @@ impl PgStore {
     }
 
     /// See [`crate::storage::Db::prune_step`]. Instances sharing the database prune one at a
-    /// time (a step waits for another instance's to commit, then finds what is left). Mutation records are
+    /// time (a step waits for another instance's to commit, then finds what is left); rows a
+    /// push holds locked are skipped (taken by a later pass), so the pruner never waits on a
+    /// push and the two never deadlock. Mutation records are
     /// deleted and their clients' floors raised in one transaction, so a push that no longer
     /// finds a record sees the floor that replaced it (see [`PgTx::claim_all`]).
     pub async fn prune_step(&self, before: Millis, limit: usize) -> Result<Pruned, ApiError> {
@@ -377,7 +379,8 @@ impl PgStore {
             .query(
                 "DELETE FROM mutations WHERE (client_id, seq) IN (
                      SELECT client_id, seq FROM mutations
-                     WHERE received_at < $1 AND status <> 'claimed' LIMIT $2
+                     WHERE received_at < $1 AND status = 'applied'
+                     ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED
                  )
                  RETURNING client_id, seq, version",
                 &[&before, &limit],
@@ -410,7 +413,8 @@ impl PgStore {
             .query(
                 "DELETE FROM entities WHERE (user_id, collection, key) IN (
                      SELECT user_id, collection, key FROM entities
-                     WHERE deleted AND version > 0 AND version <= $1 LIMIT $2
+                     WHERE deleted AND version > 0 AND version <= $1
+                     ORDER BY version LIMIT $2 FOR UPDATE SKIP LOCKED
                  ) AND deleted AND version <= $1
                  RETURNING user_id, version",
                 &[&pruned_version, &limit],
@@ -433,7 +437,8 @@ impl PgStore {
         let captured = tx
             .execute(
                 "DELETE FROM captured_requests WHERE id IN (
-                     SELECT id FROM captured_requests WHERE received_at < $1 LIMIT $2
+                     SELECT id FROM captured_requests WHERE received_at < $1
+                     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
                  )",
                 &[&before, &limit],
             )

@@ -3,11 +3,12 @@
 //!
 //! Every `--retain-mutations-days` (default 30; 0 keeps everything) the server prunes, in
 //! bounded transactions of [`PRUNE_CHUNK`] rows:
-//! - **applied mutation records** (every `(client_id, seq)` and its first outcome) received
-//!   before the horizon. Each client keeps its highest forgotten seq; a resend at or below it
+//! - **applied mutation records** (an applied `(client_id, seq)`) received before the horizon.
+//!   Each client keeps its highest forgotten seq; a resend at or below it that has no record
 //!   is answered `duplicate`, as the forgotten record would have been. Clients send their
 //!   writes in seq order, so a seq at or below that floor was delivered before (the same rule
-//!   as Replicache's last mutation id);
+//!   as Replicache's last mutation id). Rejected and conflicted records are kept: a resend of
+//!   one must hear `rejected` or `conflict` again, never `duplicate` (they are few);
 //! - **tombstones** whose version is no newer than the newest version a forgotten mutation
 //!   made (so older than the horizon). Each user keeps the newest version of a forgotten
 //!   tombstone: a pull from a cursor before it could miss a delete, so it is answered

@@ -964,13 +964,14 @@ impl Store<'_> {
         )
     }
 
-    /// One pruning step (see [`crate::retention`]): at most `limit` mutation records
+    /// One pruning step (see [`crate::retention`]): at most `limit` applied mutation records
     /// received before `before` (raising their clients' floors and the pruned version), the
     /// tombstones at or below the pruned version (raising their users' horizons), and
     /// captured requests received before `before`.
     fn prune_step(&self, before: Millis, limit: usize) -> Result<Pruned, ApiError> {
         let mut old = self.tx.prepare_cached(
-            "SELECT client_id, seq, version FROM mutations WHERE received_at < ?1 LIMIT ?2",
+            "SELECT client_id, seq, version FROM mutations
+             WHERE received_at < ?1 AND status = 'applied' LIMIT ?2",
         )?;
         let rows = old
             .query_map(params![before, limit as u64], |r| {

@@ -62,6 +62,44 @@ async fn a_resend_of_a_pruned_seq_is_still_a_duplicate_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_rejected_or_conflicted_record_is_kept_so_its_resend_still_hears_the_same() {
+    let s = TestServer::default("pruned-rejected").await;
+    let mut bad = put("c1", 2, "k", json!(1), T0);
+    bad["collection"] = json!("Bad Collection!");
+    s.push_ok("c2", vec![put("c2", 1, "x", json!("newer"), T0 + 100)])
+        .await;
+    let first = s
+        .push_ok(
+            "c1",
+            vec![
+                put("c1", 1, "a", json!(1), T0),
+                bad.clone(),
+                put("c1", 3, "x", json!("older"), T0),
+                put("c1", 4, "b", json!(1), T0),
+            ],
+        )
+        .await;
+    assert_eq!(
+        statuses(&first),
+        ["applied", "rejected", "conflict", "applied"]
+    );
+    let pruned = s.prune(None).await;
+    assert_eq!(pruned["mutations"], 3, "the applied ones only: {pruned}");
+    let again = s
+        .push_ok(
+            "c1",
+            vec![
+                put("c1", 1, "a", json!(1), T0),
+                bad,
+                put("c1", 3, "x", json!("older"), T0),
+            ],
+        )
+        .await;
+    assert_eq!(statuses(&again), ["duplicate", "rejected", "conflict"]);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_pull_from_before_a_pruned_tombstone_is_410_and_an_empty_cursor_gets_what_is_left() {
     let s = TestServer::default("pruned-tombstone").await;
     s.push_ok("c1", vec![put("c1", 1, "kept", json!(1), T0)])
