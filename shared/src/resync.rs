@@ -2,27 +2,39 @@
 //! (the server pruned tombstones after the stored cursor, so the feed from there could miss a
 //! delete).
 //!
-//! The client starts a re-pull *epoch*, pulls every page again from an empty cursor and marks
-//! each local entity record a page brings with the epoch (pages apply as usual: an entity
-//! with a write waiting keeps its local state). When the last page is applied, a record the
-//! re-pull did not bring is one the server no longer holds: it is dropped, unless a write of
-//! it is waiting (that write is still delivered). The epoch is stored, so a re-pull spread
-//! over several flushes or a worker restart goes on where it stopped.
+//! When it starts, the client marks every local entity record *unconfirmed* by the re-pull's
+//! *epoch* (except those with a write waiting, and those of `localOnly` collections: the
+//! server never holds them), then pulls
+//! every page again from an empty cursor. A page clears the mark of each record it brings
+//! (pages apply as usual: an entity with a write waiting keeps its local state); so does any
+//! local rewrite of a record (a new write, a server answer to one), since the record is then
+//! the device's own or the server's current state. When the last page is applied, a record
+//! still marked by this epoch is one the server no longer holds: it is dropped, unless a write
+//! of it is waiting. Losing a mark can only keep a record, never drop one. The epoch is
+//! stored, so a re-pull spread over several flushes or a worker restart goes on where it
+//! stopped.
 
 use crate::protocol::Millis;
 
 /// The epoch of a re-pull started at `now`: greater than any earlier one started by this
-/// client (`previous`), so a record marked by an earlier re-pull is never taken as seen.
+/// client (`previous`), so a mark left by an earlier re-pull is never taken for this one's.
 pub fn new_epoch(now: Millis, previous: u64) -> u64 {
     u64::try_from(now)
         .unwrap_or(0)
         .max(previous.saturating_add(1))
 }
 
-/// Whether a local entity record is dropped when the re-pull of `epoch` ends: it has no
-/// write waiting, and the re-pull did not bring it.
-pub fn dropped_at_end(pending: bool, seen_in: Option<u64>, epoch: u64) -> bool {
-    !pending && seen_in != Some(epoch)
+/// Whether a record of `collection` is marked unconfirmed when a re-pull starts: any but
+/// those of the `local_only` collections.
+pub fn marked_at_start(collection: &str, local_only: &[String]) -> bool {
+    !local_only.iter().any(|c| c == collection)
+}
+
+/// Whether a local entity record is dropped when the re-pull of `epoch` ends: no write of it
+/// is waiting, and it still carries this re-pull's mark (no page brought it, nothing rewrote
+/// it).
+pub fn dropped_at_end(pending: bool, unconfirmed: Option<u64>, epoch: u64) -> bool {
+    !pending && unconfirmed == Some(epoch)
 }
 
 #[cfg(test)]
@@ -37,15 +49,25 @@ mod tests {
     }
 
     #[test]
-    fn only_a_record_neither_waiting_nor_brought_by_this_re_pull_is_dropped() {
-        assert!(dropped_at_end(false, None, 9));
+    fn local_only_records_are_never_marked() {
+        let local_only = vec!["secrets".to_owned()];
+        assert!(!marked_at_start("secrets", &local_only));
+        assert!(marked_at_start("notes", &local_only));
+    }
+
+    #[test]
+    fn only_a_record_still_marked_by_this_re_pull_and_not_waiting_is_dropped() {
+        assert!(dropped_at_end(false, Some(9), 9));
         assert!(
-            dropped_at_end(false, Some(8), 9),
-            "brought by an earlier re-pull"
+            !dropped_at_end(false, None, 9),
+            "a page brought it, or it was rewritten"
         );
-        assert!(!dropped_at_end(false, Some(9), 9));
         assert!(
-            !dropped_at_end(true, None, 9),
+            !dropped_at_end(false, Some(8), 9),
+            "marked by an earlier re-pull"
+        );
+        assert!(
+            !dropped_at_end(true, Some(9), 9),
             "its write is still delivered"
         );
     }

@@ -184,9 +184,10 @@ pub struct EntityRecord {
     pub version: u64,
     #[serde(default)]
     pub pending: bool,
-    /// The full re-pull that last brought this record (`rangersync_shared::resync`).
+    /// The epoch of the full re-pull under way that has not brought this record yet
+    /// (`rangersync_shared::resync`); any rewrite of the record clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resync: Option<u64>,
+    pub unconfirmed: Option<u64>,
 }
 
 impl EntityRecord {
@@ -211,7 +212,7 @@ impl EntityRecord {
             updated_at,
             version,
             pending: true,
-            resync: None,
+            unconfirmed: None,
         }
     }
 
@@ -1069,7 +1070,7 @@ impl Store {
                         updated_at: cur.updated_at,
                         version: cur.version,
                         pending: false,
-                        resync: None,
+                        unconfirmed: None,
                     })
                 }
                 (_, Some(e)) if refused && remaining == 0 && e.version == 0 => {
@@ -1128,7 +1129,6 @@ impl Store {
         &self,
         changes: &[Entity],
         cursor: &str,
-        resync: Option<u64>,
     ) -> Result<(Vec<(String, String)>, bool)> {
         let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
         let (m, entities) = (tx.store(META)?, tx.store(ENTITIES)?);
@@ -1153,8 +1153,8 @@ impl Store {
             let same = prev.as_ref().is_some_and(|p| {
                 p.version == ch.version && p.value == ch.value && p.deleted == ch.deleted
             });
-            // A re-pull marks even an unchanged record: it shows the server still holds it.
-            if same && (resync.is_none() || prev.as_ref().is_some_and(|p| p.resync == resync)) {
+            // A record a re-pull has not confirmed yet is written even unchanged: its mark goes.
+            if same && prev.as_ref().is_some_and(|p| p.unconfirmed.is_none()) {
                 continue;
             }
             let e = EntityRecord {
@@ -1165,7 +1165,7 @@ impl Store {
                 updated_at: ch.updated_at,
                 version: ch.version,
                 pending: false,
-                resync: resync.or_else(|| prev.as_ref().and_then(|p| p.resync)),
+                unconfirmed: None,
             };
             issue(entities.put(&to_js(&e)?))?;
             if !same {
@@ -1310,21 +1310,46 @@ impl Store {
         Ok((cursor.as_string().unwrap_or_default(), as_u64(&resync)))
     }
 
-    /// Start a full re-pull (`rangersync_shared::resync`): the cursor goes back to the start
-    /// and the epoch is stored; returns it.
-    pub async fn begin_resync(&self, now: Millis) -> Result<u64> {
-        let tx = Tx::new(&self.db, &[META], true)?;
+    /// Start a full re-pull (`rangersync_shared::resync`): every entity record with no write
+    /// waiting, but those of `local_only` collections, is marked unconfirmed by the new epoch, the cursor goes back
+    /// to the start and the epoch is stored, in one transaction; returns the epoch.
+    pub async fn begin_resync(&self, now: Millis, local_only: &[String]) -> Result<u64> {
+        let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
         let m = tx.store(META)?;
         let previous = as_u64(&req(m.get(&meta::RESYNC.into())).await?).unwrap_or(0);
         let epoch = rangersync_shared::resync::new_epoch(now, previous);
+        let entities = tx.store(ENTITIES)?;
+        let mut after: Option<JsValue> = None;
+        loop {
+            let page = entity_page(&entities, after.as_ref()).await?;
+            let n = page.length();
+            for raw in page.iter() {
+                // A record that cannot be read is left as it is (and named by an export).
+                let Ok(mut r) = from_js::<EntityRecord>(raw) else {
+                    continue;
+                };
+                after = Some(entity_key(&r.collection, &r.key));
+                // A record with a write waiting is never dropped: it is not marked, so its
+                // acknowledgement leaves nothing to drop either.
+                if !r.pending
+                    && rangersync_shared::resync::marked_at_start(&r.collection, local_only)
+                {
+                    r.unconfirmed = Some(epoch);
+                    issue(entities.put(&to_js(&r)?))?;
+                }
+            }
+            if n < EXPORT_PAGE {
+                break;
+            }
+        }
         issue(m.put_with_key(&JsValue::from_f64(epoch as f64), &meta::RESYNC.into()))?;
         issue(m.put_with_key(&"".into(), &meta::CURSOR.into()))?;
         tx.commit().await?;
         Ok(epoch)
     }
 
-    /// End the full re-pull of `epoch` after its last page: drop every local entity record it
-    /// did not bring and no write waits for (the server no longer holds it), in one
+    /// End the full re-pull of `epoch` after its last page: drop every local entity record
+    /// still marked by it that no write waits for (the server no longer holds it), in one
     /// transaction with forgetting the epoch. Returns the dropped entities.
     pub async fn finish_resync(&self, epoch: u64) -> Result<Vec<(String, String)>> {
         let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
@@ -1340,7 +1365,7 @@ impl Store {
                     continue;
                 };
                 let key = entity_key(&r.collection, &r.key);
-                if rangersync_shared::resync::dropped_at_end(r.pending, r.resync, epoch) {
+                if rangersync_shared::resync::dropped_at_end(r.pending, r.unconfirmed, epoch) {
                     issue(entities.delete(&key))?;
                     dropped.push((r.collection, r.key));
                 }

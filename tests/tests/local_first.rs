@@ -241,9 +241,11 @@ async fn after_the_server_pruned_a_delete_the_next_pull_starts_over_and_drops_wh
     let browser = TestBrowser::launch().await?;
     let page = browser.open(&bare_page_url(&server)).await?;
     assert_eq!(
-        register_client(&page, "{ exportIntervalMs: 0 }").await?,
+        register_client(&page, "{ exportIntervalMs: 0, localOnly: ['secrets'] }").await?,
         "worker"
     );
+    // A local-only record: the server never holds it, and the re-pull must keep it.
+    eval(&page, "client.put('secrets', 'api-key', { v: 'k' })").await?;
     eval(&page, "client.put('notes', 'kept', { n: 1 })").await?;
     eval(&page, "client.put('notes', 'gone', { n: 2 })").await?;
     wait_until("both are delivered", Duration::from_secs(30), || async {
@@ -319,6 +321,8 @@ async fn after_the_server_pruned_a_delete_the_next_pull_starts_over_and_drops_wh
     )
     .await?;
     assert_eq!(gone, "absent");
+    let secret = eval(&page, "client.get('secrets', 'api-key')").await?;
+    assert_eq!(secret["v"], "k", "the local-only record stays: {secret}");
     wait_until(
         "the page is told gone changed",
         Duration::from_secs(10),

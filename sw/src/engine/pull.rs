@@ -28,7 +28,9 @@ impl Engine {
             );
             let body = match classify_pull(self.get(&url).await, &url) {
                 Err((codes::CURSOR_EXPIRED, _)) if !cursor.is_empty() => {
-                    resync = Some(self.store.begin_resync(now()).await.map_err(storage)?);
+                    let local_only = self.config.borrow().local_only.clone();
+                    let epoch = self.store.begin_resync(now(), &local_only).await;
+                    resync = Some(epoch.map_err(storage)?);
                     cursor = String::new();
                     continue;
                 }
@@ -38,7 +40,7 @@ impl Engine {
                 .map_err(|e| pull_unreadable(&url, &body, &e.to_string()))?;
             let (changed, skipped) = self
                 .store
-                .apply_pull(&page.changes, &page.cursor, resync)
+                .apply_pull(&page.changes, &page.cursor)
                 .await
                 .map_err(storage)?;
             for (collection, key) in changed {
