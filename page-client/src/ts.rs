@@ -34,7 +34,7 @@ export interface SyncClientOptions {
   localOnly?: string[];
   /** Collections that sync like any other but are left out of server backups (`backupNow`, scheduled backups). */
   excludeFromBackup?: string[];
-  /** Days a dead letter is kept once a server backup holds it (0..36500). Default 90; `0` keeps every one. After each backup the server stores, the dead letters in it that died longer ago than this are removed from the device: they leave it only into a backup, never silently. */
+  /** Days a dead letter is kept once a server backup holds it (0..36500). Default 90; `0` keeps every one. After each backup the server stores, the dead letters it holds whole that died longer ago than this are removed from the device: they leave it only into a backup (kept as long as the server keeps it), never silently. A captured call whose secret headers backups leave out stays on the device. */
   deadLetterRetentionDays?: number;
   /** The secret headers (e.g. `{ authorization: 'Bearer …' }`) a captured call restored from a snapshot needs: snapshots never hold them. Called at register and before each `flush()`; the worker keeps the answer in memory only. Until a page gives them, such a call waits (its status message says which header). */
   captureCredentials?: () => Record<string, string> | Promise<Record<string, string>>;

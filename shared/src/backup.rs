@@ -22,7 +22,8 @@
 //!
 //! Dead letters are kept until a backup the server holds has them: then those that died more
 //! than `dead_letter_retention_days` before it was taken are removed ([`dead_letters_let_go`]),
-//! so an old one leaves the device only into a backup, never silently.
+//! so an old one leaves the device only into a backup, never silently (that backup is kept as
+//! long as the server keeps it: `--keep-backups` per client).
 
 use serde::{Deserialize, Serialize};
 
@@ -304,8 +305,9 @@ pub fn classify_upload(
 }
 
 /// The seqs of the dead letters a stored backup lets the device forget: those it holds
-/// (`in_backup`) that died more than `retention_days` before it was taken at `exported_at`.
-/// `0` days keeps every one.
+/// (`in_backup`) whole that died more than `retention_days` before it was taken at
+/// `exported_at`. A captured call whose secret headers the backup left out (`redacted`) stays
+/// on the device: the backup could not replay it. `0` days keeps every one.
 pub fn dead_letters_let_go(
     in_backup: &[crate::snapshot::DeadLetterCopy],
     exported_at: Millis,
@@ -318,7 +320,7 @@ pub fn dead_letters_let_go(
         exported_at.saturating_sub(Millis::from(retention_days).saturating_mul(86_400_000));
     in_backup
         .iter()
-        .filter(|d| d.dead_at < horizon)
+        .filter(|d| d.dead_at < horizon && d.redacted.is_empty())
         .map(|d| d.seq)
         .collect()
 }
@@ -328,7 +330,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_dead_letters_in_the_backup_and_older_than_the_retention_go() {
+    fn only_dead_letters_held_whole_in_the_backup_and_older_than_the_retention_go() {
         let day = 86_400_000;
         let letter = |seq, dead_at| crate::snapshot::DeadLetterCopy {
             seq,
@@ -339,7 +341,13 @@ mod tests {
             redacted: Vec::new(),
         };
         let now = 1_000 * day;
-        let held = [letter(1, now - 91 * day), letter(2, now - 89 * day)];
+        let mut with_secret = letter(3, now - 91 * day);
+        with_secret.redacted = vec!["authorization".into()];
+        let held = [
+            letter(1, now - 91 * day),
+            letter(2, now - 89 * day),
+            with_secret,
+        ];
         assert_eq!(dead_letters_let_go(&held, now, 90), vec![1]);
         assert!(dead_letters_let_go(&held, now, 0).is_empty(), "0 keeps all");
         assert!(dead_letters_let_go(&[], now, 90).is_empty());
