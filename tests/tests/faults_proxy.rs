@@ -256,13 +256,19 @@ const HANG: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn a_server_that_hangs_every_request_for_20_s_never_wedges_the_flusher_every_write_arrives_once_within_10_s_of_recovery(
 ) -> Result {
-    hang_scenario(true).await
+    hang_scenario(true, false).await
+}
+
+#[tokio::test]
+async fn on_postgresql_a_server_that_hangs_every_request_for_20_s_never_wedges_the_flusher_every_write_arrives_once_within_10_s_of_recovery(
+) -> Result {
+    hang_scenario(true, true).await
 }
 
 #[tokio::test]
 async fn preflights_pulls_and_backup_uploads_hung_from_the_first_request_never_wedge_the_flusher(
 ) -> Result {
-    hang_scenario(false).await
+    hang_scenario(false, false).await
 }
 
 /// A server that accepts every connection and answers nothing for [`HANG`]: pushes and their
@@ -288,10 +294,16 @@ fn start_hang(proxy: &FaultProxy) {
 }
 
 /// The hang: `synced_first`: a write syncs before (its preflight cached, as in a running app),
-/// else the hang starts before the first request, preflights included.
-async fn hang_scenario(synced_first: bool) -> Result {
+/// else the hang starts before the first request, preflights included. `on_postgres`: the
+/// server runs on a fresh PostgreSQL database, else on SQLite.
+async fn hang_scenario(synced_first: bool, on_postgres: bool) -> Result {
     let _serial = serial().await;
-    let server = TestServer::start().await?;
+    let server = if on_postgres {
+        let db = rangersync_server::test_postgres::fresh_database().await?;
+        TestServer::start_on(rangersync_server::DbLocation::Postgres(db)).await?
+    } else {
+        TestServer::start().await?
+    };
     let proxy = FaultProxy::start(server.addr()).await?;
     let hang_started = (!synced_first).then(|| {
         start_hang(&proxy);

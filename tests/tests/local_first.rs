@@ -237,7 +237,21 @@ async fn a_write_that_loses_a_conflict_takes_the_servers_value_and_tells_the_pag
 async fn after_the_server_pruned_a_delete_the_next_pull_starts_over_and_drops_what_the_server_no_longer_holds(
 ) -> Result {
     let _serial = serial().await;
-    let server = TestServer::start().await?;
+    pruned_delete_scenario(TestServer::start().await?).await
+}
+
+#[tokio::test]
+async fn on_postgresql_after_the_server_pruned_a_delete_the_next_pull_starts_over_and_drops_what_the_server_no_longer_holds(
+) -> Result {
+    let _serial = serial().await;
+    let db = rangersync_server::test_postgres::fresh_database().await?;
+    pruned_delete_scenario(TestServer::start_on(rangersync_server::DbLocation::Postgres(db)).await?)
+        .await
+}
+
+/// A delete the page never pulled is pruned by `server`; the page's next pull is `410`, so it
+/// pulls everything again and drops the deleted entity, keeping its local-only record.
+async fn pruned_delete_scenario(server: TestServer) -> Result {
     let browser = TestBrowser::launch().await?;
     let page = browser.open(&bare_page_url(&server)).await?;
     assert_eq!(
