@@ -1188,40 +1188,24 @@ impl Store {
     pub async fn export_contents(&self, client_id: &str) -> Result<ExportContents> {
         let tx = Tx::new(&self.db, &[META, ENTITIES, OUTBOX, DEAD], false)?;
         let mut out = ExportContents::default();
-        let entities = tx.store(ENTITIES)?;
-        let mut after: Option<JsValue> = None;
-        loop {
-            let page = entity_page(&entities, after.as_ref()).await?;
-            let n = page.length();
-            for raw in page.iter() {
-                let collection = js_sys::Reflect::get(&raw, &"collection".into()).ok();
-                let key = js_sys::Reflect::get(&raw, &"key".into()).ok();
-                if n > 0 {
-                    after = Some(
-                        Array::of2(
-                            &collection.clone().unwrap_or(JsValue::UNDEFINED),
-                            &key.clone().unwrap_or(JsValue::UNDEFINED),
-                        )
-                        .into(),
-                    );
-                }
-                match from_js::<EntityRecord>(raw) {
-                    Ok(r) => out.entities.push(r.to_entity()),
-                    Err(e) => out.problems.push(Problem {
-                        store: ENTITIES.into(),
-                        key: format!(
-                            "[{:?},{:?}]",
-                            collection.and_then(|c| c.as_string()).unwrap_or_default(),
-                            key.and_then(|k| k.as_string()).unwrap_or_default()
-                        ),
-                        reason: e.to_string(),
-                    }),
-                }
+        for_each_entity(&tx.store(ENTITIES)?, |raw| {
+            let collection = js_sys::Reflect::get(&raw, &"collection".into()).ok();
+            let key = js_sys::Reflect::get(&raw, &"key".into()).ok();
+            match from_js::<EntityRecord>(raw) {
+                Ok(r) => out.entities.push(r.to_entity()),
+                Err(e) => out.problems.push(Problem {
+                    store: ENTITIES.into(),
+                    key: format!(
+                        "[{:?},{:?}]",
+                        collection.and_then(|c| c.as_string()).unwrap_or_default(),
+                        key.and_then(|k| k.as_string()).unwrap_or_default()
+                    ),
+                    reason: e.to_string(),
+                }),
             }
-            if n < EXPORT_PAGE {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .await?;
         let outbox = Array::from(&req(tx.store(OUTBOX)?.get_all()).await?);
         for raw in outbox.iter() {
             let seq = js_sys::Reflect::get(&raw, &"seq".into())
@@ -1319,29 +1303,20 @@ impl Store {
         let previous = as_u64(&req(m.get(&meta::RESYNC.into())).await?).unwrap_or(0);
         let epoch = rangersync_shared::resync::new_epoch(now, previous);
         let entities = tx.store(ENTITIES)?;
-        let mut after: Option<JsValue> = None;
-        loop {
-            let page = entity_page(&entities, after.as_ref()).await?;
-            let n = page.length();
-            for raw in page.iter() {
-                // A record that cannot be read is left as it is (and named by an export).
-                let Ok(mut r) = from_js::<EntityRecord>(raw) else {
-                    continue;
-                };
-                after = Some(entity_key(&r.collection, &r.key));
-                // A record with a write waiting is never dropped: it is not marked, so its
-                // acknowledgement leaves nothing to drop either.
-                if !r.pending
-                    && rangersync_shared::resync::marked_at_start(&r.collection, local_only)
-                {
-                    r.unconfirmed = Some(epoch);
-                    issue(entities.put(&to_js(&r)?))?;
-                }
+        for_each_entity(&entities, |raw| {
+            // A record that cannot be read is left as it is (and named by an export).
+            let Ok(mut r) = from_js::<EntityRecord>(raw) else {
+                return Ok(());
+            };
+            // A record with a write waiting is never dropped: it is not marked, so its
+            // acknowledgement leaves nothing to drop either.
+            if !r.pending && rangersync_shared::resync::marked_at_start(&r.collection, local_only) {
+                r.unconfirmed = Some(epoch);
+                issue(entities.put(&to_js(&r)?))?;
             }
-            if n < EXPORT_PAGE {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .await?;
         issue(m.put_with_key(&JsValue::from_f64(epoch as f64), &meta::RESYNC.into()))?;
         issue(m.put_with_key(&"".into(), &meta::CURSOR.into()))?;
         tx.commit().await?;
@@ -1355,26 +1330,18 @@ impl Store {
         let tx = Tx::new(&self.db, &[META, ENTITIES], true)?;
         let entities = tx.store(ENTITIES)?;
         let mut dropped = Vec::new();
-        let mut after: Option<JsValue> = None;
-        loop {
-            let page = entity_page(&entities, after.as_ref()).await?;
-            let n = page.length();
-            for raw in page.iter() {
-                // A record that cannot be read is left for the export to name.
-                let Ok(r) = from_js::<EntityRecord>(raw) else {
-                    continue;
-                };
-                let key = entity_key(&r.collection, &r.key);
-                if rangersync_shared::resync::dropped_at_end(r.pending, r.unconfirmed, epoch) {
-                    issue(entities.delete(&key))?;
-                    dropped.push((r.collection, r.key));
-                }
-                after = Some(key);
+        for_each_entity(&entities, |raw| {
+            // A record that cannot be read is left for the export to name.
+            let Ok(r) = from_js::<EntityRecord>(raw) else {
+                return Ok(());
+            };
+            if rangersync_shared::resync::dropped_at_end(r.pending, r.unconfirmed, epoch) {
+                issue(entities.delete(&entity_key(&r.collection, &r.key)))?;
+                dropped.push((r.collection, r.key));
             }
-            if n < EXPORT_PAGE {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .await?;
         issue(tx.store(META)?.delete(&meta::RESYNC.into()))?;
         tx.commit().await?;
         Ok(dropped)
@@ -1547,18 +1514,35 @@ impl Store {
     }
 }
 
-/// The next [`EXPORT_PAGE`] entity records after the key `after` (from the first without one),
-/// in key order: the page-by-page read of the whole store that export and a re-pull's end share.
-async fn entity_page(entities: &web_sys::IdbObjectStore, after: Option<&JsValue>) -> Result<Array> {
-    let range = match after {
-        None => JsValue::UNDEFINED,
-        Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
-            .map_err(|e| SwError::from_js(&e))?
-            .into(),
-    };
-    Ok(Array::from(
-        &req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?,
-    ))
+/// Every record of the entities store in key order, read [`EXPORT_PAGE`] at a time (each
+/// page handed to `each` before the next is read, in the caller's transaction): the walk over
+/// the whole store that an export and a re-pull's start and end share. The key to go on from
+/// is read off the raw record, so an unreadable one never stops the walk.
+async fn for_each_entity(
+    entities: &web_sys::IdbObjectStore,
+    mut each: impl FnMut(JsValue) -> Result<()>,
+) -> Result<()> {
+    let mut after: Option<JsValue> = None;
+    loop {
+        let range = match &after {
+            None => JsValue::UNDEFINED,
+            Some(key) => web_sys::IdbKeyRange::lower_bound_with_open(key, true)
+                .map_err(|e| SwError::from_js(&e))?
+                .into(),
+        };
+        let page =
+            Array::from(&req(entities.get_all_with_key_and_limit(&range, EXPORT_PAGE)).await?);
+        let n = page.length();
+        for raw in page.iter() {
+            let field =
+                |name: &str| js_sys::Reflect::get(&raw, &name.into()).unwrap_or(JsValue::UNDEFINED);
+            after = Some(Array::of2(&field("collection"), &field("key")).into());
+            each(raw)?;
+        }
+        if n < EXPORT_PAGE {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(all(test, target_arch = "wasm32"))]
