@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rangersync_server::test_postgres;
 use serde_json::{json, Value};
-use support::Instance;
+use support::{env_number, Instance};
 
 /// Mutations per push: a worker's burst of a few writes.
 const BATCH: usize = 5;
@@ -27,14 +27,6 @@ const BATCH: usize = 5;
 const PULL_LIMIT: usize = 100;
 /// The pause before resending after a failure that named no `Retry-After`.
 const PAUSE_WITHOUT_RETRY_AFTER: Duration = Duration::from_millis(200);
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
 
 /// What one client saw.
 #[derive(Default)]

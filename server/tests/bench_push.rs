@@ -13,17 +13,9 @@ use std::time::{Duration, Instant};
 
 use rangersync_server::test_postgres;
 use serde_json::{json, Value};
-use support::Instance;
+use support::{env_number, Instance};
 
 const CLIENTS: usize = 50;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
 
 /// One phase's numbers.
 struct Phase {

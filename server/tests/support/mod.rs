@@ -124,3 +124,13 @@ pub async fn whole_feed(http: &reqwest::Client, url: &str) -> Vec<serde_json::Va
         }
     }
 }
+
+/// A positive whole number from the environment variable `name`, else `default` (how the
+/// benchmarks are sized).
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
