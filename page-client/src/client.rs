@@ -8,7 +8,8 @@ use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise, Reflect, JSON};
 use rangersync_shared::messages::{
-    codes, Config, ExportFormat, PageEvent, Request, KEY_BESIDE, MESSAGE_VERSION, TEXT_BESIDE,
+    codes, Config, ExportFormat, PageEvent, Request, BLOB_BESIDE, KEY_BESIDE, MESSAGE_VERSION,
+    TEXT_BESIDE,
 };
 use rangersync_shared::outbox::VISIBLE_PROBE_MS;
 use rangersync_shared::status::Mode;
@@ -27,6 +28,17 @@ use crate::options::{
 };
 use crate::request::{self, Incoming};
 use crate::worker::{LinkError, WorkerLink};
+
+/// A reply's text and what it carries beside it: a string is the text alone; `{ text, blob }`
+/// carries a `Blob`. `None` for anything else.
+pub(crate) fn split_reply(data: &JsValue) -> Option<(String, JsValue)> {
+    if let Some(text) = data.as_string() {
+        return Some((text, JsValue::UNDEFINED));
+    }
+    let text = Reflect::get(data, &TEXT_BESIDE.into()).ok()?.as_string()?;
+    let blob = Reflect::get(data, &BLOB_BESIDE.into()).unwrap_or(JsValue::UNDEFINED);
+    Some((text, blob))
+}
 
 /// Name of the `BroadcastChannel` that page-mode tabs use to tell each other about changes.
 const RELAY_CHANNEL: &str = "rangersync-page";
@@ -249,6 +261,20 @@ impl Inner {
         request: Request,
         key: &JsValue,
     ) -> Result<Value, ClientError> {
+        let beside = (!key.is_undefined()).then_some((KEY_BESIDE, key));
+        self.send_beside(request, beside)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Send `request` with `beside` = `(field, value)` cloned beside its text (`{ text,
+    /// [field]: value }`: a `CryptoKey`, a `Blob`); answers the result and what the reply
+    /// carries beside its text (`undefined` but for `get_blob`).
+    pub(crate) async fn send_beside(
+        self: &Rc<Self>,
+        request: Request,
+        beside: Option<(&str, &JsValue)>,
+    ) -> Result<(Value, JsValue), ClientError> {
         request::check(&request)?;
         let factor = if request::is_slow(&request) {
             SLOW_REQUEST_FACTOR
@@ -265,35 +291,39 @@ impl Inner {
             match transport {
                 Transport::Page(link) => {
                     let id = self.take_id();
-                    let reply = link
+                    let carried = beside.map_or(JsValue::UNDEFINED, |(_, v)| v.clone());
+                    let (reply, with) = link
                         .engine
-                        .request(&request::envelope(id, request)?, key)
+                        .request(&request::envelope(id, request)?, &carried)
                         .await?;
-                    return request::reply(id, &reply);
+                    return request::reply(id, &reply).map(|v| (v, with));
                 }
                 Transport::Worker(link) => {
                     let id = self.take_id();
                     // As text: the worker parses it once and answers with text, so no
                     // message is converted to a JS object and back on either side.
                     let text = JsValue::from_str(&request::envelope(id, request.clone())?);
-                    let message = if key.is_undefined() {
-                        text
-                    } else {
-                        let carrying = js_sys::Object::new();
-                        let _ = Reflect::set(&carrying, &TEXT_BESIDE.into(), &text);
-                        let _ = Reflect::set(&carrying, &KEY_BESIDE.into(), key);
-                        carrying.into()
+                    let message = match beside {
+                        None => text,
+                        Some((field, value)) => {
+                            let carrying = js_sys::Object::new();
+                            let _ = Reflect::set(&carrying, &TEXT_BESIDE.into(), &text);
+                            let _ = Reflect::set(&carrying, &field.into(), value);
+                            carrying.into()
+                        }
                     };
                     match link.request(id, &message, timeout_ms).await {
                         Ok(data) => {
-                            // A string to a string (an object only from an old worker).
-                            let text = data.as_string().unwrap_or_else(|| {
-                                JSON::stringify(&data)
+                            // A string to a string (`{ text, blob }` for `get_blob`; an
+                            // object only from an old worker).
+                            let (text, with) = split_reply(&data).unwrap_or_else(|| {
+                                let text = JSON::stringify(&data)
                                     .ok()
                                     .and_then(|t| t.as_string())
-                                    .unwrap_or_default()
+                                    .unwrap_or_default();
+                                (text, JsValue::UNDEFINED)
                             });
-                            return request::reply(id, &text);
+                            return request::reply(id, &text).map(|v| (v, with));
                         }
                         Err(LinkError::ControllerChanged) if request::is_write(&request) => {
                             return Err(request::write_interrupted())
@@ -385,7 +415,7 @@ impl Inner {
             .engine
             .request(&request::envelope(id, configure)?, &JsValue::UNDEFINED)
             .await;
-        if let Err(e) = reply.and_then(|text| request::reply(id, &text)) {
+        if let Err(e) = reply.and_then(|(text, _)| request::reply(id, &text)) {
             link.engine.close();
             return Err(e);
         }
@@ -902,6 +932,60 @@ impl SyncClient {
         })
     }
 
+    /// Keep `blob` (a `Blob` or a `File`) on this device and queue its upload to the sync
+    /// server. Resolves with its reference `{ $blob: { sha256, size, type, name? } }` once its
+    /// bytes are committed in IndexedDB: store the reference in any value (`put`); a write
+    /// that references it is sent after its bytes. The upload is content-addressed, in 1 MiB
+    /// chunks that resume after an outage or a restart. Rejects `blob_too_large` over
+    /// 100 MiB, `invalid_blob` for anything but a `Blob`.
+    #[wasm_bindgen(js_name = putBlob, unchecked_return_type = "Promise<BlobRef>")]
+    pub fn put_blob(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Blob")] blob: JsValue,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            if !blob.is_instance_of::<web_sys::Blob>() {
+                return Err(ClientError::new(
+                    codes::INVALID_BLOB,
+                    "putBlob takes a Blob or a File",
+                ));
+            }
+            let name = Reflect::get(&blob, &"name".into())
+                .ok()
+                .and_then(|n| n.as_string());
+            let (reference, _) = inner
+                .send_beside(Request::PutBlob { name }, Some((BLOB_BESIDE, &blob)))
+                .await?;
+            Ok(js::from_json(&reference))
+        })
+    }
+
+    /// The bytes a reference of `putBlob` names, as a `Blob` of its type: from this device,
+    /// else downloaded from the sync server (verified against its SHA-256, then kept here).
+    /// Rejects `blob_not_found` when neither holds it (the device that made it may not have
+    /// uploaded it yet), `invalid_blob` for something that is not a reference.
+    #[wasm_bindgen(js_name = getBlob, unchecked_return_type = "Promise<Blob>")]
+    pub fn get_blob(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "BlobRef")] reference: JsValue,
+    ) -> Promise {
+        let inner = Rc::clone(&self.inner);
+        promise(async move {
+            let reference = rangersync_shared::blob::BlobRef::from_value(&js::to_json(&reference)?)
+                .map_err(|m| ClientError::new(codes::INVALID_BLOB, m))?;
+            let request = Request::GetBlob {
+                sha256: reference.sha256,
+                content_type: Some(reference.content_type).filter(|t| !t.is_empty()),
+            };
+            let (_, blob) = inner.send_beside(request, None).await?;
+            if !blob.is_instance_of::<web_sys::Blob>() {
+                return Err(ClientError::internal("getBlob's reply carried no Blob"));
+            }
+            Ok(blob)
+        })
+    }
+
     /// Save `(collection, key)` as it changes, with no save button: `handle.set(value)` on
     /// every change; changes coalesce (`debounceMs`, default 300, and at most `maxWaitMs`,
     /// default 2000, after the first unsaved one) and what is waiting is handed to the outbox
@@ -1075,30 +1159,40 @@ impl SyncClient {
         })
     }
 
-    /// A snapshot of the local copy and the outbox, as JSON or YAML text.
+    /// A snapshot of the local copy and the outbox, as JSON or YAML text. `includeBlobs`: the
+    /// bytes of the blobs the entities reference too (base64; a restore puts them back), else
+    /// the references alone.
     #[wasm_bindgen(js_name = exportSnapshot, unchecked_return_type = "Promise<string>")]
     pub fn export_snapshot(
         &self,
         #[wasm_bindgen(unchecked_param_type = "\"json\" | \"yaml\"")] format: JsValue,
-        #[wasm_bindgen(unchecked_optional_param_type = "{ includeLocalOnly?: boolean }")]
+        #[wasm_bindgen(
+            unchecked_optional_param_type = "{ includeLocalOnly?: boolean; includeBlobs?: boolean }"
+        )]
         options: Option<JsValue>,
     ) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
-            let include_local_only = match options {
-                None => false,
-                Some(o) if o.is_undefined() || o.is_null() => false,
-                Some(o) => match js_sys::Reflect::get(&o, &"includeLocalOnly".into()) {
-                    Ok(v) if v.is_undefined() => false,
+            let flag = |name: &str| -> Result<bool, ClientError> {
+                let Some(o) = options
+                    .as_ref()
+                    .filter(|o| !o.is_undefined() && !o.is_null())
+                else {
+                    return Ok(false);
+                };
+                match js_sys::Reflect::get(o, &name.into()) {
+                    Ok(v) if v.is_undefined() => Ok(false),
                     Ok(v) => v.as_bool().ok_or_else(|| {
                         ClientError::new(
                             codes::INVALID_MESSAGE,
-                            "exportSnapshot's includeLocalOnly must be true or false",
+                            format!("exportSnapshot's {name} must be true or false"),
                         )
-                    })?,
-                    Err(_) => false,
-                },
+                    }),
+                    Err(_) => Ok(false),
+                }
             };
+            let include_local_only = flag("includeLocalOnly")?;
+            let include_blobs = flag("includeBlobs")?;
             let format = match format.as_string().as_deref() {
                 Some("json") => ExportFormat::Json,
                 Some("yaml") => ExportFormat::Yaml,
@@ -1109,6 +1203,7 @@ impl SyncClient {
                 .send(Request::Export {
                     format,
                     include_local_only,
+                    include_blobs,
                 })
                 .await?
             {

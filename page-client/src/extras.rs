@@ -121,14 +121,18 @@ impl ExtrasModule {
 }
 
 impl PageEngine {
-    /// Send one request envelope (JSON text) and the `CryptoKey` it carries (or
-    /// `undefined`); resolves with the reply envelope's JSON text.
-    pub async fn request(&self, text: &str, key: &JsValue) -> Result<String, ClientError> {
-        let reply = JsFuture::from(self.handle_text(text, key))
+    /// Send one request envelope (JSON text) and the `CryptoKey` or `Blob` it carries (or
+    /// `undefined`); resolves with the reply envelope's JSON text and what its reply carries
+    /// beside it (`undefined` but for `get_blob`).
+    pub async fn request(
+        &self,
+        text: &str,
+        beside: &JsValue,
+    ) -> Result<(String, JsValue), ClientError> {
+        let reply = JsFuture::from(self.handle_text(text, beside))
             .await
             .map_err(|e| error_from_js(&e))?;
-        reply
-            .as_string()
+        crate::client::split_reply(&reply)
             .ok_or_else(|| ClientError::internal("the page engine replied with no text"))
     }
 

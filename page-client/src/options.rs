@@ -92,6 +92,7 @@ pub const REGISTER_KEYS: &[&str] = &[
     "localOnly",
     "excludeFromBackup",
     "deadLetterRetentionDays",
+    "backupIncludeBlobs",
     "backupEncryption",
     "captureCredentials",
     "controllerTimeoutMs",
@@ -194,6 +195,15 @@ impl ClientOptions {
             Some(days) => u32::try_from(days).unwrap_or(u32::MAX),
         };
         let retry = parse_retry(map.get("retry"))?;
+        let backup_include_blobs = match map.get("backupIncludeBlobs") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ClientError::config(
+                    "backupIncludeBlobs must be true or false",
+                ))
+            }
+        };
         let force_page_mode = match map.get("forcePageMode") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -221,6 +231,7 @@ impl ClientOptions {
             exclude_from_backup,
             backup_encryption: backup_encryption.is_some(),
             dead_letter_retention_days,
+            backup_include_blobs,
         };
         // The worker's own rules (retry delays ≥ 100 ms, intervals ≥ 1 min, …), caught here
         // before anything is registered.

@@ -117,6 +117,8 @@ pub fn is_slow(request: &Request) -> bool {
             | Request::ServerBackups { .. }
             | Request::RestoreFromServer { .. }
             | Request::BackupKey { .. }
+            | Request::PutBlob { .. }
+            | Request::GetBlob { .. }
     )
 }
 
@@ -130,6 +132,7 @@ pub fn is_write(request: &Request) -> bool {
         Request::Put { .. }
             | Request::Delete { .. }
             | Request::WriteMany { .. }
+            | Request::PutBlob { .. }
             | Request::Restore { dry_run: false, .. }
             | Request::RestoreFromServer { dry_run: false, .. }
             | Request::RetryDead { .. }

@@ -10,7 +10,23 @@ export type SyncErrorCode =
   | "invalid_collection" | "invalid_key" | "invalid_value" | "value_too_large"
   | "invalid_config" | "quota_exceeded" | "storage_error" | "corrupt_record"
   | "worker_unavailable" | "not_found" | "network" | "server_error" | "auth"
-  | "bad_response" | "bad_snapshot" | "checksum_mismatch" | "timeout" | "internal";
+  | "bad_response" | "bad_snapshot" | "checksum_mismatch" | "timeout" | "internal"
+  | "rate_limited" | "unavailable" | "cursor_expired" | "config_error" | "restore_blocked"
+  | "wrong_passphrase" | "passphrase_required" | "capture_too_large"
+  | "blob_too_large" | "blob_not_found" | "invalid_blob";
+
+/** What `putBlob` answers and `getBlob` takes: store it in any value; the bytes travel apart. */
+export interface BlobRef {
+  $blob: {
+    /** SHA-256 of the bytes, 64 lowercase hex digits. */
+    sha256: string;
+    size: number;
+    /** The Blob's MIME type (may be ""). */
+    type: string;
+    /** A File's name. */
+    name?: string;
+  };
+}
 
 /** What every rejected promise of SyncClient carries. */
 export interface SyncError extends Error {
@@ -36,6 +52,8 @@ export interface SyncClientOptions {
   excludeFromBackup?: string[];
   /** Days a dead letter is kept once a server backup holds it (0..36500). Default 90; `0` keeps every one. After each backup the server stores, the dead letters it holds whole that died longer ago than this are removed from the device: they leave it only into a backup (kept as long as the server keeps it), never silently. A captured call whose secret headers backups leave out stays on the device. */
   deadLetterRetentionDays?: number;
+  /** Server backups hold the bytes of the blobs (`putBlob`) their entities reference, not only the references. Default false (uploaded blobs stay on the server, scoped to the user); a backup whose blobs would pass 64 MiB then fails with `value_too_large`. */
+  backupIncludeBlobs?: boolean;
   /** The secret headers (e.g. `{ authorization: 'Bearer …' }`) a captured call restored from a snapshot needs: snapshots never hold them. Called at register and before each `flush()`; the worker keeps the answer in memory only. Until a page gives them, such a call waits (its status message says which header). */
   captureCredentials?: () => Record<string, string> | Promise<Record<string, string>>;
   /** Largest body of a captured call that is queued, bytes (1..16777216). Default 1048576. A larger one is answered 413 `capture_too_large` and not queued. */
@@ -84,6 +102,8 @@ export type SyncState =
 export interface SyncStatus {
   state: SyncState;
   pending: number;
+  /** Bytes of attachments (`putBlob`) not yet uploaded; their uploads count in `pending`. */
+  blob_bytes_pending: number;
   in_flight: number;
   dead: number;
   last_saved_at: number | null;
@@ -162,7 +182,9 @@ export interface ListItem<T = unknown> {
 
 export interface DeadLetter {
   seq: number;
-  kind: "mutation" | "request";
+  kind: "mutation" | "request" | "blob";
+  /** The SHA-256 of a blob whose upload the server refused (kind "blob"). */
+  sha256?: string;
   collection: string | null;
   key: string | null;
   method: string | null;

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
-use rangersync_shared::messages::Broadcast;
+use rangersync_shared::messages::{Broadcast, BLOB_BESIDE, TEXT_BESIDE};
 use rangersync_shared::outbox::Trigger;
 use rangersync_shared::status::Mode;
 use rangersync_sw::Engine;
@@ -82,15 +82,16 @@ pub async fn open_page_engine(
 #[wasm_bindgen]
 impl PageEngine {
     /// Answer one request envelope (`{ v, id, request }` as JSON text) with its reply envelope
-    /// as JSON text; `key` is the `CryptoKey` a request saying `key: true` carries (else
-    /// `undefined`). Refusals are replies too; the promise itself does not reject.
-    #[wasm_bindgen(unchecked_return_type = "Promise<string>")]
+    /// as JSON text; `key` is the `CryptoKey` a request saying `key: true` carries, or the
+    /// `Blob` of a `put_blob` (else `undefined`). A reply that carries a `Blob` (`get_blob`)
+    /// is `{ text, blob }`. Refusals are replies too; the promise itself does not reject.
+    #[wasm_bindgen(unchecked_return_type = "Promise<string | { text: string, blob: Blob }>")]
     pub fn handle(&self, text: String, key: JsValue) -> Promise {
         let slot = Rc::clone(&self.engine);
         let key = (!key.is_undefined() && !key.is_null()).then_some(key);
         future_to_promise(async move {
             let engine = live(&slot).await?;
-            let reply = engine.handle_text_with(&text, key).await;
+            let (reply, beside) = engine.handle_text_carrying(&text, key).await;
             if engine.is_closed() {
                 // A restore retired it: the fresh engine flushes what was put back.
                 let fresh = live(&slot).await?;
@@ -98,9 +99,19 @@ impl PageEngine {
                     fresh.trigger(Trigger::WorkerStart).await;
                 });
             }
-            serde_json::to_string(&reply)
+            let text = serde_json::to_string(&reply)
                 .map(|text| JsValue::from_str(&text))
-                .map_err(|e| sync_error("internal", &format!("cannot encode a reply: {e}")))
+                .map_err(|e| sync_error("internal", &format!("cannot encode a reply: {e}")))?;
+            Ok(match beside {
+                // `{ text, blob }`, as the worker posts it (`get_blob`).
+                Some(blob) => {
+                    let carrying = js_sys::Object::new();
+                    let _ = Reflect::set(&carrying, &TEXT_BESIDE.into(), &text);
+                    let _ = Reflect::set(&carrying, &BLOB_BESIDE.into(), &blob);
+                    carrying.into()
+                }
+                None => text,
+            })
         })
     }
 

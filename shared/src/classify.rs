@@ -294,7 +294,7 @@ fn dead_letter_reason(status: u16, body: &str) -> String {
 }
 
 /// `": <code>: <message>"` when the body is the protocol's JSON error body, else `""`.
-fn server_says(body: &str) -> String {
+pub(crate) fn server_says(body: &str) -> String {
     match error_detail(body) {
         Some(detail) => {
             let text = if detail.code.is_empty() {

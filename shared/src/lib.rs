@@ -9,6 +9,7 @@
 //! so every rule is tested natively, deterministically, in milliseconds.
 
 pub mod backup;
+pub mod blob;
 pub mod capture;
 pub mod classify;
 pub mod clock;

@@ -59,6 +59,13 @@ pub mod codes {
     pub const PASSPHRASE_REQUIRED: &str = "passphrase_required";
     /// A captured call's body is over `capture_max_body_bytes`: answered `413`, not queued.
     pub const CAPTURE_TOO_LARGE: &str = "capture_too_large";
+    /// A blob is over `blob::MAX_BLOB_BYTES` (or the server's `--max-blob-bytes`).
+    pub const BLOB_TOO_LARGE: &str = "blob_too_large";
+    /// `getBlob`: neither this device nor the server holds the blob (yet: another device may
+    /// not have uploaded it).
+    pub const BLOB_NOT_FOUND: &str = "blob_not_found";
+    /// `putBlob` was given something that is not a `Blob`, or `getBlob` a bad reference.
+    pub const INVALID_BLOB: &str = "invalid_blob";
 }
 
 /// Largest message a worker accepts from a page, in bytes of JSON (a 1 MiB value plus room).
@@ -73,6 +80,9 @@ pub const MAX_RESTORE_MESSAGE_BYTES: usize = crate::snapshot::MAX_SNAPSHOT_BYTES
 /// `{ text, key }`, the request's JSON text and the key beside it (structured clone keeps it
 /// non-extractable). Its request says `key: true`.
 pub const KEY_BESIDE: &str = "key";
+/// The field of a message that carries a `Blob` beside its text (`put_blob`, and the reply of
+/// `get_blob`): `{ text, blob }`.
+pub const BLOB_BESIDE: &str = "blob";
 /// The field of such a message that holds the request's JSON text (see [`KEY_BESIDE`]).
 pub const TEXT_BESIDE: &str = "text";
 
@@ -147,6 +157,9 @@ pub struct Config {
     /// Dead letters that died more than this many days before a backup the server stored are
     /// removed after it (they leave the device only into a backup); `0` keeps them all.
     pub dead_letter_retention_days: u32,
+    /// Server backups hold the bytes of the blobs their entities reference, not only the
+    /// references (`backupIncludeBlobs`).
+    pub backup_include_blobs: bool,
 }
 
 impl Default for Config {
@@ -165,6 +178,7 @@ impl Default for Config {
             exclude_from_backup: Vec::new(),
             backup_encryption: false,
             dead_letter_retention_days: DEFAULT_DEAD_LETTER_RETENTION_DAYS,
+            backup_include_blobs: false,
         }
     }
 }
@@ -368,6 +382,9 @@ pub enum Request {
         /// Put the `local_only` collections in too (they are left out unless asked).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         include_local_only: bool,
+        /// Put the bytes of the blobs the entities reference in too (`snapshot::BlobCopy`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include_blobs: bool,
     },
     Restore {
         text: String,
@@ -378,6 +395,20 @@ pub enum Request {
         /// The backup's `CryptoKey` travels beside this text (see [`KEY_BESIDE`]).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         key: bool,
+    },
+    /// Keep the `Blob` beside this text ([`BLOB_BESIDE`]) and queue its upload; answered with
+    /// its reference (`blob::BlobRef` as `{ "$blob": {…} }`). `name`: a `File`'s name.
+    PutBlob {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// The bytes of a reference: from this device, else downloaded from the server (and kept).
+    /// Answered with the reference as text and the `Blob` beside it ([`BLOB_BESIDE`]).
+    GetBlob {
+        sha256: String,
+        /// The reference's type, given to a blob downloaded from the server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
     },
     /// The page's current secret headers for restored captured calls (`captureCredentials`):
     /// kept in memory by the worker, never stored, used only for the headers a restored call
@@ -488,8 +519,11 @@ pub struct ListItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub seq: u64,
-    /// `"mutation"` or `"request"` (a captured REST call).
+    /// `"mutation"`, `"request"` (a captured REST call) or `"blob"` (an attachment's upload).
     pub kind: String,
+    /// A blob's SHA-256 (kind `"blob"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub collection: Option<String>,
     pub key: Option<String>,
     pub method: Option<String>,

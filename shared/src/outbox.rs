@@ -76,6 +76,15 @@ pub enum Item {
     Mutation(Mutation),
     /// A captured REST request.
     Request(CapturedRequest),
+    /// The upload of a blob the worker holds (`crate::blob`).
+    Blob(BlobUpload),
+}
+
+/// An attachment waiting for upload: its bytes are in the worker's blob store under `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobUpload {
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// One outbox entry as the shell read it from storage.
@@ -94,7 +103,7 @@ impl QueuedEntry {
     pub fn entity(&self) -> Option<(&str, &str)> {
         match &self.item {
             Item::Mutation(m) => Some((m.collection.as_str(), m.key.as_str())),
-            Item::Request(_) => None,
+            Item::Request(_) | Item::Blob(_) => None,
         }
     }
 }
@@ -175,6 +184,8 @@ pub enum SendRequest {
         request: CapturedRequest,
         idempotency_key: String,
     },
+    /// Upload one blob (`crate::blob::Upload`), then call [`Flusher::handle_blob_outcome`].
+    Blob { seq: u64, upload: BlobUpload },
 }
 
 /// The result of one attempt, to be written in ONE transaction.
@@ -438,7 +449,7 @@ impl Flusher {
             return;
         }
         let batch: Vec<QueuedEntry> = match &entries[0].item {
-            Item::Request(_) => entries.into_iter().take(1).collect(),
+            Item::Request(_) | Item::Blob(_) => entries.into_iter().take(1).collect(),
             Item::Mutation(_) => entries
                 .into_iter()
                 .take_while(|e| matches!(e.item, Item::Mutation(_)))
@@ -451,13 +462,17 @@ impl Flusher {
                 request: r.clone(),
                 idempotency_key: format!("{}:{}", self.client_id, batch[0].seq),
             },
+            Item::Blob(b) => SendRequest::Blob {
+                seq: batch[0].seq,
+                upload: b.clone(),
+            },
             Item::Mutation(_) => SendRequest::Push(PushRequest {
                 client_id: self.client_id.clone(),
                 mutations: batch
                     .iter()
                     .filter_map(|e| match &e.item {
                         Item::Mutation(m) => Some(m.clone()),
-                        Item::Request(_) => None,
+                        Item::Request(_) | Item::Blob(_) => None,
                     })
                     .collect(),
             }),
@@ -594,13 +609,52 @@ impl Flusher {
         outcome: &HttpOutcome,
         rng: &mut dyn RandomSource,
     ) {
+        let action = classify_captured(outcome, now);
+        self.handle_single_outcome(now, outcome, action, "a captured request", rng);
+    }
+
+    /// The final answer of a [`SendRequest::Blob`]'s upload attempt ([`crate::blob::Upload`]).
+    pub fn handle_blob_outcome(
+        &mut self,
+        now: Millis,
+        outcome: &HttpOutcome,
+        rng: &mut dyn RandomSource,
+    ) {
+        let action = crate::blob::classify_blob(outcome, now);
+        self.handle_single_outcome(now, outcome, action, "a blob upload", rng);
+    }
+
+    /// A [`SendRequest::Blob`] whose bytes this device no longer holds (or cannot read): it
+    /// can never be uploaded from here, so it becomes a dead letter with `reason`.
+    pub fn handle_blob_unreadable(
+        &mut self,
+        now: Millis,
+        reason: String,
+        rng: &mut dyn RandomSource,
+    ) {
+        let outcome = HttpOutcome::Network {
+            message: reason.clone(),
+        };
+        let action = CapturedAction::DeadLetter { reason };
+        self.handle_single_outcome(now, &outcome, action, "a blob upload", rng);
+    }
+
+    /// The answer to an entry sent alone (a captured request, a blob upload), classified.
+    fn handle_single_outcome(
+        &mut self,
+        now: Millis,
+        outcome: &HttpOutcome,
+        action: CapturedAction,
+        what: &str,
+        rng: &mut dyn RandomSource,
+    ) {
         let State::Sending { batch } = &self.state else {
             return;
         };
         let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
         let failures = batch.first().map_or(0, |e| e.attempts).saturating_add(1);
         self.last_failure_unreachable = matches!(outcome, HttpOutcome::Network { .. });
-        match classify_captured(outcome, now) {
+        match action {
             CapturedAction::Retry { code, message, .. }
                 if code == codes::SERVER_ERROR
                     && self.policy.max_server_errors > 0
@@ -617,7 +671,7 @@ impl Flusher {
                 self.set_error(
                     now,
                     codes::SERVER_ERROR,
-                    format!("a captured request was moved to the dead letters: {reason}"),
+                    format!("{what} was moved to the dead letters: {reason}"),
                 );
             }
             CapturedAction::Ack => {
@@ -632,7 +686,8 @@ impl Flusher {
                 code,
                 message,
             } => {
-                let counts = counts_toward_attempts(outcome);
+                // No blob endpoint is the server's setup, not the entry's fault.
+                let counts = code != codes::CONFIG_ERROR && counts_toward_attempts(outcome);
                 self.fail(now, &seqs, code, message, retry_after_ms, counts, rng);
             }
             CapturedAction::AuthStop { status, message } => self.auth_stop(now, status, message),
@@ -1101,6 +1156,8 @@ pub struct StoreCounts {
     pub last_exported_at: Option<Millis>,
     /// A write is being committed right now.
     pub saving: bool,
+    /// Bytes of the blobs whose upload waits in the outbox.
+    pub blob_bytes_pending: u64,
 }
 
 /// The status rule, pure: the person-facing state from the machine's state.
@@ -1159,6 +1216,7 @@ pub fn derive_status(
     Status {
         state: sync_state,
         pending: counts.pending,
+        blob_bytes_pending: counts.blob_bytes_pending,
         in_flight,
         dead: counts.dead,
         last_saved_at: counts.last_saved_at,

@@ -304,6 +304,7 @@ mod tests {
             source: SnapshotSource::Client,
             client_id: Some("old".into()),
             app_version: "t".into(),
+            blobs: vec![],
             entities: vec![],
             outbox: vec![write("old", 4, "a"), write("old", 6, "b")],
             requests: vec![request(5)],

@@ -49,6 +49,10 @@ pub struct Snapshot {
     #[serde(default)]
     pub client_id: Option<String>,
     pub app_version: String,
+    /// Version 2: the bytes of the blobs the entities reference, when the export was asked to
+    /// hold them (`include_blobs`); otherwise the references alone are in the entities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<BlobCopy>,
     pub entities: Vec<Entity>,
     #[serde(default)]
     pub outbox: Vec<Mutation>,
@@ -87,6 +91,50 @@ pub struct PendingRequest {
     /// `secretHeaders`): the outbox keeps them to replay the call; a snapshot never holds them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redacted: Vec<String>,
+}
+
+/// The bytes of one blob (`crate::blob`), base64 (standard alphabet, padded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobCopy {
+    pub sha256: String,
+    pub size: u64,
+    #[serde(rename = "type", default)]
+    pub content_type: String,
+    pub data: String,
+}
+
+impl BlobCopy {
+    pub fn new(sha256: String, content_type: String, bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        Self {
+            sha256,
+            size: bytes.len() as u64,
+            content_type,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The bytes, checked against the size and the SHA-256 the copy names.
+    pub fn bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+        use base64::Engine as _;
+        let bad = |why: String| SnapshotError::Parse(format!("blob {}: {why}", self.sha256));
+        crate::blob::check_sha256(&self.sha256).map_err(bad)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .map_err(|e| bad(format!("its data is not base64: {e}")))?;
+        if bytes.len() as u64 != self.size {
+            return Err(bad(format!(
+                "{} bytes, not the {} it says",
+                bytes.len(),
+                self.size
+            )));
+        }
+        if sha256_hex(&bytes) != self.sha256 {
+            return Err(bad("its bytes do not hash to its sha256".into()));
+        }
+        Ok(bytes)
+    }
 }
 
 /// A dead letter: the entry as it was stored, why it died, when.
@@ -137,6 +185,7 @@ pub struct Extras {
     pub dead: Vec<DeadLetterCopy>,
     pub meta: Option<SnapshotMeta>,
     pub problems: Vec<Problem>,
+    pub blobs: Vec<BlobCopy>,
 }
 
 /// Why a snapshot was refused. Nothing is changed when any of these is returned.
@@ -209,7 +258,10 @@ pub fn build_with(
         mut dead,
         meta,
         problems,
+        mut blobs,
     } = extras;
+    blobs.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    blobs.dedup_by(|a, b| a.sha256 == b.sha256);
     requests.sort_by_key(|r| r.seq);
     dead.sort_by_key(|d| d.seq);
     let counts = live_counts(&entities);
@@ -220,6 +272,7 @@ pub fn build_with(
         source,
         client_id,
         app_version: app_version.to_owned(),
+        blobs,
         entities,
         outbox,
         requests,
@@ -312,6 +365,9 @@ pub fn compute_checksum(snapshot: &Snapshot) -> String {
     // version-2 fields only when they are serialized (not empty).
     hash.raw("{");
     hash.field("app_version", &s.app_version, true);
+    if !s.blobs.is_empty() {
+        hash.list("blobs", &s.blobs);
+    }
     hash.field("client_id", &s.client_id, false);
     hash.field("counts", &s.counts, false);
     if !s.dead.is_empty() {
@@ -393,7 +449,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-fn hex(digest: &[u8]) -> String {
+pub(crate) fn hex(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(digest.len() * 2);
     for byte in digest {
@@ -585,10 +641,12 @@ pub fn verify(snapshot: &Snapshot) -> Result<(), SnapshotError> {
         && (!snapshot.requests.is_empty()
             || !snapshot.dead.is_empty()
             || snapshot.meta.is_some()
-            || !snapshot.problems.is_empty())
+            || !snapshot.problems.is_empty()
+            || !snapshot.blobs.is_empty())
     {
         return Err(SnapshotError::Parse(
-            "a format version 1 snapshot cannot hold requests, dead, meta or problems".into(),
+            "a format version 1 snapshot cannot hold requests, dead, meta, problems or blobs"
+                .into(),
         ));
     }
     if snapshot.checksum.algorithm != CHECKSUM_ALGORITHM {
@@ -620,6 +678,9 @@ pub fn verify(snapshot: &Snapshot) -> Result<(), SnapshotError> {
             }
         }
         return Err(SnapshotError::CountsMismatch(diffs.join(", ")));
+    }
+    for blob in &snapshot.blobs {
+        blob.bytes()?;
     }
     Ok(())
 }
@@ -654,6 +715,10 @@ pub struct RestoreReport {
     /// A dry run that a real restore would refuse: why (`restore_blocked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// Blobs of the snapshot this device did not hold: put back (and queued for upload), or
+    /// in a dry run, that would be.
+    #[serde(default)]
+    pub blobs_restored: u64,
 }
 
 /// Plan a restore of `snapshot` over the current local copy: every snapshot entity is
@@ -1249,8 +1314,31 @@ mod tests {
                     key: "[\"notes\",\"bad\"]".into(),
                     reason: "corrupt record: missing field `updated_at`".into(),
                 }],
+                blobs: vec![BlobCopy::new(
+                    sha256_hex(b"test"),
+                    "text/plain".into(),
+                    b"test",
+                )],
             },
         )
+    }
+
+    #[test]
+    fn a_blob_copy_whose_bytes_do_not_match_its_hash_or_size_is_refused() {
+        let mut snap = full();
+        assert_eq!(snap.blobs[0].bytes().unwrap(), b"test");
+        assert_eq!(verify(&snap), Ok(()));
+        snap.blobs[0].data = BlobCopy::new(String::new(), String::new(), b"tesT").data;
+        snap.checksum.value = compute_checksum(&snap);
+        assert!(matches!(verify(&snap), Err(SnapshotError::Parse(m)) if m.contains("hash")));
+        let mut snap = full();
+        snap.blobs[0].size = 5;
+        snap.checksum.value = compute_checksum(&snap);
+        assert!(matches!(verify(&snap), Err(SnapshotError::Parse(m)) if m.contains("bytes")));
+        let mut snap = full();
+        snap.blobs[0].data = "!!".into();
+        snap.checksum.value = compute_checksum(&snap);
+        assert!(matches!(verify(&snap), Err(SnapshotError::Parse(m)) if m.contains("base64")));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct Status {
     pub state: SyncState,
     /// Entries in the outbox, including those in flight.
     pub pending: u64,
+    /// Bytes of attachments (`putBlob`) not yet uploaded; their entries count in `pending`.
+    #[serde(default)]
+    pub blob_bytes_pending: u64,
     /// Entries in the request on the wire right now.
     pub in_flight: u64,
     /// Entries in the dead-letter store.

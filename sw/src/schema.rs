@@ -8,6 +8,7 @@
 //! | `entities`  | `[collection, key]`           | `value`, `deleted`, `updated_at`, `version`, `pending` |
 //! | `dead`      | `seq`                         | the entry, `reason`, `dead_at`, `attempts`          |
 //! | `snapshots` | `exported_at`                 | scheduled exports of older versions (no longer written: backups go to the server) |
+//! | `blobs`     | `sha256`                      | an attachment's `blob` (a `Blob`), `size`, `type`, `stored_at` (version 3) |
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,14 +23,15 @@ use crate::js;
 
 /// Database name.
 pub const DB_NAME: &str = "rangersync";
-/// Current schema version (2: the `by_kind` index of `outbox`).
-pub const DB_VERSION: u32 = 2;
+/// Current schema version (2: the `by_kind` index of `outbox`; 3: the `blobs` store).
+pub const DB_VERSION: u32 = 3;
 
 pub const META: &str = "meta";
 pub const OUTBOX: &str = "outbox";
 pub const ENTITIES: &str = "entities";
 pub const DEAD: &str = "dead";
 pub const SNAPSHOTS: &str = "snapshots";
+pub const BLOBS: &str = "blobs";
 /// Index of `outbox` on `[collection, key]`.
 pub const BY_ENTITY: &str = "by_entity";
 /// Index of `outbox` on `kind` (`"mutation"` / `"request"`): the captured requests waiting,
@@ -37,6 +39,8 @@ pub const BY_ENTITY: &str = "by_entity";
 pub const BY_KIND: &str = "by_kind";
 /// The `kind` of an outbox record holding a captured request.
 pub const KIND_REQUEST: &str = "request";
+/// The `kind` of an outbox record holding a blob upload.
+pub const KIND_BLOB: &str = "blob";
 
 /// Keys of the `meta` store.
 pub mod meta {
@@ -158,7 +162,12 @@ fn upgrade(
                 &web_sys::IdbIndexParameters::new(),
             )?;
     }
-    // Future versions: `if old_version < 3 { … }`.
+    if old_version < 3 {
+        let p = IdbObjectStoreParameters::new();
+        p.set_key_path(&"sha256".into());
+        db.create_object_store_with_optional_parameters(BLOBS, &p)?;
+    }
+    // Future versions: `if old_version < 4 { … }`.
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use js_sys::Array;
 use rangersync_shared::backup::BackupFailure;
 use rangersync_shared::messages::Config;
 use rangersync_shared::outbox::{
-    coalescable, Backoff, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
+    coalescable, Backoff, BlobUpload, CapturedRequest, CoalesceGuard, Item, QueuedEntry, RecordPlan,
 };
 use rangersync_shared::protocol::{Entity, Millis, Mutation, Op};
 use rangersync_shared::requeue::{LocalOutbox, RequeuePlan};
@@ -17,13 +17,15 @@ use rangersync_shared::snapshot::{DeadLetterCopy, PendingRequest, Problem, Snaps
 use rangersync_shared::status::LastError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::IdbDatabase;
 
 use crate::error::{Result, SwError};
 use crate::idb::{issue, req, result_of, settle, Tx};
 use crate::js::{from_js, to_js};
-use crate::schema::{self, entity_key, meta, seq_key, BY_ENTITY, DEAD, ENTITIES, META, OUTBOX};
+use crate::schema::{
+    self, entity_key, meta, seq_key, BLOBS, BY_ENTITY, DEAD, ENTITIES, META, OUTBOX,
+};
 
 /// One outbox record as stored (flat, so the `by_entity` index sees `collection` and `key`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +61,12 @@ pub struct OutboxRecord {
     /// A restored captured call's secret headers, to be given by the page at replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted: Option<Vec<String>>,
+    /// A blob upload's SHA-256 (its bytes are in the `blobs` store under it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// A blob upload's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 impl OutboxRecord {
@@ -79,6 +87,8 @@ impl OutboxRecord {
             headers: None,
             body: None,
             redacted: None,
+            sha256: None,
+            size: None,
         };
         match entry {
             NewEntry::Write {
@@ -105,6 +115,11 @@ impl OutboxRecord {
                 r.headers = Some(c.headers.clone());
                 r.body = Some(c.body.clone());
                 r.redacted = (!c.redacted.is_empty()).then(|| c.redacted.clone());
+            }
+            NewEntry::Blob(b) => {
+                r.kind = schema::KIND_BLOB.into();
+                r.sha256 = Some(b.sha256.clone());
+                r.size = Some(b.size);
             }
         }
         r
@@ -149,6 +164,15 @@ impl OutboxRecord {
                     body: self.body.clone().unwrap_or_default(),
                     redacted: self.redacted.clone().unwrap_or_default(),
                 })
+            }
+            schema::KIND_BLOB => {
+                let (Some(sha256), Some(size)) = (self.sha256.clone(), self.size) else {
+                    return Err(SwError::Corrupt(format!(
+                        "outbox blob upload {} lacks a field",
+                        self.seq
+                    )));
+                };
+                Item::Blob(BlobUpload { sha256, size })
             }
             other => {
                 return Err(SwError::Corrupt(format!(
@@ -259,6 +283,8 @@ pub enum NewEntry {
         updated_at: Millis,
     },
     Captured(CapturedRequest),
+    /// The upload of a blob already in the `blobs` store.
+    Blob(BlobUpload),
 }
 
 impl NewEntry {
@@ -281,6 +307,8 @@ impl NewEntry {
                         .map(|(name, value)| name.len() + value.len())
                         .sum::<usize>()
             }
+            // The bytes were stored before the entry (`Store::put_blob`).
+            Self::Blob(b) => b.sha256.len(),
         }
     }
 }
@@ -638,7 +666,9 @@ impl Store {
             let seq = next;
             next += 1;
             match entry {
-                NewEntry::Captured(_) => guard.barrier = seq,
+                // No later write coalesces across a captured call or a blob upload (a write
+                // that references the blob must reach the server after its bytes).
+                NewEntry::Captured(_) | NewEntry::Blob(_) => guard.barrier = seq,
                 NewEntry::Write {
                     collection,
                     key,
@@ -1240,6 +1270,14 @@ impl Store {
                         redacted: Vec::new(),
                     });
                 }
+                // A snapshot holds blob references (in the entities), not the uploads.
+                Ok((
+                    _,
+                    QueuedEntry {
+                        item: Item::Blob(_),
+                        ..
+                    },
+                )) => {}
                 Err(e) => out.problems.push(Problem {
                     store: OUTBOX.into(),
                     key: seq.map_or_else(|| "?".into(), |s| s.to_string()),
@@ -1348,12 +1386,67 @@ impl Store {
     }
 
     /// `(outbox entries, dead letters)`.
-    pub async fn counts(&self) -> Result<(u64, u64)> {
+    /// Entries in the outbox, dead letters, and the bytes of the blob uploads waiting (read
+    /// through the `by_kind` index: the mutations are not read).
+    pub async fn counts(&self) -> Result<(u64, u64, u64)> {
         let tx = Tx::new(&self.db, &[OUTBOX, DEAD], false)?;
-        let p = req(tx.store(OUTBOX)?.count()).await?;
+        let outbox = tx.store(OUTBOX)?;
+        let p = req(outbox.count()).await?;
         let d = req(tx.store(DEAD)?.count()).await?;
+        let index = outbox
+            .index(schema::BY_KIND)
+            .map_err(|e| SwError::from_js(&e))?;
+        let blobs = req(index.get_all_with_key(&schema::KIND_BLOB.into())).await?;
         tx.commit().await?;
-        Ok((as_u64(&p).unwrap_or(0), as_u64(&d).unwrap_or(0)))
+        let blob_bytes = Array::from(&blobs)
+            .iter()
+            .filter_map(|v| from_js::<OutboxRecord>(v).ok())
+            .filter_map(|r| r.size)
+            .sum();
+        Ok((as_u64(&p).unwrap_or(0), as_u64(&d).unwrap_or(0), blob_bytes))
+    }
+
+    /// Keep a blob's bytes under its SHA-256 (the same hash is the same bytes: one already
+    /// there is kept as it is).
+    pub async fn put_blob(
+        &self,
+        sha256: &str,
+        blob: &web_sys::Blob,
+        content_type: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let tx = Tx::new(&self.db, &[BLOBS], true)?;
+        let store = tx.store(BLOBS)?;
+        let there = req(store.count_with_key(&sha256.into())).await?;
+        if as_u64(&there).unwrap_or(0) == 0 {
+            let record = js_sys::Object::new();
+            for (name, value) in [
+                ("sha256", JsValue::from_str(sha256)),
+                ("blob", blob.into()),
+                ("size", JsValue::from_f64(blob.size())),
+                ("type", JsValue::from_str(content_type)),
+                ("stored_at", JsValue::from_f64(now as f64)),
+            ] {
+                let _ = js_sys::Reflect::set(&record, &name.into(), &value);
+            }
+            req(store.put(&record)).await?;
+        }
+        tx.commit().await
+    }
+
+    /// A blob's bytes, when this device holds them (a record that is not a `Blob` is corrupt).
+    pub async fn get_blob(&self, sha256: &str) -> Result<Option<web_sys::Blob>> {
+        let tx = Tx::new(&self.db, &[BLOBS], false)?;
+        let v = req(tx.store(BLOBS)?.get(&sha256.into())).await?;
+        tx.commit().await?;
+        if v.is_undefined() {
+            return Ok(None);
+        }
+        js_sys::Reflect::get(&v, &"blob".into())
+            .ok()
+            .and_then(|b| b.dyn_into::<web_sys::Blob>().ok())
+            .map(Some)
+            .ok_or_else(|| SwError::Corrupt(format!("blob {sha256} holds no Blob")))
     }
 
     pub async fn get_entity(&self, collection: &str, key: &str) -> Result<Option<EntityRecord>> {
@@ -1428,7 +1521,7 @@ impl Store {
         r.created_at = now;
         req(outbox.put(&to_js(&r)?)).await?;
         req(dead.delete(&seq_key(seq))).await?;
-        if r.kind == "request" {
+        if r.kind == schema::KIND_REQUEST || r.kind == schema::KIND_BLOB {
             req(m.put_with_key(&(next as f64).into(), &meta::CAPTURE_BARRIER.into())).await?;
         }
         let entity = r.entity();

@@ -173,11 +173,21 @@ pub async fn on_activate() -> Result<(), JsValue> {
     Ok(())
 }
 
-fn post(port: &MessagePort, reply: &ReplyEnvelope, as_text: bool) {
+fn post(port: &MessagePort, reply: &ReplyEnvelope, as_text: bool, beside: Option<JsValue>) {
     let value = if as_text {
         serde_json::to_string(reply).map(JsValue::from).ok()
     } else {
         js::to_js(reply).ok()
+    };
+    let value = match (value, beside) {
+        // `{ text, blob }`: a reply that carries a Blob (`get_blob`).
+        (Some(text), Some(blob)) => {
+            let carrying = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(&carrying, &messages::TEXT_BESIDE.into(), &text);
+            let _ = js_sys::Reflect::set(&carrying, &messages::BLOB_BESIDE.into(), &blob);
+            Some(carrying.into())
+        }
+        (value, _) => value,
     };
     if let Some(v) = value {
         let _ = port.post_message(&v);
@@ -190,15 +200,17 @@ fn post(port: &MessagePort, reply: &ReplyEnvelope, as_text: bool) {
 pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
     let port = event.ports().get(0).dyn_into::<MessagePort>().ok();
     let data = event.data();
-    // `{ text, key }`: a request's text with the CryptoKey it carries beside it.
+    // `{ text, key }` / `{ text, blob }`: a request's text with the CryptoKey or the Blob it
+    // carries beside it.
     let beside_text = (!data.is_string())
         .then(|| js_sys::Reflect::get(&data, &messages::TEXT_BESIDE.into()).ok())
         .flatten()
         .and_then(|t| t.as_string());
     let key = beside_text.as_ref().and_then(|_| {
-        js_sys::Reflect::get(&data, &messages::KEY_BESIDE.into())
-            .ok()
-            .filter(|k| !k.is_undefined())
+        [messages::KEY_BESIDE, messages::BLOB_BESIDE]
+            .into_iter()
+            .filter_map(|field| js_sys::Reflect::get(&data, &field.into()).ok())
+            .find(|v| !v.is_undefined())
     });
     let as_text = data.is_string() || beside_text.is_some();
     let text = beside_text
@@ -224,6 +236,7 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
                     "messages are accepted only from window clients of this origin",
                 ),
                 as_text,
+                None,
             );
         }
         return Ok(());
@@ -237,14 +250,15 @@ pub async fn on_message(event: ExtendableMessageEvent) -> Result<(), JsValue> {
                     port,
                     &ReplyEnvelope::err(request_id(&text), error.code(), error.to_string()),
                     as_text,
+                    None,
                 );
             }
             return Err(error.into());
         }
     };
-    let reply = current.handle_text_with(&text, key).await;
+    let (reply, beside) = current.handle_text_carrying(&text, key).await;
     if let Some(port) = &port {
-        post(port, &reply, as_text);
+        post(port, &reply, as_text, beside);
     }
     current.note_page_message();
     if current.is_closed() {

@@ -190,6 +190,7 @@ async fn export_json(engine: &Rc<Engine>) -> String {
         .handle(Request::Export {
             format: rangersync_shared::messages::ExportFormat::Json,
             include_local_only: false,
+            include_blobs: false,
         })
         .await
         .unwrap();

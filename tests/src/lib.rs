@@ -324,6 +324,17 @@ impl TestServer {
         }
     }
 
+    /// `GET path` → its status and body bytes (with this handle's credentials).
+    pub async fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.bytes().await?.to_vec()))
+    }
+
     /// `GET path` → JSON; an HTTP error status is an error.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
         let response = self

@@ -56,6 +56,18 @@ fn captured(seq: u64) -> QueuedEntry {
     }
 }
 
+fn blob(seq: u64) -> QueuedEntry {
+    QueuedEntry {
+        seq,
+        created_at: T0,
+        attempts: 0,
+        item: Item::Blob(BlobUpload {
+            sha256: "ab".repeat(32),
+            size: 3,
+        }),
+    }
+}
+
 fn respond(status: u16, retry_after: Option<&str>, body: &str) -> HttpOutcome {
     HttpOutcome::Response {
         status,
@@ -92,7 +104,9 @@ fn drain(f: &mut Flusher) -> Vec<Action> {
 fn sent_seqs(action: &Action) -> Vec<u64> {
     match action {
         Action::Send(SendRequest::Push(p)) => p.mutations.iter().map(|m| m.seq).collect(),
-        Action::Send(SendRequest::Captured { seq, .. }) => vec![*seq],
+        Action::Send(SendRequest::Captured { seq, .. } | SendRequest::Blob { seq, .. }) => {
+            vec![*seq]
+        }
         other => panic!("expected a send, got {other:?}"),
     }
 }
@@ -657,6 +671,67 @@ fn a_captured_request_is_acked_on_2xx_dead_on_404_and_retried_on_500() {
 }
 
 #[test]
+fn a_blob_upload_is_sent_alone_in_seq_order_before_the_write_that_references_it() {
+    let mut f = flusher(10);
+    let send = start_and_load(&mut f, T0, vec![blob(1), mutation(2, "a")]);
+    assert_eq!(
+        send,
+        Action::Send(SendRequest::Blob {
+            seq: 1,
+            upload: BlobUpload {
+                sha256: "ab".repeat(32),
+                size: 3
+            }
+        })
+    );
+    f.handle_blob_outcome(
+        T0,
+        &respond(200, None, r#"{"complete":true}"#),
+        &mut SplitMix64(1),
+    );
+    assert_eq!(record_plan(&drain(&mut f)).ack, vec![1]);
+    f.handle_recorded(T0, Ok(()));
+    let next = drain(&mut f);
+    assert!(
+        matches!(next.as_slice(), [Action::LoadBatch { after: 1, .. }]),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn a_blob_refused_for_auth_stops_the_outbox_and_one_over_quota_goes_dead() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![blob(1)]);
+    f.handle_blob_outcome(T0, &respond(401, None, ""), &mut SplitMix64(2));
+    drain(&mut f);
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(f.state(), FlusherState::AuthStopped);
+
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![blob(1)]);
+    let quota = r#"{"error":{"code":"blob_quota_exceeded","message":"over quota"}}"#;
+    f.handle_blob_outcome(T0, &respond(413, None, quota), &mut SplitMix64(2));
+    let plan = record_plan(&drain(&mut f));
+    assert_eq!(plan.dead.len(), 1);
+    assert!(plan.dead[0].1.contains("blob_quota_exceeded"), "{plan:?}");
+}
+
+#[test]
+fn a_server_without_a_blob_endpoint_is_retried_without_counting_toward_max_attempts() {
+    let mut f = flusher(10);
+    start_and_load(&mut f, T0, vec![blob(1)]);
+    f.handle_blob_outcome(T0, &respond(404, None, ""), &mut SplitMix64(3));
+    let plan = record_plan(&drain(&mut f));
+    assert!(
+        plan.dead.is_empty() && plan.bump_attempts.is_empty(),
+        "{plan:?}"
+    );
+    f.handle_recorded(T0, Ok(()));
+    assert_eq!(f.last_error().unwrap().code, codes::CONFIG_ERROR);
+    assert!(matches!(f.state(), FlusherState::WaitingRetry { .. }));
+}
+
+#[test]
 fn a_failed_record_keeps_everything_and_retries_later() {
     let mut f = flusher(10);
     start_and_load(&mut f, T0, vec![mutation(1, "a")]);
@@ -694,8 +769,10 @@ fn the_status_shows_syncing_with_the_batch_in_flight_and_the_next_retry_when_wai
         last_saved_at: Some(T0),
         last_exported_at: None,
         saving: false,
+        blob_bytes_pending: 7,
     };
     let st = f.status(&counts, Mode::Worker);
+    assert_eq!(st.blob_bytes_pending, 7);
     assert_eq!(
         (st.state, st.in_flight, st.pending, st.dead),
         (SyncState::Syncing, 2, 5, 1)
@@ -833,7 +910,9 @@ fn a_flaky_server_still_gets_every_entry_exactly_once_in_seq_order() {
                     };
                     f.handle_push_outcome(now, &outcome, &mut rng);
                 }
-                Action::Send(SendRequest::Captured { .. }) => unreachable!(),
+                Action::Send(SendRequest::Captured { .. } | SendRequest::Blob { .. }) => {
+                    unreachable!()
+                }
                 Action::Record(plan) => {
                     for s in plan.removed() {
                         outbox.remove(&s);

@@ -30,6 +30,7 @@ impl Engine {
         &self,
         format: ExportFormat,
         left_out: &[String],
+        include_blobs: bool,
     ) -> Result<(snapshot::Snapshot, String), SwError> {
         let at = now();
         let mut contents = self.store.export_contents(&self.client_id).await?;
@@ -45,6 +46,12 @@ impl Engine {
                     .is_none_or(kept)
             });
         }
+        let blobs = if include_blobs {
+            self.blob_copies(&contents.entities, &mut contents.problems)
+                .await?
+        } else {
+            Vec::new()
+        };
         for p in &contents.problems {
             js::log(&format!(
                 "export: {} record {} could not be read: {}",
@@ -63,6 +70,7 @@ impl Engine {
                 dead: contents.dead,
                 meta: Some(contents.meta),
                 problems: contents.problems,
+                blobs,
             },
         );
         let text = snapshot::encode(&snap, format);
@@ -73,6 +81,82 @@ impl Engine {
         self.backups.borrow_mut().handle_exported(at);
         self.broadcast_status();
         Ok((snap, text))
+    }
+
+    /// The bytes of every blob `entities` reference, read from this device; one it does not
+    /// hold is named in `problems` (never left out silently). Refuses (`value_too_large`) once
+    /// the bytes would make a snapshot larger than a restore accepts.
+    async fn blob_copies(
+        &self,
+        entities: &[Entity],
+        problems: &mut Vec<snapshot::Problem>,
+    ) -> Result<Vec<snapshot::BlobCopy>, SwError> {
+        let mut wanted = std::collections::BTreeMap::new();
+        for e in entities.iter().filter(|e| !e.deleted) {
+            rangersync_shared::blob::references_in(&e.value, &mut wanted);
+        }
+        let mut copies = Vec::with_capacity(wanted.len());
+        let mut bytes_total: u64 = 0;
+        for (sha256, reference) in wanted {
+            let Some(blob) = self.store.get_blob(&sha256).await? else {
+                problems.push(snapshot::Problem {
+                    store: crate::schema::BLOBS.into(),
+                    key: sha256,
+                    reason: "referenced, but this device does not hold its bytes (the server may)"
+                        .into(),
+                });
+                continue;
+            };
+            bytes_total += blob.size() as u64;
+            // Base64 is 4/3 of the bytes.
+            if bytes_total.saturating_mul(4) / 3 > snapshot::MAX_SNAPSHOT_BYTES as u64 {
+                return Err(SwError::coded(
+                    codes::VALUE_TOO_LARGE,
+                    format!(
+                        "the blobs would make the snapshot larger than the {} MiB a restore accepts: export without includeBlobs (uploaded blobs stay on the server)",
+                        snapshot::MAX_SNAPSHOT_BYTES / (1024 * 1024)
+                    ),
+                ));
+            }
+            let buffer = wasm_bindgen_futures::JsFuture::from(blob.array_buffer())
+                .await
+                .map_err(|e| SwError::from_js(&e))?;
+            let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+            copies.push(snapshot::BlobCopy::new(
+                sha256,
+                reference.content_type,
+                &bytes,
+            ));
+        }
+        Ok(copies)
+    }
+
+    /// Put back the blobs of `snap` this device does not hold, each with its upload queued
+    /// (the server keeps one copy per user). Returns how many.
+    async fn restore_blobs(self: &Rc<Self>, snap: &snapshot::Snapshot) -> Result<u64, SwError> {
+        let mut restored = 0;
+        for copy in &snap.blobs {
+            if self.store.get_blob(&copy.sha256).await?.is_some() {
+                continue;
+            }
+            let bytes = copy.bytes()?;
+            let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(&bytes[..]));
+            let options = web_sys::BlobPropertyBag::new();
+            options.set_type(&copy.content_type);
+            let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+                .map_err(|e| SwError::from_js(&e))?;
+            self.store
+                .put_blob(&copy.sha256, &blob, &copy.content_type, now())
+                .await?;
+            let upload = rangersync_shared::outbox::BlobUpload {
+                sha256: copy.sha256.clone(),
+                size: copy.size,
+            };
+            self.write_one(NewEntry::Blob(upload)).await?;
+            self.update_counts(|c| c.blob_bytes_pending += copy.size);
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     /// Take every captured call's secret headers (credentials, its route's `secretHeaders`)
@@ -129,7 +213,20 @@ impl Engine {
                 Ok(plan) => report.pending = Some(plan.report),
                 Err(blocked) => report.blocked = Some(blocked.to_string()),
             }
+            for copy in &snap.blobs {
+                if self.store.get_blob(&copy.sha256).await?.is_none() {
+                    report.blobs_restored += 1;
+                }
+            }
             return Ok(serde_json::to_value(report).unwrap_or(Value::Null));
+        }
+        if !snap.blobs.is_empty() {
+            // A restore that will be refused changes nothing, blobs included; the bytes go
+            // in before the writes that reference them, so their uploads are sent first.
+            if let Err(blocked) = requeue::plan_requeue(&snap, &self.store.local_outbox().await?) {
+                return Err(SwError::coded(blocked.code(), blocked.to_string()));
+            }
+            report.blobs_restored = self.restore_blobs(&snap).await?;
         }
         let by_key: HashMap<(&str, &str), &Entity> = snap
             .entities
@@ -255,7 +352,11 @@ impl Engine {
             l.extend(c.exclude_from_backup.iter().cloned());
             l
         };
-        let (snap, text) = match self.export(ExportFormat::Json, &left_out).await {
+        let include_blobs = self.config.borrow().backup_include_blobs;
+        let (snap, text) = match self
+            .export(ExportFormat::Json, &left_out, include_blobs)
+            .await
+        {
             Ok(built) => built,
             Err(e) => {
                 self.backups.borrow_mut().handle_export_failed(

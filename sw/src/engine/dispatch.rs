@@ -34,23 +34,56 @@ impl Engine {
         text: &str,
         key: Option<JsValue>,
     ) -> ReplyEnvelope {
-        match parse_request(text) {
-            Err((id, e)) => ReplyEnvelope::err(id.unwrap_or(0), e.code(), e.to_string()),
-            Ok(env) => match self
-                .handle_inner(env.request, key)
-                .await
-                .map_err(|e| e.detail())
-            {
-                Ok(v) => ReplyEnvelope::ok(env.id, v),
-                Err(d) => ReplyEnvelope {
-                    v: MESSAGE_VERSION,
-                    id: env.id,
-                    ok: false,
-                    result: None,
-                    error: Some(d),
-                },
-            },
+        self.handle_text_carrying(text, key).await.0
+    }
+
+    /// [`Self::handle_text_with`] where the reply may carry a value beside its text too: the
+    /// `Blob` of a `get_blob` ([`rangersync_shared::messages::BLOB_BESIDE`]).
+    pub async fn handle_text_carrying(
+        self: &Rc<Self>,
+        text: &str,
+        beside: Option<JsValue>,
+    ) -> (ReplyEnvelope, Option<JsValue>) {
+        let env = match parse_request(text) {
+            Err((id, e)) => {
+                return (
+                    ReplyEnvelope::err(id.unwrap_or(0), e.code(), e.to_string()),
+                    None,
+                )
+            }
+            Ok(env) => env,
+        };
+        if let Request::GetBlob {
+            sha256,
+            content_type,
+        } = &env.request
+        {
+            return match self.get_blob(sha256, content_type.as_deref()).await {
+                Ok(blob) => (
+                    ReplyEnvelope::ok(env.id, json!({ "sha256": sha256 })),
+                    Some(blob.into()),
+                ),
+                Err(e) => {
+                    let d = e.detail();
+                    (ReplyEnvelope::err(env.id, &d.code, d.message), None)
+                }
+            };
         }
+        let reply = match self
+            .handle_inner(env.request, beside)
+            .await
+            .map_err(|e| e.detail())
+        {
+            Ok(v) => ReplyEnvelope::ok(env.id, v),
+            Err(d) => ReplyEnvelope {
+                v: MESSAGE_VERSION,
+                id: env.id,
+                ok: false,
+                result: None,
+                error: Some(d),
+            },
+        };
+        (reply, None)
     }
 
     /// Answer one request.
@@ -115,7 +148,10 @@ impl Engine {
                 });
                 self.status_json()
             }
-            Request::Put { .. } | Request::Delete { .. } | Request::WriteMany { .. }
+            Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::WriteMany { .. }
+            | Request::PutBlob { .. }
                 if self.capture_only() =>
             {
                 Err(SwError::coded(
@@ -160,6 +196,17 @@ impl Engine {
                 let seqs = self.write(entries).await?;
                 Ok(json!({ "seqs": seqs }))
             }
+            Request::PutBlob { name } => match beside {
+                Some(blob) => self.put_blob(blob, name).await,
+                None => Err(SwError::coded(
+                    codes::INVALID_BLOB,
+                    "put_blob carries its Blob beside its text ({ text, blob }) and none came",
+                )),
+            },
+            Request::GetBlob { .. } => Err(SwError::coded(
+                codes::INTERNAL,
+                "get_blob is answered before the other requests",
+            )),
             Request::Get { collection, key } => {
                 validate::validate_collection(&collection)?;
                 validate::validate_key(&key)?;
@@ -213,6 +260,7 @@ impl Engine {
                             key: s("key"),
                             method: s("method"),
                             url: s("url"),
+                            sha256: s("sha256"),
                             reason: d.reason,
                             attempts: d.attempts,
                             dead_at: d.dead_at,
@@ -257,13 +305,14 @@ impl Engine {
             Request::Export {
                 format,
                 include_local_only,
+                include_blobs,
             } => {
                 let left_out = if include_local_only {
                     Vec::new()
                 } else {
                     self.config.borrow().local_only.clone()
                 };
-                let (snap, text) = self.export(format, &left_out).await?;
+                let (snap, text) = self.export(format, &left_out, include_blobs).await?;
                 Ok(json!({
                     "format": format, "text": text, "exported_at": snap.exported_at,
                     "checksum": snap.checksum.value, "counts": snap.counts,

@@ -343,6 +343,7 @@ impl Engine {
                     .borrow_mut()
                     .handle_captured_outcome(now(), &outcome, &mut MathRandom);
             }
+            Action::Send(SendRequest::Blob { upload, .. }) => self.send_blob(&upload).await,
             Action::Record(plan) => {
                 let (synced, error) = {
                     let f = self.flusher.borrow();
@@ -366,6 +367,11 @@ impl Engine {
                         });
                         for (collection, key) in &recorded.changed {
                             self.broadcast_change(collection, key);
+                        }
+                        if recorded.removed > 0 && self.counts.get().blob_bytes_pending > 0 {
+                            // Which removed entries were uploads, and of what size, only the
+                            // store knows.
+                            self.recount().await;
                         }
                         Ok(())
                     }

@@ -1,4 +1,4 @@
-//! Requests to the server: the sync push, the replay of a captured request, GETs. Every
+//! Requests to the server: the sync push, the replay of a captured request, blob chunks, GETs. Every
 //! outcome is an [`HttpOutcome`] for `shared::classify` to judge; nothing here decides.
 //!
 //! Every request goes through `gloo-net` with an `AbortSignal`: after the configured
@@ -48,6 +48,20 @@ impl Deadline {
     }
 }
 
+/// No answer: aborted by the deadline, or the request failed.
+fn no_answer(
+    deadline: Option<&Deadline>,
+    url: &str,
+    timeout_ms: u64,
+    error: gloo_net::Error,
+) -> HttpOutcome {
+    if deadline.is_some_and(|d| d.fired.get()) {
+        network(format!("no answer from {url} within {timeout_ms} ms"))
+    } else {
+        network(error.to_string())
+    }
+}
+
 impl Engine {
     pub(super) fn base_url(&self) -> String {
         self.config
@@ -70,6 +84,34 @@ impl Engine {
         headers
     }
 
+    /// Send one request; the answer's head, or no answer. `deadline` aborts it (body
+    /// included) after `request_timeout_ms`.
+    async fn send_raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: Headers,
+        body: Option<JsValue>,
+        deadline: Option<&Deadline>,
+    ) -> Result<gloo_net::http::Response, HttpOutcome> {
+        let timeout_ms = self.config.borrow().request_timeout_ms;
+        let builder = RequestBuilder::new(url)
+            .method(method)
+            .headers(headers)
+            .abort_signal(deadline.map(|d| d.controller.signal()).as_ref());
+        let request = match body {
+            Some(b) => builder.body(b),
+            None => builder.build(),
+        };
+        match request {
+            Ok(r) => r
+                .send()
+                .await
+                .map_err(|e| no_answer(deadline, url, timeout_ms, e)),
+            Err(e) => Err(network(e.to_string())),
+        }
+    }
+
     async fn send_http(
         &self,
         method: Method,
@@ -79,40 +121,67 @@ impl Engine {
     ) -> HttpOutcome {
         let timeout_ms = self.config.borrow().request_timeout_ms;
         let deadline = Deadline::start(timeout_ms);
-        let builder = RequestBuilder::new(url)
-            .method(method)
-            .headers(headers)
-            .abort_signal(deadline.as_ref().map(|d| d.controller.signal()).as_ref());
-        let request = match body {
-            Some(b) => builder.body(b),
-            None => builder.build(),
-        };
-        let timed_out = || deadline.as_ref().is_some_and(|d| d.fired.get());
-        let no_answer = |e: gloo_net::Error| {
-            if timed_out() {
-                network(format!("no answer from {url} within {timeout_ms} ms"))
-            } else {
-                network(e.to_string())
-            }
-        };
-        let response = match request {
-            Ok(r) => match r.send().await {
-                Ok(resp) => resp,
-                Err(e) => return no_answer(e),
-            },
-            Err(e) => return network(e.to_string()),
+        let response = match self
+            .send_raw(method, url, headers, body, deadline.as_ref())
+            .await
+        {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
         };
         let retry_after = response.headers().get("retry-after");
         let body = match response.text().await {
             Ok(text) => text,
             // The status came, the body did not (cut off or too slow): no answer to judge.
-            Err(e) => return no_answer(e),
+            Err(e) => return no_answer(deadline.as_ref(), url, timeout_ms, e),
         };
         HttpOutcome::Response {
             status: response.status(),
             retry_after,
             body,
         }
+    }
+
+    /// `GET url` with the configured credentials, its body as bytes on a `200`; any other
+    /// answer (or none) as an [`HttpOutcome`].
+    pub(super) async fn get_bytes(&self, url: &str) -> Result<Vec<u8>, HttpOutcome> {
+        let timeout_ms = self.config.borrow().request_timeout_ms;
+        let deadline = Deadline::start(timeout_ms);
+        let response = self
+            .send_raw(
+                Method::GET,
+                url,
+                self.auth_headers(),
+                None,
+                deadline.as_ref(),
+            )
+            .await?;
+        if response.status() == 200 {
+            return response
+                .binary()
+                .await
+                .map_err(|e| no_answer(deadline.as_ref(), url, timeout_ms, e));
+        }
+        let retry_after = response.headers().get("retry-after");
+        let body = response.text().await.unwrap_or_default();
+        Err(HttpOutcome::Response {
+            status: response.status(),
+            retry_after,
+            body,
+        })
+    }
+
+    /// `PUT url` with `body` and these extra headers, with the configured credentials.
+    pub(super) async fn put_bytes(
+        &self,
+        url: &str,
+        extra: &[(&str, &str)],
+        body: JsValue,
+    ) -> HttpOutcome {
+        let headers = self.auth_headers();
+        for (name, value) in extra {
+            headers.set(name, value);
+        }
+        self.send_http(Method::PUT, url, headers, Some(body)).await
     }
 
     /// `GET url` with the configured credentials.

@@ -15,8 +15,10 @@
 //! | [`backup`] | export, restore, scheduled export |
 //! | [`broadcast`] | status and change broadcasts, coalesced to one per macrotask |
 //! | [`capture`] | which fetches the worker captures, and queueing them |
+//! | [`blob`] | attachments: keeping a page's `Blob`, its chunked upload, `get_blob` |
 
 mod backup;
+mod blob;
 mod broadcast;
 mod capture;
 mod commit;
@@ -117,7 +119,7 @@ impl Engine {
     ) -> Result<Rc<Engine>, ErrorDetail> {
         let store = Store::open(name).await.map_err(|e| e.detail())?;
         let m = store.init(js::random_id).await.map_err(|e| e.detail())?;
-        let (pending, dead) = store.counts().await.map_err(|e| e.detail())?;
+        let (pending, dead, blob_bytes_pending) = store.counts().await.map_err(|e| e.detail())?;
         let captured = store
             .captured_requests()
             .await
@@ -141,6 +143,7 @@ impl Engine {
             last_saved_at: m.last_saved_at,
             last_exported_at: m.last_exported_at,
             saving: false,
+            blob_bytes_pending,
         };
         let mut backups = BackupSchedule::new(m.config.export_interval_ms, m.config.retry.clone());
         backups.restore(
@@ -289,10 +292,11 @@ impl Engine {
     /// Re-read the pending and dead counts from IndexedDB: only after the rare operations whose
     /// effect on them is not known in advance (corrupt records, restarts).
     async fn recount(&self) {
-        if let Ok((pending, dead)) = self.store.counts().await {
+        if let Ok((pending, dead, blob_bytes_pending)) = self.store.counts().await {
             self.update_counts(|c| {
                 c.pending = pending;
                 c.dead = dead;
+                c.blob_bytes_pending = blob_bytes_pending;
             });
         }
     }
