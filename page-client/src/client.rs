@@ -972,11 +972,25 @@ impl SyncClient {
     ) -> Promise {
         let inner = Rc::clone(&self.inner);
         promise(async move {
-            let reference = rangersync_shared::blob::BlobRef::from_value(&js::to_json(&reference)?)
-                .map_err(|m| ClientError::new(codes::INVALID_BLOB, m))?;
+            // Read with js-sys, not serde: the worker checks the hash again.
+            let field = |of: &JsValue, name: &str| Reflect::get(of, &name.into()).ok();
+            let named = field(&reference, rangersync_shared::blob::REF_FIELD)
+                .filter(|v| v.is_object())
+                .unwrap_or(reference);
+            let sha256 = field(&named, "sha256")
+                .and_then(|v| v.as_string())
+                .filter(|s| rangersync_shared::blob::check_sha256(s).is_ok())
+                .ok_or_else(|| {
+                    ClientError::new(
+                        codes::INVALID_BLOB,
+                        "getBlob takes a reference of putBlob: { $blob: { sha256, size, type } }",
+                    )
+                })?;
             let request = Request::GetBlob {
-                sha256: reference.sha256,
-                content_type: Some(reference.content_type).filter(|t| !t.is_empty()),
+                sha256,
+                content_type: field(&named, "type")
+                    .and_then(|v| v.as_string())
+                    .filter(|t| !t.is_empty()),
             };
             let (_, blob) = inner.send_beside(request, None).await?;
             if !blob.is_instance_of::<web_sys::Blob>() {
