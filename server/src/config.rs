@@ -30,6 +30,12 @@ pub const DEFAULT_KEEP_BACKUPS: usize = 14;
 /// The most `--keep-backups` accepts (a backup may be 64 MiB).
 pub const MAX_KEEP_BACKUPS: usize = 1000;
 
+/// `--max-blob-bytes` when not given: 100 MiB.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 100 * 1024 * 1024;
+
+/// `--blob-quota-bytes` when not given: 1 GiB per user.
+pub const DEFAULT_BLOB_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// How to run the server.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -78,6 +84,19 @@ pub struct ServerOptions {
     /// How many backups `POST /api/backups` keeps per `client_id` (server exports, which
     /// have none, count as one more client); storing one more deletes the oldest.
     pub keep_backups: usize,
+    /// Where blob bytes live: a URL `object_store::parse_url_opts` understands (`file:///…`,
+    /// `memory://`; `s3://`, `gs://`, `az://` with the `cloud-blob-stores` feature). Wins over
+    /// [`ServerOptions::blob_dir`].
+    pub blob_store: Option<String>,
+    /// Where blob bytes live: a local directory (created when missing). When neither this
+    /// nor [`ServerOptions::blob_store`] is given, a SQLite server keeps them in `blobs/`
+    /// beside its database file and a PostgreSQL server has no blobs (see [`crate::blobs`]).
+    pub blob_dir: Option<PathBuf>,
+    /// The largest blob a client may upload, in bytes.
+    pub max_blob_bytes: u64,
+    /// How many bytes of blobs (complete, and uploads in progress at their full size) one
+    /// user may hold.
+    pub blob_quota_bytes: u64,
 }
 
 impl Default for ServerOptions {
@@ -102,6 +121,10 @@ impl Default for ServerOptions {
             max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
             retain_mutations_days: crate::retention::DEFAULT_RETAIN_DAYS,
             keep_backups: DEFAULT_KEEP_BACKUPS,
+            blob_store: None,
+            blob_dir: None,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            blob_quota_bytes: DEFAULT_BLOB_QUOTA_BYTES,
         }
     }
 }
@@ -129,6 +152,16 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_clock_skew_ms", &self.max_clock_skew_ms)
             .field("retain_mutations_days", &self.retain_mutations_days)
             .field("keep_backups", &self.keep_backups)
+            .field(
+                "blob_store",
+                &self
+                    .blob_store
+                    .as_deref()
+                    .map(crate::db_location::redact_url),
+            )
+            .field("blob_dir", &self.blob_dir)
+            .field("max_blob_bytes", &self.max_blob_bytes)
+            .field("blob_quota_bytes", &self.blob_quota_bytes)
             .finish()
     }
 }
@@ -255,6 +288,34 @@ pub struct Cli {
     /// client). From 1 to 1000; re-uploading a stored backup uses no slot.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_BACKUPS, value_parser = parse_keep_backups)]
     pub keep_backups: usize,
+
+    /// Where attachment (blob) bytes live: a URL such as file:///var/lib/rangersync/blobs or
+    /// memory:// (s3://, gs://, az:// in a server built with the cloud-blob-stores feature,
+    /// credentials from the usual AWS_*, GOOGLE_*, AZURE_* environment variables). Several
+    /// PostgreSQL instances need one store they all share.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "RANGERSYNC_BLOB_STORE",
+        conflicts_with = "blob_dir"
+    )]
+    pub blob_store: Option<String>,
+
+    /// Where attachment (blob) bytes live: a local directory, created when missing. Default
+    /// with SQLite: `blobs` beside the database file. With PostgreSQL there is no default:
+    /// without this or --blob-store the blob routes answer 501 blobs_not_configured.
+    #[arg(long, value_name = "DIR")]
+    pub blob_dir: Option<PathBuf>,
+
+    /// The largest blob (attachment) a client may upload, in bytes; a larger one is
+    /// 413 blob_too_large.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BLOB_BYTES, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    pub max_blob_bytes: u64,
+
+    /// Bytes of blobs one user may hold (complete ones, and uploads in progress at their full
+    /// size); an upload beyond it is 413 blob_quota_exceeded.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BLOB_QUOTA_BYTES, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    pub blob_quota_bytes: u64,
 }
 
 /// `--db`: clap's own error for a bad value repeats the value, which may hold a password;
@@ -343,6 +404,10 @@ impl Cli {
             max_clock_skew_ms: self.max_clock_skew_ms,
             retain_mutations_days: self.retain_mutations_days,
             keep_backups: self.keep_backups,
+            blob_store: self.blob_store.filter(|u| !u.is_empty()),
+            blob_dir: self.blob_dir,
+            max_blob_bytes: self.max_blob_bytes,
+            blob_quota_bytes: self.blob_quota_bytes,
         }
     }
 }
@@ -388,6 +453,7 @@ mod tests {
         opts.token = None;
         opts.tokens_file = None;
         opts.db = ServerOptions::default().db;
+        opts.blob_store = None;
         assert_eq!(opts, ServerOptions::default());
     }
 

@@ -48,6 +48,23 @@ pub mod codes {
     pub const TIMEOUT: &str = "timeout";
     /// The request body did not arrive within `--request-timeout-secs`: `408`.
     pub const BODY_TIMEOUT: &str = "body_timeout";
+    /// A blob request is malformed: its sha256 is not 64 lower-case hex digits, its
+    /// `Content-Range` is missing or malformed, its body is not the range's length, or its
+    /// total differs from the upload in progress. Nothing changed.
+    pub const BAD_BLOB_REQUEST: &str = "bad_blob_request";
+    /// A blob chunk does not start where the upload got to: `409`, with the top-level
+    /// `received` to resume from. Nothing changed.
+    pub const BLOB_RANGE_MISMATCH: &str = "blob_range_mismatch";
+    /// A blob is larger than `--max-blob-bytes`: `413`. Nothing changed.
+    pub const BLOB_TOO_LARGE: &str = "blob_too_large";
+    /// A new upload would take the user's blobs past `--blob-quota-bytes`: `413`.
+    pub const BLOB_QUOTA_EXCEEDED: &str = "blob_quota_exceeded";
+    /// The assembled bytes do not hash to the blob's sha256: `422`, the upload is discarded.
+    pub const BLOB_HASH_MISMATCH: &str = "blob_hash_mismatch";
+    /// No such blob of the caller (never uploaded, not complete yet, or another user's).
+    pub const BLOB_NOT_FOUND: &str = "blob_not_found";
+    /// The server has no blob store (PostgreSQL without `--blob-store` or `--blob-dir`): `501`.
+    pub const BLOBS_NOT_CONFIGURED: &str = "blobs_not_configured";
     /// Something failed on the server (database, a panic).
     pub const INTERNAL: &str = "internal";
 }

@@ -6,7 +6,9 @@
 //!   ([`SNAPSHOT_ROUTES`]: backup upload and restore) also take the YAML types. A browser
 //!   sends a cross-site form or a "simple" `fetch` only as `text/plain`,
 //!   `application/x-www-form-urlencoded` or `multipart/form-data`, so no page of another site
-//!   can reach a handler without a CORS preflight. Otherwise `415 unsupported_media_type`.
+//!   can reach a handler without a CORS preflight. A blob chunk (`PUT /api/blobs/…`) must say
+//!   `application/octet-stream` instead, which needs a preflight too. Otherwise
+//!   `415 unsupported_media_type`.
 //! - **Origin.** A request whose `Origin` header is present must come from the server's own
 //!   origin (`http(s)://` + its `Host`) or from an `--allow-origin` (the CORS allow-list is
 //!   the list of allowed origins; `*` allows any). Otherwise `403 forbidden_origin`.
@@ -104,6 +106,16 @@ impl Guard {
             } else {
                 ""
             };
+            if is_blob_route(path) {
+                return Some(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    codes::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "{method} {path} needs Content-Type: {}; nothing was changed",
+                        crate::blobs::CHUNK_CONTENT_TYPE
+                    ),
+                ));
+            }
             return Some(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 codes::UNSUPPORTED_MEDIA_TYPE,
@@ -164,8 +176,16 @@ fn content_type_allowed(path: &str, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
+    if is_blob_route(path) {
+        return essence == crate::blobs::CHUNK_CONTENT_TYPE;
+    }
     essence == "application/json"
         || (SNAPSHOT_ROUTES.contains(&path) && YAML_TYPES.contains(&essence.as_str()))
+}
+
+/// Whether `path` is a blob's (whose chunks are `application/octet-stream`).
+fn is_blob_route(path: &str) -> bool {
+    path.starts_with("/api/blobs/")
 }
 
 /// Whether `path` is under `/api`.

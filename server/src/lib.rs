@@ -30,6 +30,7 @@
 //! | `GET /api/export`, `POST/GET /api/backups`, `GET /api/backups/{id}` | [`export`] |
 //! | `POST /api/restore` | [`restore`] |
 //! | `POST /api/sync/chat`, `POST /api/sync/settings` | [`captured`] |
+//! | `PUT /api/blobs/{sha256}`, `GET /api/blobs/{sha256}`, `GET /api/blobs/{sha256}/upload` | [`blobs`] (bytes in a [`blob_store`]) |
 //! | `/api/test/*` (only with `test_endpoints`) | [`testing`] |
 //! | everything else | [`static_files`] |
 //!
@@ -47,6 +48,8 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod blob_store;
+pub mod blobs;
 pub mod body;
 pub mod captured;
 pub mod config;
@@ -76,7 +79,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::{middleware, Json, Router};
 use rangersync_shared::protocol::{Health, Millis};
 use tokio::sync::oneshot;
@@ -105,6 +108,8 @@ pub struct AppState {
     pub max_clock_skew_ms: Millis,
     /// What a request to `/api/*` must look like ([`guard`]).
     pub guard: Arc<guard::Guard>,
+    /// Where blob bytes live, and the blob limits ([`blobs`]).
+    pub blobs: Arc<blobs::Blobs>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -150,7 +155,12 @@ pub fn router(state: AppState, opts: &ServerOptions) -> Result<Router, ServerErr
             post(export::create_backup).get(export::list_backups),
         )
         .route("/api/backups/{id}", get(export::get_backup))
-        .route("/api/restore", post(restore::restore));
+        .route("/api/restore", post(restore::restore))
+        .route(
+            "/api/blobs/{sha256}",
+            put(blobs::put_chunk).get(blobs::download),
+        )
+        .route("/api/blobs/{sha256}/upload", get(blobs::upload_status));
     for path in captured::CAPTURED_ROUTES {
         api = api.route(path, post(captured::store));
     }
@@ -321,7 +331,9 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, ServerError> {
             location: opts.db.to_string(),
             message,
         })?;
+    let blobs = blobs::open(&opts).await.map_err(ServerError::Config)?;
     let state = AppState {
+        blobs: Arc::new(blobs),
         db,
         auth: Arc::new(authenticator),
         faults: Arc::new(testing::Faults::default()),

@@ -45,8 +45,8 @@ use crate::restore::{apply_restore, RestoreOutcome};
 use crate::retention::{cursor_expired, expired, Pruned};
 use crate::storage::{
     client_owned_by_another_user, counts_text, json_text, new_backup_id, parse_counts, parse_json,
-    BackupInfo, BackupStored, CapturedRow, Counters, MutationRow, MutationStatus, NewBackup,
-    Overwrite, PushTx, RestoreTx, Seen, Written,
+    BackupInfo, BackupStored, BlobAppended, BlobBegun, BlobCounts, BlobPart, BlobRow, CapturedRow,
+    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -180,6 +180,30 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX captured_by_received_at ON captured_requests (received_at);
     CREATE INDEX tombstones_by_version ON entities (version) WHERE deleted;
     "#,
+    // 5: as SQLite's migration 5: blobs (`crate::blobs`), complete or uploading, and the
+    //    accepted chunks of uploads in progress.
+    r#"
+    CREATE TABLE blobs (
+        user_id      TEXT NOT NULL,
+        sha256       TEXT NOT NULL,            -- 64 lower-case hex digits
+        size         BIGINT NOT NULL,
+        received     BIGINT NOT NULL,          -- bytes received so far, from 0
+        complete     BOOLEAN NOT NULL DEFAULT FALSE,
+        upload_id    TEXT NOT NULL,            -- names this attempt's part objects
+        created_at   BIGINT NOT NULL,
+        completed_at BIGINT,
+        PRIMARY KEY (user_id, sha256)
+    );
+    CREATE TABLE blob_parts (
+        user_id    TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        upload_id  TEXT NOT NULL,
+        first_byte BIGINT NOT NULL,
+        length     BIGINT NOT NULL,
+        object_key TEXT NOT NULL,
+        PRIMARY KEY (user_id, sha256, upload_id, first_byte)
+    );
+    "#,
 ];
 
 /// The columns [`backup_info`] reads, in its order.
@@ -205,6 +229,10 @@ fn backup_info(r: &Row) -> BackupInfo {
 /// The first key of the two-key advisory locks that serialise the backups of one client
 /// (two-key locks never collide with the one-key entity locks of a push).
 const BACKUP_LOCK_CLASS: i32 = 0x6261_636b; // "back"
+
+/// The first key of the two-key advisory locks that serialise the new uploads of one user
+/// (so that two cannot both take the last of a quota).
+const BLOB_LOCK_CLASS: i32 = 0x626c_6f62; // "blob"
 
 /// Rows per statement when a restore writes entities.
 const RESTORE_CHUNK: usize = 2000;
@@ -757,6 +785,8 @@ impl PgStore {
                  DELETE FROM clients;
                  DELETE FROM user_counters;
                  DELETE FROM user_horizons;
+                 DELETE FROM blobs;
+                 DELETE FROM blob_parts;
                  UPDATE retention SET pruned_version = 0;
                  UPDATE counters SET push_requests = 0, mutations_applied = 0, duplicates = 0,
                                      conflicts = 0, rejected = 0;
@@ -764,6 +794,228 @@ impl PgStore {
             )
             .await?;
         Ok(())
+    }
+}
+
+impl PgStore {
+    /// See [`crate::storage::Db::blob`].
+    pub async fn blob(&self, user: &str, sha256: &str) -> Result<Option<BlobRow>, ApiError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT size, received, complete, upload_id FROM blobs
+                 WHERE user_id = $1 AND sha256 = $2",
+                &[&user, &sha256],
+            )
+            .await?;
+        Ok(row.as_ref().map(blob_row))
+    }
+
+    /// See [`crate::storage::Db::begin_blob`]. The user's new uploads are serialised by a
+    /// transaction-scoped advisory lock, so the quota check and the insert are one step
+    /// across instances.
+    pub async fn begin_blob(
+        &self,
+        user: &str,
+        sha256: &str,
+        size: u64,
+        upload_id: String,
+        quota: u64,
+        now: Millis,
+    ) -> Result<BlobBegun, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&BLOB_LOCK_CLASS, &user],
+        )
+        .await?;
+        let existing = tx
+            .query_opt(
+                "SELECT size, received, complete, upload_id FROM blobs
+                 WHERE user_id = $1 AND sha256 = $2",
+                &[&user, &sha256],
+            )
+            .await?;
+        if let Some(row) = existing {
+            return Ok(BlobBegun::Existing(blob_row(&row)));
+        }
+        let used: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(size), 0)::BIGINT FROM blobs WHERE user_id = $1",
+                &[&user],
+            )
+            .await?
+            .get(0);
+        let used = to_u64(used);
+        if used.saturating_add(size) > quota {
+            return Ok(BlobBegun::OverQuota { used });
+        }
+        tx.execute(
+            "INSERT INTO blobs (user_id, sha256, size, received, complete, upload_id, created_at)
+             VALUES ($1, $2, $3, 0, FALSE, $4, $5)",
+            &[&user, &sha256, &to_i64(size)?, &upload_id, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(BlobBegun::Created(BlobRow {
+            size,
+            received: 0,
+            complete: false,
+            upload_id,
+        }))
+    }
+
+    /// See [`crate::storage::Db::append_blob_part`]. The `UPDATE … WHERE received = start`
+    /// is the compare-and-set: a second request at the same offset waits for the first's row
+    /// lock, then finds `received` moved and updates nothing.
+    pub async fn append_blob_part(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+        part: BlobPart,
+    ) -> Result<BlobAppended, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let start = to_i64(part.start)?;
+        let end = to_i64(part.start + part.len)?;
+        let moved = tx
+            .execute(
+                "UPDATE blobs SET received = $5
+                 WHERE user_id = $1 AND sha256 = $2 AND upload_id = $3 AND received = $4
+                   AND NOT complete",
+                &[&user, &sha256, &upload_id, &start, &end],
+            )
+            .await?;
+        if moved == 0 {
+            let row = tx
+                .query_opt(
+                    "SELECT size, received, complete, upload_id FROM blobs
+                     WHERE user_id = $1 AND sha256 = $2",
+                    &[&user, &sha256],
+                )
+                .await?;
+            return Ok(BlobAppended::Moved(row.as_ref().map(blob_row)));
+        }
+        tx.execute(
+            "INSERT INTO blob_parts (user_id, sha256, upload_id, first_byte, length, object_key)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &user,
+                &sha256,
+                &upload_id,
+                &start,
+                &to_i64(part.len)?,
+                &part.key,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(BlobAppended::Appended(to_u64(end)))
+    }
+
+    /// See [`crate::storage::Db::blob_parts`].
+    pub async fn blob_parts(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+    ) -> Result<Vec<BlobPart>, ApiError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT first_byte, length, object_key FROM blob_parts
+                 WHERE user_id = $1 AND sha256 = $2 AND upload_id = $3 ORDER BY first_byte",
+                &[&user, &sha256, &upload_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| BlobPart {
+                start: to_u64(r.get(0)),
+                len: to_u64(r.get(1)),
+                key: r.get(2),
+            })
+            .collect())
+    }
+
+    /// See [`crate::storage::Db::complete_blob`].
+    pub async fn complete_blob(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let done = tx
+            .execute(
+                "UPDATE blobs SET complete = TRUE, received = size, completed_at = $4
+                 WHERE user_id = $1 AND sha256 = $2 AND upload_id = $3 AND NOT complete",
+                &[&user, &sha256, &upload_id, &now],
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM blob_parts WHERE user_id = $1 AND sha256 = $2 AND upload_id = $3",
+            &[&user, &sha256, &upload_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    /// See [`crate::storage::Db::discard_blob`].
+    pub async fn discard_blob(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+    ) -> Result<bool, ApiError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let gone = tx
+            .execute(
+                "DELETE FROM blobs
+                 WHERE user_id = $1 AND sha256 = $2 AND upload_id = $3 AND NOT complete",
+                &[&user, &sha256, &upload_id],
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM blob_parts WHERE user_id = $1 AND sha256 = $2 AND upload_id = $3",
+            &[&user, &sha256, &upload_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(gone == 1)
+    }
+
+    /// See [`crate::storage::Db::blob_counts`].
+    pub async fn blob_counts(&self, user: &str) -> Result<BlobCounts, ApiError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE complete), count(*) FILTER (WHERE NOT complete),
+                        coalesce(sum(size), 0)::BIGINT
+                 FROM blobs WHERE user_id = $1",
+                &[&user],
+            )
+            .await?;
+        Ok(BlobCounts {
+            complete: to_u64(row.get(0)),
+            uploading: to_u64(row.get(1)),
+            bytes: to_u64(row.get(2)),
+        })
+    }
+}
+
+fn blob_row(r: &Row) -> BlobRow {
+    BlobRow {
+        size: to_u64(r.get(0)),
+        received: to_u64(r.get(1)),
+        complete: r.get(2),
+        upload_id: r.get(3),
     }
 }
 

@@ -31,8 +31,9 @@ use crate::restore::{apply_restore, RestoreOutcome};
 use crate::retention::{cursor_expired, expired, Pruned};
 use crate::storage::{
     client_owned_by_another_user, counts_text, json_text, new_backup_id, parse_counts, parse_json,
-    BackupInfo, BackupStored, CapturedRow, Counters, MutationRow, MutationStatus, NewBackup,
-    Overwrite, PushTx, RestoreTx, Seen, Written, VERSION_COUNTER,
+    BackupInfo, BackupStored, BlobAppended, BlobBegun, BlobCounts, BlobPart, BlobRow, CapturedRow,
+    Counters, MutationRow, MutationStatus, NewBackup, Overwrite, PushTx, RestoreTx, Seen, Written,
+    VERSION_COUNTER,
 };
 
 /// Schema migrations, in order. Never edit a released one: append a new one.
@@ -174,6 +175,31 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX mutations_by_received_at ON mutations (received_at);
     CREATE INDEX captured_by_received_at ON captured_requests (received_at);
     CREATE INDEX tombstones_by_version ON entities (version) WHERE deleted = 1;
+    ",
+    // 5: blobs (`crate::blobs`): one row per (user, sha256), complete or uploading, and
+    //    each accepted chunk of an upload in progress (its bytes are an object of the blob
+    //    store, named by `object_key`).
+    "
+    CREATE TABLE blobs (
+        user_id      TEXT NOT NULL,
+        sha256       TEXT NOT NULL,          -- 64 lower-case hex digits
+        size         INTEGER NOT NULL,
+        received     INTEGER NOT NULL,       -- bytes received so far, from 0
+        complete     INTEGER NOT NULL DEFAULT 0,
+        upload_id    TEXT NOT NULL,          -- names this attempt's part objects
+        created_at   INTEGER NOT NULL,
+        completed_at INTEGER,
+        PRIMARY KEY (user_id, sha256)
+    ) WITHOUT ROWID;
+    CREATE TABLE blob_parts (
+        user_id    TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        upload_id  TEXT NOT NULL,
+        first_byte INTEGER NOT NULL,
+        length     INTEGER NOT NULL,
+        object_key TEXT NOT NULL,
+        PRIMARY KEY (user_id, sha256, upload_id, first_byte)
+    ) WITHOUT ROWID;
     ",
 ];
 
@@ -524,6 +550,161 @@ impl SqliteStore {
     pub async fn wipe(&self) -> Result<(), ApiError> {
         self.write("", |store| store.wipe()).await
     }
+
+    /// See [`crate::storage::Db::blob`].
+    pub async fn blob(&self, user: &str, sha256: String) -> Result<Option<BlobRow>, ApiError> {
+        self.read(user, move |store| store.blob(&sha256)).await
+    }
+
+    /// See [`crate::storage::Db::begin_blob`]. `BEGIN IMMEDIATE` makes the quota check and
+    /// the insert one step.
+    pub async fn begin_blob(
+        &self,
+        user: &str,
+        sha256: String,
+        size: u64,
+        upload_id: String,
+        quota: u64,
+        now: Millis,
+    ) -> Result<BlobBegun, ApiError> {
+        self.write(user, move |store| {
+            if let Some(row) = store.blob(&sha256)? {
+                return Ok(BlobBegun::Existing(row));
+            }
+            let used: u64 = store.tx.query_row(
+                "SELECT coalesce(sum(size), 0) FROM blobs WHERE user_id = ?1",
+                params![store.user],
+                |r| r.get(0),
+            )?;
+            if used.saturating_add(size) > quota {
+                return Ok(BlobBegun::OverQuota { used });
+            }
+            store.tx.execute(
+                "INSERT INTO blobs (user_id, sha256, size, received, complete, upload_id, created_at)
+                 VALUES (?1, ?2, ?3, 0, 0, ?4, ?5)",
+                params![store.user, sha256, size, upload_id, now],
+            )?;
+            Ok(BlobBegun::Created(BlobRow {
+                size,
+                received: 0,
+                complete: false,
+                upload_id,
+            }))
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::append_blob_part`].
+    pub async fn append_blob_part(
+        &self,
+        user: &str,
+        sha256: String,
+        upload_id: String,
+        part: BlobPart,
+    ) -> Result<BlobAppended, ApiError> {
+        self.write(user, move |store| {
+            let end = part.start + part.len;
+            let moved = store.tx.execute(
+                "UPDATE blobs SET received = ?5
+                 WHERE user_id = ?1 AND sha256 = ?2 AND upload_id = ?3 AND received = ?4
+                   AND complete = 0",
+                params![store.user, sha256, upload_id, part.start, end],
+            )?;
+            if moved == 0 {
+                return Ok(BlobAppended::Moved(store.blob(&sha256)?));
+            }
+            store.tx.execute(
+                "INSERT INTO blob_parts (user_id, sha256, upload_id, first_byte, length, object_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![store.user, sha256, upload_id, part.start, part.len, part.key],
+            )?;
+            Ok(BlobAppended::Appended(end))
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::blob_parts`].
+    pub async fn blob_parts(
+        &self,
+        user: &str,
+        sha256: String,
+        upload_id: String,
+    ) -> Result<Vec<BlobPart>, ApiError> {
+        self.read(user, move |store| {
+            let mut stmt = store.tx.prepare(
+                "SELECT first_byte, length, object_key FROM blob_parts
+                 WHERE user_id = ?1 AND sha256 = ?2 AND upload_id = ?3 ORDER BY first_byte",
+            )?;
+            let rows = stmt.query_map(params![store.user, sha256, upload_id], |r| {
+                Ok(BlobPart {
+                    start: r.get(0)?,
+                    len: r.get(1)?,
+                    key: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::complete_blob`].
+    pub async fn complete_blob(
+        &self,
+        user: &str,
+        sha256: String,
+        upload_id: String,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        self.write(user, move |store| {
+            let done = store.tx.execute(
+                "UPDATE blobs SET complete = 1, received = size, completed_at = ?4
+                 WHERE user_id = ?1 AND sha256 = ?2 AND upload_id = ?3 AND complete = 0",
+                params![store.user, sha256, upload_id, now],
+            )?;
+            store.forget_parts(&sha256, &upload_id)?;
+            Ok(done == 1)
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::discard_blob`].
+    pub async fn discard_blob(
+        &self,
+        user: &str,
+        sha256: String,
+        upload_id: String,
+    ) -> Result<bool, ApiError> {
+        self.write(user, move |store| {
+            let gone = store.tx.execute(
+                "DELETE FROM blobs
+                 WHERE user_id = ?1 AND sha256 = ?2 AND upload_id = ?3 AND complete = 0",
+                params![store.user, sha256, upload_id],
+            )?;
+            store.forget_parts(&sha256, &upload_id)?;
+            Ok(gone == 1)
+        })
+        .await
+    }
+
+    /// See [`crate::storage::Db::blob_counts`].
+    pub async fn blob_counts(&self, user: &str) -> Result<BlobCounts, ApiError> {
+        self.read(user, |store| {
+            Ok(store.tx.query_row(
+                "SELECT coalesce(sum(complete), 0), coalesce(sum(1 - complete), 0),
+                        coalesce(sum(size), 0)
+                 FROM blobs WHERE user_id = ?1",
+                params![store.user],
+                |r| {
+                    Ok(BlobCounts {
+                        complete: r.get(0)?,
+                        uploading: r.get(1)?,
+                        bytes: r.get(2)?,
+                    })
+                },
+            )?)
+        })
+        .await
+    }
 }
 
 /// A read-only connection to the database at `path` (already in WAL mode, migrated).
@@ -759,6 +940,35 @@ impl RestoreTx for Store<'_> {
 }
 
 impl Store<'_> {
+    /// This user's blob `sha256`.
+    fn blob(&self, sha256: &str) -> Result<Option<BlobRow>, ApiError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT size, received, complete, upload_id FROM blobs
+                 WHERE user_id = ?1 AND sha256 = ?2",
+                params![self.user, sha256],
+                |r| {
+                    Ok(BlobRow {
+                        size: r.get(0)?,
+                        received: r.get(1)?,
+                        complete: r.get(2)?,
+                        upload_id: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Forget the part rows of one upload.
+    fn forget_parts(&self, sha256: &str, upload_id: &str) -> Result<(), ApiError> {
+        self.tx.execute(
+            "DELETE FROM blob_parts WHERE user_id = ?1 AND sha256 = ?2 AND upload_id = ?3",
+            params![self.user, sha256, upload_id],
+        )?;
+        Ok(())
+    }
+
     /// Make `client_id` this user's if no user has it yet; whether it is this user's.
     fn claim_client(&self, client_id: &str) -> Result<bool, ApiError> {
         self.tx.execute(
@@ -1223,6 +1433,8 @@ impl Store<'_> {
              DELETE FROM clients;
              DELETE FROM user_counters;
              DELETE FROM user_horizons;
+             DELETE FROM blobs;
+             DELETE FROM blob_parts;
              DELETE FROM counters WHERE name <> 'version';",
         )?;
         Ok(())

@@ -330,6 +330,67 @@ pub struct CapturedRow {
     pub received_at: Millis,
 }
 
+/// One blob of a user, complete or still uploading (see [`crate::blobs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    /// Its size in bytes (the `TOTAL` of its `Content-Range`).
+    pub size: u64,
+    /// Bytes received so far, in order from 0 (`size` once complete).
+    pub received: u64,
+    /// Assembled, verified and stored under its final key.
+    pub complete: bool,
+    /// Names this upload attempt's part objects (a discarded upload's parts never mix with a
+    /// new attempt's).
+    pub upload_id: String,
+}
+
+/// One accepted chunk of an upload in progress, stored as its own object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPart {
+    /// Its first byte's offset in the blob.
+    pub start: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// The object holding its bytes.
+    pub key: String,
+}
+
+/// What [`Db::begin_blob`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobBegun {
+    /// The user already has this blob, complete or uploading: nothing changed.
+    Existing(BlobRow),
+    /// A new upload, with nothing received yet.
+    Created(BlobRow),
+    /// The user's blobs already take `used` bytes: with this one they would pass the quota.
+    /// Nothing changed.
+    OverQuota {
+        /// Bytes of the user's blobs, complete and in progress.
+        used: u64,
+    },
+}
+
+/// What [`Db::append_blob_part`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobAppended {
+    /// The part was recorded: the upload has received this many bytes now.
+    Appended(u64),
+    /// The upload is not where the part starts (another request got there first, or it was
+    /// discarded): nothing changed. Its state now, if it still exists.
+    Moved(Option<BlobRow>),
+}
+
+/// How many blobs a user has (for `GET /api/test/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BlobCounts {
+    /// Complete blobs.
+    pub complete: u64,
+    /// Uploads in progress.
+    pub uploading: u64,
+    /// Their sizes added up (uploads in progress at their full size).
+    pub bytes: u64,
+}
+
 /// JSON as stored in a text column.
 pub fn json_text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
@@ -556,6 +617,118 @@ impl Db {
         match self {
             Self::Sqlite(s) => s.prune_step(before, limit).await,
             Self::Postgres(p) => p.prune_step(before, limit).await,
+        }
+    }
+
+    /// `user`'s blob `sha256`, complete or uploading.
+    pub async fn blob(&self, user: &str, sha256: &str) -> Result<Option<BlobRow>, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.blob(user, sha256.to_owned()).await,
+            Self::Postgres(p) => p.blob(user, sha256).await,
+        }
+    }
+
+    /// Start an upload of `size` bytes of `user`'s blob `sha256` under `upload_id`, unless the
+    /// user already has that blob (then nothing changes and it is returned) or the sizes of
+    /// the user's blobs, complete and in progress, plus `size` exceed `quota`. One
+    /// transaction: two uploads racing for the last of a quota do not both start.
+    pub async fn begin_blob(
+        &self,
+        user: &str,
+        sha256: &str,
+        size: u64,
+        upload_id: String,
+        quota: u64,
+        now: Millis,
+    ) -> Result<BlobBegun, ApiError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.begin_blob(user, sha256.to_owned(), size, upload_id, quota, now)
+                    .await
+            }
+            Self::Postgres(p) => {
+                p.begin_blob(user, sha256, size, upload_id, quota, now)
+                    .await
+            }
+        }
+    }
+
+    /// Record `part` of upload `upload_id` of `user`'s blob `sha256` if the upload has
+    /// received exactly `part.start` bytes and is not complete (a compare-and-set: of two
+    /// requests appending at one offset, on one instance or two, one wins and the other
+    /// changes nothing).
+    pub async fn append_blob_part(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+        part: BlobPart,
+    ) -> Result<BlobAppended, ApiError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.append_blob_part(user, sha256.to_owned(), upload_id.to_owned(), part)
+                    .await
+            }
+            Self::Postgres(p) => p.append_blob_part(user, sha256, upload_id, part).await,
+        }
+    }
+
+    /// The parts of upload `upload_id` of `user`'s blob `sha256`, by offset.
+    pub async fn blob_parts(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+    ) -> Result<Vec<BlobPart>, ApiError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.blob_parts(user, sha256.to_owned(), upload_id.to_owned())
+                    .await
+            }
+            Self::Postgres(p) => p.blob_parts(user, sha256, upload_id).await,
+        }
+    }
+
+    /// Mark upload `upload_id` of `user`'s blob `sha256` complete and forget its parts;
+    /// whether it did (`false`: already complete, or discarded).
+    pub async fn complete_blob(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+        now: Millis,
+    ) -> Result<bool, ApiError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.complete_blob(user, sha256.to_owned(), upload_id.to_owned(), now)
+                    .await
+            }
+            Self::Postgres(p) => p.complete_blob(user, sha256, upload_id, now).await,
+        }
+    }
+
+    /// Forget upload `upload_id` of `user`'s blob `sha256` and its parts unless it is
+    /// complete; whether it did.
+    pub async fn discard_blob(
+        &self,
+        user: &str,
+        sha256: &str,
+        upload_id: &str,
+    ) -> Result<bool, ApiError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.discard_blob(user, sha256.to_owned(), upload_id.to_owned())
+                    .await
+            }
+            Self::Postgres(p) => p.discard_blob(user, sha256, upload_id).await,
+        }
+    }
+
+    /// How many blobs `user` has.
+    pub async fn blob_counts(&self, user: &str) -> Result<BlobCounts, ApiError> {
+        match self {
+            Self::Sqlite(s) => s.blob_counts(user).await,
+            Self::Postgres(p) => p.blob_counts(user).await,
         }
     }
 

@@ -12,13 +12,14 @@
 //!   the push is applied, the answer is late or lost). Answers `{"pending": n}`.
 //! - `GET /api/test/faults` lists the pending rules; `DELETE /api/test/faults` clears them.
 //! - `GET /api/test/stats`: `{"push_requests","mutations_applied","duplicates","conflicts",
-//!   "rejected","faults_served","captured":[{"path","idempotency_key","body"}]}`.
+//!   "rejected","faults_served","captured":[{"path","idempotency_key","body"}],
+//!   "blobs":{"complete","uploading","bytes"}}`.
 //! - `GET /api/test/mutations?client_id=X`: every recorded `(client_id, seq)` of that client
 //!   (applied, conflict or rejected) in seq order.
 //! - `POST /api/test/prune?before=MILLIS`: prunes now, for every user, what the hourly pruner
 //!   prunes with its horizon at `before` (default: now); answers what it removed.
-//! - `POST /api/test/reset`: wipes every table (the version counter keeps growing) and the
-//!   fault rules.
+//! - `POST /api/test/reset`: wipes every table (the version counter keeps growing), the
+//!   blob store's blobs and parts, and the fault rules.
 //! - `GET /api/test/no-store`: a small text page sent with `Cache-Control: no-store`, which
 //!   must never be cached (the app-shell tests list it).
 
@@ -277,6 +278,7 @@ pub async fn clear_faults(State(state): State<AppState>) -> Json<Value> {
 /// `GET /api/test/stats`.
 pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let (counters, captured) = state.db.stats(&caller.user_id).await?;
+    let blobs = state.db.blob_counts(&caller.user_id).await?;
     let captured: Vec<Value> = captured
         .into_iter()
         .map(|c| json!({ "path": c.path, "idempotency_key": c.idempotency_key, "body": c.body }))
@@ -289,6 +291,7 @@ pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json
         "rejected": counters.rejected,
         "faults_served": state.faults.served(),
         "captured": captured,
+        "blobs": blobs,
     })))
 }
 
@@ -345,6 +348,12 @@ pub async fn prune(
 pub async fn reset(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.faults.clear();
     state.db.wipe().await?;
+    if let Some(store) = &state.blobs.store {
+        store
+            .wipe()
+            .await
+            .map_err(|e| ApiError::internal(format!("blob store {}: {e}", store.shown())))?;
+    }
     Ok(Json(json!({ "reset": true })))
 }
 

@@ -13,6 +13,8 @@ mod common;
 mod auth_and_cors;
 #[path = "api/backups.rs"]
 mod backups;
+#[path = "api/blobs.rs"]
+mod blobs;
 #[path = "api/captured.rs"]
 mod captured;
 #[path = "api/clocks.rs"]

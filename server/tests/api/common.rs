@@ -88,6 +88,12 @@ impl TestServer {
             test_endpoints: true,
             max_clock_skew_ms: rangersync_shared::conflict::DEFAULT_MAX_CLOCK_SKEW_MS,
             keep_backups: rangersync_server::config::DEFAULT_KEEP_BACKUPS,
+            // SQLite keeps blobs beside its file by default; PostgreSQL needs a store (one
+            // directory, which a second instance of the same options shares).
+            blob_dir: match crate::BACKEND {
+                Backend::Sqlite => None,
+                Backend::Postgres => Some(dir.path().join("blobs")),
+            },
             // No tokens file, no JWT keys (RANGERSYNC_TOKENS_FILE is read only by the CLI).
             ..ServerOptions::default()
         };

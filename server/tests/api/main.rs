@@ -9,6 +9,7 @@ mod common;
 
 mod auth_and_cors;
 mod backups;
+mod blobs;
 mod captured;
 mod clocks;
 mod export;
