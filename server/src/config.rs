@@ -537,6 +537,49 @@ mod tests {
     }
 
     #[test]
+    fn blob_limits_default_to_100_mib_and_1_gib_and_the_store_is_a_url_or_a_directory() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["rangersync-server"].iter().chain(args))
+                .map(|c| {
+                    let o = c.into_options();
+                    (o.max_blob_bytes, o.blob_quota_bytes, o.blob_dir)
+                })
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&[]), Ok((104_857_600, 1_073_741_824, None)));
+        assert_eq!(
+            parse(&[
+                "--max-blob-bytes",
+                "10",
+                "--blob-quota-bytes",
+                "20",
+                "--blob-dir",
+                "/srv/b"
+            ]),
+            Ok((10, 20, Some(PathBuf::from("/srv/b"))))
+        );
+        let store = Cli::try_parse_from([
+            "rangersync-server",
+            "--blob-store",
+            "s3://user:hunter2@bucket/prefix",
+        ])
+        .unwrap()
+        .into_options();
+        assert_eq!(
+            store.blob_store.as_deref(),
+            Some("s3://user:hunter2@bucket/prefix")
+        );
+        assert!(!format!("{store:?}").contains("hunter2"));
+        for bad in [
+            &["--max-blob-bytes", "-1"][..],
+            &["--blob-quota-bytes", "lots"],
+            &["--blob-store", "memory://", "--blob-dir", "/srv/b"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn keep_backups_defaults_to_14_and_takes_1_to_1000() {
         let keep = |args: &[&str]| {
             Cli::try_parse_from(["rangersync-server"].iter().chain(args))

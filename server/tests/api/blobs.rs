@@ -589,3 +589,33 @@ async fn sqlite_keeps_blobs_beside_its_file_by_default_and_postgresql_without_a_
         }
     }
 }
+
+#[tokio::test]
+async fn an_upload_whose_assembly_failed_is_finished_by_sending_the_last_chunk_again() {
+    let s = TestServer::default("blob-assembly-retry").await;
+    let blob = data(MIB + 3, 19);
+    let sha = sha256_of(&blob);
+    assert_eq!(s.put_chunk(&sha, &blob, 0, MIB).await.0, StatusCode::OK);
+    // The final object cannot be written: a file stands where the user's folder goes.
+    let user_dir = s
+        .blob_dir()
+        .join("blobs")
+        .join(rangersync_server::blob_store::user_dir("default"));
+    std::fs::create_dir_all(user_dir.parent().unwrap()).unwrap();
+    std::fs::write(&user_dir, b"in the way").unwrap();
+    let (status, body) = s.put_chunk(&sha, &blob, MIB, MIB).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (_, state) = s.upload_state(&sha).await;
+    assert_eq!(
+        (state["received"].clone(), state["complete"].clone()),
+        (json!(blob.len()), json!(false)),
+        "every byte arrived, nothing was lost"
+    );
+    assert_eq!(s.download(&sha).await.0, StatusCode::NOT_FOUND);
+    std::fs::remove_file(&user_dir).unwrap();
+    let (status, body) = s.put_chunk(&sha, &blob, MIB, MIB).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["complete"], true);
+    assert!(s.download(&sha).await.2 == blob);
+    s.stop().await;
+}
