@@ -213,11 +213,15 @@ impl Upload {
 
     fn send_from(&mut self, received: u64) {
         self.received = received;
-        let end = (received + CHUNK_BYTES).min(self.size);
-        self.next = Some(UploadStep::SendChunk {
-            start: received,
-            end,
-        });
+        // Every byte arrived but the server did not finish assembling them (it stopped, its
+        // store failed): the last chunk again makes it finish (PROTOCOL.md, "Blobs").
+        let start = if received >= self.size {
+            self.size.saturating_sub(CHUNK_BYTES.min(self.size))
+        } else {
+            received
+        };
+        let end = (start + CHUNK_BYTES).min(self.size);
+        self.next = Some(UploadStep::SendChunk { start, end });
     }
 
     fn finish(&mut self, outcome: HttpOutcome) {
@@ -280,7 +284,7 @@ impl Upload {
 
 /// What the final answer of an upload attempt means for its outbox entry: `2xx` delivered;
 /// `401`/`403` stop the outbox like a push's (the upload carries the sync server's
-/// credentials); `404`/`405`/`415` say the server has no blob endpoint (`config_error`,
+/// credentials); `404`/`405`/`415`/`501` say the server takes no blobs (`config_error`,
 /// retried, never dead-lettered); `408`, `429`, `5xx` and no answer are retried; any other
 /// `4xx` (too large, over quota, a hash that does not match) is a dead letter with the
 /// server's words.
@@ -311,9 +315,9 @@ pub fn classify_blob(outcome: &HttpOutcome, now: Millis) -> CapturedAction {
             status,
             message: format!("the server refused a blob upload (HTTP {status}){said}"),
         },
-        404 | 405 | 415 => retry(
+        404 | 405 | 415 | 501 => retry(
             codes::CONFIG_ERROR,
-            "the sync server has no blob endpoint (PUT /api/blobs/{sha256})",
+            "the sync server takes no blobs (PUT /api/blobs/{sha256}; the reference server on PostgreSQL needs --blob-store or --blob-dir)",
         ),
         408 => retry(codes::TIMEOUT, "the server timed out on a blob upload"),
         429 => retry(codes::RATE_LIMITED, "the server is rate limiting"),
@@ -461,6 +465,35 @@ mod tests {
         let done = answer(200, &progress(2 * CHUNK_BYTES, true));
         u.handle_progress(done.clone());
         assert_eq!(u.poll_step(), Some(UploadStep::Finished(done)));
+    }
+
+    #[test]
+    fn every_byte_received_but_not_assembled_sends_the_last_chunk_again() {
+        let size = 2 * CHUNK_BYTES + 10;
+        let mut u = Upload::new(size);
+        u.poll_step();
+        u.handle_progress(answer(200, &progress(size, false)));
+        assert_eq!(
+            u.poll_step(),
+            Some(UploadStep::SendChunk {
+                start: size - CHUNK_BYTES,
+                end: size
+            })
+        );
+        let mut u = Upload::new(10);
+        u.poll_step();
+        u.handle_chunk(answer(409, r#"{"received":10}"#));
+        assert_eq!(
+            u.poll_step(),
+            Some(UploadStep::SendChunk { start: 0, end: 10 })
+        );
+        assert!(matches!(
+            classify_blob(&answer(501, ""), 0),
+            CapturedAction::Retry {
+                code: codes::CONFIG_ERROR,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -14,11 +14,10 @@ const MAKE_IMAGE: &str = r#"(async () => {
     const canvas = new OffscreenCanvas(1000, 700);
     const ctx = canvas.getContext('2d');
     const pixels = ctx.createImageData(1000, 700);
-    let x = 12345;
-    for (let i = 0; i < pixels.data.length; i++) {
-        x = (x * 1103515245 + 12345) >>> 0;
-        pixels.data[i] = i % 4 === 3 ? 255 : x >>> 24;
+    for (let at = 0; at < pixels.data.length; at += 65536) {
+        crypto.getRandomValues(pixels.data.subarray(at, at + 65536));
     }
+    for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
     ctx.putImageData(pixels, 0, 0);
     const png = await canvas.convertToBlob({ type: 'image/png' });
     window.image = new File([png], 'cat.png', { type: 'image/png' });
@@ -152,6 +151,102 @@ async fn an_image_attached_to_a_note_offline_is_delivered_after_a_browser_crash_
         Value::from(sha256)
     );
     other.close().await?;
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_export_with_include_blobs_brings_an_attachment_back_on_a_device_that_never_had_it(
+) -> Result {
+    let _serial = serial().await;
+    let mut server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = worker_page(&browser, &server, "{}").await?;
+    let exported = eval(
+        &page,
+        "(async () => {
+            const ref = await client.putBlob(new File(['a pasted note'], 'n.txt', { type: 'text/plain' }));
+            await client.put('notes', 'n1', { attachments: [ref] });
+            const withBlobs = JSON.parse(await client.exportSnapshot('json', { includeBlobs: true }));
+            const without = JSON.parse(await client.exportSnapshot('json'));
+            return { text: JSON.stringify(withBlobs), blobs: withBlobs.blobs, without: without.blobs ?? null };
+        })()",
+    )
+    .await?;
+    assert_eq!(
+        exported["without"],
+        Value::Null,
+        "references only unless asked"
+    );
+    assert_eq!(exported["blobs"][0]["size"], 13, "{exported}");
+    assert_eq!(exported["blobs"][0]["type"], "text/plain");
+    let text = exported["text"].as_str().unwrap_or_default().to_owned();
+
+    let other = TestBrowser::launch().await?;
+    let second = worker_page(&other, &server, "{}").await?;
+    server.stop().await;
+    let read = "client.get('notes', 'n1').then((n) => client.getBlob(n.attachments[0])).then((b) => b.text(), (e) => e.code)";
+    let dry = eval(
+        &second,
+        &format!(
+            "client.restore({}, {{ dryRun: true }})",
+            Value::from(text.clone())
+        ),
+    )
+    .await?;
+    assert_eq!(dry["blobs_restored"], 1, "{dry}");
+    let before = eval(
+        &second,
+        &format!(
+            "client.restore({}, {{ dryRun: true }}).then(() => {read})",
+            Value::from(text.clone())
+        ),
+    )
+    .await?;
+    assert_ne!(before, "a pasted note", "a dry run puts nothing back");
+    let real = eval(&second, &format!("client.restore({})", Value::from(text))).await?;
+    assert_eq!(real["blobs_restored"], 1, "{real}");
+    assert_eq!(
+        eval(&second, read).await?,
+        "a pasted note",
+        "offline, from the snapshot's bytes"
+    );
+    let waiting = status(&second).await?;
+    assert_eq!(
+        waiting["blob_bytes_pending"], 13,
+        "its upload is queued: {waiting}"
+    );
+    other.close().await?;
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_blob_bytes_do_not_match_is_refused_and_changes_nothing() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let page = worker_page(&browser, &server, "{}").await?;
+    let refused = eval(
+        &page,
+        "(async () => {
+            const ref = await client.putBlob(new Blob(['abc']));
+            await client.put('notes', 'n1', { attachments: [ref] });
+            const doc = JSON.parse(await client.exportSnapshot('json', { includeBlobs: true }));
+            doc.blobs[0].data = btoa('abd');
+            await client.delete('notes', 'n1');
+            const code = await client.restore(JSON.stringify(doc)).then(() => 'restored', (e) => e.code);
+            return { code, note: (await client.get('notes', 'n1')) ?? null };
+        })()",
+    )
+    .await?;
+    // The checksum covers the blob copies: an edited one fails it before anything is read.
+    assert_eq!(refused["code"], "checksum_mismatch", "{refused}");
+    assert_eq!(
+        refused["note"],
+        Value::Null,
+        "nothing was restored: {refused}"
+    );
     browser.close().await?;
     Ok(())
 }

@@ -131,10 +131,14 @@ impl Engine {
         Ok(copies)
     }
 
-    /// Put back the blobs of `snap` this device does not hold, each with its upload queued
-    /// (the server keeps one copy per user). Returns how many.
-    async fn restore_blobs(self: &Rc<Self>, snap: &snapshot::Snapshot) -> Result<u64, SwError> {
-        let mut restored = 0;
+    /// Keep the bytes of the blobs of `snap` this device does not hold (the `blobs` store
+    /// only: nothing is queued yet, so the restore's own check of this device's outbox is not
+    /// changed by it). Returns the uploads to queue once the restore is applied.
+    async fn keep_snapshot_blobs(
+        &self,
+        snap: &snapshot::Snapshot,
+    ) -> Result<Vec<rangersync_shared::outbox::BlobUpload>, SwError> {
+        let mut kept = Vec::new();
         for copy in &snap.blobs {
             if self.store.get_blob(&copy.sha256).await?.is_some() {
                 continue;
@@ -148,15 +152,12 @@ impl Engine {
             self.store
                 .put_blob(&copy.sha256, &blob, &copy.content_type, now())
                 .await?;
-            let upload = rangersync_shared::outbox::BlobUpload {
+            kept.push(rangersync_shared::outbox::BlobUpload {
                 sha256: copy.sha256.clone(),
                 size: copy.size,
-            };
-            self.write_one(NewEntry::Blob(upload)).await?;
-            self.update_counts(|c| c.blob_bytes_pending += copy.size);
-            restored += 1;
+            });
         }
-        Ok(restored)
+        Ok(kept)
     }
 
     /// Take every captured call's secret headers (credentials, its route's `secretHeaders`)
@@ -220,13 +221,13 @@ impl Engine {
             }
             return Ok(serde_json::to_value(report).unwrap_or(Value::Null));
         }
+        let mut blob_uploads = Vec::new();
         if !snap.blobs.is_empty() {
-            // A restore that will be refused changes nothing, blobs included; the bytes go
-            // in before the writes that reference them, so their uploads are sent first.
+            // A restore that will be refused keeps no blob either.
             if let Err(blocked) = requeue::plan_requeue(&snap, &self.store.local_outbox().await?) {
                 return Err(SwError::coded(blocked.code(), blocked.to_string()));
             }
-            report.blobs_restored = self.restore_blobs(&snap).await?;
+            blob_uploads = self.keep_snapshot_blobs(&snap).await?;
         }
         let by_key: HashMap<(&str, &str), &Entity> = snap
             .entities
@@ -275,6 +276,16 @@ impl Engine {
             .await?;
         let (plan, seqs, _) =
             applied.map_err(|blocked| SwError::coded(blocked.code(), blocked.to_string()))?;
+        // Queued after the restore's own entries (its check wants this device's outbox as it
+        // was): a re-queued write may reach the server before the bytes it references, and a
+        // device reading it then hears `blob_not_found` until they arrive.
+        report.blobs_restored = blob_uploads.len() as u64;
+        let blob_bytes: u64 = blob_uploads.iter().map(|b| b.size).sum();
+        if !blob_uploads.is_empty() {
+            self.write(blob_uploads.into_iter().map(NewEntry::Blob).collect())
+                .await?;
+            self.update_counts(|c| c.blob_bytes_pending += blob_bytes);
+        }
         let requeued = !plan.report.requeued.is_empty() || !plan.report.dead_restored.is_empty();
         report.pending = Some(plan.report);
         for (c, k) in &changed {
