@@ -42,7 +42,10 @@ async fn wait_for_pending_pill(page: &Page) -> Result<String> {
             let n = status["pending"].as_u64().unwrap_or(0);
             let worded = (text == format!("Pending {n}") && shown["look"] == "pending")
                 || (text == format!("Offline · {n} pending") && shown["look"] == "offline");
-            if n >= 1 && worded && shown["pending"] == n.to_string() {
+            let attribute = shown["pending"]
+                .as_str()
+                .and_then(|p| p.parse::<u64>().ok());
+            if n >= 1 && worded && attribute == Some(n) {
                 return Ok(Some(text));
             }
             Err(format!("the element shows {shown}; status {status}").into())
