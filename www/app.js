@@ -1,10 +1,13 @@
 // RangerPlex demo: a small notes / chat / settings app built only on the rangersync page API.
 // Every write goes through client.put / client.delete; what is shown comes from client.list,
-// client.onChange and client.onStatus.
+// client.onChange and client.onStatus; the status indicator is the package's own
+// <rangersync-status> element (rangersync/status-element), given the client.
 //
 // URL parameters for trying things: `?page` runs without the service worker (page mode),
 // `?server=http://host:port` syncs with another server, `?token=…` sends a bearer token.
 import init, { SyncClient } from '/pkg/rangersync_page.js';
+// Defines <rangersync-status> (the page's #sync-status), as `import 'rangersync/status-element'`.
+import '/pkg/status-element.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,7 +30,6 @@ const state = {
   draft: null,        // the selected note's client.autosave handle
   chat: [],
   settings: {},
-  dead: [],
   lastDead: -1,
 };
 
@@ -79,25 +81,11 @@ function debounce(fn, ms) {
   return run;
 }
 
-// ---------- status indicator ----------
-
-/** The one word a person needs: Saved / Syncing… / Pending N / Offline / Error / Auth error / Config error. */
-function describeStatus(s) {
-  if (!s) return { cls: 'loading', text: 'Starting…' };
-  const pending = s.pending || 0;
-  switch (s.state) {
-    case 'auth_error': return { cls: 'error', text: 'Auth error' };
-    case 'config_error': return { cls: 'error', text: 'Config error' };
-    case 'error': return { cls: 'error', text: 'Error' };
-    case 'offline': return { cls: 'offline', text: pending ? `Offline · ${pending} pending` : 'Offline' };
-    case 'syncing': return { cls: 'syncing', text: 'Syncing…' };
-    case 'saving': return { cls: 'syncing', text: 'Saving…' };
-    default:
-      if (!navigator.onLine) return { cls: 'offline', text: pending ? `Offline · ${pending} pending` : 'Offline' };
-      if (pending > 0) return { cls: 'pending', text: `Pending ${pending}` };
-      return { cls: 'saved', text: 'Saved' };
-  }
-}
+// ---------- status ----------
+// What the status says is shown by <rangersync-status> (pill, pending count, times, storage,
+// page mode, nudges, and the failed-to-deliver list with Retry and Discard). The app adds the
+// facts it does not show (last export, next backup and retry, mode) and, with the
+// "Notifications" setting, a toast when sync breaks or a write fails to deliver.
 
 /** A toast for sync trouble, when the "Notifications" setting is on. */
 function notify(text) {
@@ -106,45 +94,19 @@ function notify(text) {
 
 function renderStatus(previous) {
   const s = state.status;
-  if (s && previous && previous.state !== s.state && (s.state === 'error' || s.state === 'auth_error' || s.state === 'config_error')) {
+  if (!s) return;
+  if (previous && previous.state !== s.state && (s.state === 'error' || s.state === 'auth_error' || s.state === 'config_error')) {
     notify(s.state === 'auth_error' ? 'Sync stopped: the server refused the sign-in.' : `Sync failed: ${s.last_error ? friendly(s.last_error) : 'unknown error'}`);
   }
-  const d = describeStatus(s);
-  const pill = $('status-pill');
-  pill.className = `pill pill-${d.cls}`;
-  $('status-text').textContent = d.text;
-  if (!s) return;
-  pill.title = s.last_error ? `${s.last_error.message} (${s.last_error.code}) — click to sync now` : 'Click to sync now';
-  const mode = s.mode || (state.client && state.client.mode) || '—';
-  $('mode-badge').hidden = false;
-  $('mode-badge').textContent = mode === 'page' ? 'Page mode' : 'Worker mode';
-  $('mode-badge').className = `badge badge-${mode}`;
-  $('mode-badge').title = mode === 'page'
-    ? 'No service worker: writes are kept in this browser and sent while a page is open'
-    : 'A service worker delivers writes, even after this tab is closed';
-  $('mode-text').textContent = mode;
-  $('pending-count').textContent = s.in_flight ? `${s.pending} (${s.in_flight} sending)` : String(s.pending);
+  $('mode-text').textContent = s.mode === 'page' ? 'page (no worker)' : 'worker';
   renderTimes();
-  const err = $('last-error');
-  if (s.last_error && (s.state === 'error' || s.state === 'auth_error' || s.state === 'config_error' || s.state === 'waiting_retry' || s.state === 'offline')) {
-    err.hidden = false;
-    const retry = s.next_retry_at ? ` Retrying ${ago(s.next_retry_at)}.` : '';
-    err.textContent = `${friendly(s.last_error)}${retry}`;
-    err.title = `${s.last_error.code}: ${s.last_error.message} (${ago(s.last_error.at)})`;
-  } else {
-    err.hidden = true;
-  }
-  const failed = $('failed-badge');
-  failed.hidden = !s.dead;
-  failed.textContent = `${s.dead} failed`;
   if (s.dead !== state.lastDead) {
-    if (state.lastDead >= 0 && s.dead > state.lastDead) notify(`${s.dead - state.lastDead} change(s) could not be delivered — see “Failed to deliver”.`);
+    if (state.lastDead >= 0 && s.dead > state.lastDead) notify(`${s.dead - state.lastDead} change(s) could not be delivered: click the status in the top bar to retry or discard.`);
     state.lastDead = s.dead;
-    refreshDead();
   }
 }
 
-/** What a person should read for the last sync error (the details are in the tooltip). */
+/** What a person should read for the last sync error, in a toast. */
 function friendly(e) {
   switch (e.code) {
     case 'network': return 'Can’t reach the sync server. Your changes are safe on this device.';
@@ -157,18 +119,11 @@ function friendly(e) {
 
 function renderTimes() {
   const s = state.status;
-  if (!s) return;
-  $('last-saved').textContent = ago(s.last_saved_at);
-  $('last-synced').textContent = ago(s.last_synced_at);
-  $('last-exported').textContent = ago(s.last_exported_at);
-  $('last-backup').textContent = s.last_backup_at ? ago(s.last_backup_at) : 'never';
-  const backupError = $('backup-error');
-  backupError.hidden = !s.backup_error;
-  if (s.backup_error) {
-    backupError.textContent = `Backup to the server failed (${s.backup_error.code}); retrying ${s.next_backup_at ? ago(s.next_backup_at) : 'later'}.`;
-    backupError.title = s.backup_error.message;
+  if (s) {
+    $('last-exported').textContent = ago(s.last_exported_at);
+    $('next-backup').textContent = s.next_backup_at ? ago(s.next_backup_at) : '—';
+    $('next-retry').textContent = s.next_retry_at ? ago(s.next_retry_at) : '—';
   }
-  $('next-retry').textContent = s.next_retry_at ? ago(s.next_retry_at) : '—';
   for (const el of document.querySelectorAll('[data-time]')) {
     el.textContent = ago(Number(el.dataset.time));
   }
@@ -403,58 +358,7 @@ function applySettings() {
   document.body.classList.toggle('compact', settingValue('compact'));
 }
 
-// ---------- sync panel: dead letters, export, restore ----------
-
-async function refreshDead() {
-  try {
-    state.dead = await state.client.deadLetters();
-    renderDead();
-  } catch (e) { showError(e, 'Could not read failed writes'); }
-}
-
-function renderDead() {
-  const list = $('dead-list');
-  list.replaceChildren();
-  $('dead-count').textContent = String(state.dead.length);
-  $('dead-count').classList.toggle('count-bad', state.dead.length > 0);
-  $('dead-empty').hidden = state.dead.length > 0;
-  for (const d of state.dead) {
-    const li = document.createElement('li');
-    li.className = 'dead';
-    const what = document.createElement('div');
-    what.className = 'dead-what';
-    const title = document.createElement('strong');
-    title.textContent = d.kind === 'request' ? `${d.method || 'POST'} ${shortUrl(d.url)}` : `${d.collection} / ${d.key}`;
-    title.title = d.kind === 'request' ? d.url || '' : `${d.collection}/${d.key}`;
-    const reason = document.createElement('span');
-    reason.className = 'muted small';
-    const attempts = d.attempts > 0 ? ` · ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}` : '';
-    reason.textContent = `#${d.seq} · ${d.reason}${attempts} · ${ago(d.dead_at)}`;
-    what.append(title, reason);
-    const retry = document.createElement('button');
-    retry.className = 'btn btn-small';
-    retry.textContent = 'Retry';
-    retry.addEventListener('click', () => act(() => state.client.retryDead(d.seq), 'Queued again'));
-    const discard = document.createElement('button');
-    discard.className = 'btn btn-small btn-danger-ghost';
-    discard.textContent = 'Discard';
-    discard.addEventListener('click', () => act(() => state.client.discardDead(d.seq), 'Discarded'));
-    li.append(what, retry, discard);
-    list.append(li);
-  }
-}
-
-function shortUrl(url) {
-  if (!url) return '';
-  try {
-    const u = new URL(url, location.href);
-    return u.origin === location.origin ? u.pathname + u.search : u.href;
-  } catch (_) { return url; }
-}
-
-async function act(fn, done) {
-  try { await fn(); toast(done); await refreshDead(); } catch (e) { showError(e, 'That did not work'); }
-}
+// ---------- sync panel: export, restore ----------
 
 async function exportAs(format) {
   try {
@@ -615,7 +519,7 @@ async function closeRestore() {
     const resent = r.pending ? r.pending.requeued.length : 0;
     toast(`Restored: ${r.added.length} added, ${r.replaced.length} replaced, ${resent} unsynced write(s) re-sent`, 'ok');
     $('backup-offer').hidden = true;
-    await Promise.all([refreshNotes(), refreshChat(), refreshSettings(), refreshDead()]);
+    await Promise.all([refreshNotes(), refreshChat(), refreshSettings()]);
   } catch (e) { showError(e, 'Restore failed'); }
 }
 
@@ -643,7 +547,7 @@ function appShellFiles() {
     .map((url) => url.pathname);
   return [
     '/', '/app.js', '/style.css', '/manifest.webmanifest',
-    '/pkg/rangersync_page.js', '/pkg/rangersync_page_bg.wasm',
+    '/pkg/rangersync_page.js', '/pkg/rangersync_page_bg.wasm', '/pkg/status-element.js',
     ...new Set(snippets),
   ];
 }
@@ -662,8 +566,7 @@ async function start() {
       appShell: { files: appShellFiles() },
     });
   } catch (e) {
-    $('status-pill').className = 'pill pill-error';
-    $('status-text').textContent = 'Error';
+    $('sync-status').hidden = true;
     const banner = $('banner');
     banner.hidden = false;
     banner.textContent = `Sync could not start: ${e && e.message ? e.message : e}${e && e.code ? ` (${e.code})` : ''}`;
@@ -671,6 +574,7 @@ async function start() {
     return;
   }
   const client = state.client;
+  $('sync-status').client = client;
   client.onStatus((s) => {
     const before = state.status;
     state.status = s;
@@ -682,7 +586,7 @@ async function start() {
   });
   client.onChange((collection) => { if (refreshers[collection]) refreshers[collection](); });
   // Hydration: the local copy is there at once, before any network answer.
-  await Promise.all([refreshNotes(), refreshChat(), refreshSettings(), refreshDead()]);
+  await Promise.all([refreshNotes(), refreshChat(), refreshSettings()]);
   if (!state.selected && state.notes.length) selectNote(state.notes[0].key);
   try { state.status = await client.status(); renderStatus(); } catch (e) { showError(e, 'No status'); }
   offerLatestBackup();
@@ -697,16 +601,12 @@ async function start() {
     if (e.key === 'Enter' && !e.shiftKey && !settingValue('send_on_enter')) e.preventDefault();
   });
   $('sync-now').addEventListener('click', syncNow);
-  $('status-pill').addEventListener('click', syncNow);
   $('backup-now').addEventListener('click', backupNow);
   $('backups-refresh').addEventListener('click', refreshBackups);
   $('export-json').addEventListener('click', () => exportAs('json'));
   $('export-yaml').addEventListener('click', () => exportAs('yaml'));
   $('restore-file').addEventListener('change', pickRestore);
   $('restore-dialog').addEventListener('close', closeRestore);
-  window.addEventListener('online', () => renderStatus());
-  window.addEventListener('offline', () => renderStatus());
-  $('failed-badge').addEventListener('click', () => $('dead-list').closest('.card').scrollIntoView({ behavior: 'smooth' }));
   setInterval(renderTimes, 1000);
   // For the console and for tests: set last, so it also says every control is wired.
   window.rangersync = client;

@@ -67,6 +67,8 @@ function pillFor(status) {
     case 'saving': return { text: 'Saving…', look: 'syncing' };
     default:
       if (pending > 0) return { text: `Pending ${pending}`, look: 'pending' };
+      // Everything else delivered, but the server refused some writes: the panel lists them.
+      if (status.dead > 0) return { text: `${status.dead} failed`, look: 'error' };
       return { text: 'Saved', look: 'saved' };
   }
 }

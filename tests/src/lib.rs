@@ -1257,13 +1257,27 @@ pub async fn note_list(page: &Page) -> Result<String> {
     )
 }
 
-/// The demo app's status pill, as text.
+/// The words of the demo app's status pill: its `<rangersync-status>` element (`#sync-status`),
+/// read from the element's shadow DOM; "" before the element is defined.
 pub async fn demo_pill(page: &Page) -> Result<String> {
-    Ok(
-        eval(page, "document.getElementById('status-text').textContent")
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+    Ok(demo_indicator(page).await?["pill"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// What the demo's `<rangersync-status>` shows: `pill` (its words), `look` (the pill's
+/// `data-look`), and the host's `data-state` and `data-pending` (the status it last showed), as
+/// `state` and `pending`; the Last backup line of its panel as `backup`.
+pub async fn demo_indicator(page: &Page) -> Result<Value> {
+    eval(
+        page,
+        "(() => { const el = document.getElementById('sync-status'); \
+           const r = el && el.shadowRoot; if (!r) return {}; \
+           return { pill: r.querySelector('[part=state]').textContent, \
+             look: r.querySelector('[part=pill]').dataset.look, \
+             state: el.dataset.state, pending: el.dataset.pending, \
+             backup: r.querySelector('[data-field=backup]').textContent }; })()",
     )
+    .await
 }

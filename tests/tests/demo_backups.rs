@@ -12,8 +12,8 @@ use chromiumoxide::cdp::browser_protocol::browser::{
 use chromiumoxide::Page;
 use futures::StreamExt;
 use rangersync_e2e::{
-    browser_cdp, cdp, eval, note_list, open_demo, serial, wait_until, Result, TestBrowser,
-    TestServer,
+    browser_cdp, cdp, demo_indicator, eval, note_list, open_demo, serial, wait_until, Result,
+    TestBrowser, TestServer,
 };
 use serde_json::json;
 
@@ -208,8 +208,18 @@ async fn the_demo_downloads_dated_json_and_yaml_exports_that_restore_and_lists_s
         },
     )
     .await?;
-    let last_backup = eval(&page, "document.getElementById('last-backup').textContent").await?;
-    assert_ne!(last_backup, "never", "the indicator shows the last backup");
+    wait_until(
+        "the indicator (its panel's Last backup) shows the last backup",
+        Duration::from_secs(10),
+        || async {
+            let shown = demo_indicator(&page).await?;
+            if shown["backup"].is_string() && shown["backup"] != "never" {
+                return Ok(Some(()));
+            }
+            Err(format!("the element shows {shown}").into())
+        },
+    )
+    .await?;
     eval(
         &page,
         "document.querySelector('#backup-list [data-backup-id]').click(); true",

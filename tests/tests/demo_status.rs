@@ -1,11 +1,13 @@
-//! The demo app's status pill tells the truth: pending while the server refuses,
-//! the note is there at once after reopening, and "Saved" once delivered.
+//! The demo app's status indicator (the package's `<rangersync-status>`, read from its shadow
+//! DOM) tells the truth: pending while the server refuses, the note is there at once after
+//! reopening, and "Saved" once delivered.
 
 use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::{
-    demo_pill, eval, note_list, open_demo, serial, wait_until, Result, TestBrowser, TestServer,
+    demo_indicator, demo_pill, eval, note_list, open_demo, serial, wait_until, Result, TestBrowser,
+    TestServer,
 };
 use serde_json::{json, Value};
 
@@ -27,21 +29,26 @@ async fn wait_for_pill(page: &Page, what: &str, ok: impl Fn(&str) -> bool) -> Re
 }
 
 /// Waits until the pill shows the worker's pending count N ≥ 1 ("Pending N" or
-/// "Offline · N pending"; a new write of the same note may coalesce queued ones).
+/// "Offline · N pending", in the pending or offline look, the element's `data-pending` N; a new
+/// write of the same note may coalesce queued ones).
 async fn wait_for_pending_pill(page: &Page) -> Result<String> {
     wait_until(
         "the pill shows the pending count",
         Duration::from_secs(60),
         || async {
-            let text = demo_pill(page).await?;
+            let shown = demo_indicator(page).await?;
+            let text = shown["pill"].as_str().unwrap_or_default().to_string();
             let status = eval(page, "rangersync.status()").await?;
             let n = status["pending"].as_u64().unwrap_or(0);
-            if n >= 1
-                && (text == format!("Pending {n}") || text == format!("Offline · {n} pending"))
-            {
+            let worded = (text == format!("Pending {n}") && shown["look"] == "pending")
+                || (text == format!("Offline · {n} pending") && shown["look"] == "offline");
+            let attribute = shown["pending"]
+                .as_str()
+                .and_then(|p| p.parse::<u64>().ok());
+            if n >= 1 && worded && attribute == Some(n) {
                 return Ok(Some(text));
             }
-            Err(format!("the pill shows {text:?}; status {status}").into())
+            Err(format!("the element shows {shown}; status {status}").into())
         },
     )
     .await
@@ -115,13 +122,9 @@ async fn the_status_indicator_goes_from_pending_to_synced() -> Result {
         "nothing reached the server yet"
     );
 
-    // The server answers again: a click on the pill syncs, and it says "Saved".
+    // The server answers again: "Sync now" syncs, and the pill says "Saved".
     server.clear_faults().await?;
-    eval(
-        &page,
-        "document.getElementById('status-pill').click(); true",
-    )
-    .await?;
+    eval(&page, "document.getElementById('sync-now').click(); true").await?;
     wait_for_pill(&page, "Saved", |t| t == "Saved").await?;
     wait_until(
         "the pending tag is gone",

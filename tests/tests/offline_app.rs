@@ -2,7 +2,8 @@
 //! edit notes, close the tab, reopen it (the page comes from the app shell the worker cached at
 //! install, from the list the demo passes as `appShell`), see
 //! the edits at once and "Pending N", the server comes back, and the pill says "Saved" with the
-//! server holding each edit once.
+//! server holding each edit once. The pill is the demo's `<rangersync-status>` (the package's
+//! `status-element.js`, in the app shell too), read from its shadow DOM.
 
 use std::time::Duration;
 
@@ -77,7 +78,11 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
                 })
                 .unwrap_or_default();
             let has = |path: &str| urls.iter().any(|u| u == &format!("{url}{path}"));
-            if has("/") && has("/app.js") && has("/pkg/rangersync_page_bg.wasm") {
+            if has("/")
+                && has("/app.js")
+                && has("/pkg/rangersync_page_bg.wasm")
+                && has("/pkg/status-element.js")
+            {
                 return Ok(Some(urls));
             }
             Err(format!("cached so far: {urls:?}").into())
@@ -98,11 +103,7 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
     )
     .await?;
     assert_eq!(ack["seq"], 1, "the first write: {ack}");
-    eval(
-        &page,
-        "document.getElementById('status-pill').click(); true",
-    )
-    .await?;
+    eval(&page, "document.getElementById('sync-now').click(); true").await?;
     wait_for_pill(&page, "Saved").await?;
     let client_id = eval(
         &page,
@@ -206,11 +207,7 @@ async fn the_demo_reopens_with_the_server_down_and_shows_pending_edits() -> Resu
 
     // The server comes back on the same port and database: the pill goes to "Saved".
     server.restart().await?;
-    eval(
-        &page,
-        "document.getElementById('status-pill').click(); true",
-    )
-    .await?;
+    eval(&page, "document.getElementById('sync-now').click(); true").await?;
     wait_for_pill(&page, "Saved").await?;
     let recorded = server.mutations_of(&client_id).await?;
     assert_seqs_applied_once(&recorded, 3);

@@ -1,6 +1,7 @@
 //! `cargo xtask build`: the service worker, the page module (messaging client)
 //! and the page extras (page-only fallback, YAML; loaded on demand), compiled to
-//! wasm, shrunk with `wasm-opt -Oz`, bound with wasm-bindgen into `www/pkg`.
+//! wasm, shrunk with `wasm-opt -Oz`, bound with wasm-bindgen into `www/pkg`, beside the
+//! package's JS extras a page served from `www/` loads (`status-element.js`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +57,11 @@ const NO_MODULES_GLOBAL: &str = "rangersync_wasm";
 
 /// The page module's own files: what a page downloads to `register` and `put` in worker mode.
 const CLIENT_ARTIFACT: &str = "rangersync_page";
+
+/// The package's hand-written modules (`page-client/npm/`) a page served from `www/` imports
+/// from `/pkg/` the way an app imports them from the package: the demo's
+/// `<rangersync-status>` (`import '/pkg/status-element.js'`). Copied as they are.
+pub const PAGE_JS: [&str; 1] = ["status-element.js"];
 
 /// wasm-bindgen writes inline JS snippets here (the page module's extras loader), one folder
 /// per crate and hash: cleared before binding so that no stale one ships.
@@ -142,6 +148,11 @@ pub fn build() -> Result<WasmBindgen> {
         if krate.typescript {
             drop_symbol_dispose(&out_dir.join(format!("{}.d.ts", krate.artifact)))?;
         }
+    }
+    for name in PAGE_JS {
+        let from = util::root().join("page-client").join("npm").join(name);
+        std::fs::copy(&from, out_dir.join(name))
+            .map_err(|e| format!("cannot copy {} into www/pkg: {e}", from.display()))?;
     }
     print_sizes(&out_dir)?;
     Ok(bindgen)

@@ -30,9 +30,13 @@ pub const GUARANTEES_HEADING: &str = "## Guarantees and their tests";
 const TESTS_MARKER: &str = "Tests:";
 
 /// `cargo xtask docs`: every check of this module on the repository; an error lists each
-/// problem on its own line.
+/// problem on its own line. `cargo xtask docs --api` first rewrites the API reference
+/// (`docs/api/`, see `api.rs`), then checks.
 pub fn run(args: &[String]) -> Result {
-    util::parse_flags(args, &[], &[])?;
+    let flags = util::parse_flags(args, &[], &["--api"])?;
+    if flags.iter().any(|(name, _)| name == "--api") {
+        crate::api::run()?;
+    }
     let problems = check_all(&util::root());
     if problems.is_empty() {
         println!("docs: every link, anchor, cited file and guarantee test resolves");

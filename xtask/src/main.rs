@@ -7,7 +7,8 @@
 //! | `demo [--listen ADDR]` | builds the wasm and the server, serves the demo app until Ctrl-C |
 //! | `build` | checks/installs the wasm target and the pinned wasm-bindgen CLI, builds both wasm crates into `www/pkg`, runs `wasm-opt -Oz` when available, prints sizes |
 //! | `docs` | every relative link, anchor and cited file in the docs resolves; every test docs/GUARANTEES.md's "Guarantees and their tests" names exists |
-//! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker (wasm-pack), the Vite example built from the npm package, end-to-end tests in Chromium, then in Firefox ESR; a table of the fault scenarios at the end |
+//! | `docs --api` | builds the npm package, then rewrites the API reference `docs/api/` from its `.d.ts` files with the pinned TypeDoc (`xtask/typedoc/`), then checks the docs |
+//! | `test` | the whole CI: docs, fmt, clippy (native and wasm32), native tests, Chromium, wasm tests in a real service worker (wasm-pack), the Vite example built from the npm package and the API reference regenerated from it (it must match `docs/api/`), end-to-end tests in Chromium, then in Firefox ESR; a table of the fault scenarios at the end |
 //! | `pkg` | builds, then assembles the npm package in `dist/rangersync/` and packs it into `dist/rangersync.tgz` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
 //! | `bench --encryption` | what encrypted backups cost on 10,000 entities beside the same backup in clear, in Chromium, into `BENCHMARKS.md` |
@@ -21,6 +22,7 @@
 //! One module per command; `util`, `tools` and `server` hold what they share;
 //! `tidy` holds repository rules checked as tests.
 
+mod api;
 mod bench;
 mod bench_encryption;
 mod bench_server;
@@ -44,7 +46,8 @@ usage: cargo xtask <command>
 commands:
   demo [--listen ADDR]   build everything and serve the demo app (default 127.0.0.1:8787)
   build                  build the service worker and page wasm into www/pkg
-  docs                   check the docs: links, anchors, cited files, the guarantee tests
+  docs [--api]           check the docs: links, anchors, cited files, the guarantee tests;
+                         --api first builds the package and rewrites docs/api/ (TypeDoc)
   test [--repeat N] [STEP…]
                          run every check CI runs, or only some steps:
                          docs fmt clippy clippy-wasm unit browser wasm example e2e

@@ -69,7 +69,11 @@ const STEPS: [Step; 13] = [
     ("unit", "native tests", native_tests),
     ("browser", "chromium + chromedriver", browser),
     ("wasm", "wasm tests (wasm-pack, Chromium)", wasm_tests),
-    ("example", "build www/pkg + the Vite example (npm)", example),
+    (
+        "example",
+        "build www/pkg + the Vite example + the API reference (npm)",
+        example,
+    ),
     ("e2e", "e2e tests (Chromium)", e2e_tests),
     (
         "firefox-install",
@@ -409,10 +413,16 @@ fn write_shim(path: &Path, body: &str) -> Result {
 }
 
 /// Builds `www/pkg` (release wasm), packs the npm package and builds the Vite example with it
-/// (`examples/vite-react`, whose end-to-end tests run in the next step).
+/// (`examples/vite-react`, whose end-to-end tests run in the next step); then regenerates the
+/// API reference from the package just packed and fails when `docs/api/` differs.
 fn example(_: &mut State) -> Result {
     crate::build::build()?;
-    crate::example::prepare()
+    crate::example::prepare()?;
+    let (result, _) = util::timed(
+        "API reference (TypeDoc) against docs/api",
+        crate::api::check,
+    );
+    result
 }
 
 /// The browser end-to-end tests, one at a time: each launches its own Chromium and there are
