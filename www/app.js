@@ -28,6 +28,8 @@ const state = {
   notes: [],          // [{ key, value: { title, body }, updated_at, pending }]
   selected: null,     // note key
   draft: null,        // the selected note's client.autosave handle
+  attachments: [],    // the selected note's attachments: client.putBlob references
+  blobUrls: new Map(), // sha256 → object URL of a blob already shown
   chat: [],
   settings: {},
   lastDead: -1,
@@ -142,6 +144,8 @@ async function refreshNotes() {
     if (current && !editing && !state.dirty) {
       $('note-title').value = (current.value && current.value.title) || '';
       $('note-body').value = (current.value && current.value.body) || '';
+      state.attachments = (current.value && current.value.attachments) || [];
+      renderAttachments();
     }
   } catch (e) { showError(e, 'Could not read notes'); }
 }
@@ -205,15 +209,68 @@ function selectNote(key) {
   const n = state.notes.find((x) => x.key === key);
   $('note-title').value = (n && n.value && n.value.title) || '';
   $('note-body').value = (n && n.value && n.value.body) || '';
+  state.attachments = (n && n.value && n.value.attachments) || [];
+  renderAttachments();
   renderNotes();
   $('note-title').focus();
+}
+
+// ---------- attachments ----------
+
+// Each image is kept in this browser by client.putBlob before the note refers to it, uploaded
+// by the worker (in resumable chunks, before the note's write), and read back with
+// client.getBlob: from this browser, or from the server on another device.
+async function attachFiles(files) {
+  const key = state.selected;
+  if (!key || !state.draft) return;
+  for (const file of files) {
+    try {
+      const ref = await state.client.putBlob(file);
+      if (state.selected !== key) return;
+      state.attachments = [...state.attachments, ref];
+      saveNote();
+      await state.draft.flush();
+    } catch (e) { showError(e, `Could not attach ${file.name}`); }
+  }
+  renderAttachments();
+}
+
+function renderAttachments() {
+  const list = $('note-attachments');
+  list.replaceChildren();
+  for (const ref of state.attachments) {
+    const blob = ref && ref.$blob;
+    if (!blob) continue;
+    const li = document.createElement('li');
+    const img = document.createElement('img');
+    img.alt = blob.name || 'attachment';
+    img.dataset.sha256 = blob.sha256;
+    const caption = document.createElement('span');
+    caption.className = 'muted small';
+    caption.textContent = `${blob.name || 'image'} · ${Math.ceil(blob.size / 1024)} KiB`;
+    li.append(img, caption);
+    list.append(li);
+    const shown = state.blobUrls.get(blob.sha256);
+    if (shown) { img.src = shown; continue; }
+    state.client.getBlob(ref).then((b) => {
+      const url = URL.createObjectURL(b);
+      state.blobUrls.set(blob.sha256, url);
+      img.src = url;
+    }, (e) => {
+      li.dataset.missing = e.code || 'error';
+      caption.textContent = e.code === 'blob_not_found'
+        ? `${blob.name || 'image'}: not uploaded yet by the device that has it`
+        : `${blob.name || 'image'}: cannot be shown now (${e.code || 'error'})`;
+    });
+  }
+  list.hidden = !list.children.length;
 }
 
 function saveNote() {
   if (!state.draft) return;
   state.dirty = true;
   try {
-    state.draft.set({ title: $('note-title').value, body: $('note-body').value });
+    state.draft.set({ title: $('note-title').value, body: $('note-body').value, attachments: state.attachments });
   } catch (e) { showError(e, 'Could not save the note'); }
 }
 
@@ -595,6 +652,11 @@ async function start() {
   $('delete-note').addEventListener('click', deleteNote);
   $('note-title').addEventListener('input', saveNote);
   $('note-body').addEventListener('input', saveNote);
+  $('attach-file').addEventListener('change', (e) => {
+    const files = [...e.target.files];
+    e.target.value = '';
+    attachFiles(files);
+  });
   $('editor').addEventListener('submit', (e) => e.preventDefault());
   $('chat-form').addEventListener('submit', sendChat);
   $('chat-input').addEventListener('keydown', (e) => {

@@ -73,6 +73,12 @@ function pillFor(status) {
   }
 }
 
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
 function when(ms) {
   return ms ? new Date(ms).toLocaleString() : 'never';
 }
@@ -209,7 +215,9 @@ class RangersyncStatus extends HTMLElement {
     box.querySelector('span').textContent = nudge ? nudge.text : '';
 
     const field = (name) => root.querySelector(`[data-field="${name}"]`);
-    field('pending').textContent = s ? (s.in_flight ? `${s.pending} (${s.in_flight} sending)` : String(s.pending)) : '';
+    const sending = s && s.in_flight ? ` (${s.in_flight} sending)` : '';
+    const attachments = s && s.blob_bytes_pending ? `, ${bytes(s.blob_bytes_pending)} of attachments to upload` : '';
+    field('pending').textContent = s ? `${s.pending}${sending}${attachments}` : '';
     field('saved').textContent = when(s?.last_saved_at);
     field('synced').textContent = when(s?.last_synced_at);
     field('backup').textContent = s?.backup_error
@@ -236,7 +244,9 @@ class RangersyncStatus extends HTMLElement {
       const li = document.createElement('li');
       li.dataset.seq = String(d.seq);
       li.setAttribute('part', 'dead-letter');
-      const what = d.kind === 'request' ? `${d.method} ${d.url}` : `${d.collection}/${d.key}`;
+      const what = d.kind === 'request' ? `${d.method} ${d.url}`
+        : d.kind === 'blob' ? `attachment ${(d.sha256 || '').slice(0, 12)}…`
+        : `${d.collection}/${d.key}`;
       li.append(`${what}: ${d.reason} `);
       for (const [label, action] of [['Retry', 'retry'], ['Discard', 'discard']]) {
         const b = document.createElement('button');

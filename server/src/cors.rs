@@ -40,10 +40,18 @@ pub fn layer(origins: &[String]) -> Result<Option<CorsLayer>, ServerError> {
     Ok(Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            // PUT and Content-Range: a blob chunk (`PUT /api/blobs/{sha256}`).
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
+                header::CONTENT_RANGE,
                 HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([header::RETRY_AFTER, header::CONTENT_DISPOSITION])

@@ -1246,6 +1246,27 @@ pub async fn open_demo(browser: &TestBrowser, origin: &str) -> Result<Page> {
     Ok(page)
 }
 
+/// A script that makes `window.image`: a `width`×`height` PNG of random noise (about
+/// 4 bytes a pixel: it does not compress), drawn on a canvas, as a `File` named `cat.png`;
+/// it evaluates to the file's size.
+pub fn noise_png_js(width: u32, height: u32) -> String {
+    format!(
+        r#"(async () => {{
+    const canvas = new OffscreenCanvas({width}, {height});
+    const ctx = canvas.getContext('2d');
+    const pixels = ctx.createImageData({width}, {height});
+    for (let at = 0; at < pixels.data.length; at += 65536) {{
+        crypto.getRandomValues(pixels.data.subarray(at, at + 65536));
+    }}
+    for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
+    ctx.putImageData(pixels, 0, 0);
+    const png = await canvas.convertToBlob({{ type: 'image/png' }});
+    window.image = new File([png], 'cat.png', {{ type: 'image/png' }});
+    return window.image.size;
+}})()"#
+    )
+}
+
 /// The demo app's note list, as text.
 pub async fn note_list(page: &Page) -> Result<String> {
     Ok(

@@ -4,25 +4,11 @@
 
 use std::time::Duration;
 
-use rangersync_e2e::{eval, serial, wait_until, worker_page, Result, TestBrowser, TestServer};
+use rangersync_e2e::{
+    eval, noise_png_js, serial, wait_until, worker_page, Result, TestBrowser, TestServer,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// Makes `window.image`: a 1000×700 PNG of noise (about 2.8 MB: three upload chunks), drawn
-/// on a canvas, as a `File` named `cat.png`.
-const MAKE_IMAGE: &str = r#"(async () => {
-    const canvas = new OffscreenCanvas(1000, 700);
-    const ctx = canvas.getContext('2d');
-    const pixels = ctx.createImageData(1000, 700);
-    for (let at = 0; at < pixels.data.length; at += 65536) {
-        crypto.getRandomValues(pixels.data.subarray(at, at + 65536));
-    }
-    for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
-    ctx.putImageData(pixels, 0, 0);
-    const png = await canvas.convertToBlob({ type: 'image/png' });
-    window.image = new File([png], 'cat.png', { type: 'image/png' });
-    return window.image.size;
-})()"#;
 
 /// `sha256(blob)` in the page, hex.
 const PAGE_SHA256: &str = r#"window.sha256 = async (blob) => {
@@ -41,7 +27,11 @@ async fn an_image_attached_to_a_note_offline_is_delivered_after_a_browser_crash_
     let mut server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let page = worker_page(&browser, &server, "{}").await?;
-    let size = eval(&page, MAKE_IMAGE).await?.as_u64().unwrap_or(0);
+    // 1000×700: about 2.8 MB, three upload chunks.
+    let size = eval(&page, &noise_png_js(1000, 700))
+        .await?
+        .as_u64()
+        .unwrap_or(0);
     assert!(
         size > 2 * 1024 * 1024,
         "the image spans three chunks: {size} bytes"

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use rangersync_e2e::example::{free_port, Example};
-use rangersync_e2e::{eval, serial, wait_until, FaultProxy, Result, TestBrowser, TestServer};
+use rangersync_e2e::{
+    eval, noise_png_js, serial, wait_until, FaultProxy, Result, TestBrowser, TestServer,
+};
 use serde_json::{json, Value};
 
 /// The page's status element: `{ state, pending, mode, text }`.
@@ -176,6 +178,28 @@ async fn the_vite_example_delivers_notes_and_queued_chat_calls_once_through_an_o
     .await?;
     send_chat(&page, "are you there?", "queued").await?;
     send_chat(&page, "still there?", "queued").await?;
+    // An image attached offline: kept by putBlob, its note shown with it at once.
+    eval(&page, &noise_png_js(600, 400)).await?;
+    eval(
+        &page,
+        "const input = document.getElementById('note-image');
+         const files = new DataTransfer(); files.items.add(window.image);
+         input.files = files.files; input.dispatchEvent(new Event('change', { bubbles: true })); true",
+    )
+    .await?;
+    wait_until(
+        "the image note shows its image",
+        Duration::from_secs(30),
+        || async {
+            let width = eval(
+                &page,
+                "document.querySelector('#notes img.attachment')?.naturalWidth ?? 0",
+            )
+            .await?;
+            Ok((width == 600).then_some(()))
+        },
+    )
+    .await?;
 
     // The tab closes, the browser restarts, then the servers come back.
     browser.close_tab(page).await?;
@@ -223,17 +247,52 @@ async fn the_vite_example_delivers_notes_and_queued_chat_calls_once_through_an_o
         "each replay carries its own Idempotency-Key: {applied:?}"
     );
 
-    let notes = synced_notes(&sync).await?;
-    assert_eq!(notes.len(), 1, "{notes:?}");
-    assert_eq!(notes[0]["collection"], "notes");
-    assert_eq!(notes[0]["value"], json!({ "text": "written offline" }));
-    let stats = sync.stats().await?;
-    assert_eq!(stats["mutations_applied"], 1, "{stats}");
-    wait_until("the page shows Saved", Duration::from_secs(30), || async {
+    wait_until("the page shows Saved", Duration::from_secs(60), || async {
         let s = status(&page).await?;
         Ok((s["pending"] == "0" && s["text"] == "Saved").then_some(()))
     })
     .await?;
+    let notes = synced_notes(&sync).await?;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes.iter().all(|n| n["collection"] == "notes"),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["value"] == json!({ "text": "written offline" })),
+        "{notes:?}"
+    );
+    let image = notes
+        .iter()
+        .find(|n| n["value"]["text"] == "cat.png")
+        .ok_or("the image note was delivered")?;
+    let sha = image["value"]["image"]["$blob"]["sha256"]
+        .as_str()
+        .unwrap_or_default();
+    let (code, bytes) = sync.get_bytes(&format!("/api/blobs/{sha}")).await?;
+    assert_eq!(
+        (code, bytes.len() as u64),
+        (
+            200,
+            image["value"]["image"]["$blob"]["size"]
+                .as_u64()
+                .unwrap_or(0)
+        )
+    );
+    let stats = sync.stats().await?;
+    assert_eq!(stats["mutations_applied"], 2, "{stats}");
+    // The package's <rangersync-status>, given the client in a React effect, agrees.
+    let pill = eval(
+        &page,
+        "document.getElementById('indicator')?.shadowRoot?.querySelector('[part=state]')?.textContent ?? ''",
+    )
+    .await?;
+    assert_eq!(
+        pill, "Saved",
+        "the indicator element shows the client's status"
+    );
     drop(api);
     browser.close().await?;
     Ok(())

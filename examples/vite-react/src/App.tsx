@@ -1,10 +1,47 @@
-import { useState } from 'react'
-import type { SyncStatus } from 'rangersync'
+import { useEffect, useRef, useState } from 'react'
+import type { BlobRef, SyncStatus } from 'rangersync'
 import { useCollection, useSyncClient, useSynced, useSyncStatus } from 'rangersync/react'
+import 'rangersync/status-element'
+import type { RangersyncStatus } from 'rangersync/status-element'
 import { API_URL } from './sync'
+
+// The package's <rangersync-status> element in JSX.
+declare module 'react' {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace JSX {
+    interface IntrinsicElements {
+      'rangersync-status': React.DetailedHTMLProps<React.HTMLAttributes<RangersyncStatus>, RangersyncStatus>
+    }
+  }
+}
 
 interface Note {
   text: string
+  /** An attached image: kept by putBlob, uploaded by the worker, read back with getBlob. */
+  image?: BlobRef
+}
+
+/** An attachment, from this browser or (on another device) the sync server. */
+function Attachment({ blobRef }: { blobRef: BlobRef }) {
+  const client = useSyncClient()
+  const [url, setUrl] = useState<string | null>(null)
+  const [problem, setProblem] = useState('')
+  useEffect(() => {
+    if (!client) return
+    let shown: string | null = null
+    client.getBlob(blobRef).then(
+      (blob) => {
+        shown = URL.createObjectURL(blob)
+        setUrl(shown)
+      },
+      (err: { code?: string }) => setProblem(err.code ?? 'error'),
+    )
+    return () => {
+      if (shown) URL.revokeObjectURL(shown)
+    }
+  }, [client, blobRef])
+  if (problem) return <span className="attachment-missing">{` (image: ${problem})`}</span>
+  return url ? <img className="attachment" src={url} alt={blobRef.$blob.name ?? ''} width={80} /> : null
 }
 
 interface Chat {
@@ -39,6 +76,18 @@ export default function App() {
   // or closing the tab right after a keystroke keeps it, and another tab's edits show here.
   const [draft, setDraft, draftStatus] = useSynced<Note>('drafts', 'draft-1', { text: '' })
 
+  // The drop-in indicator: give the element the client.
+  const indicatorRef = useRef<RangersyncStatus>(null)
+  useEffect(() => {
+    if (indicatorRef.current) indicatorRef.current.client = client ?? null
+  }, [client])
+
+  async function attachImage(file: File) {
+    if (!client) return
+    const image = await client.putBlob(file)
+    await client.put('notes', `n${Date.now()}`, { text: file.name, image })
+  }
+
   async function saveNote() {
     await client?.put('notes', `n${Date.now()}`, { text: noteText })
     setNoteText('')
@@ -68,6 +117,7 @@ export default function App() {
   return (
     <main>
       <h1>rangersync + Vite + React</h1>
+      <rangersync-status id="indicator" ref={indicatorRef} />
       <p
         id="status"
         data-state={status?.state ?? ''}
@@ -85,11 +135,26 @@ export default function App() {
         <button id="save-note" onClick={() => void saveNote()} disabled={!noteText || !client}>
           Save note
         </button>
+        <label>
+          Attach image{' '}
+          <input
+            id="note-image"
+            type="file"
+            accept="image/*"
+            disabled={!client}
+            onChange={(e) => {
+              const file = e.target.files?.[0]
+              e.target.value = ''
+              if (file) void attachImage(file)
+            }}
+          />
+        </label>
         <ul id="notes">
           {notes.map((n) => (
             <li key={n.key}>
               {n.value.text}
               {n.pending ? ' (pending)' : ''}
+              {n.value.image ? <Attachment blobRef={n.value.image} /> : null}
             </li>
           ))}
         </ul>

@@ -182,14 +182,20 @@ async fn a_preflight_from_an_allowed_origin_gets_cors_headers_and_another_origin
         .to_str()
         .unwrap()
         .to_ascii_uppercase();
-    for m in ["GET", "POST", "DELETE", "OPTIONS"] {
+    // PUT with Content-Range: a blob chunk from a page on another origin.
+    for m in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
         assert!(methods.contains(m), "{methods}");
     }
     let headers = h["access-control-allow-headers"]
         .to_str()
         .unwrap()
         .to_ascii_lowercase();
-    for name in ["content-type", "authorization", "idempotency-key"] {
+    for name in [
+        "content-type",
+        "authorization",
+        "idempotency-key",
+        "content-range",
+    ] {
         assert!(headers.contains(name), "{headers}");
     }
 
