@@ -28,6 +28,41 @@ async fn wait_for_image(page: &Page, what: &str, width: u64) -> Result<Value> {
     .await
 }
 
+/// The README's picture of the demo (`docs/screenshot.png`): the second profile with the note
+/// and its image, written with `RANGERSYNC_WRITE_SCREENSHOTS=1`, else it must exist.
+async fn demo_screenshot(page: &Page) -> Result {
+    use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+    use chromiumoxide::page::ScreenshotParams;
+
+    let path = rangersync_e2e::workspace_root().join("docs/screenshot.png");
+    if std::env::var(rangersync_e2e::status_element::WRITE_SCREENSHOTS_ENV).as_deref() != Ok("1") {
+        return if path.is_file() {
+            Ok(())
+        } else {
+            Err(format!("{} is missing", path.display()).into())
+        };
+    }
+    // The indicator settled on Saved, the image decoded.
+    wait_until(
+        "the indicator says Saved",
+        Duration::from_secs(30),
+        || async { Ok((rangersync_e2e::demo_pill(page).await? == "Saved").then_some(())) },
+    )
+    .await?;
+    let png = page
+        .screenshot(
+            ScreenshotParams::builder()
+                .format(CaptureScreenshotFormat::Png)
+                .full_page(true)
+                .build(),
+        )
+        .await
+        .map_err(|e| format!("screenshot of the demo: {e}"))?;
+    std::fs::write(&path, png)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_image_attached_in_the_demo_offline_survives_a_browser_crash_and_shows_on_a_second_profile(
 ) -> Result {
@@ -124,6 +159,7 @@ async fn an_image_attached_in_the_demo_offline_survives_a_browser_crash_and_show
     .await?;
     let there = wait_for_image(&second, "the image shows on the second profile", 600).await?;
     assert_eq!(there["sha"], Value::from(sha), "{there}");
+    demo_screenshot(&second).await?;
     other.close().await?;
     browser.close().await?;
     Ok(())
