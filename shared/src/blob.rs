@@ -246,6 +246,10 @@ impl Upload {
             },
             // Nothing of it on the server yet.
             HttpOutcome::Response { status: 404, .. } => self.send_from(0),
+            // Only a `200` with a body says where the upload stands (a proxy's 204 does not).
+            HttpOutcome::Response {
+                status: 201..=299, ..
+            } => self.garbled(201, "is not a progress report"),
             _ => self.finish(outcome),
         }
     }
@@ -258,6 +262,8 @@ impl Upload {
             } => match serde_json::from_str::<Progress>(body) {
                 Ok(p) if p.complete => self.finish(outcome),
                 Ok(p) if p.received > self.received && p.received < self.size => {
+                    // Moving forward: the races lost earlier in this attempt are behind it.
+                    self.resumes = 0;
                     self.send_from(p.received)
                 }
                 _ => self.garbled(200, "does not move the upload forward"),
@@ -277,10 +283,17 @@ impl Upload {
                     None => self.finish(outcome),
                 }
             }
+            HttpOutcome::Response {
+                status: 201..=299, ..
+            } => self.garbled(201, "does not say how far the upload got"),
             _ => self.finish(outcome),
         }
     }
 }
+
+/// The code of an upload attempt that kept losing races at its offset (another device or tab
+/// uploading the same blob): retried, never counted toward `max_attempts`.
+pub const RANGE_MISMATCH: &str = "blob_range_mismatch";
 
 /// What the final answer of an upload attempt means for its outbox entry: `2xx` delivered;
 /// `401`/`403` stop the outbox like a push's (the upload carries the sync server's
@@ -318,6 +331,10 @@ pub fn classify_blob(outcome: &HttpOutcome, now: Millis) -> CapturedAction {
         404 | 405 | 415 | 501 => retry(
             codes::CONFIG_ERROR,
             "the sync server takes no blobs (PUT /api/blobs/{sha256}; the reference server on PostgreSQL needs --blob-store or --blob-dir)",
+        ),
+        409 => retry(
+            RANGE_MISMATCH,
+            "another upload of the same blob keeps moving its offset",
         ),
         408 => retry(codes::TIMEOUT, "the server timed out on a blob upload"),
         429 => retry(codes::RATE_LIMITED, "the server is rate limiting"),
@@ -516,12 +533,38 @@ mod tests {
             );
         }
         u.handle_chunk(mismatch(CHUNK_BYTES));
+        let Some(UploadStep::Finished(last)) = u.poll_step() else {
+            panic!()
+        };
+        assert!(matches!(last, HttpOutcome::Response { status: 409, .. }));
+        // Retried later, never a dead letter: the other upload may finish it meanwhile.
+        assert!(matches!(
+            classify_blob(&last, 0),
+            CapturedAction::Retry {
+                code: RANGE_MISMATCH,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_2xx_other_than_200_is_no_acknowledgement() {
+        let mut u = Upload::new(10);
+        u.poll_step();
+        u.handle_chunk(answer(204, ""));
+        let Some(UploadStep::Finished(outcome)) = u.poll_step() else {
+            panic!()
+        };
+        assert!(
+            matches!(outcome, HttpOutcome::Network { .. }),
+            "{outcome:?}"
+        );
+        let mut u = Upload::new(2 * CHUNK_BYTES);
+        u.poll_step();
+        u.handle_progress(answer(204, ""));
         assert!(matches!(
             u.poll_step(),
-            Some(UploadStep::Finished(HttpOutcome::Response {
-                status: 409,
-                ..
-            }))
+            Some(UploadStep::Finished(HttpOutcome::Network { .. }))
         ));
     }
 

@@ -610,7 +610,7 @@ impl Flusher {
         rng: &mut dyn RandomSource,
     ) {
         let action = classify_captured(outcome, now);
-        self.handle_single_outcome(now, outcome, action, "a captured request", rng);
+        self.handle_single_outcome(now, outcome, action, "a captured request", true, rng);
     }
 
     /// The final answer of a [`SendRequest::Blob`]'s upload attempt ([`crate::blob::Upload`]).
@@ -621,7 +621,7 @@ impl Flusher {
         rng: &mut dyn RandomSource,
     ) {
         let action = crate::blob::classify_blob(outcome, now);
-        self.handle_single_outcome(now, outcome, action, "a blob upload", rng);
+        self.handle_single_outcome(now, outcome, action, "a blob upload", false, rng);
     }
 
     /// A [`SendRequest::Blob`] whose bytes this device no longer holds (or cannot read): it
@@ -636,16 +636,19 @@ impl Flusher {
             message: reason.clone(),
         };
         let action = CapturedAction::DeadLetter { reason };
-        self.handle_single_outcome(now, &outcome, action, "a blob upload", rng);
+        self.handle_single_outcome(now, &outcome, action, "a blob upload", false, rng);
     }
 
     /// The answer to an entry sent alone (a captured request, a blob upload), classified.
+    /// `poison_rule`: `max_server_errors` 5xx answers dead-letter it (a captured call the API
+    /// always fails; not a blob, whose 5xx is the server's storage having trouble).
     fn handle_single_outcome(
         &mut self,
         now: Millis,
         outcome: &HttpOutcome,
         action: CapturedAction,
         what: &str,
+        poison_rule: bool,
         rng: &mut dyn RandomSource,
     ) {
         let State::Sending { batch } = &self.state else {
@@ -656,7 +659,8 @@ impl Flusher {
         self.last_failure_unreachable = matches!(outcome, HttpOutcome::Network { .. });
         match action {
             CapturedAction::Retry { code, message, .. }
-                if code == codes::SERVER_ERROR
+                if poison_rule
+                    && code == codes::SERVER_ERROR
                     && self.policy.max_server_errors > 0
                     && failures >= self.policy.max_server_errors =>
             {
@@ -687,7 +691,9 @@ impl Flusher {
                 message,
             } => {
                 // No blob endpoint is the server's setup, not the entry's fault.
-                let counts = code != codes::CONFIG_ERROR && counts_toward_attempts(outcome);
+                let counts = code != codes::CONFIG_ERROR
+                    && code != crate::blob::RANGE_MISMATCH
+                    && counts_toward_attempts(outcome);
                 self.fail(now, &seqs, code, message, retry_after_ms, counts, rng);
             }
             CapturedAction::AuthStop { status, message } => self.auth_stop(now, status, message),

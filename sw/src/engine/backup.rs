@@ -74,6 +74,16 @@ impl Engine {
             },
         );
         let text = snapshot::encode(&snap, format);
+        if include_blobs && text.len() > snapshot::MAX_SNAPSHOT_BYTES {
+            return Err(SwError::coded(
+                codes::VALUE_TOO_LARGE,
+                format!(
+                    "with its blobs the snapshot is {} bytes, more than the {} a restore accepts: export without includeBlobs (uploaded blobs stay on the server)",
+                    text.len(),
+                    snapshot::MAX_SNAPSHOT_BYTES
+                ),
+            ));
+        }
         self.store
             .put_meta(meta::LAST_EXPORTED_AT, &(at as f64).into())
             .await?;
@@ -98,14 +108,25 @@ impl Engine {
         let mut copies = Vec::with_capacity(wanted.len());
         let mut bytes_total: u64 = 0;
         for (sha256, reference) in wanted {
-            let Some(blob) = self.store.get_blob(&sha256).await? else {
-                problems.push(snapshot::Problem {
-                    store: crate::schema::BLOBS.into(),
-                    key: sha256,
-                    reason: "referenced, but this device does not hold its bytes (the server may)"
-                        .into(),
-                });
-                continue;
+            let problem = |reason: String| snapshot::Problem {
+                store: crate::schema::BLOBS.into(),
+                key: sha256.clone(),
+                reason,
+            };
+            let blob = match self.store.get_blob(&sha256).await {
+                Ok(Some(blob)) => blob,
+                Ok(None) => {
+                    problems.push(problem(
+                        "referenced, but this device does not hold its bytes (the server may)"
+                            .into(),
+                    ));
+                    continue;
+                }
+                // One unreadable blob is named, never the end of every backup.
+                Err(e) => {
+                    problems.push(problem(format!("its record cannot be read: {e}")));
+                    continue;
+                }
             };
             bytes_total += blob.size() as u64;
             // Base64 is 4/3 of the bytes.
@@ -118,9 +139,16 @@ impl Engine {
                     ),
                 ));
             }
-            let buffer = wasm_bindgen_futures::JsFuture::from(blob.array_buffer())
-                .await
-                .map_err(|e| SwError::from_js(&e))?;
+            let buffer = match wasm_bindgen_futures::JsFuture::from(blob.array_buffer()).await {
+                Ok(buffer) => buffer,
+                Err(e) => {
+                    problems.push(problem(format!(
+                        "its bytes cannot be read: {}",
+                        SwError::from_js(&e)
+                    )));
+                    continue;
+                }
+            };
             let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
             copies.push(snapshot::BlobCopy::new(
                 sha256,
@@ -137,9 +165,16 @@ impl Engine {
     async fn keep_snapshot_blobs(
         &self,
         snap: &snapshot::Snapshot,
-    ) -> Result<Vec<rangersync_shared::outbox::BlobUpload>, SwError> {
-        let mut kept = Vec::new();
+    ) -> Result<(Vec<rangersync_shared::outbox::BlobUpload>, u64), SwError> {
+        let mut uploads = Vec::new();
+        let mut kept = 0;
         for copy in &snap.blobs {
+            // Every blob gets an upload, one this device holds too: the restore may be onto a
+            // server that lost it (one that has it answers `complete` at once).
+            uploads.push(rangersync_shared::outbox::BlobUpload {
+                sha256: copy.sha256.clone(),
+                size: copy.size,
+            });
             if self.store.get_blob(&copy.sha256).await?.is_some() {
                 continue;
             }
@@ -152,12 +187,9 @@ impl Engine {
             self.store
                 .put_blob(&copy.sha256, &blob, &copy.content_type, now())
                 .await?;
-            kept.push(rangersync_shared::outbox::BlobUpload {
-                sha256: copy.sha256.clone(),
-                size: copy.size,
-            });
+            kept += 1;
         }
-        Ok(kept)
+        Ok((uploads, kept))
     }
 
     /// Take every captured call's secret headers (credentials, its route's `secretHeaders`)
@@ -227,7 +259,9 @@ impl Engine {
             if let Err(blocked) = requeue::plan_requeue(&snap, &self.store.local_outbox().await?) {
                 return Err(SwError::coded(blocked.code(), blocked.to_string()));
             }
-            blob_uploads = self.keep_snapshot_blobs(&snap).await?;
+            let (uploads, kept) = self.keep_snapshot_blobs(&snap).await?;
+            blob_uploads = uploads;
+            report.blobs_restored = kept;
         }
         let by_key: HashMap<(&str, &str), &Entity> = snap
             .entities
@@ -279,7 +313,6 @@ impl Engine {
         // Queued after the restore's own entries (its check wants this device's outbox as it
         // was): a re-queued write may reach the server before the bytes it references, and a
         // device reading it then hears `blob_not_found` until they arrive.
-        report.blobs_restored = blob_uploads.len() as u64;
         let blob_bytes: u64 = blob_uploads.iter().map(|b| b.size).sum();
         if !blob_uploads.is_empty() {
             self.write(blob_uploads.into_iter().map(NewEntry::Blob).collect())

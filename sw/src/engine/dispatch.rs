@@ -278,6 +278,10 @@ impl Engine {
                     c.pending += 1;
                     c.dead = c.dead.saturating_sub(1);
                 });
+                if entity.is_none() {
+                    // A captured call or a blob upload: a blob's bytes count as pending again.
+                    self.recount().await;
+                }
                 self.broadcast_status();
                 if let Some((collection, key)) = entity {
                     self.broadcast_change(&collection, &key);
