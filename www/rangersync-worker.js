@@ -4,21 +4,32 @@
  *   rangersync.listen({ appShell: { files: ['/', '/app.js', '/style.css'], version: '7' } });
  *
  * `rangersync.listen(options)` adds every listener rangersync needs (install, activate, message,
- * sync, periodicsync, fetch, online, offline) and starts loading the wasm. Call it once, during
- * the worker script's first synchronous run: browsers deliver events only to listeners added
- * then. Each listener calls into the wasm inside event.waitUntil(...) or event.respondWith(...).
+ * sync, periodicsync, online, offline, and fetch only when there is something to capture or an
+ * app shell) and starts loading the wasm. Call it once, during the worker script's first
+ * synchronous run: browsers deliver events only to listeners added then. Each listener calls
+ * into the wasm inside event.waitUntil(...) or event.respondWith(...).
  *
  * `sw.js` is a whole worker made of this file and one call. An app with a worker of its own
  * imports this file into it and keeps its own listeners: rangersync's fetch listener answers only
  * what it owns (captured routes; with `appShell`, GET navigations and the listed files) and leaves
- * every other request to the app. Two caveats for such a worker:
- * - while the wasm loads (the first moments after the worker starts), a non-GET request may be
- *   one of the captured routes, which are known only to the wasm: rangersync holds it and passes
- *   it on with fetch() if it is not. A fetch listener of the app that answers non-GET requests
+ * every other request to the app. Caveats for such a worker:
+ * - while the wasm loads (the first moments after the worker starts), a non-GET request that one
+ *   of the capture routes may match is held until the wasm decides, and passed on with fetch()
+ *   if it is not captured after all. A fetch listener of the app that answers such requests
  *   itself must therefore be added before `listen` (rangersync then sees that the request is
- *   answered and leaves it alone);
+ *   answered and leaves it alone). Every other request is left to the browser at once;
+ * - with `appShell`, navigation preload is on: an app listener that answers navigations itself
+ *   should use `event.preloadResponse`;
  * - rangersync calls skipWaiting() at install and clients.claim() at activate, so that a page's
  *   first visit is controlled at once (SyncClient.register waits for a controller).
+ *
+ * The wasm is loaded cache-first: its file name carries a hash of its bytes (the glue names it,
+ * `rangersync_wasm_file`), it is kept in Cache Storage `rangersync-worker-v1` at install and read
+ * from there at every start, never revalidated over the network, and compiled with
+ * `WebAssembly.compileStreaming` so that the browser's code cache serves later starts. The glue
+ * is imported with `importScripts`, which the browser keeps with this worker version and
+ * compares at each update check: a new build is always a new worker, and a glue never meets a
+ * wasm of another build. Activation deletes the copies of other builds.
  *
  * Options (an unknown key, a wrong type or a bad path throws a TypeError):
  * - appShell: { files, version?, fallback? }. Off when absent: nothing of the app is cached and
@@ -31,8 +42,14 @@
  *   the cache and any other navigation gets `fallback` (default: the first file). Nothing else is
  *   served from the cache and nothing is written to it after install: change `version` (or the
  *   list) to ship new files.
- * - pkgUrl: the folder holding `rangersync_sw.js` and `rangersync_sw_bg.wasm`, resolved against
- *   the worker script's URL. Default '/pkg/'.
+ * - captureRoutes: the page's `captureRoutes` (the same strings and { origin?, path } objects).
+ *   Default: those in this worker script's URL (`?captureRoutes=<JSON>`), where
+ *   SyncClient.register puts them. Without any, and without `appShell`, the worker adds no fetch
+ *   listener and the app's navigations and requests never start it. The wasm still decides
+ *   what is captured (from the stored configuration); the list here only says which requests it
+ *   may want, so that every other one is left to the browser without waiting for the wasm.
+ * - pkgUrl: the folder holding `rangersync_sw.js` and the wasm it names, resolved against the
+ *   worker script's URL. Default '/pkg/'.
  */
 /* global rangersync_wasm */
 (function () {
@@ -46,12 +63,13 @@
   const WORKER_CACHE = 'rangersync-worker-v1';
   const DEFAULT_PKG_URL = '/pkg/';
   const GLUE_FILE = 'rangersync_sw.js';
-  const WASM_FILE = 'rangersync_sw_bg.wasm';
   /** Bounds of `appShell` (the page module checks the same ones). */
   const MAX_SHELL_FILES = 100;
   const MAX_PATH_LENGTH = 1024;
   const VERSION_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
-  const OPTION_KEYS = ['appShell', 'pkgUrl'];
+  const OPTION_KEYS = ['appShell', 'captureRoutes', 'pkgUrl'];
+  /** Methods the wasm never captures (`wants` says no to them). */
+  const NEVER_CAPTURED = ['GET', 'HEAD', 'OPTIONS'];
   const SHELL_KEYS = ['files', 'version', 'fallback'];
 
   let listening = false;
@@ -131,6 +149,69 @@
     };
   }
 
+  /**
+   * `http(s)://Host:80/x` → { origin: 'http://host', path: '/x' } (default ports dropped, as
+   * browsers print origins), or null when not such a URL.
+   */
+  function splitUrl(text) {
+    const m = /^(https?):\/\/([^/?#]+)([^?#]*)/i.exec(text);
+    if (!m) return null;
+    const scheme = m[1].toLowerCase();
+    let host = m[2].toLowerCase();
+    const defaultPort = scheme === 'http' ? ':80' : ':443';
+    if (host.endsWith(defaultPort)) host = host.slice(0, -defaultPort.length);
+    return { origin: `${scheme}://${host}`, path: m[3] || '/' };
+  }
+
+  /**
+   * The capture routes → what a request must have for the wasm to possibly capture it: its
+   * origin (null: any, as a path-only route applies to the page's origin and the sync
+   * server's, which only the wasm knows) and a path prefix (the pattern up to its first `*`,
+   * without a trailing slash). A superset of the wasm's matching, never narrower: a request it
+   * rejects is one no route captures.
+   */
+  function capturePrefixes(routes) {
+    if (routes === undefined || routes === null) return [];
+    if (!Array.isArray(routes)) fail('captureRoutes must be an array');
+    return routes.map((route) => {
+      let origin = null;
+      let path = route;
+      if (isObject(route)) {
+        if (typeof route.path !== 'string') fail('each object of captureRoutes needs a string path');
+        path = route.path;
+        if (route.origin !== undefined && route.origin !== null) {
+          const parts = typeof route.origin === 'string' ? splitUrl(route.origin) : null;
+          if (!parts) fail(`captureRoutes origin ${JSON.stringify(route.origin)} is not an http(s) origin`);
+          origin = parts.origin;
+        }
+      } else if (typeof route !== 'string') {
+        fail('each of captureRoutes must be a path pattern, a URL pattern or { origin, path }');
+      } else if (!route.startsWith('/')) {
+        const parts = splitUrl(route);
+        if (!parts) fail(`capture route ${JSON.stringify(route)} must start with / or be an http(s) URL`);
+        ({ origin, path } = parts);
+      }
+      if (!path.startsWith('/')) fail(`capture route path ${JSON.stringify(path)} must start with /`);
+      let prefix = path.split('*')[0];
+      if (prefix.length > 1 && prefix.endsWith('/')) prefix = prefix.slice(0, -1);
+      return { origin, prefix };
+    });
+  }
+
+  /** `captureRoutes` of the worker script's URL, or every non-GET request when unreadable. */
+  function routesInScriptUrl() {
+    const text = new URL(self.location.href).searchParams.get('captureRoutes');
+    if (text === null) return [];
+    try {
+      return capturePrefixes(JSON.parse(text));
+    } catch (err) {
+      // A hand-made URL: the wasm (the stored configuration) decides every non-GET request.
+      console.error(`rangersync: captureRoutes in the worker URL are unreadable (${describe(err)}); `
+        + 'every non-GET request waits for the wasm to decide');
+      return [{ origin: null, prefix: '/' }];
+    }
+  }
+
   /** The folder of the glue and the wasm, as an absolute URL ending in "/". */
   function checkPkgUrl(pkgUrl) {
     if (pkgUrl === undefined || pkgUrl === null) pkgUrl = DEFAULT_PKG_URL;
@@ -195,8 +276,10 @@
     if (!isObject(options)) fail('options must be an object');
     checkKeys(options, OPTION_KEYS, 'option');
     const shell = checkShell(options.appShell);
+    const capturable = options.captureRoutes === undefined
+      ? routesInScriptUrl()
+      : capturePrefixes(options.captureRoutes);
     const pkgUrl = checkPkgUrl(options.pkgUrl);
-    const wasmUrl = pkgUrl + WASM_FILE;
     listening = true;
 
     let wasmReady = false;
@@ -211,34 +294,60 @@
       });
     }
 
-    /** Settles once the copy of the wasm last fetched is in the worker's cache. */
-    let wasmCopied = Promise.resolve();
-
-    /**
-     * The wasm from the network (revalidated, so a new glue never meets an old wasm from the HTTP
-     * cache), refreshing the cached copy from the same response; else the cached copy.
-     */
-    function wasmResponse() {
-      return fetch(wasmUrl, { cache: 'no-cache' }).then((response) => {
-        if (!response.ok) throw new Error(`HTTP ${response.status} for ${wasmUrl}`);
-        const copy = response.clone();
-        wasmCopied = caches.open(WORKER_CACHE)
-          .then((cache) => cache.put(wasmUrl, copy))
-          .catch(() => {});
-        return response;
-      }).catch((err) => caches.open(WORKER_CACHE)
-        .then((cache) => cache.match(wasmUrl))
-        .then((cached) => {
-          if (cached) return cached;
-          throw err;
-        }));
-    }
-
     let importError = null;
+    let wasmUrl = null;
     try {
       importScripts(pkgUrl + GLUE_FILE);
+      if (typeof self.rangersync_wasm_file !== 'string') {
+        throw new Error(`${pkgUrl}${GLUE_FILE} names no wasm (rangersync_wasm_file): `
+          + 'it was not built by `cargo xtask build`');
+      }
+      wasmUrl = new URL(self.rangersync_wasm_file, pkgUrl).href;
     } catch (err) {
       importError = err;
+    }
+
+    /**
+     * This build's wasm: from the worker's cache, else from the network (kept in the cache
+     * then). Its name is a hash of its bytes, so a cached copy is never stale and is never
+     * revalidated: a start makes no network round trip.
+     */
+    function wasmResponse() {
+      const download = () => fetch(wasmUrl).then((response) => {
+        if (!response.ok) throw new Error(`HTTP ${response.status} for ${wasmUrl}`);
+        return response;
+      });
+      return caches.open(WORKER_CACHE).then((cache) => cache.match(wasmUrl).then((hit) => hit
+        || download().then((response) => cache.put(wasmUrl, response.clone())
+          .catch((err) => console.warn(`rangersync: cannot keep the wasm for offline starts: ${describe(err)}`))
+          .then(() => response))),
+      // No Cache Storage here (a private window in some browsers): the network only.
+      () => download());
+    }
+
+    /** The compiled module, streamed so the browser's code cache serves later starts. */
+    function compile(response) {
+      const type = (response.headers.get('Content-Type') || '').split(';')[0].trim();
+      if (typeof WebAssembly.compileStreaming === 'function' && type === 'application/wasm') {
+        return WebAssembly.compileStreaming(response);
+      }
+      if (type !== 'application/wasm') {
+        console.warn(`rangersync: ${wasmUrl} is served as ${JSON.stringify(type)}, not application/wasm: `
+          + 'compiled without streaming (slower starts); fix the server\'s Content-Type');
+      }
+      return response.arrayBuffer().then((bytes) => WebAssembly.compile(bytes));
+    }
+
+    /**
+     * Delete the cached wasm of every other build, once this build's is kept (an install that
+     * could not download it leaves the older copies alone).
+     */
+    function deleteOtherWasm() {
+      return caches.open(WORKER_CACHE).then((cache) => cache.match(wasmUrl).then((kept) => (kept
+        ? cache.keys().then((requests) => Promise.all(
+          requests.filter((r) => r.url !== wasmUrl).map((r) => cache.delete(r)),
+        ))
+        : null)));
     }
 
     let loading = null;
@@ -249,9 +358,9 @@
     function ready() {
       if (importError) return Promise.reject(importError);
       if (!loading) {
-        const response = wasmResponse();
-        response.catch(() => {}); // handled through `loading`
-        loading = rangersync_wasm({ module_or_path: response })
+        loading = wasmResponse()
+          .then(compile)
+          .then((module) => rangersync_wasm({ module_or_path: module }))
           .then(() => rangersync_wasm.start())
           .then(() => { wasmReady = true; });
         loading.catch((err) => {
@@ -269,11 +378,11 @@
     }
 
     self.addEventListener('install', (event) => {
-      // Keep a copy of this version's wasm: the one download that loads it also fills the
-      // cache (a failure here only means no offline start yet). And the app shell when there is
-      // one (a file that fails is skipped, never the install: the worker holds the outbox,
-      // which matters more than opening offline).
-      const wasmCopy = ready().then(() => wasmCopied, () => {});
+      // Keep this build's wasm: the one download that loads it also fills the cache (a failure
+      // here only means no offline start yet). And the app shell when there is one (a file
+      // that fails is skipped, never the install: the worker holds the outbox, which matters
+      // more than opening offline).
+      const wasmCopy = ready().catch(() => {});
       const shellCopy = shell ? precache(shell).catch((err) => {
         console.warn(`rangersync: caching the app shell failed: ${describe(err)}`);
       }) : null;
@@ -284,9 +393,22 @@
       event.waitUntil(Promise.all([
         self.clients.claim(),
         deleteOtherShells(shell ? shell.cache : null).catch(() => {}),
+        wasmUrl ? deleteOtherWasm().catch(() => {}) : null,
+        navigationPreload(Boolean(shell)),
         whenReady(() => rangersync_wasm.on_activate()).catch(() => {}),
       ]));
     });
+
+    /**
+     * Navigation preload on with an app shell (its navigations go to the network first, and
+     * preload starts that request while the worker boots), off otherwise (an earlier version
+     * of the worker may have turned it on).
+     */
+    function navigationPreload(on) {
+      const preload = self.registration && self.registration.navigationPreload;
+      if (!preload) return null;
+      return (on ? preload.enable() : preload.disable()).catch(() => {});
+    }
 
     /** Answers a message the wasm could not: `worker_unavailable`, echoing its id. */
     function replyUnavailable(event, err) {
@@ -339,13 +461,17 @@
      * (network first; when the network fails, the cached file, or for a navigation the cached
      * fallback); anything else → null.
      */
-    function shellAnswer(request) {
+    function shellAnswer(event) {
+      const request = event.request;
       if (!shell || request.method !== 'GET') return null;
       const url = request.url.split('#')[0];
       const listed = shell.files.includes(url);
       const navigation = request.mode === 'navigate';
       if (!listed && !navigation) return null;
-      return () => fetch(request).catch((err) => fromShell(listed ? url : shell.fallback)
+      const network = () => (navigation
+        ? Promise.resolve(event.preloadResponse).then((preloaded) => preloaded || fetch(request))
+        : fetch(request));
+      return () => network().catch((err) => fromShell(listed ? url : shell.fallback)
         .then((hit) => hit || (navigation ? fromShell(shell.fallback) : undefined))
         .then((hit) => {
           if (hit) return hit;
@@ -353,20 +479,30 @@
         })).catch(() => Response.error());
     }
 
-    self.addEventListener('fetch', (event) => {
+    /** Whether some capture route may match `request` (the wasm decides whether one does). */
+    function mayCapture(request) {
+      if (capturable.length === 0 || NEVER_CAPTURED.includes(request.method.toUpperCase())) {
+        return false;
+      }
+      const parts = splitUrl(request.url);
+      return Boolean(parts) && capturable.some((route) => (route.origin === null
+        || route.origin === parts.origin) && parts.path.startsWith(route.prefix));
+    }
+
+    function onFetch(event) {
       const request = event.request;
-      const answer = shellAnswer(request);
+      const answer = shellAnswer(event);
       if (answer) {
         respond(event, answer);
         return;
       }
+      // Decided synchronously: a request no route can capture never waits for the wasm.
+      if (!mayCapture(request)) return;
       if (wasmReady) {
         if (!rangersync_wasm.wants(request.url, request.method)) return;
         respond(event, () => rangersync_wasm.on_fetch(request));
         return;
       }
-      // Reads are never captured: let them through untouched while the wasm loads.
-      if (request.method === 'GET' || request.method === 'HEAD') return;
       // The request that woke the worker may be one to capture: decide once the wasm (and the
       // stored route list) is ready. If the wasm failed to load, pass it through.
       respond(event, () => ready().then(
@@ -374,7 +510,11 @@
           ? rangersync_wasm.on_fetch(request)
           : fetch(request)),
         () => fetch(request)));
-    });
+    }
+
+    // Without anything to capture or cache, no fetch listener: the app's navigations and
+    // requests then never start this worker, nor wait for it.
+    if (shell || capturable.length > 0) self.addEventListener('fetch', onFetch);
 
     self.addEventListener('online', () => {
       ready().then(() => rangersync_wasm.on_online(true)).catch(() => {});

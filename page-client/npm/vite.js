@@ -6,9 +6,10 @@
  *   export default defineConfig({ plugins: [react(), rangersync()] });
  *
  * What it does:
- * - serves and emits `sw.js`, `rangersync-worker.js`, `rangersync_sw.js` and
- *   `rangersync_sw_bg.wasm` from the installed package under the app's `base` (`/` by default:
- *   the worker's scope is the folder of `sw.js`, and `SyncClient.register` registers it at `/`);
+ * - serves and emits `sw.js`, `rangersync-worker.js`, `rangersync_sw.js` and the wasm it names
+ *   (`rangersync_sw_bg.<hash>.wasm`) from the installed package under the app's `base` (`/` by
+ *   default: the worker's scope is the folder of `sw.js`, and `SyncClient.register` registers it
+ *   at `/`);
  * - stamps `sw.js` with the package version and a hash of the worker files, so an upgrade of
  *   the package is a new worker version for the browser (it installs it, the page module
  *   re-sends its configuration) and the worker never runs files from two versions;
@@ -29,8 +30,11 @@ import { fileURLToPath } from 'node:url';
 
 const PACKAGE_DIR = dirname(fileURLToPath(import.meta.url));
 const PACKAGE_NAME = 'rangersync';
-/** The files the worker loads, beside `sw.js`. */
-const LIBRARY_FILES = ['rangersync-worker.js', 'rangersync_sw.js', 'rangersync_sw_bg.wasm'];
+/** The scripts the worker imports, beside `sw.js`; the glue names the wasm. */
+const LIBRARY_SCRIPTS = ['rangersync-worker.js', 'rangersync_sw.js'];
+const GLUE = 'rangersync_sw.js';
+/** The glue's last line: `self.rangersync_wasm_file = 'rangersync_sw_bg.<hash>.wasm';`. */
+const WASM_NAME = /^self\.rangersync_wasm_file = '(rangersync_sw_bg\.[0-9a-f]{16}\.wasm)';$/m;
 const WHOLE_WORKER = 'sw.js';
 const OPTION_KEYS = ['swFile'];
 const CONTENT_TYPES = { js: 'text/javascript; charset=utf-8', wasm: 'application/wasm' };
@@ -51,8 +55,8 @@ function checkOptions(options) {
   }
   let swFile = options.swFile === undefined ? WHOLE_WORKER : options.swFile;
   if (swFile !== null && (typeof swFile !== 'string' || !/^[A-Za-z0-9._-]+\.js$/.test(swFile)
-    || LIBRARY_FILES.includes(swFile))) {
-    fail(`swFile must be null or a file name ending in .js other than ${LIBRARY_FILES.join(', ')} `
+    || LIBRARY_SCRIPTS.includes(swFile))) {
+    fail(`swFile must be null or a file name ending in .js other than ${LIBRARY_SCRIPTS.join(', ')} `
       + `(got ${JSON.stringify(swFile)})`);
   }
   return { swFile };
@@ -68,7 +72,13 @@ function workerFiles(swFile) {
         + `(${err.message}); reinstall the package`);
     }
   };
-  const files = new Map(LIBRARY_FILES.map((name) => [name, read(name)]));
+  const files = new Map(LIBRARY_SCRIPTS.map((name) => [name, read(name)]));
+  const wasm = WASM_NAME.exec(files.get(GLUE).toString('utf8'));
+  if (!wasm) {
+    throw new Error(`rangersync/vite: ${GLUE} in the package at ${PACKAGE_DIR} names no wasm; `
+      + 'reinstall the package');
+  }
+  files.set(wasm[1], read(wasm[1]));
   if (swFile !== null) {
     const { version } = JSON.parse(read('package.json').toString('utf8'));
     const hash = createHash('sha256');

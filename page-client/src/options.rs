@@ -248,29 +248,43 @@ impl ClientOptions {
         })
     }
 
-    /// The worker script URL to register: `swUrl`, plus the app shell as JSON in its query
-    /// (`/sw.js?appShell=%7B…%7D`), so that a changed list or version is a new worker version.
+    /// The worker script URL to register: `swUrl`, plus the app shell and the capture routes as
+    /// JSON in its query (`/sw.js?appShell=%7B…%7D&captureRoutes=%5B…%5D`). A changed list or
+    /// version is then a new worker version, and the worker knows at its first synchronous run
+    /// whether it needs a `fetch` listener at all (without one, the app's navigations and
+    /// requests never wake it) and which requests it may capture, without waiting for its wasm.
     pub fn worker_url(&self) -> String {
-        let Some(shell) = &self.app_shell else {
-            return self.sw_url.clone();
-        };
-        let mut json = serde_json::Map::new();
-        json.insert("files".into(), shell.files.clone().into());
-        if let Some(version) = &shell.version {
-            json.insert("version".into(), version.clone().into());
+        let mut query = Vec::new();
+        if let Some(shell) = &self.app_shell {
+            let mut json = serde_json::Map::new();
+            json.insert("files".into(), shell.files.clone().into());
+            if let Some(version) = &shell.version {
+                json.insert("version".into(), version.clone().into());
+            }
+            if let Some(fallback) = &shell.fallback {
+                json.insert("fallback".into(), fallback.clone().into());
+            }
+            query.push(("appShell", Value::Object(json).to_string()));
         }
-        if let Some(fallback) = &shell.fallback {
-            json.insert("fallback".into(), fallback.clone().into());
+        if !self.config.capture_routes.is_empty() {
+            let routes = serde_json::to_string(&self.config.capture_routes)
+                .expect("capture routes serialise");
+            query.push(("captureRoutes", routes));
+        }
+        if query.is_empty() {
+            return self.sw_url.clone();
         }
         let (path, fragment) = match self.sw_url.split_once('#') {
             Some((path, fragment)) => (path, Some(fragment)),
             None => (self.sw_url.as_str(), None),
         };
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let mut url = format!(
-            "{path}{separator}appShell={}",
-            encode_uri_component(&Value::Object(json).to_string())
-        );
+        let mut url = path.to_owned();
+        for (name, json) in query {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&encode_uri_component(&json));
+        }
         if let Some(fragment) = fragment {
             url.push('#');
             url.push_str(fragment);
@@ -829,6 +843,21 @@ mod tests {
         let e =
             ClientOptions::parse(&json!({ "appShell": { "files": [long] } }), ORIGIN).unwrap_err();
         assert_eq!(e.code, codes::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn capture_routes_travel_in_the_worker_url_so_the_worker_listens_for_fetch_only_when_needed() {
+        let url = |options: Value| ClientOptions::parse(&options, ORIGIN).unwrap().worker_url();
+        assert_eq!(url(json!({})), "/sw.js", "nothing to capture: no query");
+        assert_eq!(
+            url(json!({ "captureRoutes": ["/api/sync/*", { "origin": "http://x:1", "path": "/a" }] })),
+            "/sw.js?captureRoutes=%5B%22%2Fapi%2Fsync%2F*%22%2C%7B%22origin%22%3A%22http%3A%2F%2Fx%3A1%22%2C%22path%22%3A%22%2Fa%22%7D%5D"
+        );
+        assert_eq!(
+            url(json!({ "captureRoutes": ["/a"], "appShell": { "files": ["/"] } })),
+            "/sw.js?appShell=%7B%22files%22%3A%5B%22%2F%22%5D%7D&captureRoutes=%5B%22%2Fa%22%5D",
+            "both, the shell first"
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ function response(body, { status = 200, headers = {}, type = 'basic', redirected
   const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
   return { body, status, ok: status >= 200 && status < 300, type, redirected,
     headers: { get: (name) => lower[name.toLowerCase()] ?? null },
+    arrayBuffer: async () => new ArrayBuffer(8),
     clone() { return this; } };
 }
 const pathOf = (url) => { const u = new URL(url, ORIGIN); return u.pathname + u.search; };
@@ -48,6 +49,7 @@ function makeCaches(fetch) {
       stores.set(name, { entries,
         put: async (r, res) => { entries.set(keyOf(r), res); },
         match: async (r) => entries.get(keyOf(r)),
+        keys: async () => [...entries.keys()].map((url) => ({ url })),
         delete: async (r) => entries.delete(keyOf(r)),
         add: async (r) => { entries.set(keyOf(r), await fetch(r)); } });
     }
@@ -64,8 +66,16 @@ function makeCaches(fetch) {
   } };
 }
 
-/** A worker global running `script` (default: sw.js at `url`); the wasm settles on `settle()`. */
-function worker({ url = '/sw.js', script = null, wasm = 'loads',
+/** This build's wasm as the stub glue names it. */
+const WASM_FILE = 'rangersync_sw_bg.0123456789abcdef.wasm';
+
+/**
+ * A worker global running `script` (default: sw.js at `url`); the wasm settles on `settle()`.
+ * `shareCaches`: another worker whose Cache Storage this one sees (a later start). The wasm is
+ * served as `wasmType` and its downloads are counted apart (`wasmFetched`).
+ */
+function worker({ url = '/sw.js', script = null, wasm = 'loads', shareCaches = null,
+  wasmType = 'application/wasm', glueNamesWasm = true,
   network = (req) => response('network:' + pathOf(req.url)) } = {}) {
   let settle;
   const loading = new Promise((resolve, reject) => {
@@ -73,9 +83,18 @@ function worker({ url = '/sw.js', script = null, wasm = 'loads',
   });
   loading.catch(() => {});
   const w = { listeners: {}, fetched: [], imported: [], logged: [], network, settle, error: null,
-    toPages: [] };
+    toPages: [], wasmFetched: [], compiled: [], preload: [] };
   const ctx = {
-    Promise, Error, TypeError, String, JSON, URL, Object, Array, Math, WebAssembly,
+    Promise, Error, TypeError, String, JSON, URL, Object, Array, Math, Boolean,
+    WebAssembly: {
+      RuntimeError: WebAssembly.RuntimeError,
+      compileStreaming: async (r) => { w.compiled.push(`streamed ${r.body}`); return 'module'; },
+      compile: async () => { w.compiled.push('from bytes'); return 'module'; },
+    },
+    registration: { navigationPreload: {
+      enable: async () => { w.preload.push('enable'); },
+      disable: async () => { w.preload.push('disable'); },
+    } },
     console: { warn: (m) => w.logged.push(String(m)), error: (m) => w.logged.push(String(m)) },
     location: new URL(url, ORIGIN),
     Request: FakeRequest,
@@ -86,17 +105,22 @@ function worker({ url = '/sw.js', script = null, wasm = 'loads',
   ctx.self = ctx;
   ctx.fetch = async (r) => {
     const request = typeof r === 'string' ? new FakeRequest(r) : r;
+    if (request.url.endsWith('.wasm')) {
+      w.wasmFetched.push(pathOf(request.url));
+      return response(`downloaded ${pathOf(request.url)}`, { headers: { 'Content-Type': wasmType } });
+    }
     w.fetched.push(request);
     return w.network(request);
   };
-  w.caches = makeCaches(ctx.fetch);
+  w.caches = shareCaches ? shareCaches.caches : makeCaches(ctx.fetch);
   ctx.caches = w.caches.api;
   ctx.addEventListener = (type, f) => { (w.listeners[type] = w.listeners[type] || []).push(f); };
   ctx.importScripts = (u) => {
     w.imported.push(pathOf(new URL(u, ctx.location).href));
     if (u.endsWith('rangersync-worker.js')) vm.runInContext(libSrc, ctx);
+    if (u.endsWith('rangersync_sw.js') && glueNamesWasm) ctx.rangersync_wasm_file = WASM_FILE;
   };
-  const glue = () => loading;
+  const glue = (init) => { w.initArg = init; return loading; };
   glue.start = async () => {};
   glue.on_activate = async () => {};
   glue.wants = (u, method) => u.endsWith('/api/sync/chat') && method !== 'GET';
@@ -119,10 +143,11 @@ async function dispatch(w, type) {
 }
 
 /** Fires `fetch`; → the promise given to respondWith, or null. */
-function fire(w, request) {
+function fire(w, request, preloadResponse = undefined) {
   let responded = null;
   const event = {
     request,
+    preloadResponse,
     respondWith(p) {
       if (responded) throw new Error('InvalidStateError: answered already');
       responded = Promise.resolve(p);
@@ -143,30 +168,80 @@ async function outcome(responded) {
 
 const answer = (w, path, init) => outcome(fire(w, new FakeRequest(path, init)));
 const shellUrl = (shell) => '/sw.js?appShell=' + encodeURIComponent(JSON.stringify(shell));
+const routesUrl = (routes) => '/sw.js?captureRoutes=' + encodeURIComponent(JSON.stringify(routes));
 const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
 const out = (label, value) => console.log(`${label}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
 
 (async () => {
-  // The request that wakes the worker arrives while the wasm is still loading.
+  // The request that wakes the worker arrives while the wasm is still loading. The routes in
+  // the worker's URL decide at once what cannot be captured; the wasm decides the rest.
   for (const [label, wasm, method, path] of [
     ['post to a captured route', 'loads', 'POST', '/api/sync/chat'],
+    ['post under a route that the wasm does not capture', 'loads', 'POST', '/api/sync/other'],
     ['post elsewhere', 'loads', 'POST', '/api/other'],
+    ['post to a route of another origin', 'loads', 'POST', 'http://api.example:3000/api/sync/x'],
     ['get', 'loads', 'GET', '/api/sync/chat'],
     ['wasm failed', 'fails', 'POST', '/api/sync/chat'],
     ['get a page file, no app shell', 'loads', 'GET', '/app.js'],
     ['get the worker script', 'loads', 'GET', '/sw.js'],
   ]) {
-    const w = worker({ wasm });
+    const w = worker({ wasm, url: routesUrl(['/api/sync/*/', 'http://API.example:3000/api/*']) });
     const responded = fire(w, new FakeRequest(path, { method }));
     w.settle();
     out(label, await outcome(responded));
   }
   {
-    const w = worker();
+    const w = worker({ url: routesUrl(['/api/sync/*']) });
     w.settle();
     await tick();
     out('a navigation, no app shell', await answer(w, '/account?x=1', { mode: 'navigate' }));
     out('the scripts sw.js imports', w.imported);
+  }
+  {
+    const w = worker();
+    out('nothing to capture, no app shell: listeners', Object.keys(w.listeners).sort().join(' '));
+    const v = worker({ url: '/sw.js?captureRoutes=%5Bnot' });
+    const put = fire(v, new FakeRequest('/anything', { method: 'PUT' }));
+    v.settle();
+    out('capture routes that are not JSON', `${'fetch' in v.listeners ? 'a fetch listener' : 'no fetch listener'}, `
+      + `a put: ${await outcome(put)}; ${v.logged.length} error logged`);
+    const own = worker({ script: `importScripts('/rangersync-worker.js');
+      rangersync.listen({ captureRoutes: [{ origin: 'https://api.example', path: '/v1/*' }] });` });
+    own.settle();
+    out('an app worker giving its routes to listen', [
+      await answer(own, 'https://api.example/v1/notes', { method: 'POST' }),
+      await answer(own, 'https://api.example/v2/notes', { method: 'POST' }),
+    ]);
+  }
+
+  // The wasm: downloaded once at the first start and kept; read from the cache at later starts,
+  // compiled by streaming; the copies of other builds deleted at activate.
+  {
+    const first = worker();
+    const cache = await first.caches.api.open('rangersync-worker-v1');
+    await cache.put('/pkg/rangersync_sw_bg.wasm', response('old'));
+    await cache.put('/pkg/rangersync_sw_bg.ffffffffffffffff.wasm', response('older'));
+    first.settle();
+    await dispatch(first, 'install');
+    out('the first start', { downloads: first.wasmFetched, compiled: first.compiled, given: first.initArg });
+    await dispatch(first, 'activate');
+    out('the worker cache after activate', (await cache.keys()).map((r) => pathOf(r.url)));
+    const later = worker({ shareCaches: first });
+    later.settle();
+    await tick();
+    out('a later start', { downloads: later.wasmFetched, compiled: later.compiled });
+    const untyped = worker({ wasmType: 'application/octet-stream' });
+    untyped.settle();
+    await tick();
+    out('a wasm served with another type', { compiled: untyped.compiled, warned: untyped.logged.length });
+    const unnamed = worker({ glueNamesWasm: false });
+    const replies = [];
+    for (const f of unnamed.listeners.message) {
+      f({ data: { v: 1, id: 3, request: { type: 'status' } },
+        ports: [{ postMessage: (m) => replies.push(m) }], waitUntil: () => {} });
+    }
+    await tick();
+    out('a glue that names no wasm', replies.map((m) => `${m.error.code}: ${/names no wasm/.test(m.error.message)}`));
   }
 
   // A message the wasm fails on: a trap (a panic) is answered and told to every page; any
@@ -213,7 +288,8 @@ const out = (label, value) => console.log(`${label}: ${typeof value === 'string'
   {
     const w = worker({ script: `importScripts('/rangersync-worker.js');
       rangersync.listen({ pkgUrl: '/vendor/rangersync' });` });
-    out('pkgUrl', [...w.imported, ...w.fetched.map((r) => pathOf(r.url))]);
+    await tick();
+    out('pkgUrl', [...w.imported, ...w.wasmFetched]);
   }
 
   // Install and activate without an app shell: no cache of the app, old shell caches deleted.
@@ -226,6 +302,7 @@ const out = (label, value) => console.log(`${label}: ${typeof value === 'string'
     await dispatch(w, 'install');
     await dispatch(w, 'activate');
     out('caches after install and activate, no app shell', [...w.caches.stores.keys()].sort());
+    out('navigation preload without an app shell', w.preload);
   }
 
   // With an app shell.
@@ -248,6 +325,9 @@ const out = (label, value) => console.log(`${label}: ${typeof value === 'string'
   out('precache requests', [...new Set(w.fetched.filter((r) => pathOf(r.url) === '/').map((r) => `credentials ${r.credentials}, cache ${r.cache}`))]);
   await dispatch(w, 'activate');
   out('caches after activate', [...w.caches.stores.keys()].sort().map((n) => (n === shell ? '(version 7)' : n)));
+  out('navigation preload', w.preload);
+  out('a navigation with a preloaded response', await outcome(fire(w,
+    new FakeRequest('/account', { mode: 'navigate' }), Promise.resolve(response('preloaded:/account')))));
 
   w.network = (req) => response('fresh:' + pathOf(req.url));
   out('a listed file, online', await answer(w, '/app.js'));
@@ -307,25 +387,38 @@ const out = (label, value) => console.log(`${label}: ${typeof value === 'string'
 
 const EXPECTED: &[&str] = &[
     "post to a captured route: captured",
-    "post elsewhere: network:/api/other",
+    "post under a route that the wasm does not capture: network:/api/sync/other",
+    "post elsewhere: not intercepted",
+    "post to a route of another origin: network:/api/sync/x",
     "get: not intercepted",
     "wasm failed: network:/api/sync/chat",
     "get a page file, no app shell: not intercepted",
     "get the worker script: not intercepted",
     "a navigation, no app shell: not intercepted",
     r#"the scripts sw.js imports: ["/rangersync-worker.js","/pkg/rangersync_sw.js"]"#,
+    "nothing to capture, no app shell: listeners: activate install message offline online periodicsync sync",
+    "capture routes that are not JSON: a fetch listener, a put: network:/anything; 1 error logged",
+    r#"an app worker giving its routes to listen: ["network:/v1/notes","not intercepted"]"#,
+    r#"the first start: {"downloads":["/pkg/rangersync_sw_bg.0123456789abcdef.wasm"],"compiled":["streamed downloaded /pkg/rangersync_sw_bg.0123456789abcdef.wasm"],"given":{"module_or_path":"module"}}"#,
+    r#"the worker cache after activate: ["/pkg/rangersync_sw_bg.0123456789abcdef.wasm"]"#,
+    r#"a later start: {"downloads":[],"compiled":["streamed downloaded /pkg/rangersync_sw_bg.0123456789abcdef.wasm"]}"#,
+    r#"a wasm served with another type: {"compiled":["from bytes"],"warned":1}"#,
+    r#"a glue that names no wasm: ["worker_unavailable: true"]"#,
     r#"a panic in the wasm: {"event":"rejected","replies":[{"v":1,"id":7,"ok":false,"error":{"code":"worker_unavailable","message":"the worker's wasm stopped on a panic (unreachable); the worker console has its message"}}],"pages":[{"type":"worker_error","code":"worker_unavailable","message":"the worker's wasm stopped on a panic (unreachable); the worker console has its message"}]}"#,
     r#"another failure of the wasm: {"event":"rejected","replies":[],"pages":[]}"#,
     "a post the app answered before rangersync: the app answered; rangersync fetched 0",
     "a get the app answers after rangersync: hello from the app",
     r#"the app worker imports: ["/rangersync-worker.js","/pkg/rangersync_sw.js"]"#,
-    r#"pkgUrl: ["/rangersync-worker.js","/vendor/rangersync/rangersync_sw.js","/vendor/rangersync/rangersync_sw_bg.wasm"]"#,
+    r#"pkgUrl: ["/rangersync-worker.js","/vendor/rangersync/rangersync_sw.js","/vendor/rangersync/rangersync_sw_bg.0123456789abcdef.wasm"]"#,
     r#"caches after install and activate, no app shell: ["rangersync-worker-v1","the-apps-own-cache"]"#,
+    r#"navigation preload without an app shell: ["disable"]"#,
     "the cache of version 7: rangersync-shell-7-<hash>",
     r#"install caches: ["/","/about.html","/app.js"]"#,
     r#"install refuses: ["/private → Cache-Control: no-store","/missing.js → HTTP 404","/moved → it was redirected","/elsewhere.js → the response is opaque"]"#,
     r#"precache requests: ["credentials omit, cache reload"]"#,
     r#"caches after activate: ["(version 7)","rangersync-worker-v1"]"#,
+    r#"navigation preload: ["enable"]"#,
+    "a navigation with a preloaded response: preloaded:/account",
     "a listed file, online: fresh:/app.js",
     "a navigation, online: fresh:/account?x=1",
     "a file not listed: not intercepted",
@@ -347,9 +440,9 @@ const EXPECTED: &[&str] = &[
     "a bad version: TypeError, 0 listener types",
     "an unknown option: TypeError, 0 listener types",
     "an unknown appShell option: TypeError, 0 listener types",
-    "listen twice: Error, 8 listener types",
-    "sw.js with a bad app shell in its URL: activate fetch install message offline online periodicsync sync; 1 error logged",
-    "sw.js with an app shell that is not JSON: activate fetch install message offline online periodicsync sync; 1 error logged",
+    "listen twice: Error, 7 listener types",
+    "sw.js with a bad app shell in its URL: activate install message offline online periodicsync sync; 1 error logged",
+    "sw.js with an app shell that is not JSON: activate install message offline online periodicsync sync; 1 error logged",
 ];
 
 #[test]

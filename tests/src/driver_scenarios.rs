@@ -231,8 +231,14 @@ pub async fn next_visit_delivers_after_the_tab_closed(browser: &Session, version
             "the worker delivered"
         }
     );
+    // The app's next visit: its messages start the worker (with nothing to capture or cache it
+    // has no fetch listener, so a navigation alone would not).
     let visit = Instant::now();
-    browser.goto(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register(browser, &server).await?,
+        client_id,
+        "the same outbox"
+    );
     wait_for_all(&server, &client_id, visit, "the next visit began").await?;
     check_and_record(
         &server,

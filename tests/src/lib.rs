@@ -106,7 +106,7 @@ pub fn www_dir() -> Result<PathBuf> {
     let www = std::env::var_os("RANGERSYNC_WWW")
         .filter(|v| !v.is_empty())
         .map_or_else(|| workspace_root().join("www"), PathBuf::from);
-    let wasm = www.join("pkg").join("rangersync_sw_bg.wasm");
+    let wasm = worker_wasm(&www)?;
     if !wasm.is_file() {
         return Err(format!(
             "{} is missing: run `cargo xtask build` first (`cargo xtask test` does)",
@@ -115,6 +115,27 @@ pub fn www_dir() -> Result<PathBuf> {
         .into());
     }
     Ok(www)
+}
+
+/// The worker's wasm in `www/pkg`: `rangersync_sw_bg.<hash>.wasm`, as the glue
+/// (`rangersync_sw.js`, whose last line the build writes) names it.
+pub fn worker_wasm(www: &Path) -> Result<PathBuf> {
+    let glue = www.join("pkg").join("rangersync_sw.js");
+    let text = std::fs::read_to_string(&glue).map_err(|e| {
+        format!(
+            "{}: {e}: run `cargo xtask build` first (`cargo xtask test` does)",
+            glue.display()
+        )
+    })?;
+    let name = text
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("self.rangersync_wasm_file = '")?
+                .strip_suffix("';")
+        })
+        .ok_or_else(|| format!("{} names no wasm: run `cargo xtask build`", glue.display()))?;
+    Ok(www.join("pkg").join(name))
 }
 
 /// A temp copy of [`www_dir`] with `extra` files added (a path below the root, its contents):

@@ -17,7 +17,7 @@ use rangersync_e2e::driver_scenarios::{
     wait_for_all, write, WRITES,
 };
 use rangersync_e2e::firefox::Firefox;
-use rangersync_e2e::{bare_page_url, serial, wait_until, Result, TestServer};
+use rangersync_e2e::{serial, wait_until, Result, TestServer};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -61,9 +61,14 @@ async fn firefox_after_a_browser_restart_a_write_arrives_exactly_once() -> Resul
     let firefox = firefox.restart().await?;
     println!("quit and relaunched in {:?}", quit.elapsed());
     server.restart().await?;
-    // Nothing starts the worker after a restart until a page of the origin is opened.
+    // Nothing starts the worker after a restart until a page of the app is opened (its
+    // messages start it: with nothing to capture or cache it has no fetch listener).
     let visit = Instant::now();
-    firefox.goto(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register(&firefox, &server).await?,
+        client_id,
+        "the same outbox"
+    );
     wait_for_all(&server, &client_id, visit, "the first visit began").await?;
     check_and_record(
         &server,
@@ -96,7 +101,11 @@ async fn firefox_after_the_browser_is_killed_a_write_arrives_exactly_once() -> R
     println!("killed and relaunched in {:?}", kill.elapsed());
     server.restart().await?;
     let visit = Instant::now();
-    firefox.goto(&bare_page_url(&server)).await?;
+    assert_eq!(
+        register(&firefox, &server).await?,
+        client_id,
+        "the same outbox"
+    );
     wait_for_all(&server, &client_id, visit, "the first visit began").await?;
     check_and_record(
         &server,

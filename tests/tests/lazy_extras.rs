@@ -230,7 +230,13 @@ async fn when_the_extras_cannot_be_downloaded_page_mode_and_yaml_fail_with_worke
 #[test]
 fn only_the_extras_wasm_holds_yaml_code() -> Result {
     const MARKER: &[u8] = b"serde-saphyr";
-    let pkg = www_dir()?.join("pkg");
+    let www = www_dir()?;
+    let pkg = www.join("pkg");
+    let worker_wasm = rangersync_e2e::worker_wasm(&www)?;
+    let worker_wasm = worker_wasm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let holds = |file: &str| -> Result<bool> {
         let bytes = std::fs::read(pkg.join(file))?;
         Ok(bytes.windows(MARKER.len()).any(|w| w == MARKER))
@@ -240,7 +246,7 @@ fn only_the_extras_wasm_holds_yaml_code() -> Result {
         "the marker is in the extras (else this check proves nothing)"
     );
     assert!(
-        !holds("rangersync_sw_bg.wasm")?,
+        !holds(worker_wasm)?,
         "YAML code crept into the worker's wasm"
     );
     assert!(

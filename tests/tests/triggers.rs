@@ -1,6 +1,7 @@
 //! The fallback triggers browsers without Background Sync rely on, each alone: a
 //! worker started by a navigation flushes, and a page event message makes the
-//! worker flush.
+//! worker flush. And the other side of a worker that starts on navigations: one with nothing
+//! to capture or cache has no `fetch` listener, so the app's navigations never start it.
 //!
 //! Both tests deny the origin the `background-sync` permission
 //! ([`TestBrowser::deny_background_sync`]): the worker's `sync.register()` is
@@ -45,7 +46,9 @@ async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result
     browser.deny_background_sync(&server.url()).await?;
     let workers = ServiceWorkers::enable(&browser).await?;
     let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(register_client(&page, "{}").await?, "worker");
+    // An app shell: the worker listens for fetch (navigations), so a navigation starts it.
+    let options = "{ appShell: { files: ['/'] } }";
+    assert_eq!(register_client(&page, options).await?, "worker");
     wait_for_controller(&page).await?;
     assert_no_background_sync(&page).await?;
     let client_id = client_id_of(&page).await?;
@@ -114,6 +117,56 @@ async fn a_worker_started_by_a_navigation_flushes_with_no_sync_event() -> Result
     let stats = server.stats().await?;
     assert_eq!(stats["mutations_applied"], 1, "applied once: {stats}");
 
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_navigation_does_not_start_a_worker_with_nothing_to_capture_or_cache() -> Result {
+    let _serial = serial().await;
+    let server = TestServer::start().await?;
+    let browser = TestBrowser::launch().await?;
+    let workers = ServiceWorkers::enable(&browser).await?;
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(register_client(&page, "{}").await?, "worker");
+    wait_for_controller(&page).await?;
+    browser.close_tab(page).await?;
+    let registration = workers.registration(&server.url()).await?;
+    workers.stop_until_stopped(&registration.id).await?;
+
+    // Pages of the origin without the app, and a POST of the page's own (not captured): no
+    // fetch event, so no worker start. Each load is awaited; then the worker has had every
+    // chance to start.
+    let bare = browser.open(&bare_page_url(&server)).await?;
+    eval(
+        &bare,
+        "fetch('/api/health', { method: 'POST' }).then(r => r.status)",
+    )
+    .await?;
+    bare.goto(bare_page_url(&server)).await?;
+    bare.wait_for_navigation().await?;
+    eval(&bare, "fetch('/api/health').then(r => r.status)").await?;
+    let controlled = eval(&bare, "navigator.serviceWorker.controller !== null").await?;
+    assert_eq!(
+        controlled, true,
+        "the page is in the worker's scope: {controlled}"
+    );
+    let versions = workers.versions(&registration.id);
+    assert!(
+        versions
+            .iter()
+            .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped),
+        "a navigation or a request started a worker with no fetch listener: {versions:?}"
+    );
+
+    // The app's page starts it (its messages), and it works as before.
+    let page = browser.open(&bare_page_url(&server)).await?;
+    assert_eq!(register_client(&page, "{}").await?, "worker");
+    let running = workers
+        .versions(&registration.id)
+        .iter()
+        .any(|v| v.running == ServiceWorkerVersionRunningStatus::Running);
+    assert!(running, "the app's messages started the worker");
     browser.close().await?;
     Ok(())
 }

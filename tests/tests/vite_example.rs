@@ -149,7 +149,7 @@ async fn the_vite_example_delivers_notes_and_queued_chat_calls_once_through_an_o
     let wasm_downloads = site
         .exchanges()
         .iter()
-        .filter(|e| e.method == "GET" && e.path.starts_with("/rangersync_sw_bg.wasm"))
+        .filter(|e| e.method == "GET" && e.path.starts_with("/rangersync_sw_bg."))
         .count();
     assert_eq!(
         wasm_downloads,

@@ -55,6 +55,17 @@ const CRATES: [WasmCrate; 3] = [
 /// The global the worker's glue defines (`rangersync-worker.js` calls it).
 const NO_MODULES_GLOBAL: &str = "rangersync_wasm";
 
+/// The worker's glue, under a fixed name: `importScripts` loads it, so the browser keeps it with
+/// the worker version and compares it at every update check.
+pub const WORKER_GLUE: &str = "rangersync_sw.js";
+
+/// The worker's wasm as wasm-bindgen names it; renamed to `rangersync_sw_bg.<hash>.wasm`.
+const WORKER_WASM_UNHASHED: &str = "rangersync_sw_bg.wasm";
+
+/// The line the build appends to the glue naming its wasm (read by `rangersync-worker.js`, the
+/// Vite plugin and [`worker_wasm_name`]).
+const WASM_FILE_GLOBAL: &str = "self.rangersync_wasm_file = '";
+
 /// The page module's own files: what a page downloads to `register` and `put` in worker mode.
 const CLIENT_ARTIFACT: &str = "rangersync_page";
 
@@ -148,6 +159,9 @@ pub fn build() -> Result<WasmBindgen> {
         if krate.typescript {
             drop_symbol_dispose(&out_dir.join(format!("{}.d.ts", krate.artifact)))?;
         }
+        if krate.bindgen_target == "no-modules" {
+            name_worker_wasm(&out_dir)?;
+        }
     }
     for name in PAGE_JS {
         let from = util::root().join("page-client").join("npm").join(name);
@@ -156,6 +170,74 @@ pub fn build() -> Result<WasmBindgen> {
     }
     print_sizes(&out_dir)?;
     Ok(bindgen)
+}
+
+/// Renames the worker's wasm to `rangersync_sw_bg.<hash>.wasm` (16 hex digits of the SHA-256 of
+/// the wasm and its glue), deletes the wasm of earlier builds, and appends its name to the glue.
+/// A name that changes with the bytes is what lets the worker read it cache-first at every start
+/// without ever revalidating it, and keeps a glue from meeting the wasm of another build.
+fn name_worker_wasm(out_dir: &Path) -> Result {
+    use sha2::{Digest, Sha256};
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let (wasm_path, glue_path) = (
+        out_dir.join(WORKER_WASM_UNHASHED),
+        out_dir.join(WORKER_GLUE),
+    );
+    let (wasm, glue) = (read(&wasm_path)?, read(&glue_path)?);
+    let digest = Sha256::new()
+        .chain_update(&wasm)
+        .chain_update(&glue)
+        .finalize();
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!("rangersync_sw_bg.{hash}.wasm");
+    for entry in std::fs::read_dir(out_dir).map_err(|e| e.to_string())? {
+        let old = entry.map_err(|e| e.to_string())?.path();
+        let file = old.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if is_hashed_worker_wasm(file) && file != name {
+            std::fs::remove_file(&old)
+                .map_err(|e| format!("cannot delete {}: {e}", old.display()))?;
+        }
+    }
+    std::fs::rename(&wasm_path, out_dir.join(&name))
+        .map_err(|e| format!("cannot rename {}: {e}", wasm_path.display()))?;
+    let mut text = String::from_utf8(glue).map_err(|_| "the worker glue is not UTF-8")?;
+    text.push_str(&format!(
+        "\n// This build's wasm, named by a hash of its bytes (rangersync-worker.js loads it).\n\
+         {WASM_FILE_GLOBAL}{name}';\n"
+    ));
+    std::fs::write(&glue_path, text)
+        .map_err(|e| format!("cannot write {}: {e}", glue_path.display()))
+}
+
+/// `rangersync_sw_bg.<16 hex digits>.wasm`.
+fn is_hashed_worker_wasm(file: &str) -> bool {
+    file.strip_prefix("rangersync_sw_bg.")
+        .and_then(|rest| rest.strip_suffix(".wasm"))
+        .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The file name of the worker's wasm in `pkg_dir`, as its glue names it.
+pub fn worker_wasm_name(pkg_dir: &Path) -> Result<String> {
+    let glue_path = pkg_dir.join(WORKER_GLUE);
+    let glue = std::fs::read_to_string(&glue_path).map_err(|e| {
+        format!(
+            "cannot read {} (run `cargo xtask build`): {e}",
+            glue_path.display()
+        )
+    })?;
+    glue.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(WASM_FILE_GLOBAL)?.strip_suffix("';"))
+        .filter(|name| is_hashed_worker_wasm(name))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            format!(
+                "{} names no wasm: run `cargo xtask build`",
+                glue_path.display()
+            )
+        })
 }
 
 /// The member wasm-bindgen declares on every exported class: `[Symbol.dispose](): void;`.
@@ -233,10 +315,12 @@ fn print_sizes(out_dir: &Path) -> Result {
     println!("{:<48} {:>10} {:>10}", "file", "raw", "gzip");
     let mut register = (0, 0);
     for krate in &CRATES {
-        for name in [
-            format!("{}_bg.wasm", krate.artifact),
-            format!("{}.js", krate.artifact),
-        ] {
+        let wasm = if krate.bindgen_target == "no-modules" {
+            worker_wasm_name(out_dir)?
+        } else {
+            format!("{}_bg.wasm", krate.artifact)
+        };
+        for name in [wasm, format!("{}.js", krate.artifact)] {
             let sizes = size(&out_dir.join(&name))?;
             if krate.artifact == CLIENT_ARTIFACT {
                 register = (register.0 + sizes.0, register.1 + sizes.1);
@@ -255,6 +339,94 @@ fn print_sizes(out_dir: &Path) -> Result {
         register,
     );
     Ok(())
+}
+
+/// A module's size budget: the gzip bytes it may not grow past (today's size and a little room,
+/// so that growth is a decision, never an accident) and the target it is headed for.
+struct Budget {
+    what: &'static str,
+    ceiling_gzip: usize,
+    target_gzip: usize,
+}
+
+/// What a page downloads to `register` and `put` in worker mode (the page module's JS, wasm and
+/// snippets). Target: 25 KB, smaller than every peer's page library (issue 19).
+const PAGE_BUDGET: Budget = Budget {
+    what: "the page module (what a page downloads to register)",
+    ceiling_gzip: 124 * 1024,
+    target_gzip: 25_000,
+};
+
+/// What the worker loads at every start (`sw.js`, `rangersync-worker.js`, the glue and the
+/// wasm). Target: 100 KB, with export, restore and backups in a module loaded on demand.
+const WORKER_BUDGET: Budget = Budget {
+    what: "the start-up worker (sw.js + library + glue + wasm)",
+    ceiling_gzip: 372 * 1024,
+    target_gzip: 100_000,
+};
+
+/// The gzip bytes of what a page downloads to `register` and of what the worker loads at start.
+pub fn module_sizes(out_dir: &Path) -> Result<(usize, usize)> {
+    let gzip = |file: &Path| -> Result<usize> {
+        std::fs::read(file)
+            .map(|bytes| gzip_len(&bytes))
+            .map_err(|e| {
+                format!(
+                    "cannot read {} (run `cargo xtask build`): {e}",
+                    file.display()
+                )
+            })
+    };
+    let mut page = gzip(&out_dir.join(format!("{CLIENT_ARTIFACT}.js")))?
+        + gzip(&out_dir.join(format!("{CLIENT_ARTIFACT}_bg.wasm")))?;
+    for file in snippet_files(out_dir)? {
+        page += gzip(&file)?;
+    }
+    let www = out_dir.parent().ok_or("www/pkg has no parent")?;
+    let worker = gzip(&www.join("sw.js"))?
+        + gzip(&www.join("rangersync-worker.js"))?
+        + gzip(&out_dir.join(WORKER_GLUE))?
+        + gzip(&out_dir.join(worker_wasm_name(out_dir)?))?;
+    Ok((page, worker))
+}
+
+/// Fails when the page module or the start-up worker grew past its ceiling; says how far each
+/// is from its target. Run by `cargo xtask test` after the build (a size, never a time).
+pub fn check_size_budget() -> Result {
+    let (page, worker) = module_sizes(&pkg_dir())?;
+    let mut over = Vec::new();
+    println!(
+        "{:<56} {:>10} {:>10} {:>10}",
+        "size budget (gzip)", "now", "ceiling", "target"
+    );
+    for (budget, size) in [(PAGE_BUDGET, page), (WORKER_BUDGET, worker)] {
+        let target = if size <= budget.target_gzip {
+            "met"
+        } else {
+            "not yet"
+        };
+        println!(
+            "{:<56} {:>10} {:>10} {:>10} ({target})",
+            budget.what,
+            kib(size),
+            kib(budget.ceiling_gzip),
+            format!("{:.1} KB", budget.target_gzip as f64 / 1000.0),
+        );
+        if size > budget.ceiling_gzip {
+            over.push(format!(
+                "{} is {} gzip, past its ceiling of {} (xtask/src/build.rs): shrink it, or raise \
+                 the ceiling in the same commit and say why",
+                budget.what,
+                kib(size),
+                kib(budget.ceiling_gzip)
+            ));
+        }
+    }
+    if over.is_empty() {
+        Ok(())
+    } else {
+        Err(over.join("\n"))
+    }
 }
 
 fn kib(bytes: usize) -> String {

@@ -7,7 +7,8 @@ use crate::util::{self, Result};
 /// Files copied from `www/pkg` (and the worker scripts of `www/`) into the package; the page module's
 /// `snippets/` folder is copied too (its extras loader imports `../../rangersync_page_extras.js`,
 /// so the layout must stay as wasm-bindgen wrote it).
-const FILES: [(&str, &str); 15] = [
+/// The worker's wasm is copied too, under the hashed name its glue gives it.
+const FILES: [(&str, &str); 14] = [
     ("www/pkg", "rangersync_page.js"),
     ("www/pkg", "rangersync_page_bg.wasm"),
     ("www/pkg", "rangersync_page.d.ts"),
@@ -16,7 +17,6 @@ const FILES: [(&str, &str); 15] = [
     ("www", "sw.js"),
     ("www", "rangersync-worker.js"),
     ("www/pkg", "rangersync_sw.js"),
-    ("www/pkg", "rangersync_sw_bg.wasm"),
     ("page-client/npm", "vite.js"),
     ("page-client/npm", "vite.d.ts"),
     ("page-client/npm", "react.js"),
@@ -65,6 +65,8 @@ pub fn assemble() -> Result {
         copy(&root.join(dir).join(name), &out.join(name))?;
     }
     let pkg = crate::build::pkg_dir();
+    let worker_wasm = crate::build::worker_wasm_name(&pkg)?;
+    copy(&pkg.join(&worker_wasm), &out.join(&worker_wasm))?;
     let snippets = crate::build::snippet_files(&pkg)?;
     if snippets.is_empty() {
         return Err("www/pkg/snippets is empty: the page module's extras loader is missing".into());
@@ -99,6 +101,7 @@ pub fn assemble() -> Result {
         .iter()
         .map(|(_, name)| format!("\"{name}\""))
         .chain([
+            format!("\"{worker_wasm}\""),
             format!("\"{}/\"", crate::build::SNIPPETS_DIR),
             "\"README.md\"".to_string(),
         ])
@@ -145,7 +148,7 @@ pub fn assemble() -> Result {
         .sum();
     println!(
         "dist/rangersync: {} files, {:.1} KiB",
-        FILES.len() + 2 + snippets.len(),
+        FILES.len() + 3 + snippets.len(),
         total as f64 / 1024.0
     );
     pack(&out, &root.join("dist"), &version)

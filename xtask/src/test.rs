@@ -71,7 +71,7 @@ const STEPS: [Step; 13] = [
     ("wasm", "wasm tests (wasm-pack, Chromium)", wasm_tests),
     (
         "example",
-        "build www/pkg + the Vite example + the API reference (npm)",
+        "build www/pkg + size budget + the Vite example + the API reference (npm)",
         example,
     ),
     ("e2e", "e2e tests (Chromium)", e2e_tests),
@@ -417,6 +417,7 @@ fn write_shim(path: &Path, body: &str) -> Result {
 /// API reference from the package just packed and fails when `docs/api/` differs.
 fn example(_: &mut State) -> Result {
     crate::build::build()?;
+    crate::build::check_size_budget()?;
     crate::example::prepare()?;
     let (result, _) = util::timed(
         "API reference (TypeDoc) against docs/api",
