@@ -401,7 +401,7 @@ impl SqliteStore {
 
     /// Apply a validated push batch of `user`, atomically: with the batches of other
     /// requests waiting for the writer at the same time, in one transaction (group commit,
-    /// see [`commit_pending`]), each batch inside its own savepoint. Answered after the
+    /// see `commit_pending`), each batch inside its own savepoint. Answered after the
     /// commit, so an acknowledgement is as durable as before.
     pub async fn push(
         &self,
