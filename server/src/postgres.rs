@@ -36,6 +36,7 @@ use rangersync_shared::conflict::{Stamp, Stored};
 use rangersync_shared::protocol::{Entity, Millis, Mutation, MutationResult, Op};
 use rangersync_shared::snapshot::Snapshot;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::db_location::redact_url;
@@ -1197,6 +1198,70 @@ impl From<ApiError> for PushError {
     }
 }
 
+/// Statements of the push path, prepared once per connection and kept (deadpool's statement
+/// cache): a statement given as text is parsed and planned again on every call, at the cost
+/// of one more round trip to the database each time.
+trait Cached {
+    async fn cached_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error>;
+    async fn cached_query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error>;
+    async fn cached_query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error>;
+    async fn cached_execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error>;
+}
+
+impl Cached for Transaction<'_> {
+    async fn cached_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn cached_query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    async fn cached_query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+
+    async fn cached_execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+}
+
 /// An outcome to write at [`PushTx::finish`].
 struct Record {
     client_id: String,
@@ -1238,7 +1303,7 @@ impl PgTx<'_> {
         let ops: Vec<&str> = mutations.iter().map(|m| op_str(m.op)).collect();
         let claimed = self
             .tx
-            .query(
+            .cached_query(
                 "INSERT INTO mutations (client_id, seq, status, collection, key, op, received_at)
                  SELECT $1, seq, 'claimed', collection, key, op, 0
                  FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
@@ -1265,7 +1330,7 @@ impl PgTx<'_> {
         // claimed again, or one it was about to read, committed its floor with the deletion.
         let floor: i64 = match self
             .tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT pruned_through_seq FROM clients WHERE client_id = $1",
                 &[&client_id],
             )
@@ -1284,7 +1349,7 @@ impl PgTx<'_> {
         }
         if let Err(e) = self
             .tx
-            .execute(
+            .cached_execute(
                 "DELETE FROM mutations
                  WHERE client_id = $1 AND seq = ANY($2) AND status = 'claimed'",
                 &[&client_id, &forgotten],
@@ -1309,7 +1374,7 @@ impl PgTx<'_> {
     async fn read_seen(&mut self, client_id: &str, before: &[i64]) -> Result<(), ApiError> {
         let rows = self
             .tx
-            .query(
+            .cached_query(
                 "SELECT seq, status, reason FROM mutations
                  WHERE client_id = $1 AND seq = ANY($2)",
                 &[&client_id, &before],
@@ -1341,7 +1406,7 @@ impl PgTx<'_> {
     async fn stored(&mut self, collection: &str, key: &str) -> Result<Option<Stored>, ApiError> {
         let row = self
             .tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT value, deleted, updated_at, client_id, seq, version
                  FROM entities WHERE user_id = $3 AND collection = $1 AND key = $2",
                 &[&collection, &key, &self.user],
@@ -1383,7 +1448,7 @@ impl PushTx for PgTx<'_> {
         // these locks in the same (hash) order. A hash collision only serialises more.
         let locked = self
             .tx
-            .execute(
+            .cached_execute(
                 "SELECT pg_advisory_xact_lock(h) FROM (
                      SELECT DISTINCT hashtextextended($3 || chr(1) || c || chr(1) || k, 0) AS h
                      FROM unnest($1::text[], $2::text[]) AS d(c, k)
@@ -1433,7 +1498,7 @@ impl PushTx for PgTx<'_> {
         };
         let written = self
             .tx
-            .execute(
+            .cached_execute(
                 "INSERT INTO entities (collection, key, value, deleted, updated_at, client_id, seq, version, user_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)
                  ON CONFLICT (user_id, collection, key) DO UPDATE SET
@@ -1512,7 +1577,7 @@ impl PushTx for PgTx<'_> {
         // then stamp them on the entities and record every outcome.
         let row = self
             .tx
-            .query_one(
+            .cached_query_one(
                 "WITH taken AS (
                      UPDATE counters SET version = version + $1
                      RETURNING version - $1 AS base
@@ -1579,13 +1644,13 @@ async fn claim_client(
     user: &str,
     client_id: &str,
 ) -> Result<bool, tokio_postgres::Error> {
-    tx.execute(
+    tx.cached_execute(
         "INSERT INTO clients (client_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         &[&client_id, &user],
     )
     .await?;
     let owner: String = tx
-        .query_one(
+        .cached_query_one(
             "SELECT user_id FROM clients WHERE client_id = $1",
             &[&client_id],
         )

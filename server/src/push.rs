@@ -1,5 +1,7 @@
 //! `POST /api/sync/push`: dedup by `(client_id, seq)`, per-mutation validation, the
-//! last-writer-wins rule, one transaction per batch.
+//! last-writer-wins rule, each batch applied whole or not at all (its own transaction on
+//! PostgreSQL; on SQLite its own savepoint in a group-committed transaction, see
+//! [`crate::sqlite`]).
 
 use std::collections::HashMap;
 

@@ -4,7 +4,8 @@
 //! the next instance in turn. Prints a Markdown table between `BENCH-TABLE` lines.
 //!
 //! `RANGERSYNC_BENCH_BATCHES` (per client, default 10) and `RANGERSYNC_BENCH_BATCH` (mutations
-//! per batch, default 40) size it.
+//! per batch, default 40) size it. `RANGERSYNC_BENCH_ONLY=sqlite` (or `postgres`) runs one
+//! backend only, for profiling.
 
 mod support;
 
@@ -128,6 +129,14 @@ async fn push_throughput_on_sqlite_and_on_one_two_and_three_postgres_instances()
         ("PostgreSQL", 2),
         ("PostgreSQL", 3),
     ] {
+        if let Ok(only) = std::env::var("RANGERSYNC_BENCH_ONLY") {
+            if !backend
+                .to_ascii_lowercase()
+                .starts_with(&only.to_ascii_lowercase())
+            {
+                continue;
+            }
+        }
         let db = if backend == "SQLite" {
             scratch.join("bench.db").display().to_string()
         } else {
