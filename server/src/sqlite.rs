@@ -751,15 +751,18 @@ const GROUP_MUTATIONS: usize = 2_000;
 /// rolled back to it, alone, and answered its error), then commit once and answer them all.
 /// One commit (one flush of the log) serves every batch that queued while the one before was
 /// committing. Versions are still taken one after another inside the only write transaction,
-/// so they become visible in commit order. Every push spawns one of these; one that finds the
-/// queue empty (another took its batch) does nothing.
+/// so they become visible in commit order. Every push spawns one of these, and each commits one
+/// group at most, then gives up the writer (so that restores, backups and pruning get their turn
+/// under steady pushes, and no blocking thread waits longer than one group): there are always at
+/// least as many calls still to run as batches queued, as each call takes at least one batch
+/// when there is any. One that finds the queue empty (others took its batch) does nothing.
 fn commit_pending(
     conn: &Mutex<Connection>,
     pending: &Mutex<Vec<PushJob>>,
     runtime: &tokio::runtime::Handle,
 ) {
     let mut conn = lock(conn);
-    loop {
+    {
         let jobs: Vec<PushJob> = {
             let mut queue = lock(pending);
             let mut take = 0;

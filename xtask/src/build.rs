@@ -361,7 +361,7 @@ const PAGE_BUDGET: Budget = Budget {
 /// wasm). Target: 100 KB, with export, restore and backups in a module loaded on demand.
 const WORKER_BUDGET: Budget = Budget {
     what: "the start-up worker (sw.js + library + glue + wasm)",
-    ceiling_gzip: 372 * 1024,
+    ceiling_gzip: 376 * 1024,
     target_gzip: 100_000,
 };
 
