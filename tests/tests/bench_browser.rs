@@ -17,7 +17,11 @@
 //!   duplicates of both peers the same way.
 //!
 //! Phases, per peer: page bytes loaded by `register`; sequential writes (per-write latency),
-//! 50 and 500 in flight, `putMany` (rangersync only), all with the server stopped; worker cold
+//! 50, 100 and 500 in flight, `putMany` (rangersync only), all with the server stopped; the
+//! browser's limits in the rangersync page (`bench/limits-sw.js` at its own scope: a message
+//! echo, one strict IndexedDB put a message at each write row's concurrency, one strict
+//! transaction of many records); the navigation cost of rangersync's stopped worker (a
+//! navigation and a plain fetch POST, beside the same page on an origin with no worker); worker cold
 //! start (median of `RANGERSYNC_BENCH_COLD_RUNS`); drains of `RANGERSYNC_BENCH_DRAIN` and
 //! `RANGERSYNC_BENCH_DRAIN_LARGE` queued writes started by a `sync` event, with the server's
 //! delivery count sampled every 50 ms and the worker's JS heap (CDP `Runtime.getHeapUsage` on
@@ -53,6 +57,20 @@ const COLD_POLL: Duration = Duration::from_millis(5);
 const PUT_MANY_BATCH: usize = 100;
 /// Writes in flight while filling a drain queue.
 const FILL_CONCURRENCY: usize = 500;
+/// The write rows: (results key, writes in flight).
+const WRITE_ROWS: [(&str, usize); 4] = [
+    ("put_sequential", 1),
+    ("put_50", 50),
+    ("put_100", 100),
+    ("put_500", 500),
+];
+/// Records in the one strict transaction of the batch limit, and how many such batches.
+const LIMIT_BATCH: usize = 1_000;
+const LIMIT_BATCH_RUNS: usize = 5;
+/// Message round trips of the echo limit.
+const LIMIT_ECHOES: usize = 1_000;
+/// Navigations and fetches timed per side (with and without the worker).
+const NAVIGATION_RUNS: usize = 20;
 /// Workbox's sync tags are this prefix + the queue name.
 const WB_TAG_PREFIX: &str = "workbox-background-sync:";
 
@@ -111,9 +129,15 @@ fn bench_www(with_workbox: bool) -> Result<tempfile::TempDir> {
         .tempdir()?;
     copy_dir(&www_dir()?, dir.path())?;
     let bench = workspace_root().join("bench");
-    for page in ["rangersync.html", "workbox.html"] {
+    for page in ["rangersync.html", "workbox.html", "nav.html"] {
         std::fs::copy(bench.join(page), dir.path().join(page))?;
     }
+    // The limits worker has a folder, and so a scope, of its own.
+    std::fs::create_dir_all(dir.path().join("bench-limits"))?;
+    std::fs::copy(
+        bench.join("limits-sw.js"),
+        dir.path().join("bench-limits").join("limits-sw.js"),
+    )?;
     if with_workbox {
         std::fs::copy(bundle_path(), dir.path().join("workbox-sw.js"))?;
     }
@@ -382,6 +406,30 @@ async fn deliver(
     }
 }
 
+/// `ServiceWorker.stopAllWorkers` until every live version of the registration is seen
+/// stopped: something may start it again at once (a retry of Chrome's own sync registration, a
+/// page message).
+async fn stop_confirmed(workers: &ServiceWorkers, registration_id: &str, origin: &str) -> Result {
+    workers.stop_all().await?;
+    wait_until(
+        &format!("{origin}'s worker is stopped"),
+        Duration::from_secs(30),
+        || async {
+            let stopped = workers
+                .versions(registration_id)
+                .iter()
+                .filter(|v| v.status != ServiceWorkerVersionStatus::Redundant)
+                .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped);
+            if stopped {
+                return Ok(Some(()));
+            }
+            workers.stop_all().await?;
+            Ok(None)
+        },
+    )
+    .await
+}
+
 /// `runs` cold starts: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by the
 /// version's running status), then a `sync` event is dispatched; the time is until the server
 /// has counted the handler's first push request. The server holds every push answer (a fault
@@ -397,26 +445,7 @@ async fn measure_cold_start(
     let registration = workers.registration(origin).await?;
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
-        // Something may start it again at once (a retry of Chrome's own sync registration, a
-        // page message): stop it until it is seen stopped.
-        workers.stop_all().await?;
-        wait_until(
-            &format!("{origin}'s worker is stopped"),
-            Duration::from_secs(30),
-            || async {
-                let stopped = workers
-                    .versions(&registration.id)
-                    .iter()
-                    .filter(|v| v.status != ServiceWorkerVersionStatus::Redundant)
-                    .all(|v| v.running == ServiceWorkerVersionRunningStatus::Stopped);
-                if stopped {
-                    return Ok(Some(()));
-                }
-                workers.stop_all().await?;
-                Ok(None)
-            },
-        )
-        .await?;
+        stop_confirmed(workers, &registration.id, origin).await?;
         let before = PushCounts::of(server).await?.requests;
         let t0 = Instant::now();
         workers.dispatch_sync(origin, tag, false).await?;
@@ -486,6 +515,9 @@ async fn bench_rangersync_vs_workbox() -> Result {
         "sizes": {
             "writes": sizes.writes, "drain": sizes.drain, "drain_large": sizes.drain_large,
             "cold_runs": sizes.cold_runs, "put_many_batch": PUT_MANY_BATCH,
+            "limit_batch": LIMIT_BATCH, "limit_batch_runs": LIMIT_BATCH_RUNS,
+            "limit_echoes": LIMIT_ECHOES,
+            "navigation_runs": NAVIGATION_RUNS,
         },
         "seconds": started.elapsed().as_secs_f64(),
         "server_build": if cfg!(debug_assertions) { "dev" } else { "release" },
@@ -526,6 +558,46 @@ const RS_HELPERS_JS: &str = r#"
       return client.putMany(items).then((ack) => 'acked ' + ack.seqs.length);
     });
     true"#;
+
+/// The browser's limits, from the rangersync page: registers `bench/limits-sw.js` at its own
+/// scope (`/bench-limits/`: it controls no page; rangersync's worker at `/` keeps this page)
+/// and defines `limitAsk(message)` (post to its active worker with a reply port, resolve with
+/// the reply), `limitBatch(runs, size)` (`runs` strict transactions of `size` records each, one
+/// at a time; `{ ms: [...] }` per transaction) and `limitUnregister()`.
+const LIMITS_JS: &str = r#"window.limitsReady = (async () => {
+    const registration = await navigator.serviceWorker.register('/bench-limits/limits-sw.js',
+      { scope: '/bench-limits/' });
+    const worker = registration.installing || registration.waiting || registration.active;
+    if (worker.state !== 'activated') {
+      await new Promise((resolve) => worker.addEventListener('statechange',
+        () => { if (worker.state === 'activated') resolve(); }));
+    }
+    window.limitsRegistration = registration;
+    return worker.state;
+  })();
+  window.limitAsk = (message) => new Promise((resolve, reject) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = (event) => {
+      if (event.data && event.data.ok) resolve(event.data);
+      else reject(new Error((event.data && event.data.error) || 'no reply'));
+    };
+    limitsRegistration.active.postMessage(message, [channel.port2]);
+  });
+  window.limitBatch = async (runs, size) => {
+    const ms = [];
+    let durability = null;
+    for (let r = 0; r < runs; r++) {
+      const items = [];
+      for (let i = 0; i < size; i++) items.push(['batch-' + r + '-' + i, rsValue('batch-' + i, i)]);
+      const t = performance.now();
+      const reply = await limitAsk({ op: 'many', items });
+      ms.push(performance.now() - t);
+      durability = reply.durability;
+    }
+    return { ms, durability };
+  };
+  window.limitUnregister = () => limitsRegistration.unregister();
+  true"#;
 
 /// Opens `/rangersync.html` on a fresh server, registers `SyncClient` (a long retry delay so
 /// that only the triggers under test start a flush; no `appShell`, so the worker caches nothing of
@@ -596,9 +668,16 @@ async fn bench_rangersync(
     };
     results.insert("register".into(), register);
     let n = sizes.writes;
+    // The limits worker is registered now: its script cannot be fetched once the server is down.
+    let limits_registered = async {
+        eval(&page, LIMITS_JS).await?;
+        job(&page, "limitsReady", Duration::from_secs(60)).await
+    }
+    .await
+    .map_err(|e| e.to_string());
 
     server.stop().await;
-    for (key, concurrency) in [("put_sequential", 1), ("put_50", 50), ("put_500", 500)] {
+    for (key, concurrency) in WRITE_ROWS {
         record(&mut results, key, async {
             let run = job(
                 &page,
@@ -628,6 +707,8 @@ async fn bench_rangersync(
         eval(&page, "client.status().then((s) => s.pending)").await
     })
     .await;
+    let limits = measure_limits(workers, &page, &origin, n, limits_registered).await;
+    results.insert("limits".into(), Value::Object(limits));
 
     // Cold start: the queue holds what the write rows left; the server holds every answer.
     // The page is closed first: only the `sync` event may start the worker.
@@ -670,7 +751,220 @@ async fn bench_rangersync(
         })
         .await;
     }
+    record(
+        &mut results,
+        "navigation",
+        measure_navigation(browser, workers, www),
+    )
+    .await;
     results
+}
+
+/// The browser's limits in the rangersync page (see [`LIMITS_JS`], registered by the caller
+/// while the server was up), with the server still stopped: `echo` (sequential message round trips), `put_*` (one strict put a message, at each
+/// write row's concurrency), `batch` (one strict transaction of [`LIMIT_BATCH`] records). Then
+/// the limits worker is unregistered and this waits until the DevTools protocol has seen it go,
+/// so that the cold start below finds rangersync's registration only.
+async fn measure_limits(
+    workers: &ServiceWorkers,
+    page: &Page,
+    origin: &str,
+    n: usize,
+    registered: std::result::Result<Value, String>,
+) -> Map<String, Value> {
+    let mut limits = Map::new();
+    if let Err(e) = registered {
+        limits.insert("error".into(), json!(e));
+        return limits;
+    }
+    // It may have stopped while idle during the write rows: start it before timing anything.
+    if let Err(e) = job(
+        page,
+        "timed(20, 1, () => limitAsk({ op: 'echo' }).then(() => 'echoed'))",
+        Duration::from_secs(60),
+    )
+    .await
+    {
+        limits.insert("error".into(), json!(e.to_string()));
+        return limits;
+    }
+    record(&mut limits, "echo", async {
+        let run = job(
+            page,
+            &format!(
+                "timed({LIMIT_ECHOES}, 1, () => limitAsk({{ op: 'echo' }}).then(() => 'echoed'))"
+            ),
+            STEP_TIMEOUT,
+        )
+        .await?;
+        Ok(timing(&run, LIMIT_ECHOES))
+    })
+    .await;
+    for (key, concurrency) in WRITE_ROWS {
+        record(&mut limits, key, async {
+            let run = job(
+                page,
+                &format!(
+                    "timed({n}, {concurrency}, (i) => limitAsk({{ op: 'put', key: '{key}-' + i, value: rsValue('{key}-' + i, i) }}).then((r) => r.durability))"
+                ),
+                STEP_TIMEOUT,
+            )
+            .await?;
+            Ok(timing(&run, n))
+        })
+        .await;
+    }
+    record(&mut limits, "batch", async {
+        let run = job(
+            page,
+            &format!("limitBatch({LIMIT_BATCH_RUNS}, {LIMIT_BATCH})"),
+            STEP_TIMEOUT,
+        )
+        .await?;
+        let mut ms: Vec<f64> = run["ms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let median = percentile(&ms, 50.0);
+        Ok(json!({
+            "records": LIMIT_BATCH,
+            "runs": LIMIT_BATCH_RUNS,
+            "median_ms": median,
+            "rate": LIMIT_BATCH as f64 * 1000.0 / median,
+            "ms": run["ms"],
+            "durability": run["durability"],
+        }))
+    })
+    .await;
+    let expected_scope = format!("{origin}/");
+    let gone = async {
+        job(page, "limitUnregister()", Duration::from_secs(60)).await?;
+        wait_until(
+            "only rangersync's registration is left",
+            Duration::from_secs(30),
+            || async {
+                let registration = workers.registration(origin).await?;
+                Ok((registration.scope == expected_scope).then_some(()))
+            },
+        )
+        .await
+    };
+    if let Err(e) = gone.await {
+        limits.insert("unregister_error".into(), json!(e.to_string()));
+    }
+    limits
+}
+
+/// The navigation timing of the page it runs in, once its load event has ended: `ms` is
+/// `loadEventEnd - startTime` (from the start of the navigation, before any service worker
+/// is looked up or started, to the end of the load event).
+const NAVIGATION_TIMING_JS: &str = r#"new Promise((resolve) => {
+    const read = () => {
+      const e = performance.getEntriesByType('navigation')[0];
+      if (e && e.loadEventEnd > 0) {
+        resolve({ ms: e.loadEventEnd - e.startTime, worker_start: e.workerStart,
+                  response_end: e.responseEnd,
+                  controlled: navigator.serviceWorker.controller !== null });
+      } else {
+        setTimeout(read, 5);
+      }
+    };
+    read();
+  })"#;
+
+/// A fetch POST no rule captures (`/api/health` answers a POST 405 without touching the
+/// database), timed in the page from the call to the end of the body.
+const PLAIN_POST_JS: &str = r#"(async () => {
+    const t = performance.now();
+    const response = await fetch('/api/health', { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body: '{}' });
+    await response.arrayBuffer();
+    return { ms: performance.now() - t, status: response.status,
+             controlled: navigator.serviceWorker.controller !== null };
+  })()"#;
+
+/// What rangersync's worker costs a page while it is stopped (the usual state of a worker
+/// between visits): two fresh servers serving the same files on two origins, one with
+/// rangersync registered (nothing queued), one with no service worker at all. For each of
+/// [`NAVIGATION_RUNS`] runs and each side in turn: stop the worker (confirmed), navigate the
+/// side's tab to `/nav.html?run=N` (navigation timing, and the wall clock of the CDP
+/// navigation), stop the worker again (confirmed), then a fetch POST from that page. Both
+/// sides go through the same stop procedure. Medians, and with ÷ without.
+async fn measure_navigation(
+    browser: &TestBrowser,
+    workers: &ServiceWorkers,
+    www: &Path,
+) -> Result<Value> {
+    let with_server = TestServer::start_serving(www.to_path_buf()).await?;
+    let without_server = TestServer::start_serving(www.to_path_buf()).await?;
+    let with_origin = with_server.url();
+    let without_origin = without_server.url();
+    let (with_page, _) = rangersync_page(browser, workers, &with_server, 10_000).await?;
+    let registration = workers.registration(&with_origin).await?;
+    let without_page = browser.open(&format!("{without_origin}/nav.html")).await?;
+    let sides = [
+        ("with", &with_page, &with_origin),
+        ("without", &without_page, &without_origin),
+    ];
+    // [side][navigation, navigation wall clock, fetch]
+    let mut times = [
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    ];
+    let mut statuses = Vec::new();
+    for run in 0..NAVIGATION_RUNS {
+        for (s, (side, page, origin)) in sides.iter().enumerate() {
+            let controlled = *side == "with";
+            stop_confirmed(workers, &registration.id, &with_origin).await?;
+            let t0 = Instant::now();
+            page.goto(format!("{origin}/nav.html?run={run}"))
+                .await
+                .map_err(|e| format!("navigating to {origin}/nav.html: {e}"))?;
+            let wall = t0.elapsed().as_secs_f64() * 1000.0;
+            let navigation = eval(page, NAVIGATION_TIMING_JS).await?;
+            if navigation["controlled"] != controlled {
+                return Err(format!(
+                    "{side} the worker, run {run}: the page's controlled state is {}",
+                    navigation["controlled"]
+                )
+                .into());
+            }
+            stop_confirmed(workers, &registration.id, &with_origin).await?;
+            let fetch = eval(page, PLAIN_POST_JS).await?;
+            statuses.push(fetch["status"].clone());
+            let number = |v: &Value| v.as_f64().ok_or_else(|| format!("no time in {v}"));
+            times[s][0].push(number(&navigation["ms"])?);
+            times[s][1].push(wall);
+            times[s][2].push(number(&fetch["ms"])?);
+        }
+    }
+    let _ = with_page.close().await;
+    let _ = without_page.close().await;
+    let median = |v: &[f64]| {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        percentile(&sorted, 50.0)
+    };
+    let [with, without] = &times;
+    statuses.sort_by_key(Value::to_string);
+    statuses.dedup();
+    Ok(json!({
+        "runs": NAVIGATION_RUNS,
+        "with_navigation_ms": median(&with[0]),
+        "without_navigation_ms": median(&without[0]),
+        "navigation_ratio": median(&with[0]) / median(&without[0]),
+        "with_navigation_wall_ms": median(&with[1]),
+        "without_navigation_wall_ms": median(&without[1]),
+        "navigation_wall_ratio": median(&with[1]) / median(&without[1]),
+        "with_fetch_ms": median(&with[2]),
+        "without_fetch_ms": median(&without[2]),
+        "fetch_ratio": median(&with[2]) / median(&without[2]),
+        "fetch_statuses": statuses,
+        "samples": { "with": with, "without": without },
+    }))
 }
 
 async fn bench_workbox(
@@ -723,7 +1017,7 @@ async fn bench_workbox_into(
     };
 
     server.stop().await;
-    for (key, concurrency) in [("put_sequential", 1), ("put_50", 50), ("put_500", 500)] {
+    for (key, concurrency) in WRITE_ROWS {
         record(results, key, async {
             let run = job(&page, &write("put", key, n, concurrency), STEP_TIMEOUT).await?;
             Ok(timing(&run, n))

@@ -395,13 +395,12 @@ const BEGIN_MARKER: &str = "<!-- bench:browser -->";
 const END_MARKER: &str = "<!-- /bench:browser -->";
 /// The chart of the (small) drain, relative to the repository root.
 const CHART: &str = "docs/bench-drain-10k.svg";
-/// What a worker is made of (`www/sw.js` imports the library, which imports the glue and
-/// fetches the wasm).
-const RANGERSYNC_WORKER_FILES: [&str; 4] = [
+/// What the start-up worker is made of besides its wasm (`www/sw.js` imports the library, which
+/// imports the glue, which fetches the wasm: see [`worker_wasm`]).
+const RANGERSYNC_WORKER_SCRIPTS: [&str; 3] = [
     "www/sw.js",
     "www/rangersync-worker.js",
     "www/pkg/rangersync_sw.js",
-    "www/pkg/rangersync_sw_bg.wasm",
 ];
 const WORKBOX_WORKER_FILES: [&str; 1] = ["bench/dist/workbox-sw.js"];
 
@@ -430,42 +429,35 @@ enum Better {
     Higher,
 }
 
-/// A target from issue 7, checked against the rangersync number (and Workbox's, for ratios).
+/// A target from issue 19, checked against the rangersync number (and Workbox's, for ratios).
 #[derive(Clone, Copy)]
 enum Target {
     None,
     AtMost(f64, &'static str),
     AtLeast(f64, &'static str),
-    /// At least this absolute number and this many times Workbox (higher is better).
-    AtLeastAndTimes(f64, f64, &'static str),
-    /// At most this absolute number and this many times better than Workbox (lower is better).
-    AtMostAndTimes(f64, f64, &'static str),
     /// At most this many times Workbox's number (lower is better).
     AtMostTimesWorkbox(f64, &'static str),
+    /// At most this many times the row's first limit (lower is better).
+    AtMostTimesLimit(f64, &'static str),
     /// A target for another size than this run's: shown, not checked.
     Text(&'static str),
 }
 
 impl Target {
-    fn cell(self, rangersync: &Measured, workbox: &Measured) -> String {
+    fn cell(self, rangersync: &Measured, workbox: &Measured, limit: Option<&Measured>) -> String {
         let (met, text) = match (self, rangersync) {
             (Target::None, _) => return String::new(),
             (Target::Text(t), _) => return format!("{t} (other size: not checked)"),
             (Target::AtMost(_, t), Err(_))
             | (Target::AtLeast(_, t), Err(_))
-            | (Target::AtLeastAndTimes(_, _, t), Err(_))
-            | (Target::AtMostAndTimes(_, _, t), Err(_))
-            | (Target::AtMostTimesWorkbox(_, t), Err(_)) => return t.to_string(),
+            | (Target::AtMostTimesWorkbox(_, t), Err(_))
+            | (Target::AtMostTimesLimit(_, t), Err(_)) => return t.to_string(),
+            (Target::AtMostTimesLimit(times, t), Ok(v)) => match limit {
+                Some(Ok(l)) => (*v <= times * l, t),
+                _ => return format!("{t} (no limit measured)"),
+            },
             (Target::AtMost(limit, t), Ok(v)) => (*v <= limit, t),
             (Target::AtLeast(limit, t), Ok(v)) => (*v >= limit, t),
-            (Target::AtLeastAndTimes(limit, times, t), Ok(v)) => (
-                *v >= limit && workbox.as_ref().map_or(true, |w| *v >= times * w),
-                t,
-            ),
-            (Target::AtMostAndTimes(limit, times, t), Ok(v)) => (
-                *v <= limit && workbox.as_ref().map_or(true, |w| *v * times <= *w),
-                t,
-            ),
             (Target::AtMostTimesWorkbox(times, t), Ok(v)) => match workbox {
                 Ok(w) => (*v <= times * w, t),
                 Err(_) => return format!("{t} (no Workbox number)"),
@@ -486,6 +478,20 @@ struct Row {
     target: Target,
     /// Replaces the Workbox cell's text (the number still feeds the ratio).
     workbox_text: Option<String>,
+    /// Replaces the rangersync cell's text (the number still feeds the target).
+    rangersync_text: Option<String>,
+    /// What the browser itself does in the same run, for comparison: the first one is the
+    /// limit a `Target::AtMostTimesLimit` is checked against.
+    limits: Vec<Limit>,
+}
+
+/// A browser limit a row is compared with: its name and its measured number (in the row's
+/// unit, formatted by the row).
+struct Limit {
+    name: String,
+    /// What the ratio cell calls it when a row has several.
+    short: &'static str,
+    value: Measured,
 }
 
 impl Row {
@@ -498,7 +504,64 @@ impl Row {
             better: Better::Lower,
             target: Target::None,
             workbox_text: None,
+            rangersync_text: None,
+            limits: Vec::new(),
         }
+    }
+
+    fn limit(mut self, name: impl Into<String>, short: &'static str, value: Measured) -> Row {
+        self.limits.push(Limit {
+            name: name.into(),
+            short,
+            value,
+        });
+        self
+    }
+
+    fn rangersync_text(mut self, text: String) -> Row {
+        self.rangersync_text = Some(text);
+        self
+    }
+
+    /// The limits, each as its number and name.
+    fn limit_cell(&self) -> String {
+        let cells: Vec<String> = self
+            .limits
+            .iter()
+            .map(|l| match &l.value {
+                Ok(v) => format!("{} ({})", (self.format)(*v), l.name),
+                Err(reason) => format!("{}: not measured: {}", l.name, one_line(reason, 60)),
+            })
+            .collect();
+        cells.join("; ")
+    }
+
+    /// rangersync's number ÷ each limit: above 1 is slower for a time, below 1 is slower for
+    /// a rate.
+    fn of_limit_cell(&self) -> String {
+        let Ok(r) = &self.rangersync else {
+            return if self.limits.is_empty() {
+                String::new()
+            } else {
+                "–".into()
+            };
+        };
+        let cells: Vec<String> = self
+            .limits
+            .iter()
+            .map(|l| match &l.value {
+                Ok(v) if *v > 0.0 => {
+                    let ratio = format!("{}×", times(r / v));
+                    if self.limits.len() > 1 {
+                        format!("{ratio} {}", l.short)
+                    } else {
+                        ratio
+                    }
+                }
+                _ => "–".into(),
+            })
+            .collect();
+        cells.join("; ")
     }
 
     fn format(mut self, format: fn(f64) -> String) -> Row {
@@ -547,16 +610,36 @@ impl Row {
         }
     }
 
-    fn cells(&self) -> [String; 5] {
+    fn cells(&self) -> [String; COLUMNS] {
         [
             self.label.clone(),
-            self.cell(&self.rangersync),
+            self.rangersync_text
+                .clone()
+                .unwrap_or_else(|| self.cell(&self.rangersync)),
             self.workbox_text
                 .clone()
                 .unwrap_or_else(|| self.cell(&self.workbox)),
             self.ratio(),
-            self.target.cell(&self.rangersync, &self.workbox),
+            self.limit_cell(),
+            self.of_limit_cell(),
+            self.target.cell(
+                &self.rangersync,
+                &self.workbox,
+                self.limits.first().map(|l| &l.value),
+            ),
         ]
+    }
+}
+
+/// The table's columns.
+const COLUMNS: usize = 7;
+
+/// A ratio: two decimals below 1 (`0.18`), else [`significant`] (`1.4`, `12`).
+fn times(v: f64) -> String {
+    if v < 1.0 {
+        format!("{v:.2}")
+    } else {
+        significant(v)
     }
 }
 
@@ -633,6 +716,61 @@ fn file_sizes<'a>(
     Ok((raw as f64, gzip as f64))
 }
 
+/// The files of `www/pkg` whose names start with `prefix` and end with one of `suffixes`, as
+/// paths relative to the repository root, sorted.
+fn pkg_files(prefix: &str, suffixes: &[&str]) -> std::result::Result<Vec<String>, String> {
+    let dir = util::root().join("www").join("pkg");
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix) && suffixes.iter().any(|s| name.ends_with(s)))
+        .map(|name| format!("www/pkg/{name}"))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// The worker's wasm: the one `www/pkg/rangersync_sw_bg*.wasm` (`rangersync_sw_bg.wasm`, or a
+/// content-hashed `rangersync_sw_bg.<hash>.wasm` named by the glue). None or several: an error.
+fn worker_wasm() -> std::result::Result<String, String> {
+    let mut found = pkg_files("rangersync_sw_bg", &[".wasm"])?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err("no www/pkg/rangersync_sw_bg*.wasm (run `cargo xtask build`)".into()),
+        _ => Err(format!(
+            "more than one worker wasm in www/pkg: {}",
+            found.join(", ")
+        )),
+    }
+}
+
+/// The start-up worker's files: the scripts and its wasm.
+fn worker_files() -> std::result::Result<Vec<String>, String> {
+    let mut files: Vec<String> = RANGERSYNC_WORKER_SCRIPTS
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    files.push(worker_wasm()?);
+    Ok(files)
+}
+
+/// The page module: `rangersync_page.js` and its wasm.
+const PAGE_MODULE_FILES: [&str; 2] = [
+    "www/pkg/rangersync_page.js",
+    "www/pkg/rangersync_page_bg.wasm",
+];
+
+/// The page extras (loaded on demand): every `www/pkg/rangersync_page_extras*` script and wasm.
+fn page_extras_files() -> std::result::Result<Vec<String>, String> {
+    let found = pkg_files("rangersync_page_extras", &[".js", ".wasm"])?;
+    if found.is_empty() {
+        return Err("no www/pkg/rangersync_page_extras* (run `cargo xtask build`)".into());
+    }
+    Ok(found)
+}
+
 /// The files a page loaded for `register` (paths from the browser's resource timing), mapped
 /// back to the repository: the bench serves a copy of `www/` plus `bench/` pages and bundle.
 fn register_files(peer: &Value) -> std::result::Result<Vec<String>, String> {
@@ -663,11 +801,24 @@ fn register_files(peer: &Value) -> std::result::Result<Vec<String>, String> {
 fn rows(results: &Value) -> Vec<Row> {
     let rs = &results["rangersync"];
     let wb = &results["workbox"];
+    let limits = &rs["limits"];
+    // A limit: `rs.limits[phase][field]`, or why there is none.
+    let limit = |phase: &str, field: &str| -> Measured {
+        if limits.is_null() {
+            return measured(rs, "limits", "error");
+        }
+        measured(limits, phase, field)
+    };
     let sizes = &results["sizes"];
     let size = |k: &str| sizes[k].as_u64().unwrap_or(0) as usize;
     let n = size("writes");
     let batch = size("put_many_batch");
     let cold_runs = size("cold_runs");
+    let limit_batch = size("limit_batch");
+    let batch_name = format!(
+        "one strict transaction of {} records",
+        thousands(limit_batch)
+    );
     let mut rows = vec![
         Row::new(
             format!(
@@ -678,14 +829,16 @@ fn rows(results: &Value) -> Vec<Row> {
             measured(wb, "put_sequential", "p50_ms"),
         )
         .format(ms)
-        .target(Target::AtMost(3.0, "≤ 3 ms")),
+        .limit("strict put", "put", limit("put_sequential", "p50_ms"))
+        .limit("echo", "echo", limit("echo", "p50_ms"))
+        .target(Target::AtMostTimesLimit(1.2, "≤ 1.2× the worker-put limit")),
         Row::new(
             "sequential `put`, p99",
             measured(rs, "put_sequential", "p99_ms"),
             measured(wb, "put_sequential", "p99_ms"),
         )
         .format(ms)
-        .target(Target::AtMost(10.0, "≤ 10 ms")),
+        .limit("strict put", "put", limit("put_sequential", "p99_ms")),
         Row::new(
             "sequential `put`, rate",
             measured(rs, "put_sequential", "rate"),
@@ -693,34 +846,36 @@ fn rows(results: &Value) -> Vec<Row> {
         )
         .format(per_second)
         .higher_is_better()
-        .target(Target::AtLeast(300.0, "≥ 300/s")),
-        Row::new(
-            "concurrent `put`, 50 in flight",
-            measured(rs, "put_50", "rate"),
-            measured(wb, "put_50", "rate"),
-        )
-        .format(per_second)
-        .higher_is_better()
-        .target(Target::AtLeastAndTimes(
-            5000.0,
-            10.0,
-            "≥ 5,000/s and ≥ 10× Workbox",
-        )),
-        Row::new(
-            "concurrent `put`, 500 in flight",
-            measured(rs, "put_500", "rate"),
-            measured(wb, "put_500", "rate"),
-        )
-        .format(per_second)
-        .higher_is_better()
-        .target(Target::AtLeastAndTimes(
-            5000.0,
-            10.0,
-            "≥ 5,000/s and ≥ 10× Workbox",
-        )),
+        .limit("strict puts", "puts", limit("put_sequential", "rate")),
     ];
+    for (phase, label, target) in [
+        ("put_50", "concurrent `put`, 50 in flight", Target::None),
+        (
+            "put_100",
+            "concurrent `put`, 100 in flight",
+            Target::AtLeast(5000.0, "≥ 5,000/s"),
+        ),
+        ("put_500", "concurrent `put`, 500 in flight", Target::None),
+    ] {
+        let in_flight = format!(
+            "strict puts, {} in flight",
+            phase.trim_start_matches("put_")
+        );
+        rows.push(
+            Row::new(
+                label,
+                measured(rs, phase, "rate"),
+                measured(wb, phase, "rate"),
+            )
+            .format(per_second)
+            .higher_is_better()
+            .limit(in_flight, "puts", limit(phase, "rate"))
+            .limit(batch_name.clone(), "batch", limit("batch", "rate"))
+            .target(target),
+        );
+    }
     // Workbox has no batch API: putMany is compared with its best way of writing many.
-    let best_workbox = ["put_sequential", "put_50", "put_500"]
+    let best_workbox = ["put_sequential", "put_50", "put_100", "put_500"]
         .iter()
         .filter_map(|phase| measured(wb, phase, "rate").ok())
         .fold(None, |best: Option<f64>, v| {
@@ -737,11 +892,8 @@ fn rows(results: &Value) -> Vec<Row> {
     )
     .format(per_second)
     .higher_is_better()
-    .target(Target::AtLeastAndTimes(
-        5000.0,
-        10.0,
-        "≥ 5,000/s and ≥ 10× Workbox",
-    ));
+    .limit(batch_name, "batch", limit("batch", "rate"))
+    .target(Target::AtLeast(15_000.0, "≥ 15,000 writes/s"));
     let many = match &best_workbox {
         Ok(v) => many.workbox_text(format!(
             "{} (no batch API: its best concurrent rate)",
@@ -750,19 +902,33 @@ fn rows(results: &Value) -> Vec<Row> {
         Err(_) => many,
     };
     rows.push(many);
+    rows.push(
+        Row::new(
+            format!(
+                "worker message round trip (echo), p50 of {}",
+                thousands(size("limit_echoes"))
+            ),
+            Err("not a rangersync row".into()),
+            Err("not a Workbox row".into()),
+        )
+        .format(ms)
+        .rangersync_text("–".into())
+        .workbox_text("–".into())
+        .limit("echo", "echo", limit("echo", "p50_ms")),
+    );
 
     for (phase, target_size, time_target, other_size) in [
         (
             "drain",
             10_000,
-            Target::AtMostAndTimes(2000.0, 50.0, "≤ 2 s and ≥ 50× Workbox"),
-            Target::Text("≤ 2 s and ≥ 50× Workbox at 10,000"),
+            Target::AtMost(1000.0, "≤ 1 s"),
+            Target::Text("≤ 1 s at 10,000"),
         ),
         (
             "drain_large",
             100_000,
-            Target::AtMost(20_000.0, "≤ 20 s"),
-            Target::Text("≤ 20 s at 100,000"),
+            Target::AtMost(10_000.0, "≤ 10 s"),
+            Target::Text("≤ 10 s at 100,000"),
         ),
     ] {
         let n = rs[phase]["n"].as_u64().or(wb[phase]["n"].as_u64());
@@ -835,8 +1001,45 @@ fn rows(results: &Value) -> Vec<Row> {
             measured(wb, "cold_start", "median_ms"),
         )
         .format(ms)
-        .target(Target::AtMostTimesWorkbox(2.0, "≤ 2× Workbox")),
+        .target(Target::AtMostTimesWorkbox(1.5, "≤ 1.5× Workbox")),
     );
+
+    // The worker's cost to a page while it is stopped: with ÷ without, in the rangersync cell.
+    let navigation = &rs["navigation"];
+    let nav_runs = navigation["runs"].as_u64().unwrap_or(0);
+    for (label, field) in [
+        (
+            format!(
+                "page navigation, worker stopped: with ÷ without a worker (median of {nav_runs})"
+            ),
+            "navigation",
+        ),
+        (
+            format!(
+                "non-captured `fetch` POST, worker stopped: with ÷ without (median of {nav_runs})"
+            ),
+            "fetch",
+        ),
+    ] {
+        let ratio = measured(rs, "navigation", &format!("{field}_ratio"));
+        let mut row = Row::new(label, ratio.clone(), Err("not run for Workbox".into()))
+            .format(|v| format!("{}×", times(v)))
+            .workbox_text("not run".into())
+            .target(Target::AtMost(1.1, "≤ 1.1"));
+        if let (Ok(r), Ok(with), Ok(without)) = (
+            &ratio,
+            measured(rs, "navigation", &format!("with_{field}_ms")),
+            measured(rs, "navigation", &format!("without_{field}_ms")),
+        ) {
+            row = row.rangersync_text(format!(
+                "{}× ({} with, {} without)",
+                times(*r),
+                ms(with),
+                ms(without)
+            ));
+        }
+        rows.push(row);
+    }
 
     let page = |peer: &Value| {
         register_files(peer).and_then(|files| file_sizes(files.iter().map(String::as_str)))
@@ -854,7 +1057,7 @@ fn rows(results: &Value) -> Vec<Row> {
         (
             "bytes a page downloads to `register`, gzip",
             1,
-            Target::AtMost(40.0 * 1024.0, "≤ 40 KB"),
+            Target::AtMost(25.0 * 1024.0, "≤ 25 KB (JS + wasm)"),
         ),
     ] {
         let get = |sizes: &std::result::Result<(f64, f64), String>| {
@@ -868,8 +1071,31 @@ fn rows(results: &Value) -> Vec<Row> {
         }
         rows.push(row);
     }
+
+    // Bytes per module, read from www/ (gzip -9).
+    let gzip_of = |files: std::result::Result<Vec<String>, String>| -> Measured {
+        files.and_then(|f| file_sizes(f.iter().map(String::as_str)).map(|s| s.1))
+    };
+    rows.push(
+        Row::new(
+            "page module (`rangersync_page.js` + `_bg.wasm`), gzip",
+            gzip_of(Ok(PAGE_MODULE_FILES.map(str::to_string).to_vec())),
+            Ok(0.0),
+        )
+        .format(kilobytes)
+        .workbox_text("0 (no page library)".into()),
+    );
+    rows.push(
+        Row::new(
+            "page extras (`rangersync_page_extras*`, loaded on demand), gzip",
+            gzip_of(page_extras_files()),
+            Ok(0.0),
+        )
+        .format(kilobytes)
+        .workbox_text("–".into()),
+    );
     let workbox_built = wb["error"].is_null();
-    let rs_worker = file_sizes(RANGERSYNC_WORKER_FILES);
+    let rs_worker = worker_files().and_then(|f| file_sizes(f.iter().map(String::as_str)));
     let wb_worker = if workbox_built {
         file_sizes(WORKBOX_WORKER_FILES)
     } else {
@@ -877,12 +1103,12 @@ fn rows(results: &Value) -> Vec<Row> {
     };
     for (label, pick, target) in [
         (
-            "bytes of the worker (script + glue + wasm), raw",
+            "start-up worker (`sw.js` + `rangersync-worker.js` + glue + wasm), raw",
             0,
             Target::None,
         ),
         (
-            "bytes of the worker, gzip",
+            "start-up worker, gzip",
             1,
             Target::AtMost(100.0 * 1024.0, "≤ 100 KB"),
         ),
@@ -899,9 +1125,27 @@ fn rows(results: &Value) -> Vec<Row> {
     rows
 }
 
+/// The table's header.
+fn header(workbox: &str) -> [String; COLUMNS] {
+    [
+        "",
+        "rangersync",
+        workbox,
+        "ratio",
+        "limit (this browser, same run)",
+        "rangersync ÷ limit",
+        "target",
+    ]
+    .map(str::to_string)
+}
+
 /// The table as Markdown.
 fn markdown_table(rows: &[Row], workbox: &str) -> String {
-    let mut out = format!("| | rangersync | {workbox} | ratio | target |\n|---|---|---|---|---|\n");
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        header(workbox).join(" | "),
+        "---|".repeat(COLUMNS)
+    );
     for row in rows {
         let _ = writeln!(out, "| {} |", row.cells().join(" | "));
     }
@@ -910,11 +1154,10 @@ fn markdown_table(rows: &[Row], workbox: &str) -> String {
 
 /// The table as aligned text for the terminal.
 fn text_table(rows: &[Row], workbox: &str) -> String {
-    let header = ["", "rangersync", workbox, "ratio", "target"].map(str::to_string);
-    let all: Vec<[String; 5]> = std::iter::once(header)
+    let all: Vec<[String; COLUMNS]> = std::iter::once(header(workbox))
         .chain(rows.iter().map(Row::cells))
         .collect();
-    let mut widths = [0; 5];
+    let mut widths = [0; COLUMNS];
     for cells in &all {
         for (w, c) in widths.iter_mut().zip(cells) {
             *w = (*w).max(c.chars().count());
@@ -993,7 +1236,7 @@ fn environment(results: &Value) -> String {
          - browser: {} headless (`{}`)\n\
          - {rustc}; the in-process reference server is a {} build\n\
          - Workbox: {workbox}\n\
-         - sizes: {} writes per write row, drains of {} and {}, {} cold starts\n",
+         - sizes: {} writes per write row, drains of {} and {}, {} cold starts; limits: {} echoes, the write rows' counts of strict puts, {} strict transactions of {} records; {} navigations and fetches a side\n",
         results["seconds"].as_f64().unwrap_or(0.0),
         load.join(" "),
         results["browser"].as_str().unwrap_or("?"),
@@ -1003,6 +1246,10 @@ fn environment(results: &Value) -> String {
         thousands(sizes["drain"].as_u64().unwrap_or(0) as usize),
         thousands(sizes["drain_large"].as_u64().unwrap_or(0) as usize),
         sizes["cold_runs"].as_u64().unwrap_or(0),
+        thousands(sizes["limit_echoes"].as_u64().unwrap_or(0) as usize),
+        sizes["limit_batch_runs"].as_u64().unwrap_or(0),
+        thousands(sizes["limit_batch"].as_u64().unwrap_or(0) as usize),
+        sizes["navigation_runs"].as_u64().unwrap_or(0),
     )
 }
 
@@ -1011,10 +1258,13 @@ const METHOD: &str = "\
 How each row is measured (`tests/tests/bench_browser.rs`; one browser, one origin and so one storage per peer and per drain):
 
 - Both peers are timed **from the page**, the way an app sees them. rangersync: `await client.put(collection, key, value)` (page → worker → one strict IndexedDB commit → acknowledgement), `await client.putMany(items)`. Workbox: `await fetch('/api/sync/push?q=…', {method: 'POST', body})` through a `NetworkOnly` route with a `BackgroundSyncPlugin`; the server is stopped, so the fetch fails and the plugin stores the request before the page's promise settles. Values are ~100-byte JSON objects; each Workbox body is a one-mutation push, so the server counts both peers' deliveries the same way.
-- Write rows: the server is stopped (nothing is delivered meanwhile); p50/p99 are per-write latencies of the sequential run; rates are writes per second of wall-clock time in the page.
+- Write rows: the server is stopped (nothing is delivered meanwhile); p50/p99 are per-write latencies of the sequential run; rates are writes per second of wall-clock time in the page; \"in flight\" is how many calls the page keeps outstanding.
 - Drains: the writes are queued while the server is down (rangersync `putMany`, Workbox fetches 500 in flight), the server is started, and one `sync` event is dispatched (CDP `ServiceWorker.dispatchSyncEvent`); time runs until the server has applied all of them, its count sampled every 50 ms (the chart). Requests are the push requests the server counted (rangersync's pull after a drain is a GET and not counted). The heap is CDP `Runtime.getHeapUsage` (`usedSize`, the JS heap; wasm linear memory is not in it) on the service worker target, every 100 ms.
 - Cold start: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by its running status), a `sync` event is dispatched, and the time runs until the server counts the handler's first push request (polled every 5 ms). The server holds every answer meanwhile so that each run finds the same queue.
-- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Worker bytes: `www/sw.js` + `www/rangersync-worker.js` + `pkg/rangersync_sw.js` + `pkg/rangersync_sw_bg.wasm`; for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
+- Limits (the \"limit\" column): what this browser itself does in the same run, in the same page as the rangersync write rows, right after them (server still stopped). The page registers a tiny service worker of the bench (`bench/limits-sw.js`, no rangersync code) at its own scope `/bench-limits/`, so it controls no page and rangersync's worker keeps the page; it writes to its own database (`rangersync-bench-limits`). A service worker rather than a dedicated `Worker` because rangersync's page talks to a service worker: the limit takes the same path, `registration.active.postMessage(message, [port])` and one reply on the port. **Echo**: the worker replies at once; p50 of 1,000 sequential round trips. **Strict put**: the page sends the key and the same ~100-byte value as rangersync's rows; the worker does one `put` in one `readwrite` transaction with `durability: 'strict'` and replies on `complete`; as many writes as each write row, one at a time (p50, p99, rate) and 50, 100 and 500 in flight (rate). **Strict batch**: one message holding 1,000 such records, all `put` in one strict transaction, replied to on `complete`; records ÷ time from the page's send to the reply, median of 5. The limits worker is unregistered before the cold start. \"rangersync ÷ limit\" is rangersync's number divided by the limit's: above 1 is slower for a time, below 1 is slower for a rate. The limits are one `put` a transaction (rangersync's put also writes its outbox entry, and its reply carries a sequence number), so they bound from below what a worker-backed put can cost.
+- Navigation cost: two fresh servers serving the same files on two ports (origins): on one, rangersync's worker is registered (by `SyncClient.register`, nothing queued); the other has no service worker at all. For 20 runs, each side in turn: all workers are stopped (`ServiceWorker.stopAllWorkers`, confirmed by the registration's running status; the same calls on both sides), the side's tab navigates (CDP `Page.navigate`) to `/nav.html?run=N`, a small static page in scope, and the time is its navigation timing, `loadEventEnd - startTime` (from the start of the navigation, which includes starting the worker, to the end of the load event); the worker is stopped again (confirmed) and the page times a `fetch('/api/health', {method: 'POST'})` (no capture rule matches it; the server answers 405 without touching its database) from the call to the end of the body. The rows are the median with the worker ÷ the median without; the medians are in the cell. Workbox is not run for these rows.
+- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Bytes per module, read from `www/` after `cargo xtask build`: the page module is `pkg/rangersync_page.js` + `pkg/rangersync_page_bg.wasm`; the page extras every `pkg/rangersync_page_extras*` `.js` and `.wasm` (loaded on demand, not by `register`); the start-up worker `www/sw.js` + `www/rangersync-worker.js` + `pkg/rangersync_sw.js` + the one `pkg/rangersync_sw_bg*.wasm` (a content-hashed name is found by reading the folder); for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
+- Targets are issue 19's; a row without one has none there.
 ";
 
 /// Prints the table and writes BENCHMARKS.md's browser part and the chart.
@@ -1200,5 +1450,24 @@ mod tests {
         assert_eq!(row.ratio(), "×4.0 worse");
         let row = Row::new("x", Err("down".into()), Ok(1.0));
         assert_eq!(row.ratio(), "–");
+    }
+
+    #[test]
+    fn rows_are_divided_by_their_limits_and_checked_against_the_first() {
+        let row = Row::new("p50", Ok(3.0), Ok(9.0))
+            .limit("strict put", "put", Ok(2.0))
+            .limit("echo", "echo", Ok(0.25))
+            .target(Target::AtMostTimesLimit(1.2, "≤ 1.2×"));
+        let cells = row.cells();
+        assert_eq!(cells[5], "1.5× put; 12× echo");
+        assert_eq!(cells[6], "**missed**: ≤ 1.2×");
+        let row = Row::new("rate", Ok(500.0), Ok(100.0))
+            .higher_is_better()
+            .limit("batch", "batch", Ok(20_000.0));
+        assert_eq!(row.cells()[5], "0.03×");
+        let row = Row::new("p50", Ok(2.0), Ok(9.0))
+            .limit("strict put", "put", Err("no worker".into()))
+            .target(Target::AtMostTimesLimit(1.2, "≤ 1.2×"));
+        assert_eq!(row.cells()[6], "≤ 1.2× (no limit measured)");
     }
 }
