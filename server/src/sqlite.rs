@@ -985,27 +985,9 @@ impl RestoreTx for Store<'_> {
         &mut self,
         keys: &[(&str, &str)],
     ) -> Result<HashMap<(String, String), Stored>, ApiError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT value, deleted, updated_at, client_id, seq, version
-             FROM entities WHERE user_id = ?3 AND collection = ?1 AND key = ?2",
-        )?;
         let mut found = HashMap::new();
         for &(collection, key) in keys {
-            let row = stmt
-                .query_row(params![collection, key, self.user], |r| {
-                    Ok(Stored {
-                        value: parse_json(&r.get::<_, String>(0)?),
-                        deleted: r.get(1)?,
-                        stamp: Stamp {
-                            updated_at: r.get(2)?,
-                            client_id: r.get(3)?,
-                            seq: r.get(4)?,
-                        },
-                        version: r.get(5)?,
-                    })
-                })
-                .optional()?;
-            if let Some(stored) = row {
+            if let Some(stored) = self.stored_entity(collection, key)? {
                 found.insert((collection.to_owned(), key.to_owned()), stored);
             }
         }

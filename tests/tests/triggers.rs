@@ -15,7 +15,7 @@ use chromiumoxide::cdp::browser_protocol::service_worker::ServiceWorkerVersionRu
 use chromiumoxide::Page;
 use rangersync_e2e::{
     assert_seqs_applied_once, bare_page_url, client_id_of, eval, register_client, serial,
-    wait_for_controller, wait_until, Result, ServiceWorkers, TestBrowser, TestServer,
+    wait_for_controller, wait_until, worker_page, Result, ServiceWorkers, TestBrowser, TestServer,
     RAW_MESSAGE_JS,
 };
 use serde_json::json;
@@ -127,9 +127,7 @@ async fn a_navigation_does_not_start_a_worker_with_nothing_to_capture_or_cache()
     let server = TestServer::start().await?;
     let browser = TestBrowser::launch().await?;
     let workers = ServiceWorkers::enable(&browser).await?;
-    let page = browser.open(&bare_page_url(&server)).await?;
-    assert_eq!(register_client(&page, "{}").await?, "worker");
-    wait_for_controller(&page).await?;
+    let page = worker_page(&browser, &server, "{}").await?;
     browser.close_tab(page).await?;
     let registration = workers.registration(&server.url()).await?;
     workers.stop_until_stopped(&registration.id).await?;

@@ -732,27 +732,16 @@ fn pkg_files(prefix: &str, suffixes: &[&str]) -> std::result::Result<Vec<String>
     Ok(found)
 }
 
-/// The worker's wasm: the one `www/pkg/rangersync_sw_bg*.wasm` (`rangersync_sw_bg.wasm`, or a
-/// content-hashed `rangersync_sw_bg.<hash>.wasm` named by the glue). None or several: an error.
-fn worker_wasm() -> std::result::Result<String, String> {
-    let mut found = pkg_files("rangersync_sw_bg", &[".wasm"])?;
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err("no www/pkg/rangersync_sw_bg*.wasm (run `cargo xtask build`)".into()),
-        _ => Err(format!(
-            "more than one worker wasm in www/pkg: {}",
-            found.join(", ")
-        )),
-    }
-}
-
 /// The start-up worker's files: the scripts and its wasm.
 fn worker_files() -> std::result::Result<Vec<String>, String> {
     let mut files: Vec<String> = RANGERSYNC_WORKER_SCRIPTS
         .iter()
         .map(|f| f.to_string())
         .collect();
-    files.push(worker_wasm()?);
+    files.push(format!(
+        "www/pkg/{}",
+        crate::build::worker_wasm_name(&crate::build::pkg_dir())?
+    ));
     Ok(files)
 }
 
@@ -1263,7 +1252,7 @@ How each row is measured (`tests/tests/bench_browser.rs`; one browser, one origi
 - Cold start: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by its running status), a `sync` event is dispatched, and the time runs until the server counts the handler's first push request (polled every 5 ms). The server holds every answer meanwhile so that each run finds the same queue.
 - Limits (the \"limit\" column): what this browser itself does in the same run, in the same page as the rangersync write rows, right after them (server still stopped). The page registers a tiny service worker of the bench (`bench/limits-sw.js`, no rangersync code) at its own scope `/bench-limits/`, so it controls no page and rangersync's worker keeps the page; it writes to its own database (`rangersync-bench-limits`). A service worker rather than a dedicated `Worker` because rangersync's page talks to a service worker: the limit takes the same path, `registration.active.postMessage(message, [port])` and one reply on the port. **Echo**: the worker replies at once; p50 of 1,000 sequential round trips. **Strict put**: the page sends the key and the same ~100-byte value as rangersync's rows; the worker does one `put` in one `readwrite` transaction with `durability: 'strict'` and replies on `complete`; as many writes as each write row, one at a time (p50, p99, rate) and 50, 100 and 500 in flight (rate). **Strict batch**: one message holding 1,000 such records, all `put` in one strict transaction, replied to on `complete`; records ÷ time from the page's send to the reply, median of 5. The limits worker is unregistered before the cold start. \"rangersync ÷ limit\" is rangersync's number divided by the limit's: above 1 is slower for a time, below 1 is slower for a rate. The limits are one `put` a transaction (rangersync's put also writes its outbox entry, and its reply carries a sequence number), so they bound from below what a worker-backed put can cost.
 - Navigation cost: two fresh servers serving the same files on two ports (origins): on one, rangersync's worker is registered (by `SyncClient.register`, nothing queued); the other has no service worker at all. For 20 runs, each side in turn: all workers are stopped (`ServiceWorker.stopAllWorkers`, confirmed by the registration's running status; the same calls on both sides), the side's tab navigates (CDP `Page.navigate`) to `/nav.html?run=N`, a small static page in scope, and the time is its navigation timing, `loadEventEnd - startTime` (from the start of the navigation, which includes starting the worker, to the end of the load event); the worker is stopped again (confirmed) and the page times a `fetch('/api/health', {method: 'POST'})` (no capture rule matches it; the server answers 405 without touching its database) from the call to the end of the body. The rows are the median with the worker ÷ the median without; the medians are in the cell. Workbox is not run for these rows.
-- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Bytes per module, read from `www/` after `cargo xtask build`: the page module is `pkg/rangersync_page.js` + `pkg/rangersync_page_bg.wasm`; the page extras every `pkg/rangersync_page_extras*` `.js` and `.wasm` (loaded on demand, not by `register`); the start-up worker `www/sw.js` + `www/rangersync-worker.js` + `pkg/rangersync_sw.js` + the one `pkg/rangersync_sw_bg*.wasm` (a content-hashed name is found by reading the folder); for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
+- Page bytes: the same-origin files the page's resource timing lists between starting to `register` and `register` resolving (for rangersync the page module, its wasm and anything it loads on `register`; for Workbox, `navigator.serviceWorker.register()` loads nothing into the page), read from disk; gzip is `gzip -9`. Bytes per module, read from `www/` after `cargo xtask build`: the page module is `pkg/rangersync_page.js` + `pkg/rangersync_page_bg.wasm`; the page extras every `pkg/rangersync_page_extras*` `.js` and `.wasm` (loaded on demand, not by `register`); the start-up worker `www/sw.js` + `www/rangersync-worker.js` + `pkg/rangersync_sw.js` + the `pkg/rangersync_sw_bg.<hash>.wasm` the glue names; for Workbox its bundle, which also holds this bench's ~1 KB of harness code.
 - Targets are issue 19's; a row without one has none there.
 ";
 
