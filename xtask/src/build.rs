@@ -157,7 +157,9 @@ pub fn build() -> Result<WasmBindgen> {
         }
         util::run(bind.arg(&input))?;
         if krate.typescript {
-            drop_symbol_dispose(&out_dir.join(format!("{}.d.ts", krate.artifact)))?;
+            let declarations = out_dir.join(format!("{}.d.ts", krate.artifact));
+            drop_symbol_dispose(&declarations)?;
+            hide_raw_exports(&declarations)?;
         }
         if krate.bindgen_target == "no-modules" {
             name_worker_wasm(&out_dir)?;
@@ -263,6 +265,32 @@ fn drop_symbol_dispose(declarations: &Path) -> Result {
         ));
     }
     std::fs::write(declarations, out)
+        .map_err(|e| format!("cannot write {}: {e}", declarations.display()))
+}
+
+/// What wasm-bindgen declares the module's raw exports as (the return type of `init`).
+const RAW_EXPORTS: &str = "export interface InitOutput {";
+
+/// Marks `InitOutput` `@hidden`: its members are the wasm's raw exports under names that change
+/// with every build (`__wasm_bindgen_func_elem_1012`), so in the API reference they were noise
+/// that made every page build rewrite it. The type itself stays, unchanged, for `init`'s callers.
+fn hide_raw_exports(declarations: &Path) -> Result {
+    let text = std::fs::read_to_string(declarations)
+        .map_err(|e| format!("cannot read {}: {e}", declarations.display()))?;
+    if text.matches(RAW_EXPORTS).count() != 1 {
+        return Err(format!(
+            "{} does not declare `{RAW_EXPORTS}` once: has wasm-bindgen changed its output?",
+            declarations.display()
+        ));
+    }
+    let hidden = text.replacen(
+        RAW_EXPORTS,
+        &format!(
+            "/**\n * The wasm module's raw exports, as wasm-bindgen names them: not an API (use the classes\n * and functions above), and their names change with every build.\n * @hidden\n */\n{RAW_EXPORTS}"
+        ),
+        1,
+    );
+    std::fs::write(declarations, hidden)
         .map_err(|e| format!("cannot write {}: {e}", declarations.display()))
 }
 
