@@ -50,7 +50,8 @@ struct BrowserSizes {
 /// `--drain N` (10,000) and `--drain-large N` (10 × `--drain`; 0 skips it) for the drains,
 /// `--cold-runs N` (20), `--browser-release` to build the browser harness in release (slower to
 /// build; the dev build is what `cargo xtask test` already compiled). `--native-only` /
-/// `--browser-only` run one half.
+/// `--browser-only` run one half. `--quote` only rewrites README.md's Measured quote from
+/// BENCHMARKS.md.
 pub fn run(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--server") {
         return crate::bench_server::run(args);
@@ -60,6 +61,9 @@ pub fn run(args: &[String]) -> Result {
     }
     if args.iter().any(|a| a == "--encryption") {
         return crate::bench_encryption::run();
+    }
+    if args.iter().any(|a| a == "--quote") {
+        return crate::measured::write(&util::root());
     }
     let mut o = Options {
         mutations: 20_000,
@@ -391,8 +395,8 @@ impl Http {
 // The browser report: one table, BENCHMARKS.md, the drain chart
 
 /// The markers of this command's part of `BENCHMARKS.md` (`--server` writes its own part).
-const BEGIN_MARKER: &str = "<!-- bench:browser -->";
-const END_MARKER: &str = "<!-- /bench:browser -->";
+pub const BEGIN_MARKER: &str = "<!-- bench:browser -->";
+pub const END_MARKER: &str = "<!-- /bench:browser -->";
 /// The chart of the (small) drain, relative to the repository root.
 const CHART: &str = "docs/bench-drain-10k.svg";
 /// What the start-up worker is made of besides its wasm (`www/sw.js` imports the library, which
@@ -1302,6 +1306,8 @@ fn report(results: &Value) -> Result {
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("written: {}", path.display());
+    crate::measured::write(&util::root())?;
+    println!("written: README.md's Measured quote");
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //! - the page module's README, which `cargo xtask pkg` ships as the npm package's README,
 //!   links only to files the package holds;
 //! - every test docs/GUARANTEES.md's "Guarantees and their tests" section names exists as a test
-//!   function (not `#[ignore]`d) in the file named before it.
+//!   function (not `#[ignore]`d) in the file named before it;
+//! - README.md's Measured section quotes BENCHMARKS.md's last run (`measured.rs`).
 //!
 //! Each checker returns its problems as `path:line: message` lines; the tests at the bottom run
 //! them on the repository and on small broken fixtures. `cargo xtask docs` (also the first step
@@ -51,7 +52,7 @@ pub fn run(args: &[String]) -> Result {
 }
 
 /// Every check: the repository's links and citations, the package README's links, the
-/// guarantee tests of docs/GUARANTEES.md.
+/// guarantee tests of docs/GUARANTEES.md, the README's quote of BENCHMARKS.md.
 pub fn check_all(root: &Path) -> Vec<String> {
     let mut problems = check_repository(root);
     let readme = root.join(crate::pkg::README_SOURCE);
@@ -61,6 +62,10 @@ pub fn check_all(root: &Path) -> Vec<String> {
             .map(|p| format!("{} {p}", crate::pkg::README_SOURCE)),
     );
     problems.extend(check_guarantees(root, &read(&root.join(GUARANTEES_FILE))));
+    problems.extend(crate::measured::check(
+        &read(&root.join(crate::measured::README)),
+        &read(&root.join(crate::measured::BENCHMARKS)),
+    ));
     problems
 }
 

@@ -30,6 +30,7 @@ mod build;
 mod demo;
 mod docs;
 mod example;
+mod measured;
 mod pkg;
 mod postgres;
 mod server;
