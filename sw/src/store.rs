@@ -464,18 +464,32 @@ impl Store {
     pub async fn init(&self, new_client_id: impl FnOnce() -> String) -> Result<MetaState> {
         let tx = Tx::new(&self.db, &[META], true)?;
         let m = tx.store(META)?;
-        let get = |k: &str| req(m.get(&k.into()));
-        let client_id = get(meta::CLIENT_ID).await?.as_string();
-        let config = get(meta::CONFIG).await?;
-        let last_saved_at = as_millis(&get(meta::LAST_SAVED_AT).await?);
-        let last_synced_at = as_millis(&get(meta::LAST_SYNCED_AT).await?);
-        let server_time = as_millis(&get(meta::SERVER_TIME).await?);
-        let last_exported_at = as_millis(&get(meta::LAST_EXPORTED_AT).await?);
-        let last_backup_at = as_millis(&get(meta::LAST_BACKUP_AT).await?);
-        let backup_failure = get(meta::BACKUP_FAILURE).await?;
-        let last_error = get(meta::LAST_ERROR).await?;
-        let backoff = get(meta::BACKOFF).await?;
-        let legacy_not_before = as_millis(&get(meta::NOT_BEFORE).await?);
+        // Every read issued at once and awaited together (one round trip, not eleven): this
+        // runs at every worker start, before the first event is handled.
+        let read = |k: &str| issue(m.get(&k.into()));
+        let reads = [
+            read(meta::CLIENT_ID)?,
+            read(meta::CONFIG)?,
+            read(meta::LAST_SAVED_AT)?,
+            read(meta::LAST_SYNCED_AT)?,
+            read(meta::SERVER_TIME)?,
+            read(meta::LAST_EXPORTED_AT)?,
+            read(meta::LAST_BACKUP_AT)?,
+            read(meta::BACKUP_FAILURE)?,
+            read(meta::LAST_ERROR)?,
+            read(meta::BACKOFF)?,
+            read(meta::NOT_BEFORE)?,
+        ];
+        settle(&reads).await?;
+        let [client_id, config, last_saved_at, last_synced_at, server_time, last_exported_at, last_backup_at, backup_failure, last_error, backoff, legacy_not_before] =
+            reads.each_ref().map(result_of);
+        let client_id = client_id.as_string();
+        let last_saved_at = as_millis(&last_saved_at);
+        let last_synced_at = as_millis(&last_synced_at);
+        let server_time = as_millis(&server_time);
+        let last_exported_at = as_millis(&last_exported_at);
+        let last_backup_at = as_millis(&last_backup_at);
+        let legacy_not_before = as_millis(&legacy_not_before);
         let created = client_id.is_none();
         let client_id = match client_id {
             Some(id) => id,
@@ -1391,12 +1405,17 @@ impl Store {
     pub async fn counts(&self) -> Result<(u64, u64, u64)> {
         let tx = Tx::new(&self.db, &[OUTBOX, DEAD], false)?;
         let outbox = tx.store(OUTBOX)?;
-        let p = req(outbox.count()).await?;
-        let d = req(tx.store(DEAD)?.count()).await?;
         let index = outbox
             .index(schema::BY_KIND)
             .map_err(|e| SwError::from_js(&e))?;
-        let blobs = req(index.get_all_with_key(&schema::KIND_BLOB.into())).await?;
+        // Issued at once, awaited together (it runs at every worker start).
+        let reads = [
+            issue(outbox.count())?,
+            issue(tx.store(DEAD)?.count())?,
+            issue(index.get_all_with_key(&schema::KIND_BLOB.into()))?,
+        ];
+        settle(&reads).await?;
+        let [p, d, blobs] = reads.each_ref().map(result_of);
         tx.commit().await?;
         let blob_bytes = Array::from(&blobs)
             .iter()
