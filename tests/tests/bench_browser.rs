@@ -441,9 +441,11 @@ async fn stop_confirmed(workers: &ServiceWorkers, registration_id: &str, origin:
 
 /// `runs` cold starts: the worker is stopped (`ServiceWorker.stopAllWorkers`, confirmed by the
 /// version's running status), then a `sync` event is dispatched; the time is until the server
-/// has counted the handler's first push request. The server holds every push answer (a fault
-/// rule with a long `delay_ms`, installed by the caller) so each run finds the queue unchanged;
-/// stopping the worker cancels the held request. Returns `{ runs, median_ms, ms: [...] }`.
+/// has received the handler's first push request (its fault layer counts it on arrival, before
+/// the body is read: a peer's batch size or the debug server's parsing is not in the row). The
+/// server answers no push meanwhile (a fault rule with a long `delay_ms`, installed by the
+/// caller) so each run finds the queue unchanged; stopping the worker cancels the held request.
+/// Returns `{ runs, median_ms, ms: [...] }`.
 async fn measure_cold_start(
     workers: &ServiceWorkers,
     server: &TestServer,
@@ -455,11 +457,11 @@ async fn measure_cold_start(
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
         stop_confirmed(workers, &registration.id, origin).await?;
-        let before = PushCounts::of(server).await?.requests;
+        let before = push_arrivals(server).await?;
         let t0 = Instant::now();
         workers.dispatch_sync(origin, tag, false).await?;
         loop {
-            if PushCounts::of(server).await?.requests > before {
+            if push_arrivals(server).await? > before {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(30) {
@@ -476,13 +478,24 @@ async fn measure_cold_start(
     Ok(json!({ "runs": runs, "median_ms": percentile(&sorted, 50.0), "ms": times }))
 }
 
-/// Holds every push answer for 10 minutes (the request is applied and counted first).
+/// Holds every push for 10 minutes, then answers `503`: the request is counted on arrival
+/// ([`push_arrivals`]) and never reaches the handler, so nothing is applied or dequeued.
 async fn hold_push_answers(server: &TestServer) -> Result {
     server
-        .add_faults(json!([{ "path": "/api/sync/push", "method": "POST",
-                              "delay_ms": 600_000, "times": 100_000 }]))
+        .add_faults(
+            json!([{ "path": "/api/sync/push", "method": "POST", "status": 503,
+                              "delay_ms": 600_000, "times": 100_000 }]),
+        )
         .await?;
     Ok(())
+}
+
+/// The requests the server's fault rules have taken so far (counted as each arrives).
+async fn push_arrivals(server: &TestServer) -> Result<u64> {
+    let stats = server.stats().await?;
+    stats["faults_served"]
+        .as_u64()
+        .ok_or_else(|| format!("the server's stats have no faults_served: {stats}").into())
 }
 
 // ---------------------------------------------------------------------------

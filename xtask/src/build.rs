@@ -296,16 +296,49 @@ fn hide_raw_exports(declarations: &Path) -> Result {
 
 /// `wasm-opt -Oz` of cargo's output into `<name>.opt.wasm` beside it; returns that path.
 fn optimize(wasm_opt: &Path, wasm: &Path) -> Result<PathBuf> {
-    let out = wasm.with_extension("opt.wasm");
+    optimize_into(wasm_opt, wasm, "opt.wasm", &[])
+}
+
+/// `wasm-opt -Oz` with `extra` arguments of cargo's output into `<name>.<extension>`.
+fn optimize_into(wasm_opt: &Path, wasm: &Path, extension: &str, extra: &[&str]) -> Result<PathBuf> {
+    let out = wasm.with_extension(extension);
     util::run(
         Command::new(wasm_opt)
             .arg("-Oz")
+            .args(extra)
             .args(WASM_OPT_FEATURES)
             .arg(wasm)
             .arg("-o")
             .arg(&out),
     )?;
     Ok(out)
+}
+
+/// For `cargo xtask bench --profile`: the worker's glue and hashed wasm bound into `out_dir`
+/// exactly as [`build`] binds them, but with the function names kept (`wasm-opt -Oz -g`, no
+/// `--remove-name-section`), so that a CPU profile names the Rust functions. Run after
+/// [`build`] (it reads cargo's output).
+pub fn build_named_worker(bindgen: &WasmBindgen, out_dir: &Path) -> Result {
+    let krate = &CRATES[0];
+    debug_assert_eq!(krate.package, "rangersync-sw");
+    let mut input = util::target_dir()
+        .join(WASM_TARGET)
+        .join(wasm_profile()?)
+        .join(format!("{}.wasm", krate.artifact));
+    if let Some(wasm_opt) = tools::wasm_opt() {
+        input = optimize_into(&wasm_opt, &input, "named.wasm", &["-g"])?;
+    }
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    util::run(
+        Command::new(&bindgen.cli)
+            .args(["--target", krate.bindgen_target, "--no-typescript"])
+            .args(["--no-modules-global", NO_MODULES_GLOBAL])
+            .args(["--out-name", krate.artifact, "--out-dir"])
+            .arg(out_dir)
+            .arg(&input),
+    )?;
+    name_worker_wasm(out_dir)
 }
 
 /// Every file of `dir/snippets`, recursively, sorted.

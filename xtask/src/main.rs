@@ -12,6 +12,8 @@
 //! | `pkg` | builds, then assembles the npm package in `dist/rangersync/` and packs it into `dist/rangersync.tgz` |
 //! | `bench` | native push and dedup throughput against the reference server; rangersync beside Workbox 7.4 in headless Chromium, timed from the page, into `BENCHMARKS.md` |
 //! | `bench --encryption` | what encrypted backups cost on 10,000 entities beside the same backup in clear, in Chromium, into `BENCHMARKS.md` |
+//! | `bench --profile` | where the worker's time goes: a cold start phase by phase and CPU profiles of `putMany` and concurrent `put`, in Chromium, into `BENCHMARKS.md` |
+//! | `bench --quote` | rewrites README.md's Measured quote from `BENCHMARKS.md` (`bench` does it after each run) |
 //! | `bench --server` | push throughput (new, resent, p99) on SQLite and on 1, 2 and 3 PostgreSQL instances, into `BENCHMARKS.md` |
 //! | `bench --load` | 200 clients pushing and pulling for 60 s against one server (SQLite; `--postgres` too): p50/p99, requests/s, non-2xx, nothing lost, into `BENCHMARKS.md` |
 //!
@@ -25,6 +27,7 @@
 mod api;
 mod bench;
 mod bench_encryption;
+mod bench_profile;
 mod bench_server;
 mod build;
 mod demo;
@@ -63,6 +66,9 @@ commands:
                          writes BENCHMARKS.md (browser part) and docs/bench-drain-10k.svg
   bench --encryption     backupNow() and register with and without backupEncryption on
                          10,000 entities (Chromium): BENCHMARKS.md (encryption part)
+  bench --profile        a cold start phase by phase, CPU profiles of putMany and of 100
+                         puts in flight in the worker (Chromium): BENCHMARKS.md (profile part)
+  bench --quote          rewrite README.md's Measured quote from BENCHMARKS.md
   bench --server         push throughput of SQLite and of 1, 2, 3 PostgreSQL instances,
                          50 clients; written into BENCHMARKS.md
   bench --load [--clients N] [--secs S] [--postgres]
