@@ -1315,6 +1315,16 @@ fn report(results: &Value) -> Result {
     Ok(())
 }
 
+/// Writes `section` between `begin` and `end` in BENCHMARKS.md (appended when they are absent).
+pub fn write_section(begin: &str, end: &str, section: &str) -> Result {
+    let path = util::root().join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, replace_section(&old, begin, end, section))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("written: {}", path.display());
+    Ok(())
+}
+
 /// `old` with the part between the markers (inclusive) replaced by `section`, or with
 /// `section` appended when the markers are absent. Everything else is kept.
 pub fn replace_section(old: &str, begin_marker: &str, end_marker: &str, section: &str) -> String {

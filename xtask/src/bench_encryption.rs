@@ -29,15 +29,7 @@ pub fn run() -> Result {
         .map_err(|e| format!("{}: not JSON: {e}", results_path.display()))?;
     let section = table(&results);
     println!("{section}");
-    let path = util::root().join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::write(
-        &path,
-        crate::bench::replace_section(&old, BEGIN, END, &section),
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("written: {}", path.display());
-    Ok(())
+    crate::bench::write_section(BEGIN, END, &section)
 }
 
 /// The median of a case's backup times, and the bytes the server stored.

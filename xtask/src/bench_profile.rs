@@ -49,15 +49,7 @@ pub fn run() -> Result {
         body.trim_end()
     );
     println!("{section}");
-    let path = util::root().join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::write(
-        &path,
-        crate::bench::replace_section(&old, BEGIN, END, &section),
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("written: {}", path.display());
-    Ok(())
+    crate::bench::write_section(BEGIN, END, &section)
 }
 
 /// `date -u`, for the report's heading.
