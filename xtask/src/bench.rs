@@ -1302,23 +1302,17 @@ fn report(results: &Value) -> Result {
     }
     section.push_str(METHOD);
     section.push_str(END_MARKER);
-    let path = util::root().join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    std::fs::write(
-        &path,
-        replace_section(&old, BEGIN_MARKER, END_MARKER, &section),
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("written: {}", path.display());
+    write_section(BEGIN_MARKER, END_MARKER, &section)?;
     crate::measured::write(&util::root())?;
     println!("written: README.md's Measured quote");
     Ok(())
 }
 
-/// Writes `section` between `begin` and `end` in BENCHMARKS.md (appended when they are absent).
+/// Writes `section` between `begin` and `end` in BENCHMARKS.md (appended when they are absent;
+/// the file is started when there is none).
 pub fn write_section(begin: &str, end: &str, section: &str) -> Result {
     let path = util::root().join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
     std::fs::write(&path, replace_section(&old, begin, end, section))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("written: {}", path.display());
