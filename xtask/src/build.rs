@@ -119,7 +119,6 @@ pub fn build() -> Result<WasmBindgen> {
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let profile = wasm_profile()?;
-    let artifacts = util::target_dir().join(WASM_TARGET).join(profile);
     let wasm_opt = tools::wasm_opt();
     let snippets = out_dir.join(SNIPPETS_DIR);
     if snippets.exists() {
@@ -139,30 +138,15 @@ pub fn build() -> Result<WasmBindgen> {
             "-p",
             krate.package,
         ]))?;
-        let mut input = artifacts.join(format!("{}.wasm", krate.artifact));
+        let mut input = cargo_wasm(profile, krate);
         if let Some(wasm_opt) = &wasm_opt {
             input = optimize(wasm_opt, &input)?;
         }
-        let mut bind = Command::new(&bindgen.cli);
-        bind.args(["--target", krate.bindgen_target, "--remove-name-section"]);
-        if krate.bindgen_target == "no-modules" {
-            // Not the default `wasm_bindgen`: an app's own worker that imports
-            // `rangersync-worker.js` may have a wasm-bindgen module of its own.
-            bind.args(["--no-modules-global", NO_MODULES_GLOBAL]);
-        }
-        bind.args(["--out-name", krate.artifact, "--out-dir"])
-            .arg(&out_dir);
-        if !krate.typescript {
-            bind.arg("--no-typescript");
-        }
-        util::run(bind.arg(&input))?;
+        bind(&bindgen, krate, &input, &out_dir, false)?;
         if krate.typescript {
             let declarations = out_dir.join(format!("{}.d.ts", krate.artifact));
             drop_symbol_dispose(&declarations)?;
             hide_raw_exports(&declarations)?;
-        }
-        if krate.bindgen_target == "no-modules" {
-            name_worker_wasm(&out_dir)?;
         }
     }
     for name in PAGE_JS {
@@ -314,6 +298,46 @@ fn optimize_into(wasm_opt: &Path, wasm: &Path, extension: &str, extra: &[&str]) 
     Ok(out)
 }
 
+/// The `.wasm` cargo writes for `krate` under `profile`.
+fn cargo_wasm(profile: &str, krate: &WasmCrate) -> PathBuf {
+    util::target_dir()
+        .join(WASM_TARGET)
+        .join(profile)
+        .join(format!("{}.wasm", krate.artifact))
+}
+
+/// wasm-bindgen on `krate`'s `input` into `out_dir`, the worker's wasm then named by its hash.
+/// The name section is removed unless `keep_names` (a profile's function names).
+fn bind(
+    bindgen: &WasmBindgen,
+    krate: &WasmCrate,
+    input: &Path,
+    out_dir: &Path,
+    keep_names: bool,
+) -> Result {
+    let mut bind = Command::new(&bindgen.cli);
+    bind.args(["--target", krate.bindgen_target]);
+    if !keep_names {
+        bind.arg("--remove-name-section");
+    }
+    let worker = krate.bindgen_target == "no-modules";
+    if worker {
+        // Not the default `wasm_bindgen`: an app's own worker that imports
+        // `rangersync-worker.js` may have a wasm-bindgen module of its own.
+        bind.args(["--no-modules-global", NO_MODULES_GLOBAL]);
+    }
+    bind.args(["--out-name", krate.artifact, "--out-dir"])
+        .arg(out_dir);
+    if !krate.typescript {
+        bind.arg("--no-typescript");
+    }
+    util::run(bind.arg(input))?;
+    if worker {
+        name_worker_wasm(out_dir)?;
+    }
+    Ok(())
+}
+
 /// For `cargo xtask bench --profile`: the worker's glue and hashed wasm bound into `out_dir`
 /// exactly as [`build`] binds them, but with the function names kept (`wasm-opt -Oz -g`, no
 /// `--remove-name-section`), so that a CPU profile names the Rust functions. Run after
@@ -321,24 +345,13 @@ fn optimize_into(wasm_opt: &Path, wasm: &Path, extension: &str, extra: &[&str]) 
 pub fn build_named_worker(bindgen: &WasmBindgen, out_dir: &Path) -> Result {
     let krate = &CRATES[0];
     debug_assert_eq!(krate.package, "rangersync-sw");
-    let mut input = util::target_dir()
-        .join(WASM_TARGET)
-        .join(wasm_profile()?)
-        .join(format!("{}.wasm", krate.artifact));
+    let mut input = cargo_wasm(wasm_profile()?, krate);
     if let Some(wasm_opt) = tools::wasm_opt() {
         input = optimize_into(&wasm_opt, &input, "named.wasm", &["-g"])?;
     }
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    util::run(
-        Command::new(&bindgen.cli)
-            .args(["--target", krate.bindgen_target, "--no-typescript"])
-            .args(["--no-modules-global", NO_MODULES_GLOBAL])
-            .args(["--out-name", krate.artifact, "--out-dir"])
-            .arg(out_dir)
-            .arg(&input),
-    )?;
-    name_worker_wasm(out_dir)
+    bind(bindgen, krate, &input, out_dir, true)
 }
 
 /// Every file of `dir/snippets`, recursively, sorted.
